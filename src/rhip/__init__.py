@@ -1,0 +1,3 @@
+"""RHIP: Regional Health Information Platform."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,76 @@
+"""The ``rhip`` command line: one Typer app onto which every capability registers its commands.
+
+Each capability keeps its commands in ``rhip/<capability>/cli.py`` with a ``register(app)``
+function, the way an outside plugin would. Modules that are not present yet are skipped, and heavy
+libraries are imported inside the command bodies so that ``rhip --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import typer
+
+from rhip import __version__
+from rhip.errors import RhipError
+
+#: Capability modules whose ``cli.register(app)`` adds commands, in help order.
+COMMAND_MODULES: tuple[str, ...] = (
+    "rhip.demo",
+    "rhip.api",
+    "rhip.synth",
+    "rhip.ingest",
+    "rhip.quality",
+    "rhip.mpi",
+    "rhip.security",
+    "rhip.lake",
+    "rhip.surveillance",
+    "rhip.store",
+)
+
+app = typer.Typer(
+    name="rhip",
+    help="RHIP — Regional Health Information Platform (区域全民健康信息平台).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"rhip {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+) -> None:
+    """RHIP — Regional Health Information Platform (区域全民健康信息平台)."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"{name}.cli")
+        except ModuleNotFoundError as exc:
+            if exc.name in (name, f"{name}.cli"):
+                continue
+            raise
+        module.register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    """Console entry point: runs the app and turns platform errors into a message and exit code 2."""
+    try:
+        app()
+    except RhipError as exc:
+        typer.echo(f"error: {exc.diagnostics}", err=True)
+        sys.exit(2)

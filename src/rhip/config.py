@@ -1,0 +1,55 @@
+"""Settings for every RHIP component, read from the environment (``RHIP_*``) or a ``.env`` file.
+
+One place decides where data lives and which database is used, so that the same code runs on the
+embedded defaults (SQLite + DuckDB under one data directory) and on PostgreSQL in production by
+configuration alone.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Platform settings. Every field can be set as ``RHIP_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="RHIP_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./rhip-data"), description="Where embedded data lives.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the operational store; default: SQLite file in data_dir.",
+    )
+    base_url: str = Field(default="http://127.0.0.1:8080", description="Public base URL of the API.")
+    host: str = Field(default="127.0.0.1", description="Address `rhip serve` binds to.")
+    port: int = Field(default=8080, description="Port `rhip serve` listens on.")
+    timezone: str = Field(default="Asia/Shanghai", description="Zone used for local timestamps.")
+    identifier_base: str = Field(
+        default="https://rhip.example.org/fhir",
+        description="Base URI for identifier and code systems that have no national OID.",
+    )
+    auth_enabled: bool = Field(default=True, description="Require authentication on the API.")
+    page_size: int = Field(default=50, description="Default search page size (_count).")
+    max_page_size: int = Field(default=1000, description="Largest _count a client may ask for.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL in force: the configured one or the SQLite file in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'rhip.sqlite').resolve()}"
+
+    @property
+    def lake_dir(self) -> Path:
+        """Root of the Parquet lake."""
+        return self.data_dir / "lake"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests build their own ``Settings``)."""
+    return Settings()
