@@ -44,6 +44,8 @@ def facility_card_system(facility_code: str, kind: str = "visit-card") -> str:
 
 
 # --- Code systems ---
+#: Tags and codes of the master patient index (meta.tag code ``golden`` marks a resident record).
+MPI_TAG: Final = _local("CodeSystem/mpi")
 ICD10: Final = "http://hl7.org/fhir/sid/icd-10"
 #: Chinese clinical edition (国家临床版 2.0) codes are ICD-10 extended; kept as a distinct system.
 ICD10_CN: Final = "urn:oid:2.16.156.10011.2.3.3.11"
@@ -61,6 +63,10 @@ OBSERVATION_CATEGORY: Final = "http://terminology.hl7.org/CodeSystem/observation
 IDENTIFIER_TYPE: Final = "http://terminology.hl7.org/CodeSystem/v2-0203"
 CONDITION_CLINICAL: Final = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 ENCOUNTER_CLASS: Final = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+#: 法定传染病: China's notifiable infectious diseases (codes from rhip.fhir.terminology).
+NOTIFIABLE_DISEASE: Final = _local("CodeSystem/notifiable-disease")
+#: ValueSet of the common lab tests (LOINC codes with Chinese names) from rhip.fhir.terminology.
+COMMON_LAB_TESTS: Final = _local("ValueSet/common-lab-tests")
 
 
 def local_code_system(facility_code: str, domain: str) -> str:

@@ -1,0 +1,253 @@
+"""Bulk FHIR NDJSON ingest throughput, memory and where the time goes, against the machine's raw limits.
+
+Measures, in one run on the same machine:
+  1. raw parse limit: orjson parsing the same file, streamed;
+  2. raw insert limit: one SQLite transaction of plain 1.2 KB rows (WAL, executemany);
+  3. the full pipeline (validation, canonicalisation, quality rules, provenance, index rows) into
+     SQLite (and PostgreSQL with --pg URL), with peak RSS sampled every chunk;
+  4. a cProfile of a smaller run, summed per area (ingest / validation / store index / database).
+
+Usage: .venv/bin/python benchmarks/ingest_ndjson.py [--resources 20000] [--pg postgresql+psycopg://...]
+       .venv/bin/python benchmarks/ingest_ndjson.py --stream-gb 2   # 2 GB streamed, memory only
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import resource
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+
+def make_file(path: Path, n: int) -> int:
+    """Write n resources (Patients and vital-sign Observations, ~1 KB each); returns bytes."""
+    with path.open("wb") as fh:
+        for i in range(n):
+            if i % 5 == 0:
+                res = {
+                    "resourceType": "Patient",
+                    "id": f"bp{i}",
+                    "gender": "female" if i % 2 else "male",
+                    "birthDate": "1970-01-01",
+                    "name": [{"family": "王", "given": ["芳"], "text": "王芳"}],
+                    "identifier": [
+                        {"system": "https://rhip.example.org/fhir/sid/facility/B1/mrn", "value": str(i)}
+                    ],
+                    "address": [
+                        {
+                            "text": "浙江省嘉兴市南湖区建设街道文昌路100号3幢201室",
+                            "district": "330402",
+                            "city": "嘉兴市",
+                            "state": "浙江省",
+                            "postalCode": "314000",
+                            "country": "CN",
+                        }
+                    ],
+                    "maritalStatus": {
+                        "coding": [
+                            {"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M"}
+                        ]
+                    },
+                    "communication": [
+                        {"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "zh-CN"}]}}
+                    ],
+                    "telecom": [{"system": "phone", "value": "13800000000"}],
+                }
+            else:
+                res = {
+                    "resourceType": "Observation",
+                    "id": f"bo{i}",
+                    "status": "final",
+                    "category": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                    "code": "vital-signs",
+                                }
+                            ]
+                        }
+                    ],
+                    "code": {
+                        "coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}],
+                        "text": "心率" + "y" * 200,
+                    },
+                    "subject": {"reference": f"Patient/bp{i - i % 5}"},
+                    "effectiveDateTime": "2026-11-01T08:00:00+08:00",
+                    "valueQuantity": {
+                        "value": 60 + i % 40,
+                        "unit": "/min",
+                        "system": "http://unitsofmeasure.org",
+                        "code": "/min",
+                    },
+                    "note": [{"text": "z" * 400}],
+                }
+            fh.write(orjson.dumps(res) + b"\n")
+    return path.stat().st_size
+
+
+def rss_mb() -> float:
+    """Peak resident set size of this process in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def raw_parse(path: Path) -> float:
+    t = time.perf_counter()
+    n = 0
+    with path.open("rb") as fh:
+        for line in fh:
+            orjson.loads(line)
+            n += 1
+    return n / (time.perf_counter() - t)
+
+
+def raw_insert(path: Path, tmp: Path) -> float:
+    db = sqlite3.connect(tmp / "raw.sqlite")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE r (id TEXT PRIMARY KEY, body BLOB)")
+    rows = [(str(i), line) for i, line in enumerate(path.read_bytes().splitlines())]
+    t = time.perf_counter()
+    with db:
+        db.executemany("INSERT INTO r VALUES (?, ?)", rows)
+    rate = len(rows) / (time.perf_counter() - t)
+    db.close()
+    return rate
+
+
+def pipeline_run(path: Path, url: str, n: int) -> tuple[float, float, float, float]:
+    from rhip.ingest.pipeline import Pipeline
+    from rhip.ingest.runner import ingest_file
+    from rhip.quality.collector import QualityCollector
+    from rhip.store import Store
+
+    store = Store(url)
+    pipe = Pipeline(store, observers=[QualityCollector(store.engine)])
+    before = rss_mb()
+    t, cpu = time.perf_counter(), time.process_time()
+    rep = ingest_file(pipe, path, "BENCH")
+    elapsed, cpu_used = time.perf_counter() - t, time.process_time() - cpu
+    store.close()
+    if rep.stored != n:
+        raise SystemExit(f"expected {n} stored, got {rep}")
+    return n / elapsed, n / cpu_used, before, rss_mb()
+
+
+def profile(path: Path, tmp: Path) -> list[tuple[str, float]]:
+    from rhip.ingest.pipeline import Pipeline
+    from rhip.ingest.runner import ingest_file
+    from rhip.quality.collector import QualityCollector
+    from rhip.store import Store
+
+    store = Store(f"sqlite:///{tmp / 'prof.sqlite'}")
+    pipe = Pipeline(store, observers=[QualityCollector(store.engine)])
+    prof = cProfile.Profile()
+    prof.enable()
+    ingest_file(pipe, path, "BENCH")
+    prof.disable()
+    store.close()
+    stats = pstats.Stats(prof)
+    areas = {
+        "parse (orjson)": 0.0,
+        "ingest map+canonicalise": 0.0,
+        "validation (rhip.fhir)": 0.0,
+        "quality rules": 0.0,
+        "store: index rows": 0.0,
+        "store: SQL execute": 0.0,
+        "other": 0.0,
+    }
+    for (file, _line, func), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        if "orjson" in func or func == "loads":
+            areas["parse (orjson)"] += tt
+        elif "rhip/fhir/validation" in file:
+            areas["validation (rhip.fhir)"] += tt
+        elif "rhip/quality" in file:
+            areas["quality rules"] += tt
+        elif "rhip/ingest" in file:
+            areas["ingest map+canonicalise"] += tt
+        elif "rhip/store" in file and ("index" in file or "search_values" in file):
+            areas["store: index rows"] += tt
+        elif "execute" in func or "commit" in func or "sqlite3" in file or "sqlalchemy" in file:
+            areas["store: SQL execute"] += tt
+        else:
+            areas["other"] += tt  # incl. str.join/unicodedata called by the store's value normaliser
+    total = sum(areas.values()) or 1.0
+    return [(k, 100 * v / total) for k, v in areas.items()]
+
+
+def stream_only(gb: float, tmp: Path) -> None:
+    """Parse + map + canonicalise + validate a streamed file of ``gb`` GB; report peak RSS."""
+    from rhip.ingest.canonical import Canonicaliser, ConceptTranslator
+    from rhip.ingest.fhir_files import iter_ndjson
+    from rhip.ingest.validate import ResourceValidator
+
+    path = tmp / "big.ndjson"
+    block = tmp / "block.ndjson"
+    make_file(block, 10_000)
+    chunk = block.read_bytes()
+    with path.open("wb") as fh:
+        written = 0
+        while written < gb * 1024**3:
+            fh.write(chunk)
+            written += len(chunk)
+    canon, validator = Canonicaliser(ConceptTranslator()), ResourceValidator()
+    t = time.perf_counter()
+    n = 0
+    start_rss = rss_mb()
+    for rec in iter_ndjson(path):
+        res = orjson.loads(rec.raw)
+        canon.apply(res)
+        validator.errors(res)
+        n += 1
+    dt = time.perf_counter() - t
+    print(
+        f"streamed {written / 1024**3:.2f} GB, {n:,} resources in {dt:.0f} s ({n / dt:,.0f}/s); "
+        f"peak RSS {start_rss:.0f} MB -> {rss_mb():.0f} MB"
+    )
+    path.unlink()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--resources", type=int, default=20_000)
+    ap.add_argument("--pg", help="PostgreSQL URL (postgresql+psycopg://...) of an empty database")
+    ap.add_argument("--profile-resources", type=int, default=5_000)
+    ap.add_argument("--stream-gb", type=float, default=0.0, help="only the streamed-file memory test")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        if args.stream_gb:
+            stream_only(args.stream_gb, tmp)
+            return
+        path = tmp / "bench.ndjson"
+        size = make_file(path, args.resources)
+        rows = [
+            ("raw orjson parse (streamed)", raw_parse(path)),
+            ("raw SQLite insert (1 txn, WAL)", raw_insert(path, tmp)),
+        ]
+        rate, cpu_rate, rss0, rss1 = pipeline_run(path, f"sqlite:///{tmp / 'bench.sqlite'}", args.resources)
+        rows.append(("full pipeline -> SQLite (wall)", rate))
+        rows.append(("full pipeline -> SQLite (per CPU-s)", cpu_rate))
+        if args.pg:
+            pg_rate, pg_cpu, _, _ = pipeline_run(path, args.pg, args.resources)
+            rows.append(("full pipeline -> PostgreSQL (wall)", pg_rate))
+            rows.append(("full pipeline -> PostgreSQL (per CPU-s)", pg_cpu))
+        print(f"\n{args.resources:,} resources, {size / 1e6:.1f} MB ({size / args.resources:.0f} B each)\n")
+        print(f"{'measure':<38}{'resources/s':>14}{'x raw insert':>14}")
+        for name, r in rows:
+            print(f"{name:<38}{r:>14,.0f}{r / rows[1][1]:>14.2f}")
+        print(f"\npeak RSS before/after the SQLite run: {rss0:.0f} / {rss1:.0f} MB")
+        prof_path = tmp / "prof.ndjson"
+        make_file(prof_path, args.profile_resources)
+        print(f"\nwhere the time goes ({args.profile_resources:,} resources, cProfile self time):")
+        for area, pct in profile(prof_path, tmp):
+            print(f"  {area:<28}{pct:>6.1f} %")
+
+
+if __name__ == "__main__":
+    main()

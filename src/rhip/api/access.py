@@ -1,0 +1,91 @@
+"""The single policy point every FHIR interaction passes through.
+
+Security (authentication, roles, consent, data levels, the audit chain) is added by the security
+module by replacing the bodies of the three functions here. The API calls them in exactly one
+place per interaction: ``authorize`` before the store is touched, ``filter_results`` on every
+resource about to leave the server, and ``audit`` once the outcome is known. Until security is
+wired in they allow everything and record nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: Interaction names passed to the hooks (FHIR's own codes plus the operations this API serves).
+INTERACTIONS: tuple[str, ...] = (
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "create",
+    "search-type",
+    "search-system",
+    "history-instance",
+    "history-type",
+    "history-system",
+    "batch",
+    "transaction",
+    "capabilities",
+    "operation",
+)
+
+
+@dataclass
+class RequestContext:
+    """Who is asking and how: built once per request from the HTTP request.
+
+    ``principal`` and ``scopes`` are filled by the security module's authentication; the API itself
+    only records the client address, method, path and the request id.
+    """
+
+    method: str
+    path: str
+    client: str | None = None
+    request_id: str | None = None
+    principal: str | None = None
+    scopes: tuple[str, ...] = ()
+    headers: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def authorize(
+    ctx: RequestContext,
+    interaction: str,
+    res_type: str | None,
+    res_id: str | None = None,
+    resource: dict[str, Any] | None = None,
+) -> None:
+    """Allow or refuse one interaction; raise ``rhip.errors.Forbidden``/``Unauthorized`` to refuse.
+
+    Args:
+        ctx: the request context.
+        interaction: one of :data:`INTERACTIONS`.
+        res_type: the resource type concerned (None for system-level interactions).
+        res_id: the resource id for instance-level interactions.
+        resource: the submitted body for writes.
+    """
+    return None
+
+
+def filter_results(ctx: RequestContext, resources: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the resources this caller may see (all of them until policy is wired in)."""
+    return list(resources)
+
+
+def audit(
+    ctx: RequestContext,
+    interaction: str,
+    outcome: str,
+    entities: Sequence[tuple[str, str]] = (),
+) -> None:
+    """Record one interaction and its outcome (``"0"`` success, ``"4"``/``"8"`` failures, as AuditEvent).
+
+    ``entities`` are (resource type, id) pairs touched by the interaction.
+    """
+    return None

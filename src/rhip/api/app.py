@@ -1,0 +1,106 @@
+"""The FastAPI application: the FHIR REST routes plus the routers other modules contribute.
+
+``create_app`` is the one factory used by ``rhip serve``, the tests and the benchmarks. Other
+capabilities add endpoints the way an outside plugin would: a module named in
+:data:`ROUTER_MODULES` that exposes ``router`` (and optionally ``setup(app)``) is included when it
+can be imported, and silently skipped when it does not exist yet.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+from starlette.middleware.gzip import GZipMiddleware
+
+from rhip import __version__
+from rhip.api import routes_rest, routes_search, routes_system
+from rhip.api.http import FhirResponse
+from rhip.api.routing import install_handlers
+from rhip.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from rhip.store import Store
+
+logger = logging.getLogger(__name__)
+
+#: Modules whose ``router`` (and optional ``setup(app)``) are added to the app when importable.
+ROUTER_MODULES: tuple[str, ...] = (
+    "rhip.lake.api",
+    "rhip.mpi.api",
+    "rhip.quality.api",
+    "rhip.security.api",
+    "rhip.surveillance.api",
+    "rhip.ingest.api",
+)
+
+
+def _include_contributed(app: FastAPI, modules: tuple[str, ...]) -> list[str]:
+    included = []
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue
+            raise
+        router = getattr(module, "router", None)
+        if router is not None:
+            app.include_router(router)
+        setup = getattr(module, "setup", None)
+        if callable(setup):
+            setup(app)
+        included.append(name)
+    return included
+
+
+def create_app(
+    store: Store | None = None,
+    settings: Settings | None = None,
+    *,
+    router_modules: tuple[str, ...] | None = None,
+) -> FastAPI:
+    """Build the API.
+
+    Args:
+        store: the store to serve; default: ``Store.from_settings(settings)`` (closed on shutdown).
+        settings: platform settings; default: :func:`rhip.config.get_settings`.
+        router_modules: modules contributing routers; default :data:`ROUTER_MODULES`.
+    """
+    settings = settings or get_settings()
+    owned = store is None
+    if store is None:
+        from rhip.store import Store
+
+        store = Store.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owned:
+            app.state.store.close()
+
+    app = FastAPI(
+        title="RHIP FHIR API",
+        version=__version__,
+        default_response_class=FhirResponse,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.store = store
+    app.state.settings = settings
+    install_handlers(app)
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    # Order matters: literal paths (metadata, _history, _search) before the {type}/{id} patterns.
+    app.include_router(routes_system.router)
+    app.include_router(routes_search.router)
+    app.include_router(routes_rest.router)
+    app.state.contributed = _include_contributed(
+        app, ROUTER_MODULES if router_modules is None else router_modules
+    )
+    return app

@@ -1,0 +1,233 @@
+"""``rhip ingest``, ``rhip mllp-listen``, ``rhip mqtt-subscribe`` and ``rhip quarantine ...``."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import typer
+
+quarantine_app = typer.Typer(
+    help="Records that could not be stored: list, show, replay.", no_args_is_help=True
+)
+
+
+def _pipeline(database_url: str | None, link: bool = True) -> Any:
+    from rhip.config import get_settings
+    from rhip.ingest.hooks import install_default_sinks
+    from rhip.ingest.pipeline import Pipeline
+    from rhip.quality.collector import QualityCollector
+    from rhip.store import Store
+
+    settings = get_settings()
+    if not database_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(database_url or settings.resolved_database_url)
+    if link:
+        install_default_sinks()  # hand every stored Patient (and A40 merge) to the identity layer
+    return Pipeline(store, observers=[QualityCollector(store.engine, settings.timezone)])
+
+
+def _is_region(path: Path) -> bool:
+    return path.is_dir() and any((path / d).is_dir() for d in ("fhir", "hl7v2", "csv", "dicom", "region"))
+
+
+def ingest_command(
+    path: Path = typer.Argument(..., exists=True, help="File, folder, or generated region folder."),
+    facility: str = typer.Option(
+        "unknown", "--facility", "-f", help="Facility code (files and plain folders)."
+    ),
+    connector: str | None = typer.Option(
+        None, "--connector", help="Force a connector (default: by extension)."
+    ),
+    mapping: str | None = typer.Option(None, "--mapping", help="CSV mapping name or YAML path."),
+    via_mllp: bool = typer.Option(False, "--via-mllp", help="Send HL7 v2 through a real MLLP listener."),
+    link: bool = typer.Option(True, "--link/--no-link", help="Hand Patients to the identity layer (MPI)."),
+    database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
+) -> None:
+    """Ingest files or a generated region; prints reconciliation counts and the quality table."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from rhip.ingest.conceptmaps import install_conceptmaps
+    from rhip.ingest.runner import RegionReport, ingest_file, ingest_region
+
+    console = Console()
+    pipeline = _pipeline(database_url, link)
+    install_conceptmaps(pipeline.store)
+    report = RegionReport()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("ingesting", total=None)
+
+        def tick(label: str, rep: Any) -> None:
+            progress.update(task, description=label[-60:], advance=1)
+
+        if _is_region(path):
+            report = ingest_region(pipeline, path, via_mllp=via_mllp, progress=tick)
+        else:
+            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            for file in files:
+                rep = ingest_file(pipeline, file, facility, connector=connector, mapping=mapping)
+                report.add(rep)
+                tick(file.name, rep)
+    _print_reconciliation(console, report)
+    from rhip.quality.cli import print_facility_table
+
+    print_facility_table(console, pipeline.store.engine)
+    pipeline.store.close()
+
+
+def _print_reconciliation(console: Any, report: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="Ingest reconciliation (received = stored + quarantined + duplicates + stale)")
+    for col in ("source", "received", "stored", "quarantined", "duplicates", "stale", "resources", "ok"):
+        table.add_column(col, justify="right" if col != "source" else "left")
+    rows = [(f"connector {k}", v) for k, v in sorted(report.by_connector.items())]
+    rows += [(f"facility {k}", v) for k, v in sorted(report.by_facility.items())]
+    rows.append(("total", report.total))
+    for label, r in rows:
+        table.add_row(
+            label,
+            str(r.received),
+            str(r.stored),
+            str(r.quarantined),
+            str(r.duplicates),
+            str(r.stale),
+            str(r.resources_written),
+            "yes" if r.reconciled else "NO",
+        )
+    console.print(table)
+
+
+def mllp_listen(
+    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    port: int = typer.Option(2575, help="TCP port."),
+    facility: str | None = typer.Option(None, help="Facility code (default: MSH-4 of each message)."),
+    database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
+) -> None:
+    """Run the HL7 v2 MLLP listener until interrupted (ACK AA/AE/AR with ERR segments)."""
+    import asyncio
+
+    from rhip.ingest import hl7v2_map  # noqa: F401 (registers the mapper)
+    from rhip.ingest.mllp import MLLPListener
+
+    listener = MLLPListener(_pipeline(database_url), host, port, facility=facility)
+    typer.echo(f"MLLP listener on {host}:{port}")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(listener.serve_forever())
+
+
+def mqtt_subscribe(
+    broker: str = typer.Option("mqtt://127.0.0.1:1883", help="Broker URL."),
+    topic: str = typer.Option("rhip/devices/#", help="Topic filter; last level = facility."),
+    facility: str | None = typer.Option(None, help="Facility code for every message."),
+    max_messages: int | None = typer.Option(None, help="Stop after this many messages."),
+    database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
+) -> None:
+    """Subscribe to device readings on an MQTT broker and ingest them until interrupted."""
+    import threading
+
+    from rhip.ingest.device import MqttSubscriber
+
+    stop = threading.Event()
+    sub = MqttSubscriber(_pipeline(database_url), broker, topic, facility=facility)
+    try:
+        rep = sub.run(stop, max_messages=max_messages)
+    except KeyboardInterrupt:
+        stop.set()
+        rep = sub.report
+    typer.echo(
+        f"received {rep.received} stored {rep.stored} "
+        f"quarantined {rep.quarantined} duplicates {rep.duplicates}"
+    )
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    facility: str | None = typer.Option(None, help="Only this facility."),
+    connector: str | None = typer.Option(None, help="Only this connector."),
+    status: str = typer.Option("open", help="open | replayed | all"),
+    limit: int = typer.Option(50, help="Most entries shown."),
+    database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
+) -> None:
+    """List quarantined records with their first reason."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from rhip.ingest.quarantine import list_entries
+
+    pipeline = _pipeline(database_url, link=False)
+    entries = list_entries(
+        pipeline.engine,
+        status=None if status == "all" else status,
+        facility=facility,
+        connector=connector,
+        limit=limit,
+    )
+    table = Table(title=f"Quarantine ({len(entries)} shown)")
+    for col in ("id", "facility", "connector", "position", "rule", "path", "status"):
+        table.add_column(col)
+    for e in entries:
+        first = e.reasons[0] if e.reasons else {}
+        table.add_row(
+            str(e.q_id),
+            e.facility,
+            e.connector,
+            e.position,
+            first.get("rule", ""),
+            first.get("path", ""),
+            e.status,
+        )
+    Console().print(table)
+
+
+@quarantine_app.command("show")
+def quarantine_show(
+    entry_id: int = typer.Argument(..., help="Quarantine entry id."),
+    raw: bool = typer.Option(False, "--raw", help="Also print the verbatim record (may hold personal data)."),
+    database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
+) -> None:
+    """Show one entry: source, position and every reason (rule, element path, message)."""
+    import orjson
+
+    from rhip.ingest.quarantine import get_entry
+
+    entry = get_entry(_pipeline(database_url, link=False).engine, entry_id)
+    typer.echo(orjson.dumps(entry.summary(), option=orjson.OPT_INDENT_2).decode())
+    if raw:
+        typer.echo(entry.raw.decode("utf-8", "replace"))
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(
+    entry_ids: list[int] = typer.Argument(
+        None, help="Entry ids (default: every open entry matching filters)."
+    ),
+    facility: str | None = typer.Option(None, help="Only this facility."),
+    connector: str | None = typer.Option(None, help="Only this connector."),
+    database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
+) -> None:
+    """Run entries through the pipeline again (after fixing a mapping or ConceptMap)."""
+    from rhip.ingest import runner  # noqa: F401 (registers every mapper)
+    from rhip.ingest.quarantine import get_entry, list_entries, replay
+
+    pipeline = _pipeline(database_url)
+    if entry_ids:
+        entries = [get_entry(pipeline.engine, i) for i in entry_ids]
+    else:
+        entries = list_entries(pipeline.engine, facility=facility, connector=connector, limit=1_000_000)
+    rep = replay(pipeline, entries)
+    typer.echo(
+        f"replayed {rep.received}: stored {rep.stored}, still quarantined {rep.quarantined}, "
+        f"duplicates {rep.duplicates}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ingest commands to the ``rhip`` app."""
+    app.command("ingest")(ingest_command)
+    app.command("mllp-listen")(mllp_listen)
+    app.command("mqtt-subscribe")(mqtt_subscribe)
+    app.add_typer(quarantine_app, name="quarantine")

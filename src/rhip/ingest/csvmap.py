@@ -1,0 +1,306 @@
+"""CSV extracts mapped to FHIR by declarative YAML mapping files, one per source layout.
+
+A mapping names the encoding (``utf-8``, ``gbk``, ``gb18030`` or ``auto``), the delimiter, the
+required columns and, per resource, how each FHIR element is filled: from a column (with a type,
+date formats and a value map), a constant, or a reference to another resource of the same row.
+Rows are read one at a time from the binary file (GBK never puts a newline byte inside a
+character), so any file size streams in bounded memory. See docs/ingest.md for the format.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rhip.errors import InvalidRequest
+from rhip.fhir import systems
+from rhip.ingest.canonical import fold, to_instant
+from rhip.ingest.model import Mapped, MappingError, Record, issue
+from rhip.ingest.pipeline import MapContext, register_mapper
+from rhip.ingest.provenance import stable_id
+
+CONNECTOR = "csv"
+_TOKEN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?")
+
+
+@dataclass
+class CsvMapping:
+    """A parsed mapping file: shared settings plus one table spec per file name."""
+
+    name: str
+    spec: dict[str, Any]
+    path: str = ""
+
+    @property
+    def encoding(self) -> str:
+        return str(self.spec.get("encoding", "auto")).lower()
+
+    @property
+    def delimiter(self) -> str:
+        return str(self.spec.get("delimiter", ","))
+
+    def table(self, file_name: str) -> dict[str, Any] | None:
+        """The table spec for a file (``tables`` keyed by file name, or one top-level table)."""
+        tables = self.spec.get("tables")
+        if isinstance(tables, dict):
+            found = tables.get(file_name)
+            return found if isinstance(found, dict) else None
+        return self.spec if isinstance(self.spec.get("resources"), list) else None
+
+
+def load_mapping(name_or_path: str | Path) -> CsvMapping:
+    """A mapping by shipped name (``community-centre``) or by path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        text = path.read_text(encoding="utf-8")
+        where = str(path.resolve())
+    else:
+        entry = resources.files("rhip.ingest") / "mappings" / f"{name_or_path}.yaml"
+        if not entry.is_file():
+            raise InvalidRequest(f"unknown CSV mapping '{name_or_path}'")
+        text = entry.read_text(encoding="utf-8")
+        where = ""
+    spec = yaml.safe_load(text)
+    if not isinstance(spec, dict) or not (
+        isinstance(spec.get("resources"), list) or isinstance(spec.get("tables"), dict)
+    ):
+        raise InvalidRequest(f"mapping '{name_or_path}' has neither 'tables' nor 'resources'")
+    return CsvMapping(str(spec.get("name", path.stem)), spec, where)
+
+
+def _decode(line: bytes, encoding: str) -> str:
+    if encoding == "auto":
+        try:
+            return line.decode("utf-8")
+        except UnicodeDecodeError:
+            return line.decode("gb18030")
+    return line.decode(encoding)
+
+
+def iter_csv(path: Path, mapping: CsvMapping) -> Iterator[Record]:
+    """One record per data row; the header and mapping name go into each record's context."""
+    with path.open("rb") as fh:
+        header_line = fh.readline()
+        if header_line.startswith(b"\xef\xbb\xbf"):
+            header_line = header_line[3:]
+        if not header_line.strip():
+            return
+        try:
+            header = next(
+                csv.reader(
+                    [_decode(header_line, mapping.encoding).strip("\r\n")], delimiter=mapping.delimiter
+                )
+            )
+        except UnicodeDecodeError:
+            header = []
+        header = [fold(h) for h in header]
+        for lineno, line in enumerate(fh, 2):
+            if not line.strip():
+                continue
+            yield Record(
+                line.rstrip(b"\r\n"),
+                f"{path.name}:{lineno}",
+                context={"mapping": mapping.path or mapping.name, "table": path.name, "header": header},
+            )
+
+
+def _convert(value: str, rule: dict[str, Any], column: str, mapping: CsvMapping, ctx: MapContext) -> Any:
+    value = fold(value)
+    if "map" in rule:
+        table = {str(k): v for k, v in rule["map"].items()}
+        if value not in table:
+            if rule.get("strict_map", True):
+                raise MappingError("value not in map", [issue("value-map", column, "value has no mapping")])
+            return value
+        return table[value]
+    kind = rule.get("type", "string")
+    try:
+        if kind == "decimal":
+            number = float(value)
+            return int(number) if number.is_integer() and "." not in value else number
+        if kind == "integer":
+            return int(value)
+        if kind == "boolean":
+            return value.lower() in ("1", "true", "y", "yes", "是")
+        if kind in ("date", "datetime"):
+            formats = rule.get("formats") or mapping.spec.get(f"{kind}_formats") or []
+            for fmt in formats:
+                try:
+                    parsed = datetime.strptime(value, fmt)
+                except ValueError:
+                    continue
+                return parsed.date().isoformat() if kind == "date" else to_instant(parsed.isoformat(), ctx.tz)
+            return to_instant(value, ctx.tz) if kind == "datetime" else _date_only(value)
+    except ValueError:
+        raise MappingError("bad value", [issue("data-type", column, f"not a valid {kind}")]) from None
+    return value
+
+
+def _date_only(value: str) -> str:
+    text = to_instant(value)
+    if "T" in text:
+        raise ValueError("date expected")
+    if len(text) == 10:
+        date.fromisoformat(text)  # rejects month 13, day 45
+    return text
+
+
+def _set(target: dict[str, Any], path: str, value: Any) -> None:
+    tokens = _TOKEN.findall(path)
+    node: Any = target
+    for n, (name, index) in enumerate(tokens):
+        last = n == len(tokens) - 1
+        if index == "":
+            if last:
+                node[name] = value
+            else:
+                node = node.setdefault(name, {})
+            continue
+        items = node.setdefault(name, [])
+        i = int(index)
+        while len(items) <= i:
+            items.append({})
+        if last:
+            items[i] = value
+        else:
+            node = items[i]
+
+
+def map_row(record: Record, ctx: MapContext) -> Mapped:
+    """One CSV row -> the resources its table's mapping describes."""
+    mapping = ctx.options.get("mapping") or load_mapping(record.context["mapping"])
+    table = mapping.table(str(record.context.get("table", "")))
+    if table is None:
+        raise MappingError(
+            "no mapping for this file",
+            [
+                issue(
+                    "unmapped-table",
+                    str(record.context.get("table")),
+                    f"mapping '{mapping.name}' has no such table",
+                )
+            ],
+        )
+    header: list[str] = record.context.get("header") or []
+    try:
+        text = _decode(record.raw, mapping.encoding)
+    except UnicodeDecodeError:
+        raise MappingError(
+            "wrong character encoding", [issue("encoding", "", f"row is not {mapping.encoding}")]
+        ) from None
+    missing = [c for c in table.get("required_columns", []) if c not in header]
+    if missing:
+        raise MappingError(
+            "required columns missing",
+            [issue("missing-column", c, "column absent from header") for c in missing],
+        )
+    cells = next(csv.reader([text], delimiter=mapping.delimiter))
+    if len(cells) != len(header):
+        raise MappingError(
+            "column count differs from header",
+            [issue("column-count", "", f"{len(cells)} cells for {len(header)} columns")],
+        )
+    row = dict(zip(header, cells, strict=True))
+    out: list[dict[str, Any]] = []
+    for spec in table["resources"]:
+        for item_row in _expand(spec, row):
+            res = _resource(spec, item_row, out, mapping, ctx)
+            if res is not None:
+                out.append(res)
+    return Mapped(out)
+
+
+def _expand(spec: dict[str, Any], row: dict[str, str]) -> list[dict[str, str]]:
+    """``foreach``: one row per item of a split column (parallel columns split alike)."""
+    each = spec.get("foreach")
+    if not each:
+        return [row]
+    sep = each.get("split", ";")
+    columns = [each["column"], *each.get("also", [])]
+    parts = {c: row.get(c, "").split(sep) for c in columns}
+    out = []
+    for i, value in enumerate(parts[each["column"]]):
+        if not value.strip():
+            continue
+        item = dict(row)
+        for c in columns:
+            item[c] = parts[c][i] if i < len(parts[c]) else ""
+        item["#"] = str(i)
+        out.append(item)
+    return out
+
+
+def _token(value: str, facility: str) -> str:
+    """Constants may name systems: ``{system:NAME}``, ``{card:mrn}``, ``{local:drug}``, ``{facility}``."""
+    if value.startswith("{system:") and value.endswith("}"):
+        return str(getattr(systems, value[8:-1]))
+    if value.startswith("{card:") and value.endswith("}"):
+        return systems.facility_card_system(facility, value[6:-1])
+    if value.startswith("{local:") and value.endswith("}"):
+        return systems.local_code_system(facility, value[7:-1])
+    return value.replace("{facility}", facility)
+
+
+def _resource(
+    spec: dict[str, Any],
+    row: dict[str, str],
+    done: list[dict[str, Any]],
+    mapping: CsvMapping,
+    ctx: MapContext,
+) -> dict[str, Any] | None:
+    when = spec.get("when")
+    if when and not row.get(when, "").strip():
+        return None
+    facility = ctx.source.facility
+    res: dict[str, Any] = {"resourceType": spec["type"]}
+    res["id"] = stable_id(facility, spec["type"], *[str(row.get(c, c)) for c in spec.get("id_from", [])])
+    idents = []
+    for ident in spec.get("identifiers", []):
+        value = row.get(ident["column"], "").strip()
+        if value:
+            entry: dict[str, Any] = {"system": _token(ident["system"], facility), "value": value}
+            if ident.get("type"):
+                entry["type"] = {"coding": [{"system": systems.IDENTIFIER_TYPE, "code": ident["type"]}]}
+            idents.append(entry)
+    if idents:
+        res["identifier"] = idents
+    for path, rule in (spec.get("fields") or {}).items():
+        if rule.get("if_column") and not row.get(rule["if_column"], "").strip():
+            continue
+        if "const" in rule:
+            value = _token(rule["const"], facility) if isinstance(rule["const"], str) else rule["const"]
+        elif "reference" in rule:
+            keys = [row.get(c, "") for c in rule.get("id_from", [])]
+            if not all(k.strip() for k in keys):
+                continue
+            value = f"{rule['reference']}/{stable_id(facility, rule['reference'], *keys)}"
+        else:
+            column = rule["column"]
+            raw = row.get(column, "")
+            if not raw.strip():
+                if rule.get("required"):
+                    raise MappingError("required value empty", [issue("required", column, "empty cell")])
+                continue
+            try:
+                value = _convert(raw, rule, column, mapping, ctx)
+            except MappingError:
+                if not rule.get("else_path"):
+                    raise
+                _set(res, rule["else_path"], fold(raw))
+                continue
+        _set(res, path, value)
+    qty = res.get("valueQuantity")
+    if isinstance(qty, dict) and "value" not in qty:
+        del res["valueQuantity"]  # a text result fell back to valueString; its unit has nothing to qualify
+    return res
+
+
+register_mapper(CONNECTOR, map_row)

@@ -1,0 +1,148 @@
+"""FHIR connectors: NDJSON files (bulk, streamed line by line) and batch/transaction bundles.
+
+NDJSON is the fast path: every line is one record, nothing but the current line is held in memory,
+and resources keep their own ids so a re-delivered file is recognised by the store as unchanged.
+Bundles are flattened when they can be: ``urn:uuid`` full URLs become the resource ids and every
+reference to them is rewritten, so the whole bundle goes through the bulk path with stable ids. A
+bundle that needs server logic (conditional references, ifNoneExist, DELETE) is handed to the
+store's transaction processing instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from rhip.ingest.model import Mapped, MappingError, Record, issue
+from rhip.ingest.pipeline import MapContext, register_mapper
+
+NDJSON = "fhir-ndjson"
+BUNDLE = "fhir-bundle"
+_UUID_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+def iter_ndjson(path: Path) -> Iterator[Record]:
+    """One record per non-blank line of an NDJSON file, streamed (bounded memory)."""
+    name = path.name
+    with path.open("rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+            stripped = line.strip()
+            if not stripped:
+                continue
+            yield Record(stripped, f"{name}:{lineno}")
+
+
+def _parse_json(raw: bytes, what: str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        # orjson messages carry positions only, never the text
+        raise MappingError(f"{what} is not valid JSON", [issue("json-syntax", "", str(exc)[:160])]) from None
+
+
+def map_ndjson(record: Record, ctx: MapContext) -> Mapped:
+    """One NDJSON line -> the resource it holds (validated and canonicalised by the pipeline)."""
+    raw = record.raw[3:] if record.raw.startswith(b"\xef\xbb\xbf") else record.raw
+    resource = _parse_json(raw, f"line {record.position}")
+    if not isinstance(resource, dict):
+        raise MappingError("line is not a JSON object", [issue("structure", "", "expected a JSON object")])
+    expected = record.context.get("resourceType")
+    if expected and resource.get("resourceType") != expected:
+        raise MappingError(
+            "resource type differs from the file's type",
+            [issue("resource-type", "resourceType", f"file holds {expected} resources")],
+        )
+    return Mapped([resource])
+
+
+def _references(node: Any, urls: dict[str, str], bad: list[str]) -> None:
+    if isinstance(node, dict):
+        ref = node.get("reference")
+        if isinstance(ref, str):
+            if ref in urls:
+                node["reference"] = urls[ref]
+            elif "?" in ref:
+                bad.append(ref)
+        for value in node.values():
+            if isinstance(value, (dict, list)):
+                _references(value, urls, bad)
+    elif isinstance(node, list):
+        for value in node:
+            if isinstance(value, (dict, list)):
+                _references(value, urls, bad)
+
+
+def flatten_bundle(bundle: dict[str, Any], bundle_key: str) -> list[dict[str, Any]] | None:
+    """The bundle's resources with stable ids and rewritten references, or None when it needs the store."""
+    from rhip.ingest.provenance import stable_id
+
+    entries = bundle.get("entry") or []
+    urls: dict[str, str] = {}
+    resources: list[dict[str, Any]] = []
+    for i, entry in enumerate(entries):
+        res = entry.get("resource") if isinstance(entry, dict) else None
+        req = entry.get("request") or {} if isinstance(entry, dict) else {}
+        if not isinstance(res, dict):
+            raise MappingError(
+                "bundle entry has no resource",
+                [issue("required", f"Bundle.entry[{i}].resource", "entry without resource")],
+            )
+        method = str(req.get("method", "POST")).upper()
+        url = str(req.get("url", ""))
+        if method not in ("POST", "PUT") or "?" in url or req.get("ifNoneExist") or req.get("ifMatch"):
+            return None
+        rtype = str(res.get("resourceType", ""))
+        full = str(entry.get("fullUrl", ""))
+        if method == "PUT" and "/" in url:
+            rid = url.rsplit("/", 1)[1]
+        elif full.startswith("urn:uuid:") and _UUID_ID.match(full[9:]):
+            rid = full[9:]
+        elif isinstance(res.get("id"), str) and method == "PUT":
+            rid = res["id"]
+        else:
+            rid = stable_id(bundle_key, str(i))
+        res = dict(res)
+        res["id"] = rid
+        if full:
+            urls[full] = f"{rtype}/{rid}"
+        resources.append(res)
+    bad: list[str] = []
+    for res in resources:
+        _references(res, urls, bad)
+    if bad:
+        return None
+    return resources
+
+
+def map_bundle(record: Record, ctx: MapContext) -> Mapped:
+    """A batch/transaction Bundle -> its resources (flattened) or the bundle for store processing."""
+    raw = record.raw[3:] if record.raw.startswith(b"\xef\xbb\xbf") else record.raw
+    bundle = _parse_json(raw, record.position)
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise MappingError("not a Bundle", [issue("resource-type", "resourceType", "expected a Bundle")])
+    if bundle.get("type") not in ("batch", "transaction", "collection"):
+        raise MappingError(
+            "unsupported bundle type",
+            [issue("value-set", "Bundle.type", "expected batch, transaction or collection")],
+        )
+    key = record.key or hashlib.sha256(record.raw).hexdigest()
+    resources = flatten_bundle(bundle, key)
+    if resources is None:
+        return Mapped([], bundle=bundle)
+    return Mapped(resources)
+
+
+def iter_bundle_files(paths: list[Path]) -> Iterator[Record]:
+    """One record per bundle file (its content hash is the idempotency key)."""
+    for path in paths:
+        raw = path.read_bytes()
+        yield Record(raw, path.name, key=hashlib.sha256(raw).hexdigest())
+
+
+register_mapper(NDJSON, map_ndjson)
+register_mapper(BUNDLE, map_bundle)

@@ -1,0 +1,252 @@
+"""HL7 v2.x parsing, batching and acknowledgements (the transport-independent part).
+
+Parsing uses python-hl7 (``hl7`` on PyPI): it is lenient about what real senders produce (custom
+delimiters, Z-segments, segments unknown to a version table) and fast enough for the MLLP target,
+which the strict, table-driven hl7apy is not (10-100 ms per message on the reference samples).
+Segment separators CR, LF and CRLF and a leading BOM are accepted; FHS/BHS batch envelopes are
+unwrapped into their messages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import hl7
+
+from rhip.ingest.model import MappingError, Record, issue
+
+CONNECTOR = "hl7v2"
+_SEGMENT_ID = re.compile(r"^[A-Z][A-Z0-9]{2}$")
+_ENVELOPE = ("FHS", "BHS", "BTS", "FTS")
+#: Encodings tried in order when the bytes are not declared (MSH-18 decides when present).
+_CHARSETS = {
+    "UNICODE UTF-8": "utf-8",
+    "UTF-8": "utf-8",
+    "GB 18030-2000": "gb18030",
+    "GB18030": "gb18030",
+    "GBK": "gbk",
+    "ASCII": "ascii",
+    "8859/1": "latin-1",
+}
+
+
+def decode(raw: bytes) -> str:
+    """Text of a message: BOM dropped, MSH-18 charset honoured, else UTF-8 then GB18030."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    first = raw.split(b"\r", 1)[0].split(b"\n", 1)[0]
+    if len(first) > 8 and first[:3] == b"MSH":
+        fields = first.split(first[3:4])
+        if len(fields) > 17:
+            charset = fields[17].decode("ascii", "replace").strip().upper()
+            codec = _CHARSETS.get(charset)
+            if codec:
+                try:
+                    return raw.decode(codec)
+                except UnicodeDecodeError:
+                    pass
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            return raw.decode("gb18030")
+        except UnicodeDecodeError:
+            raise MappingError(
+                "message is neither UTF-8 nor GB18030", [issue("encoding", "MSH-18", "undecodable bytes")]
+            ) from None
+
+
+def normalise(text: str) -> str:
+    """Segments separated by CR only, blank lines and surrounding whitespace removed."""
+    lines = re.split(r"\r\n|\r|\n", text.strip("\ufeff \t\r\n\x0b\x1c"))
+    return "\r".join(line for line in lines if line.strip())
+
+
+def split_messages(text: str) -> list[str]:
+    """The messages of a file or stream: split at each MSH, dropping FHS/BHS/BTS/FTS envelopes."""
+    messages: list[list[str]] = []
+    for seg in normalise(text).split("\r"):
+        if seg[:3] in _ENVELOPE:
+            continue
+        if seg.startswith("MSH") or not messages:
+            messages.append([seg])
+        else:
+            messages[-1].append(seg)
+    return ["\r".join(m) for m in messages]
+
+
+def iter_hl7_file(path: Path) -> Iterator[Record]:
+    """One record per message of an HL7 file (whole file read: HL7 files are small)."""
+    raw = path.read_bytes()
+    try:
+        text = decode(raw)
+    except MappingError:
+        yield Record(raw, f"{path.name}:1")
+        return
+    for i, message in enumerate(split_messages(text), 1):
+        data = message.encode("utf-8")
+        yield Record(data, f"{path.name}#{i}", key=control_id(message))
+
+
+def control_id(message: str) -> str | None:
+    """MSH-10 read without a full parse (None when the header is unreadable)."""
+    if not message.startswith("MSH") or len(message) < 8:
+        return None
+    sep = message[3]
+    fields = message.split("\r", 1)[0].split(sep)
+    return fields[9].strip() or None if len(fields) > 9 else None
+
+
+def header_field(message: str, index: int) -> str:
+    """MSH-n (1-based as in the standard, component 1) read without a full parse."""
+    if not message.startswith("MSH") or len(message) < 8:
+        return ""
+    sep = message[3]
+    comp = message[4]
+    fields = message.split("\r", 1)[0].split(sep)
+    pos = index - 1
+    return fields[pos].split(comp)[0].strip() if len(fields) > pos else ""
+
+
+@dataclass
+class Parsed:
+    """A parsed message and the values every mapper needs from its header."""
+
+    message: Any
+    text: str
+    msg_type: str
+    event: str
+    control_id: str
+    version: str
+    timestamp: str
+    sending_facility: str
+
+
+def parse(text: str) -> Parsed:
+    """Parse one message; MappingError names the segment and rule on failure."""
+    if not text.startswith("MSH"):
+        raise MappingError(
+            "message does not start with MSH", [issue("msh-missing", "MSH", "first segment is not MSH")]
+        )
+    if len(text) < 9 or text[3].isalnum() or len(set(text[3:8])) < 5:
+        raise MappingError(
+            "MSH delimiters are invalid", [issue("delimiters", "MSH-1", "bad field/encoding characters")]
+        )
+    for n, seg in enumerate(text.split("\r"), 1):
+        if not _SEGMENT_ID.match(seg[:3]) or (len(seg) > 3 and seg[3] != text[3]):
+            raise MappingError(
+                "broken segment", [issue("segment-syntax", f"segment {n}", "segment id or separator invalid")]
+            )
+    try:
+        message = hl7.parse(text)
+    except Exception as exc:
+        raise MappingError("HL7 parse failed", [issue("hl7-syntax", "MSH", type(exc).__name__)]) from None
+    msh = message.segment("MSH")
+    msg_type = _get(msh, 9, 1)
+    event = _get(msh, 9, 2)
+    if not msg_type:
+        raise MappingError(
+            "MSH-9 message type missing", [issue("required", "MSH-9", "message type is empty")]
+        )
+    return Parsed(message, text, msg_type, event, _get(msh, 10), _get(msh, 12), _get(msh, 7), _get(msh, 4))
+
+
+def _get(segment: Any, field: int, comp: int = 1, rep: int = 1, sub: int = 1) -> str:
+    """Component value of a field (1-based, MSH numbered as in the standard), '' when absent."""
+    if field >= len(segment):
+        return ""
+    text = str(segment[field])
+    if not text:
+        return ""
+    seps = segment.separators
+    reps = text.split(seps[2])
+    if rep > len(reps):
+        return ""
+    comps = reps[rep - 1].split(seps[3])
+    if comp > len(comps):
+        return ""
+    subs = comps[comp - 1].split(seps[4])
+    return subs[sub - 1].strip() if sub <= len(subs) else ""
+
+
+get = _get
+
+
+def field_reps(segment: Any, field: int) -> list[list[str]]:
+    """Each repetition of a field as its list of components."""
+    if field >= len(segment):
+        return []
+    text = str(segment[field])
+    seps = segment.separators
+    if not text:
+        return []
+    return [r.split(seps[3]) for r in text.split(seps[2]) if r]
+
+
+def segments(message: Any, name: str) -> list[Any]:
+    """All segments with this id, in order."""
+    return [s for s in message if str(s[0]) == name]
+
+
+# --- acknowledgements ---------------------------------------------------------------------------
+_ERR_CODES = {
+    "unsupported-message-type": ("200", "Unsupported message type"),
+    "unsupported-event": ("201", "Unsupported event code"),
+    "msh-missing": ("100", "Segment sequence error"),
+    "segment-syntax": ("100", "Segment sequence error"),
+    "delimiters": ("102", "Data type error"),
+    "hl7-syntax": ("102", "Data type error"),
+    "encoding": ("102", "Data type error"),
+    "required": ("101", "Required field missing"),
+}
+_REJECT_RULES = {"unsupported-message-type", "unsupported-event", "msh-missing", "delimiters", "encoding"}
+
+
+def _esc(text: str) -> str:
+    return (
+        text.replace("\\", "\\E\\")
+        .replace("|", "\\F\\")
+        .replace("^", "\\S\\")
+        .replace("&", "\\T\\")
+        .replace("~", "\\R\\")
+        .replace("\r", " ")
+    )
+
+
+def ack_code(outcome: str, reasons: list[dict[str, str]]) -> str:
+    """AA for stored/duplicate/stale, AR for a rejected header or type, AE for content errors."""
+    if outcome != "quarantined":
+        return "AA"
+    if any(r.get("rule") in _REJECT_RULES for r in reasons):
+        return "AR"
+    return "AE"
+
+
+def build_ack(message: str, code: str, reasons: list[dict[str, str]] | None = None) -> str:
+    """An ACK for ``message`` (which may be unparseable) with one ERR segment per reason."""
+    sep = message[3] if message.startswith("MSH") and len(message) > 8 and not message[3].isalnum() else "|"
+    fields = message.split("\r", 1)[0].split(sep) if message.startswith("MSH") else []
+
+    def f(i: int) -> str:
+        return _esc(fields[i - 1]) if len(fields) >= i and sep == "|" else ""
+
+    now = datetime.now(UTC).strftime("%Y%m%d%H%M%S+0000")
+    ctrl = f(10)
+    event = f(9).split("^")[1] if "^" in f(9) else ""
+    version = f(12) or "2.5"
+    segs = [
+        f"MSH|^~\\&|RHIP|RHIP|{f(3)}|{f(4)}|{now}||ACK^{event}^ACK|ACK{ctrl or now}|P|{version}",
+        f"MSA|{code}|{ctrl}",
+    ]
+    for r in reasons or []:
+        err, text = _ERR_CODES.get(r.get("rule", ""), ("207", "Application internal error"))
+        location = _esc(r.get("path", "")).replace(" ", "")
+        detail = _esc(f"{r.get('rule', '')}: {r.get('message', '')}")[:200]
+        sev = "W" if r.get("severity") == "warning" else "E"
+        segs.append(f"ERR||{location}|{err}^{text}^HL70357|{sev}||||{detail}")
+    return "\r".join(segs) + "\r"

@@ -1,0 +1,497 @@
+"""The ingest pipeline: map, canonicalise, validate, de-duplicate, write with provenance, quarantine.
+
+Every connector feeds :class:`Record` objects to :meth:`Pipeline.run`. Records are handled in
+chunks: one idempotency look-up, one ``Store.bulk_write`` of the resources plus their Provenance,
+then one transaction that records delivered keys, quarantined records and the batch counts.
+
+Crash safety comes from the order of those steps and from deterministic ids: resources are written
+before their delivery key, and re-writing an identical resource is a no-op in the store
+("unchanged"), so a process killed at any moment and restarted on the same input neither loses nor
+duplicates anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, insert, select, tuple_, update
+
+from rhip.config import get_settings
+from rhip.errors import Issue, RhipError
+from rhip.ingest.canonical import Canonicaliser, ConceptTranslator
+from rhip.ingest.hooks import RecordObserver, notify_merge, notify_patients
+from rhip.ingest.model import BatchReport, Mapped, Record, SourceInfo
+from rhip.ingest.provenance import build_provenance, now_instant, scoped_key, source_uri, stable_id
+from rhip.ingest.schema import (
+    ensure_schema,
+    ingest_batch,
+    ingest_delivery,
+    ingest_quarantine,
+    ingest_source_time,
+)
+from rhip.ingest.validate import ResourceValidator, structural_issues
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MapContext:
+    """What a mapper may use besides the record: the source, the local time zone, the translator."""
+
+    source: SourceInfo
+    tz: str
+    translator: ConceptTranslator
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+MapFn = Callable[[Record, MapContext], Mapped]
+
+#: Connector name -> mapper; quarantine replay finds the mapper of a record here.
+MAPPERS: dict[str, MapFn] = {}
+
+
+def register_mapper(connector: str, mapper: MapFn) -> None:
+    """Register (or replace) the mapper of a connector, the way an extension adds one."""
+    MAPPERS[connector] = mapper
+
+
+def reasons_of(issues: Sequence[Issue]) -> list[dict[str, str]]:
+    """Quarantine reasons (rule, element path, message) from issues."""
+    return [
+        {"rule": i.code, "path": ".".join(i.expression), "message": i.diagnostics, "severity": i.severity}
+        for i in issues
+    ]
+
+
+def insert_ignore(engine: Engine, table: Any) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING for SQLite and PostgreSQL."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def _upsert_source_time(engine: Engine) -> Any:
+    stmt: Any
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(ingest_source_time)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(ingest_source_time)
+    return stmt.on_conflict_do_update(
+        index_elements=["res_type", "res_id"], set_={"event_time": stmt.excluded.event_time}
+    )
+
+
+def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    it = iter(records)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+@dataclass
+class _Accepted:
+    record: Record
+    key: str
+    mapped: Mapped
+    slot: int
+
+
+class Pipeline:
+    """Runs records of one source through mapping, canonicalisation, validation and storage.
+
+    Args:
+        store: a ``rhip.store.Store`` (uses ``engine`` and ``bulk_write``).
+        tz: zone for local timestamps (default: settings).
+        translator: ConceptMap translator (default: ConceptMaps held in the store).
+        validator: resource validator (default: the platform validator).
+        observers: record observers (quality rules).
+        chunk_size: records per write transaction.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        *,
+        tz: str | None = None,
+        translator: ConceptTranslator | None = None,
+        validator: ResourceValidator | None = None,
+        observers: Sequence[RecordObserver] = (),
+        chunk_size: int = 1000,
+    ) -> None:
+        self.store = store
+        self.engine: Engine = store.engine
+        ensure_schema(self.engine)
+        self.tz = tz or get_settings().timezone
+        if translator is None:
+            from rhip.ingest.conceptmaps import load_translator
+
+            translator = load_translator(store)
+        self.translator = translator
+        self.canonicaliser = Canonicaliser(self.translator, self.tz)
+        self.validator = validator or ResourceValidator()
+        self.observers = list(observers)
+        self.chunk_size = chunk_size
+
+    # -- batches -------------------------------------------------------------------------------
+    def open_batch(self, source: SourceInfo) -> BatchReport:
+        """Start a batch row for ``source`` and return its (empty) report."""
+        report = BatchReport(uuid.uuid4().hex, source)
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(ingest_batch).values(
+                    batch_id=report.batch_id,
+                    facility=source.facility,
+                    connector=source.connector,
+                    location=source.location[:512],
+                    started=time.time(),
+                    received=0,
+                    stored=0,
+                    quarantined=0,
+                    duplicates=0,
+                    stale=0,
+                )
+            )
+        return report
+
+    def _save_counts(self, conn: Any, report: BatchReport, finished: bool = False) -> None:
+        values: dict[str, Any] = {
+            "received": report.received,
+            "stored": report.stored,
+            "quarantined": report.quarantined,
+            "duplicates": report.duplicates,
+            "stale": report.stale,
+        }
+        if finished:
+            values["finished"] = time.time()
+        conn.execute(update(ingest_batch).where(ingest_batch.c.batch_id == report.batch_id).values(**values))
+
+    def close_batch(self, report: BatchReport) -> None:
+        """Mark the batch finished with its final counts."""
+        with self.engine.begin() as conn:
+            self._save_counts(conn, report, finished=True)
+
+    def run(
+        self,
+        source: SourceInfo,
+        records: Iterable[Record],
+        mapper: MapFn | None = None,
+        *,
+        track: bool = True,
+        per_record_provenance: bool = True,
+        options: dict[str, Any] | None = None,
+        report: BatchReport | None = None,
+    ) -> BatchReport:
+        """Ingest ``records`` from ``source`` and return the reconciled counts.
+
+        ``track=True`` records each record's key so re-delivery is counted as a duplicate (messages,
+        rows); ``track=False`` relies on deterministic ids and the store's "unchanged" outcome
+        (bulk files, one resource per record). ``per_record_provenance=False`` writes one Provenance
+        per chunk (high-volume files and streams) instead of one per record (messages).
+        """
+        fn = mapper or MAPPERS.get(source.connector)
+        if fn is None:
+            raise RhipError(f"no mapper registered for connector '{source.connector}'")
+        own = report is None
+        rep = report or self.open_batch(source)
+        ctx = MapContext(source, self.tz, self.translator, options or {})
+        for chunk in _chunks(records, self.chunk_size):
+            self.process_chunk(rep, ctx, chunk, fn, track=track, per_record_provenance=per_record_provenance)
+        if own:
+            self.close_batch(rep)
+        return rep
+
+    # -- one chunk -----------------------------------------------------------------------------
+    def process_chunk(
+        self,
+        report: BatchReport,
+        ctx: MapContext,
+        chunk: list[Record],
+        mapper: MapFn,
+        *,
+        track: bool,
+        per_record_provenance: bool = True,
+        keep_quarantine: bool = True,
+    ) -> list[tuple[str, list[dict[str, str]]]]:
+        """Process one chunk; returns each record's (outcome, quarantine reasons).
+
+        The outcome is ``stored``, ``duplicate``, ``quarantined`` or ``stale``.
+        """
+        source = ctx.source
+        contexts: dict[SourceInfo, MapContext] = {source: ctx}
+        for r in chunk:
+            if r.source is not None and r.source not in contexts:
+                contexts[r.source] = MapContext(r.source, ctx.tz, ctx.translator, ctx.options)
+        keys = [scoped_key(r.source or source, r.key or hashlib.sha256(r.raw).hexdigest()) for r in chunk]
+        delivered = self._delivered(keys) if track else set()
+        outcomes: list[tuple[str, list[dict[str, str]]]] = []
+        accepted: list[_Accepted] = []
+        quarantined: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        arrival = time.time()
+        for rec, key in zip(chunk, keys, strict=True):
+            report.received += 1
+            if key in delivered or (track and key in seen):
+                report.duplicates += 1
+                outcomes.append(("duplicate", []))
+                continue
+            seen.add(key)
+            src = rec.source or source
+            mapped, reasons = self._map(rec, key, contexts[src], mapper)
+            if mapped is None:
+                report.quarantined += 1
+                outcomes.append(("quarantined", reasons))
+                if keep_quarantine:
+                    quarantined.append(self._quarantine_row(report, rec, key, src, reasons, arrival))
+                for obs in self.observers:
+                    obs.on_quarantined(rec, reasons, src)
+                continue
+            accepted.append(_Accepted(rec, key, mapped, len(outcomes)))
+            outcomes.append(("stored", []))
+        stale = self._stale(accepted)
+        for acc in accepted:
+            if id(acc) in stale:
+                report.stale += 1
+                outcomes[acc.slot] = ("stale", [])
+        fresh = [a for a in accepted if id(a) not in stale]
+        for acc in fresh:
+            for obs in self.observers:
+                obs.on_stored(acc.record, acc.mapped, acc.record.source or source, arrival)
+        self._write(report, source, fresh, track, per_record_provenance)
+        self._finish_chunk(report, fresh, quarantined, track, arrival)
+        for src in {a.record.source or source for a in fresh}:
+            self._notify(src, [a for a in fresh if (a.record.source or source) == src])
+        for obs in self.observers:
+            flush = getattr(obs, "on_chunk_end", None)
+            if flush is not None:
+                flush()
+        return outcomes
+
+    def _map(
+        self, rec: Record, key: str, ctx: MapContext, mapper: MapFn
+    ) -> tuple[Mapped | None, list[dict[str, str]]]:
+        try:
+            mapped = mapper(rec, ctx)
+        except RhipError as exc:
+            return None, reasons_of(exc.all_issues())
+        except Exception as exc:  # a mapper bug must quarantine the record, not stop the pipeline
+            log.warning("mapper failed at %s: %s", rec.position, type(exc).__name__)
+            return None, [
+                {"rule": "mapper-error", "path": "", "message": type(exc).__name__, "severity": "error"}
+            ]
+        if not mapped.resources and mapped.merge is None and mapped.bundle is None:
+            return None, [
+                {
+                    "rule": "no-content",
+                    "path": "",
+                    "message": "record maps to no resource",
+                    "severity": "error",
+                }
+            ]
+        problems: list[Issue] = []
+        for i, res in enumerate(mapped.resources):
+            found = structural_issues(res)
+            if found:
+                problems.extend(found)
+                continue
+            for f in self.canonicaliser.apply(res):
+                (mapped.warnings if f.severity in ("warning", "information") else problems).append(f)
+            if "id" not in res:
+                res["id"] = stable_id(key, str(i))
+            res.setdefault("meta", {})["source"] = source_uri(ctx.source, rec.position)
+            problems.extend(self.validator.errors(res))
+        if problems:
+            return None, reasons_of(problems)
+        return mapped, []
+
+    def _quarantine_row(
+        self,
+        report: BatchReport,
+        rec: Record,
+        key: str,
+        source: SourceInfo,
+        reasons: list[dict[str, str]],
+        now: float,
+    ) -> dict[str, Any]:
+        return {
+            "key": key,
+            "batch_id": report.batch_id,
+            "facility": source.facility,
+            "connector": source.connector,
+            "location": source.location[:512],
+            "position": rec.position[:512],
+            "raw": rec.raw,
+            "context": orjson.dumps({**rec.context, "_key": rec.key}).decode(),
+            "reasons": orjson.dumps(reasons).decode(),
+            "created": now,
+            "status": "open",
+            "resolved_at": None,
+        }
+
+    def _delivered(self, keys: list[str]) -> set[str]:
+        if not keys:
+            return set()
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(ingest_delivery.c.key).where(ingest_delivery.c.key.in_(keys)))
+            return {r[0] for r in rows}
+
+    def _stale(self, accepted: list[_Accepted]) -> set[int]:
+        """Drop resources older (source event time) than what is already applied; returns the
+        records left with nothing to write (all their resources were superseded)."""
+        timed = [
+            a for a in accepted if a.mapped.ordered and a.mapped.event_time is not None and a.mapped.resources
+        ]
+        if not timed:
+            return set()
+        pairs = sorted({(r["resourceType"], r["id"]) for a in timed for r in a.mapped.resources})
+        known: dict[tuple[str, str], float] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(pairs), 400):
+                part = pairs[start : start + 400]
+                rows = conn.execute(
+                    select(ingest_source_time).where(
+                        tuple_(ingest_source_time.c.res_type, ingest_source_time.c.res_id).in_(part)
+                    )
+                )
+                known.update({(r.res_type, r.res_id): r.event_time for r in rows})
+        stale: set[int] = set()
+        for acc in timed:
+            t = acc.mapped.event_time
+            if t is None:
+                continue
+            keep = [
+                r for r in acc.mapped.resources if known.get((r["resourceType"], r["id"]), float("-inf")) <= t
+            ]
+            if not keep:
+                stale.add(id(acc))
+                continue
+            acc.mapped.resources = keep
+            for r in keep:
+                known[(r["resourceType"], r["id"])] = t
+        return stale
+
+    def _write(
+        self, report: BatchReport, source: SourceInfo, fresh: list[_Accepted], track: bool, per_record: bool
+    ) -> None:
+        if not fresh:
+            return
+        targets: dict[int, list[dict[str, Any]]] = {}
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for acc in fresh:
+            if acc.mapped.bundle is not None:
+                targets[id(acc)] = self._process_bundle(acc)
+                continue
+            targets[id(acc)] = acc.mapped.resources
+            for res in acc.mapped.resources:
+                latest[(res["resourceType"], res["id"])] = res
+        recorded = now_instant()
+        provs: list[dict[str, Any]] = []
+        if per_record:
+            # written in the same bulk call (one transaction) as the resources they describe
+            provs = [
+                build_provenance(
+                    stable_id("prov", a.key),
+                    targets[id(a)],
+                    a.record.source or source,
+                    [f"{(a.record.source or source).location}#{a.record.position}"],
+                    recorded,
+                )
+                for a in fresh
+                if targets[id(a)]
+            ]
+        created = updated = unchanged = 0
+        if latest or provs:
+            result = self.store.bulk_write([*latest.values(), *provs])
+            created = int(getattr(result, "created", 0))
+            updated = int(getattr(result, "updated", 0))
+            unchanged = int(getattr(result, "unchanged", 0))
+        # every Provenance is created or updated (its recorded time changes); count only resources
+        report.resources_written += max(created + updated - len(provs), 0)
+        if track:
+            report.stored += len(fresh)
+        else:
+            # one resource per record: the store's unchanged count is the re-delivered lines
+            report.stored += len(fresh) - unchanged
+            report.duplicates += unchanged
+        if not per_record and (created + updated or track):
+            first, last = fresh[0], fresh[-1]
+            every = [r for a in fresh for r in targets[id(a)]]
+            if every:
+                self.store.bulk_write(
+                    [
+                        build_provenance(
+                            stable_id("prov", first.key, last.key, str(len(fresh))),
+                            every,
+                            source,
+                            [f"{source.location}#{first.record.position}..{last.record.position}"],
+                            recorded,
+                        )
+                    ]
+                )
+
+    def _process_bundle(self, acc: _Accepted) -> list[dict[str, Any]]:
+        """A bundle needing server logic goes through the store's transaction processing."""
+        assert acc.mapped.bundle is not None
+        response = self.store.process_bundle(acc.mapped.bundle)
+        found: list[dict[str, Any]] = []
+        for entry in response.get("entry", []):
+            location = (entry.get("response") or {}).get("location", "")
+            parts = location.split("/")
+            if len(parts) >= 2 and parts[0] and parts[1]:
+                found.append({"resourceType": parts[0], "id": parts[1]})
+        return found
+
+    def _finish_chunk(
+        self,
+        report: BatchReport,
+        fresh: list[_Accepted],
+        quarantined: list[dict[str, Any]],
+        track: bool,
+        now: float,
+    ) -> None:
+        with self.engine.begin() as conn:
+            if track and fresh:
+                conn.execute(
+                    insert_ignore(self.engine, ingest_delivery),
+                    [{"key": a.key, "batch_id": report.batch_id, "received_at": now} for a in fresh],
+                )
+            times = {
+                (r["resourceType"], r["id"]): a.mapped.event_time
+                for a in fresh
+                if a.mapped.ordered and a.mapped.event_time is not None
+                for r in a.mapped.resources
+            }
+            if times:
+                conn.execute(
+                    _upsert_source_time(self.engine),
+                    [{"res_type": k[0], "res_id": k[1], "event_time": t} for k, t in times.items()],
+                )
+            if quarantined:
+                conn.execute(insert_ignore(self.engine, ingest_quarantine), quarantined)
+            self._save_counts(conn, report)
+            for obs in self.observers:
+                flush_into = getattr(obs, "flush_into", None)
+                if flush_into is not None:
+                    flush_into(conn)  # quality counts commit with the chunk they describe
+
+    def _notify(self, source: SourceInfo, fresh: list[_Accepted]) -> None:
+        patients = [r for a in fresh for r in a.mapped.resources if r.get("resourceType") == "Patient"]
+        if patients:
+            notify_patients(self.store, patients, source)
+        for acc in fresh:
+            if acc.mapped.merge is not None:
+                notify_merge(self.store, acc.mapped.merge[0], acc.mapped.merge[1], source)

@@ -1,0 +1,82 @@
+"""``rhip quality``: the per-facility, per-day quality table (and ``--rules`` for rule detail)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+
+def print_facility_table(
+    console: Any, engine: Any, facility: str | None = None, by_day: bool = False
+) -> None:
+    """Print overall and per-dimension scores per facility (and per day with ``by_day``)."""
+    from rich.table import Table
+
+    from rhip.quality.rules import DIMENSIONS
+    from rhip.quality.scores import facility_scores
+
+    table = Table(title="Data quality per facility" + (" and day" if by_day else "") + " (0-100)")
+    for col in ("facility", "day", "score", *DIMENSIONS, "checks"):
+        table.add_column(col, justify="left" if col in ("facility", "day") else "right")
+    for row in facility_scores(engine, facility=facility, by_day=by_day):
+        table.add_row(
+            row["facility"],
+            row["day"],
+            f"{row['score']:.1f}",
+            *[("-" if row[d] is None else f"{row[d]:.1f}") for d in DIMENSIONS],
+            str(row["checks"]),
+        )
+    console.print(table)
+
+
+def quality_command(
+    facility: str | None = typer.Option(None, help="Only this facility."),
+    rules: bool = typer.Option(False, "--rules", help="One row per rule instead of per facility."),
+    by_day: bool = typer.Option(False, "--by-day", help="One row per facility and day."),
+    catalogue: bool = typer.Option(False, "--catalogue", help="List the rule catalogue and exit."),
+    database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
+) -> None:
+    """Show data-quality scores per facility and day (from what was ingested)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from rhip.config import get_settings
+    from rhip.quality import rules as rule_module
+    from rhip.quality.scores import rule_scores
+    from rhip.store import Store
+
+    console = Console()
+    if catalogue:
+        table = Table(title="Quality rule catalogue")
+        for col in ("id", "dimension", "applies_to", "description"):
+            table.add_column(col)
+        for r in rule_module.catalogue():
+            table.add_row(r["id"], r["dimension"], r["applies_to"], r["description"])
+        console.print(table)
+        return
+    store = Store(database_url or get_settings().resolved_database_url)
+    try:
+        if rules:
+            table = Table(title="Quality per rule")
+            for col in ("facility", "day", "rule", "checked", "failed", "score"):
+                table.add_column(col)
+            for r in rule_scores(store.engine, facility=facility):
+                table.add_row(
+                    r["facility"],
+                    r["day"],
+                    r["rule"],
+                    str(r["checked"]),
+                    str(r["failed"]),
+                    "-" if r["score"] is None else f"{r['score']:.1f}",
+                )
+            console.print(table)
+        else:
+            print_facility_table(console, store.engine, facility, by_day)
+    finally:
+        store.close()
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``rhip quality``."""
+    app.command("quality")(quality_command)

@@ -1,0 +1,82 @@
+"""Quality scores from the tallies: per facility, day and rule, and per facility and day overall.
+
+A rule's score is the share of checks that passed (0-100). A facility's score for a day is the
+mean of its rule scores, and per dimension the mean of that dimension's rule scores, so a rule
+with many checks does not drown the others.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from rhip.quality.rules import DIMENSIONS
+from rhip.quality.schema import ensure_schema, quality_tally
+
+
+def rule_scores(
+    engine: Engine, *, facility: str | None = None, day_from: str | None = None, day_to: str | None = None
+) -> list[dict[str, Any]]:
+    """One row per facility, day and rule: checked, failed, score (0-100)."""
+    ensure_schema(engine)
+    t = quality_tally
+    stmt = select(t).order_by(t.c.facility, t.c.day, t.c.rule)
+    if facility:
+        stmt = stmt.where(t.c.facility == facility)
+    if day_from:
+        stmt = stmt.where(t.c.day >= day_from)
+    if day_to:
+        stmt = stmt.where(t.c.day <= day_to)
+    out = []
+    with engine.connect() as conn:
+        for r in conn.execute(stmt):
+            row = {
+                "facility": r.facility,
+                "day": r.day,
+                "rule": r.rule,
+                "checked": r.checked,
+                "failed": r.failed,
+                "score": round(100.0 * (r.checked - r.failed) / r.checked, 2) if r.checked else None,
+            }
+            if r.rule.startswith("timeliness.") and r.checked:
+                row["mean_delay_seconds"] = round(r.delay_sum / r.checked, 1)
+            out.append(row)
+    return out
+
+
+def _merge_days(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sum the days of each facility and rule (day shown as first..last)."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        m = merged.setdefault((r["facility"], r["rule"]), {**r, "checked": 0, "failed": 0, "first": r["day"]})
+        m["checked"] += r["checked"]
+        m["failed"] += r["failed"]
+        m["day"] = f"{m['first']}..{r['day']}" if r["day"] != m["first"] else r["day"]
+    for m in merged.values():
+        m["score"] = round(100.0 * (m["checked"] - m["failed"]) / m["checked"], 2) if m["checked"] else None
+    return list(merged.values())
+
+
+def facility_scores(engine: Engine, *, by_day: bool = True, **filters: str | None) -> list[dict[str, Any]]:
+    """One row per facility and day (or per facility over all days): overall and per-dimension score."""
+    rows = rule_scores(engine, **filters)
+    if not by_day:
+        rows = _merge_days(rows)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["score"] is not None:
+            groups.setdefault((row["facility"], row["day"]), []).append(row)
+    out = []
+    for (facility, day), rows in sorted(groups.items()):
+        entry: dict[str, Any] = {
+            "facility": facility,
+            "day": day,
+            "score": round(sum(r["score"] for r in rows) / len(rows), 2),
+            "checks": sum(r["checked"] for r in rows),
+        }
+        for dim in DIMENSIONS:
+            part = [r["score"] for r in rows if r["rule"].startswith(dim + ".")]
+            entry[dim] = round(sum(part) / len(part), 2) if part else None
+        out.append(entry)
+    return out

@@ -1,0 +1,136 @@
+"""Database engines for the store: one configuration for SQLite and PostgreSQL.
+
+SQLite is the embedded default: one file in WAL mode so readers never block the single writer, a
+busy timeout so concurrent writers queue instead of failing, and ``BEGIN IMMEDIATE`` for write
+transactions so a transaction that reads and then writes cannot be overtaken between the two (the
+driver's own implicit transactions are switched off). PostgreSQL runs at READ COMMITTED; writers
+are kept correct by version-checked updates (``UPDATE ... WHERE version_id = :expected``).
+Both are used from many threads (the API serves sync endpoints from a thread pool), so every
+operation takes its own pooled connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.pool import StaticPool
+
+from rhip.errors import RhipError, VersionConflict
+
+log = logging.getLogger(__name__)
+
+#: How long a SQLite writer waits for the write lock before giving up (milliseconds).
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Execution option that marks a connection's transaction as a write transaction.
+WRITE_OPTION = "rhip_write"
+
+
+class StoreBusy(RhipError):
+    """The database stayed locked or overloaded for longer than the busy timeout (503)."""
+
+    def __init__(self, diagnostics: str = "the store is busy; retry later"):
+        super().__init__(diagnostics, code="transient", status=503)
+
+
+def make_engine(url: str) -> Engine:
+    """Create the engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``).
+
+    For a SQLite file the parent directory is created if missing.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url)
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16)
+    raise RhipError(f"unsupported database URL scheme {parsed.drivername!r}: use sqlite or postgresql")
+
+
+def _sqlite_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    database = parsed.database or ""
+    memory = database in ("", ":memory:") or database.startswith("file::memory:")
+    if not memory:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {
+        "connect_args": {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+    }
+    if memory:
+        kwargs["poolclass"] = StaticPool
+    else:
+        kwargs["pool_size"] = 8
+        kwargs["max_overflow"] = 16
+    engine = create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _on_begin)
+        cursor = dbapi_conn.cursor()
+        try:
+            if not memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get(WRITE_OPTION):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def is_sqlite(engine_or_conn: Engine | Connection) -> bool:
+    """True when the engine or connection talks to SQLite."""
+    return engine_or_conn.dialect.name == "sqlite"
+
+
+@contextlib.contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A connection inside a write transaction, committed on success and rolled back on error.
+
+    Database-level contention (deadlock, serialization failure, duplicate key from a concurrent
+    writer, SQLite lock timeout) is turned into VersionConflict (409) or StoreBusy (503) so callers
+    see a platform error rather than a driver one.
+    """
+    try:
+        with engine.connect() as conn:
+            conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
+    except IntegrityError as exc:
+        log.info("write conflict: %s", type(exc.orig).__name__)
+        raise VersionConflict("a concurrent write changed the same resource; retry", status=409) from exc
+    except OperationalError as exc:
+        translated = _translate_operational(exc)
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+@contextlib.contextmanager
+def read_connection(engine: Engine) -> Iterator[Connection]:
+    """A pooled connection for reading (a plain deferred transaction, rolled back at the end)."""
+    with engine.connect() as conn:
+        yield conn
+
+
+def _translate_operational(exc: DBAPIError) -> RhipError | None:
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    text = str(exc.orig).lower()
+    if sqlstate in ("40001", "40P01"):
+        return VersionConflict("a concurrent transaction conflicted with this one; retry", status=409)
+    if "database is locked" in text or "database is busy" in text:
+        return StoreBusy()
+    return None

@@ -1,0 +1,60 @@
+"""Keeping the search index in step with the current body of every resource.
+
+The index tables and the pure function that derives rows from a resource belong to the search
+side (:mod:`rhip.store.index_schema`); this module only writes them, in the caller's transaction,
+so that a reader never sees a body and an index that disagree. Rows are written with one
+``executemany`` per table, which is what lets the bulk path keep its rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Table, bindparam, delete
+
+from rhip.store import fastinsert
+from rhip.store.index_schema import INDEX_TABLES, index_rows
+
+TABLES_BY_NAME: dict[str, Table] = {table.name: table for table in INDEX_TABLES}
+
+
+def rows_for(resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Index rows (table name -> rows) for the current body of ``resource``."""
+    return index_rows(resource)
+
+
+def delete_index(conn: Connection, res_type: str, res_ids: Sequence[str]) -> None:
+    """Remove every index row of the given resources of one type."""
+    if not res_ids:
+        return
+    for table in INDEX_TABLES:
+        if len(res_ids) == 1:
+            stmt = delete(table).where(table.c.res_type == res_type, table.c.res_id == res_ids[0])
+            conn.execute(stmt)
+        else:
+            stmt = delete(table).where(
+                table.c.res_type == res_type, table.c.res_id.in_(bindparam("ids", expanding=True))
+            )
+            conn.execute(stmt, {"ids": list(res_ids)})
+
+
+def insert_index(conn: Connection, rows_by_table: dict[str, list[dict[str, Any]]]) -> int:
+    """Insert index rows (table name -> rows), one executemany or COPY per table; return the row count."""
+    written = 0
+    for name, rows in rows_by_table.items():
+        if not rows:
+            continue
+        table = TABLES_BY_NAME.get(name)
+        if table is None:
+            raise KeyError(f"index_rows produced rows for unknown index table {name!r}")
+        fastinsert.insert_rows(conn, table, fastinsert.as_tuples(table, rows))
+        written += len(rows)
+    return written
+
+
+def merge_rows(target: dict[str, list[dict[str, Any]]], rows: dict[str, list[dict[str, Any]]]) -> None:
+    """Append ``rows`` (table name -> rows) to ``target`` in place."""
+    for name, table_rows in rows.items():
+        if table_rows:
+            target.setdefault(name, []).extend(table_rows)

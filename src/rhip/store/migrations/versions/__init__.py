@@ -1,0 +1,1 @@
+"""Migration scripts of the store schema, oldest first."""

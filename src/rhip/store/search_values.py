@@ -1,0 +1,130 @@
+"""Value conversions shared by indexing and querying, so both sides agree exactly.
+
+FHIR search compares strings case- and accent-insensitively, dates as ranges whose width is the
+precision of the value, and numbers within the precision they were written with. Both the index
+(what a resource holds) and the query (what a client asks) go through these functions.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import UTC, datetime, timedelta, tzinfo
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from rhip.errors import InvalidRequest
+
+__all__ = [
+    "MAX_INDEXED_CHARS",
+    "TIME_MAX",
+    "TIME_MIN",
+    "date_range",
+    "normalize",
+    "number_range",
+]
+
+#: Longest string kept in a string/uri index row (keeps B-tree entries within PostgreSQL limits).
+MAX_INDEXED_CHARS = 512
+#: Stand-ins for open period ends (year 1 and year 9999, epoch seconds).
+TIME_MIN = -62135596800.0
+TIME_MAX = 253402300800.0
+
+_DATE_RE = re.compile(
+    r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?"
+    r"(Z|[+-]\d{2}:\d{2})?)?)?)?"
+)
+
+
+def normalize(text: str) -> str:
+    """Lower-case, accent-free, width-folded form used for string matching (NFKD + casefold)."""
+    if text.isascii():
+        return text.lower()[:MAX_INDEXED_CHARS]
+    folded = unicodedata.normalize("NFKD", text)
+    stripped = "".join(ch for ch in folded if not unicodedata.combining(ch))
+    return unicodedata.normalize("NFC", stripped.casefold())[:MAX_INDEXED_CHARS]
+
+
+@lru_cache(maxsize=1)
+def _local_zone() -> tzinfo:
+    from rhip.config import get_settings
+
+    try:
+        return ZoneInfo(get_settings().timezone)
+    except Exception:  # an unknown zone name must not break indexing
+        return UTC
+
+
+def _tz(text: str | None) -> tzinfo:
+    if text is None:
+        return _local_zone()
+    if text == "Z":
+        return UTC
+    sign = 1 if text[0] == "+" else -1
+    hours, minutes = int(text[1:3]), int(text[4:6])
+    return _fixed_tz(sign * (hours * 60 + minutes))
+
+
+@lru_cache(maxsize=64)
+def _fixed_tz(minutes: int) -> tzinfo:
+    from datetime import timezone
+
+    return timezone(timedelta(minutes=minutes))
+
+
+def date_range(text: str) -> tuple[float, float] | None:
+    """The range ``[low, high)`` in epoch seconds that a FHIR date/dateTime/instant covers.
+
+    The width is the precision written: ``2020`` covers the year, ``2020-03-01T10:00`` a minute,
+    ``...:05.123`` a millisecond. Values without a zone are read in the configured local zone.
+    Returns None when the text is not a FHIR date.
+    """
+    m = _DATE_RE.fullmatch(text.strip())
+    if m is None:
+        return None
+    year, month, day, hour, minute, sec, frac, zone = m.groups()
+    try:
+        tz = _tz(zone)
+        y = int(year)
+        if month is None:
+            lo = datetime(y, 1, 1, tzinfo=tz)
+            hi = datetime(y + 1, 1, 1, tzinfo=tz) if y < 9999 else None
+        elif day is None:
+            mo = int(month)
+            lo = datetime(y, mo, 1, tzinfo=tz)
+            hi = datetime(y + (mo == 12), mo % 12 + 1, 1, tzinfo=tz) if y < 9999 or mo < 12 else None
+        else:
+            lo = datetime(y, int(month), int(day), tzinfo=tz)
+            if hour is None:
+                hi = lo + timedelta(days=1)
+            else:
+                lo = lo.replace(hour=int(hour), minute=int(minute), second=int(sec or 0))
+                if sec is None:
+                    hi = lo + timedelta(minutes=1)
+                elif frac:
+                    lo = lo + timedelta(seconds=float(frac))
+                    hi = lo + timedelta(seconds=10.0 ** -(len(frac) - 1))
+                else:
+                    hi = lo + timedelta(seconds=1)
+    except (ValueError, OverflowError):
+        return None
+    return lo.timestamp(), (hi.timestamp() if hi is not None else TIME_MAX)
+
+
+def number_range(text: str) -> tuple[float, float, float]:
+    """``(value, low, high)`` for a search number: the range implied by its significant digits.
+
+    ``100`` means [99.5, 100.5); ``1e2`` (one significant figure) means [50, 150);
+    ``5.40`` means [5.395, 5.405).
+    Raises InvalidRequest for text that is not a number.
+    """
+    try:
+        d = Decimal(text.strip())
+    except InvalidOperation:
+        raise InvalidRequest(f"search value {text[:40]!r} is not a number") from None
+    if not d.is_finite():
+        raise InvalidRequest("search value is not a finite number")
+    exp = int(d.as_tuple().exponent)
+    half = Decimal(5) * Decimal(10) ** (exp - 1)
+    return float(d), float(d - half), float(d + half)

@@ -1,0 +1,172 @@
+"""Fixtures of the API tests: an app over a fresh store per test, and one real uvicorn server.
+
+``client`` runs the app in-process (Starlette's TestClient) over the ``db_url`` store, so one test
+body proves SQLite and PostgreSQL. ``live_server`` is a real uvicorn listening on a free
+127.0.0.1 port for the tests that must cross a socket (gzip, the fhirclient library).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rhip.config import Settings
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+PG_ADMIN_URL = os.environ.get("RHIP_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+FHIR_JSON = "application/fhir+json"
+
+
+@pytest.fixture
+def client(db_url: str, tmp_path: Path) -> Iterator[Any]:
+    """A TestClient for an app over an empty store (SQLite or PostgreSQL)."""
+    from fastapi.testclient import TestClient
+
+    from rhip.api import create_app
+    from rhip.store import Store
+
+    store = Store(db_url)
+    app = create_app(store, Settings(data_dir=tmp_path, database_url=db_url, page_size=20, max_page_size=200))
+    with TestClient(app, base_url="http://testserver") as test_client:
+        test_client.headers["content-type"] = FHIR_JSON
+        yield test_client
+    store.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def module_client(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One app and store shared by a whole test module (for read-mostly tests over many inputs).
+
+    Its own SQLite file or its own PostgreSQL database, created here and dropped after the module.
+    """
+    from fastapi.testclient import TestClient
+
+    from rhip.api import create_app
+    from rhip.store import Store
+
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path_factory.mktemp('api') / 'rhip.sqlite'}"
+        else:
+            url = stack.enter_context(_module_pg_database())
+        store = Store(url)
+        stack.callback(store.close)
+        app = create_app(store, Settings(data_dir=tmp_path_factory.mktemp("data"), database_url=url))
+        test_client = stack.enter_context(TestClient(app, base_url="http://testserver"))
+        test_client.headers["content-type"] = FHIR_JSON
+        yield test_client
+
+
+@contextmanager
+def _module_pg_database() -> Iterator[str]:
+    import psycopg
+
+    try:
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
+            pass
+    except psycopg.Error:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 but CI requires it")
+        pytest.skip("PostgreSQL not reachable")
+    name = f"rhip_api_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def schema_errors() -> Any:
+    """A function listing HL7 R4 JSON Schema errors of a resource (tests/data/fhir-r4-schema).
+
+    Each resource is checked against its own type's definition (clearer errors than the schema's
+    top-level ``oneOf``). The schema file is the 4.0.0 build, whose ``fhirVersion`` enum stops at
+    4.0.0; "4.0.1" (the R4 technical correction this server implements) is the one value accepted
+    beyond it.
+    """
+    from jsonschema import Draft6Validator
+
+    with gzip.open(DATA / "fhir-r4-schema" / "fhir.schema.json.gz", "rt", encoding="utf-8") as fh:
+        schema = json.load(fh)
+    schema.pop("oneOf", None)
+    schema.pop("discriminator", None)
+    validators: dict[str, Any] = {}
+
+    def errors(resource: dict[str, Any]) -> list[str]:
+        res_type = resource.get("resourceType", "")
+        if res_type not in schema["definitions"]:
+            return [f"resourceType {res_type!r} is not an R4 resource"]
+        if res_type not in validators:
+            validators[res_type] = Draft6Validator({**schema, "$ref": f"#/definitions/{res_type}"})
+        found = []
+        for err in validators[res_type].iter_errors(resource):
+            path = "/".join(map(str, err.absolute_path))
+            if path == "fhirVersion" and err.instance == "4.0.1":
+                continue
+            found.append(f"{path}: {err.message[:160]}")
+        return found
+
+    return errors
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def live_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL (``http://127.0.0.1:port/fhir``) of a real uvicorn serving a fresh store.
+
+    One server per back end: a new SQLite file, or a new PostgreSQL database dropped afterwards.
+    """
+    import httpx
+    import uvicorn
+
+    from rhip.api import create_app
+    from rhip.store import Store
+
+    with ExitStack() as stack:
+        data_dir = tmp_path_factory.mktemp("live")
+        if request.param == "sqlite":
+            url = f"sqlite:///{data_dir / 'rhip.sqlite'}"
+        else:
+            url = stack.enter_context(_module_pg_database())
+        store = Store(url)
+        stack.callback(store.close)
+        app = create_app(store, Settings(data_dir=data_dir, database_url=url, page_size=10))
+        port = _free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        stack.callback(thread.join, 10)
+        stack.callback(setattr, server, "should_exit", True)
+        base = f"http://127.0.0.1:{port}/fhir"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/metadata", timeout=10).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("uvicorn did not start")
+        yield base

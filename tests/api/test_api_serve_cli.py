@@ -1,0 +1,46 @@
+"""``rhip serve`` starts uvicorn on the configured host and port and serves the FHIR API."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_rhip_serve_answers_metadata(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "RHIP_DATA_DIR": str(tmp_path), "RHIP_PORT": str(port), "RHIP_HOST": "127.0.0.1"}
+    env.pop("RHIP_DATABASE_URL", None)
+    cmd = [sys.executable, "-c", "from rhip.cli import main; main()", "serve"]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        response = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/fhir/metadata", timeout=2)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert response is not None, (
+            proc.stdout.read().decode() if proc.stdout and proc.poll() is not None else ""
+        )
+        assert response.status_code == 200
+        assert response.json()["implementation"]["url"] == f"http://127.0.0.1:{port}/fhir"
+        assert (tmp_path / "rhip.sqlite").exists()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        if proc.stdout:
+            proc.stdout.close()

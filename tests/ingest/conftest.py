@@ -1,0 +1,51 @@
+"""Fixtures for ingest tests: a real store (SQLite or PostgreSQL) and a pipeline with quality rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rhip.ingest import runner  # noqa: F401 (registers every mapper)
+from rhip.ingest.pipeline import Pipeline
+from rhip.quality.collector import QualityCollector
+from rhip.store import Store
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    """An empty store on each back end."""
+    s = Store(db_url)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    """An empty SQLite store (for tests that do not need both back ends)."""
+    s = Store(f"sqlite:///{tmp_path / 'ingest.sqlite'}")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def make_pipeline(store: Any, **kw: Any) -> Pipeline:
+    """A pipeline with the quality collector attached."""
+    return Pipeline(store, observers=[QualityCollector(store.engine)], **kw)
+
+
+@pytest.fixture
+def pipeline(store: Store) -> Pipeline:
+    return make_pipeline(store)
+
+
+@pytest.fixture
+def sqlite_pipeline(sqlite_store: Store) -> Pipeline:
+    return make_pipeline(sqlite_store)

@@ -1,0 +1,63 @@
+"""Canonical forms: timestamps with offsets, UCUM, sex codes, full-width folding, ConceptMaps."""
+
+from __future__ import annotations
+
+import pytest
+
+from rhip.fhir import systems
+from rhip.ingest.canonical import Canonicaliser, ConceptTranslator, fold, sex_codes, to_instant, ucum
+from rhip.ingest.conceptmaps import shipped_conceptmaps
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("20261101083000", "2026-11-01T08:30:00+08:00"),
+        ("202611010830+0000", "2026-11-01T08:30:00+00:00"),
+        ("2026-11-01 08:30:00", "2026-11-01T08:30:00+08:00"),
+        ("2026-11-01T08:30:00Z", "2026-11-01T08:30:00Z"),
+        ("20261101", "2026-11-01"),
+        ("2026-11-01", "2026-11-01"),
+    ],
+)
+def test_to_instant(raw: str, expected: str) -> None:
+    assert to_instant(raw) == expected
+
+
+def test_to_instant_rejects_garbage() -> None:
+    with pytest.raises(ValueError):
+        to_instant("yesterday")
+
+
+def test_units_sex_and_folding() -> None:
+    assert ucum("mmHg") == "mm[Hg]" and ucum("次/分") == "/min" and ucum("×10^9/L") == "10*9/L"
+    assert sex_codes("男") == ("male", "1") and sex_codes("F") == ("female", "2") and sex_codes("x") is None
+    assert fold("  ＺＨＡＮＧ　San  ") == "ZHANG San"
+
+
+def test_canonicaliser_patient_and_observation() -> None:
+    translator = ConceptTranslator(shipped_conceptmaps())
+    canon = Canonicaliser(translator)
+    patient = {
+        "resourceType": "Patient",
+        "gender": "2",
+        "name": [{"text": " 王　芳"}],
+        "identifier": [{"system": systems.CITIZEN_ID, "value": "１１０１０１１９９００３０７４５１x"}],
+    }
+    found = canon.apply(patient)
+    assert patient["gender"] == "female" and patient["name"][0]["text"] == "王 芳"
+    assert patient["identifier"][0]["value"] == "11010119900307451X"
+    assert any(i.code == "citizen-id-checksum" for i in found)  # reported, never silently fixed
+    med = {
+        "resourceType": "MedicationRequest",
+        "authoredOn": "2026-03-01 09:00:00",
+        "medicationCodeableConcept": {
+            "coding": [{"system": systems.local_code_system("H9", "drug"), "code": "D008"}]
+        },
+    }
+    canon.apply(med)
+    assert med["authoredOn"] == "2026-03-01T09:00:00+08:00"
+    assert {"system": systems.ATC, "code": "B01AC06"} in med["medicationCodeableConcept"]["coding"]
+    obs = {"resourceType": "Observation", "valueQuantity": {"value": 120, "unit": "mmHg"}}
+    canon.apply(obs)
+    assert obs["valueQuantity"]["code"] == "mm[Hg]" and obs["valueQuantity"]["system"] == systems.UCUM

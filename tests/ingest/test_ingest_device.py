@@ -1,0 +1,140 @@
+"""Device readings over a real HTTP server and the real Mosquitto broker -> vital-sign Observations."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from rhip.ingest import api as ingest_api
+from rhip.ingest.device import MqttSubscriber
+from rhip.ingest.hooks import patient_sinks, unregister_patient_sink
+from rhip.ingest.pipeline import Pipeline
+from rhip.quality import api as quality_api
+from rhip.store import Store
+
+PATIENT = {"system": "urn:oid:2.16.156.10011.1.3", "value": "330402198005061238"}
+
+
+def _reading(minute: int, hr: float = 72) -> dict[str, object]:
+    return {
+        "device_id": "W-1",
+        "patient": PATIENT,
+        "type": "heart-rate",
+        "value": hr,
+        "unit": "bpm",
+        "time": f"2026-11-01T08:{minute:02d}:00+08:00",
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(sqlite_store: Store) -> Iterator[str]:
+    """A real uvicorn server with the ingest and quality routers on a free port."""
+    app = FastAPI()
+    app.state.store = sqlite_store
+    app.include_router(ingest_api.router)
+    app.include_router(quality_api.router)
+    before = patient_sinks()
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+    for sink in patient_sinks():
+        if sink not in before:
+            unregister_patient_sink(sink)  # the app installs the identity sink process-wide
+
+
+def test_http_readings_and_quality_api(server: str, sqlite_store: Store) -> None:
+    payload = {
+        "readings": [
+            _reading(0),
+            _reading(1),
+            _reading(2, hr=400),
+            {
+                "device_id": "W-1",
+                "patient": PATIENT,
+                "type": "blood-pressure",
+                "systolic": 130,
+                "diastolic": 85,
+                "time": "2026-11-01T08:03:00+08:00",
+            },
+            {"device_id": "W-1", "type": "heart-rate", "value": "fast", "time": "2026-11-01T08:04:00"},
+        ]
+    }
+    r = httpx.post(f"{server}/ingest/device/WEAR", content=orjson.dumps(payload), timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["received"], body["stored"], body["quarantined"]) == (5, 4, 1)
+    again = httpx.post(f"{server}/ingest/device/WEAR", content=orjson.dumps(payload), timeout=30).json()
+    assert (again["stored"], again["duplicates"], again["quarantined"]) == (0, 4, 1)
+    obs = [o for o, *_ in sqlite_store.iter_current("Observation") if o]
+    assert len(obs) == 4
+    hr = next(o for o in obs if o["code"]["coding"][0]["code"] == "8867-4")
+    assert hr["valueQuantity"]["code"] == "/min" and hr["category"][0]["coding"][0]["code"] == "vital-signs"
+    bad_text = httpx.post(f"{server}/ingest/device/WEAR", content=b"{not json", timeout=30).json()
+    assert bad_text["quarantined"] == 1
+    rules = httpx.get(f"{server}/quality/scores/rules", params={"facility": "WEAR"}, timeout=30).json()
+    vital = next(r for r in rules if r["rule"] == "plausibility.vital-range")
+    assert vital["failed"] == 1 and vital["checked"] >= 3  # the 400/min reading
+    scores = httpx.get(f"{server}/quality/scores", timeout=30).json()
+    assert scores[0]["facility"] == "WEAR" and 0 < scores[0]["score"] < 100
+    batches = httpx.get(f"{server}/ingest/batches", params={"facility": "WEAR"}, timeout=30).json()
+    assert len(batches) == 3 and all(
+        b["received"] == b["stored"] + b["quarantined"] + b["duplicates"] for b in batches
+    )
+    quarantine = httpx.get(f"{server}/ingest/quarantine", params={"facility": "WEAR"}, timeout=30).json()
+    assert {q["reasons"][0]["rule"] for q in quarantine} == {"required", "json-syntax"}
+    assert "fast" not in str(quarantine)  # reasons only, never the record
+    one = httpx.get(f"{server}/ingest/quarantine/{quarantine[0]['id']}", timeout=30).json()
+    assert one["id"] == quarantine[0]["id"]
+    catalogue = httpx.get(f"{server}/quality/rules", timeout=30).json()
+    assert {"completeness", "conformance", "plausibility", "timeliness"} == {
+        c["dimension"] for c in catalogue
+    }
+
+
+@pytest.mark.mqtt
+def test_mqtt_readings_from_real_broker(sqlite_pipeline: Pipeline) -> None:
+    import paho.mqtt.client as mqtt
+
+    topic = f"rhip-test/{uuid.uuid4().hex}/WEAR2"
+    sub = MqttSubscriber(sqlite_pipeline, "mqtt://127.0.0.1:1883", topic, batch_wait=0.05)
+    stop = threading.Event()
+    result: dict[str, object] = {}
+    thread = threading.Thread(target=lambda: result.setdefault("rep", sub.run(stop, max_messages=3)))
+    thread.start()
+    assert sub.subscribed.wait(10)
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", 1883)
+    pub.loop_start()
+    for m in range(3):
+        pub.publish(topic, orjson.dumps(_reading(m)), qos=1).wait_for_publish(5)
+    thread.join(timeout=30)
+    stop.set()
+    pub.loop_stop()
+    pub.disconnect()
+    rep = result["rep"]
+    assert getattr(rep, "stored") == 3  # noqa: B009
+    assert sqlite_pipeline.store.count("Observation") == 3
+    obs = next(iter(sqlite_pipeline.store.iter_current("Observation")))[0]
+    assert obs is not None and "WEAR2" in obs["meta"]["source"]

@@ -1,0 +1,68 @@
+"""DICOM headers -> ImagingStudy; pixel data never stored; files of one study merge in any order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from rhip.ingest.pipeline import Pipeline
+from rhip.ingest.runner import ingest_file
+
+
+def _dicom(path: Path, study: str, series: str, number: int, patient_id: str = "0000000001") -> Path:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = study
+    ds.SeriesInstanceUID = series
+    ds.PatientID = patient_id
+    ds.IssuerOfPatientID = "330402S01"
+    ds.PatientName = "Wang^Fang"
+    ds.Modality = "CT"
+    ds.StudyDate = "20260301"
+    ds.StudyTime = "101500"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = number
+    ds.StudyDescription = "胸部CT"
+    ds.Rows = ds.Columns = 4
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelRepresentation = 0
+    ds.PixelData = bytes(16)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_study_with_two_instances(pipeline: Pipeline, tmp_path: Path) -> None:
+    study, series = generate_uid(), generate_uid()
+    for n in (1, 2):
+        rep = ingest_file(pipeline, _dicom(tmp_path / f"{n}.dcm", study, series, n), "330402S01")
+        assert rep.stored == 1, rep
+    studies = [b for b, *_ in pipeline.store.iter_current("ImagingStudy") if b]
+    assert len(studies) == 1
+    s = studies[0]
+    assert s["numberOfSeries"] == 1 and s["numberOfInstances"] == 2
+    assert s["series"][0]["modality"]["code"] == "CT"
+    assert s["started"] == "2026-03-01T10:15:00+08:00"
+    assert s["subject"]["identifier"]["value"] == "0000000001"
+    assert "PixelData" not in str(s) and "Wang" not in str(s)
+
+
+def test_bad_dicom_is_quarantined(sqlite_pipeline: Pipeline, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(b"not a dicom file at all")
+    no_uid = _dicom(tmp_path / "nouid.dcm", generate_uid(), generate_uid(), 1, patient_id="")
+    assert ingest_file(sqlite_pipeline, bad, "F1").quarantined == 1
+    assert ingest_file(sqlite_pipeline, no_uid, "F1").quarantined == 1
+    assert sqlite_pipeline.store.count("ImagingStudy") == 0

@@ -1,0 +1,54 @@
+"""``rhip link`` and ``rhip mpi`` through the real command line on a configured SQLite store."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rhip.cli import app
+from rhip.config import get_settings
+from rhip.mpi.sample import sample_population
+from rhip.mpi.service import reset_model_cache
+from rhip.store import Store
+
+
+@pytest.fixture
+def configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("RHIP_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("RHIP_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    reset_model_cache()
+    yield tmp_path
+    get_settings.cache_clear()
+    reset_model_cache()
+
+
+def test_link_new_then_all_with_truth(configured: Path) -> None:
+    patients, truth = sample_population(60, seed=5)
+    with Store.from_settings() as store:
+        store.bulk_write(patients)
+    truth_file = configured / "patient_links.csv"
+    with truth_file.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["source_system", "facility_code", "source_patient_id", "resident_id", "noise"])
+        for record_id, resident in truth.items():
+            writer.writerow(["fhir", record_id.split("-")[0].upper(), record_id, resident, ""])
+    runner = CliRunner()
+    first = runner.invoke(app, ["link"])
+    assert first.exit_code == 0, first.output
+    assert f"linked {len(patients)} new records" in first.output
+    batch = runner.invoke(app, ["link", "--all", "--truth", str(truth_file)])
+    assert batch.exit_code == 0, batch.output
+    report = next(line for line in batch.output.splitlines() if line.startswith("{"))
+    assert json.loads(report)["records"] == len(patients)
+    assert "pair_precision" in batch.output
+    card = patients[0]["identifier"][0]
+    shown = runner.invoke(app, ["mpi", "resident", f"{card['system']}|{card['value']}"])
+    assert shown.exit_code == 0 and patients[0]["id"] in shown.output
+    assert runner.invoke(app, ["mpi", "review"]).exit_code == 0
+    missing = runner.invoke(app, ["mpi", "resident", "urn:x|nobody"])
+    assert missing.exit_code != 0

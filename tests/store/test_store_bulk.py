@@ -1,0 +1,101 @@
+"""The bulk path used by ingest: counts, idempotency, versions and index rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from rhip.errors import InvalidRequest
+from rhip.store import Store
+from rhip.store.index_schema import idx_string, idx_token
+
+
+def _patients(n: int, family: str = "Wang", start: int = 0) -> list[dict[str, Any]]:
+    return [
+        {
+            "resourceType": "Patient",
+            "id": f"p{i}",
+            "name": [{"family": family}],
+            "gender": "female" if i % 2 else "male",
+        }
+        for i in range(start, start + n)
+    ]
+
+
+def _index_count(store: Store, table: Any, res_id: str) -> int:
+    with store.engine.connect() as conn:
+        stmt = select(func.count()).select_from(table).where(table.c.res_id == res_id)
+        return int(conn.execute(stmt).scalar_one())
+
+
+def test_bulk_create_then_idempotent(store: Store) -> None:
+    first = store.bulk_write(_patients(25), batch_size=10)
+    assert (first.created, first.updated, first.unchanged, first.batches) == (25, 0, 0, 3)
+    assert first.index_rows > 25
+    again = store.bulk_write(_patients(25), batch_size=10)
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 25)
+    assert store.history("Patient").total == 25
+    assert store.read("Patient", "p3")["meta"]["versionId"] == "1"
+
+
+def test_bulk_updates_changed_only(store: Store) -> None:
+    store.bulk_write(_patients(10))
+    changed = _patients(10)
+    changed[4]["name"] = [{"family": "Li"}]
+    changed.append({"resourceType": "Patient", "id": "extra", "gender": "other"})
+    result = store.bulk_write(changed)
+    assert (result.created, result.updated, result.unchanged) == (1, 1, 9)
+    body = store.read("Patient", "p4")
+    assert body["meta"]["versionId"] == "2" and body["name"] == [{"family": "Li"}]
+    assert [e.method for e in store.history("Patient", "p4").entries] == ["PUT", "POST"]
+    assert store.search("Patient", [("family", "Li")]).total == 1
+    assert store.search("Patient", [("family", "Wang")]).total == 9
+    assert _index_count(store, idx_string, "p4") == _index_count(store, idx_string, "p5")
+
+
+def test_bulk_ignores_incoming_meta_stamps(store: Store) -> None:
+    store.bulk_write(_patients(3))
+    restamped = _patients(3)
+    for body in restamped:
+        body["meta"] = {"versionId": "17", "lastUpdated": "2020-01-01T00:00:00Z"}
+    assert store.bulk_write(restamped).unchanged == 3
+
+
+def test_bulk_revives_deleted_and_assigns_ids(store: Store) -> None:
+    store.bulk_write(_patients(2))
+    store.delete("Patient", "p0")
+    result = store.bulk_write([*_patients(1), {"resourceType": "Observation", "status": "final", "code": {}}])
+    assert (result.created, result.updated) == (1, 1)
+    assert store.read("Patient", "p0")["meta"]["versionId"] == "3"
+    observations = list(store.iter_current("Observation"))
+    assert len(observations) == 1 and observations[0][0] is not None
+    assert store.search("Patient", [("gender", "male")]).total == 1
+
+
+def test_bulk_duplicate_ids_later_wins(store: Store) -> None:
+    first, second = _patients(1, "A")[0], _patients(1, "B")[0]
+    result = store.bulk_write([first, second])
+    assert (result.created, result.updated, result.batches) == (1, 1, 2)
+    assert store.read("Patient", "p0")["name"] == [{"family": "B"}]
+    assert _index_count(store, idx_token, "p0") == 1  # gender only, not duplicated
+
+
+def test_bulk_rejects_bad_resources(store: Store) -> None:
+    with pytest.raises(InvalidRequest) as exc:
+        store.bulk_write([*_patients(2), {"resourceType": "Patient", "id": "bad id"}], batch_size=2)
+    assert "resources[2]" in exc.value.diagnostics
+    assert store.count("Patient") == 2  # the first batch stays written
+    with pytest.raises(InvalidRequest):
+        store.bulk_write(_patients(1), batch_size=0)
+
+
+def test_bulk_large_batch(store: Store) -> None:
+    result = store.bulk_write(_patients(3000), batch_size=2000)
+    assert (result.created, result.batches) == (3000, 2)
+    assert store.count("Patient") == 3000
+    assert store.search("Patient", [("gender", "female")]).total == 1500
+    changed = _patients(3000, "Zhao")
+    assert store.bulk_write(changed).updated == 3000
+    assert store.search("Patient", [("family", "Wang")]).total == 0

@@ -1,0 +1,102 @@
+"""Schema migrations: run on open, idempotent on reopen, serialised across concurrent openers."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from sqlalchemy import inspect
+from typer.testing import CliRunner
+
+from rhip.cli import app
+from rhip.config import Settings
+from rhip.store import Store
+from rhip.store.index_schema import INDEX_TABLES
+from rhip.store.migrations import current_revision, head_revision, upgrade
+from rhip.store.schema import METADATA
+
+
+def test_fresh_database_gets_every_table(db_url: str) -> None:
+    store = Store(db_url)
+    try:
+        tables = set(inspect(store.engine).get_table_names())
+        assert {"resource", "resource_version", "alembic_version"} <= tables
+        assert {t.name for t in INDEX_TABLES} <= tables
+        assert set(METADATA.tables) <= tables
+        with store.engine.connect() as conn:
+            assert current_revision(conn) == head_revision()
+    finally:
+        store.close()
+
+
+def test_reopen_is_idempotent_and_keeps_data(db_url: str) -> None:
+    store = Store(db_url)
+    res_id = store.create({"resourceType": "Patient", "gender": "male"}).res_id
+    assert upgrade(store.engine) == head_revision()
+    store.close()
+    again = Store(db_url)
+    try:
+        assert again.read("Patient", res_id)["gender"] == "male"
+        with again.engine.connect() as conn:
+            assert current_revision(conn) == head_revision()
+    finally:
+        again.close()
+
+
+def test_without_migrate_nothing_is_created(db_url: str) -> None:
+    store = Store(db_url, migrate=False)
+    try:
+        assert "resource" not in inspect(store.engine).get_table_names()
+    finally:
+        store.close()
+
+
+def test_concurrent_openers_migrate_once(db_url: str) -> None:
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def open_store() -> None:
+        barrier.wait()
+        try:
+            Store(db_url).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    store = Store(db_url)
+    try:
+        with store.engine.connect() as conn:
+            assert current_revision(conn) == head_revision()
+    finally:
+        store.close()
+
+
+def test_cli_db_upgrade_and_current(db_url: str) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["db", "current", "--database-url", db_url])
+    assert result.exit_code == 0 and "current: none" in result.output
+    result = runner.invoke(app, ["db", "upgrade", "--database-url", db_url])
+    assert result.exit_code == 0, result.output
+    assert f"revision {head_revision()}" in result.output
+    result = runner.invoke(app, ["db", "upgrade", "--database-url", db_url])
+    assert result.exit_code == 0
+    result = runner.invoke(app, ["db", "current", "--database-url", db_url])
+    assert f"current: {head_revision()}" in result.output
+
+
+def test_from_settings_defaults_to_sqlite_in_data_dir(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", database_url=None)
+    store = Store.from_settings(settings)
+    try:
+        store.create({"resourceType": "Patient", "id": "x"})
+        assert store.engine.dialect.name == "sqlite"
+        assert (tmp_path / "data" / "rhip.sqlite").exists()
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        store.close()
