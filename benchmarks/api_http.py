@@ -2,8 +2,8 @@
 
 Starts two servers on 127.0.0.1, each one uvicorn process with one worker:
 
-* ``rhip``: the real API exactly as ``rhip serve`` runs it, over a fresh SQLite store (WAL);
-  creates are persisted and indexed, reads come from the store.
+* ``rhip``: the real API exactly as ``rhip serve`` runs it (authentication off), over a fresh
+  SQLite store (WAL); creates are persisted and indexed, reads come from the store.
 * ``bare``: a minimal ASGI app that keeps resources in a dict (same uvicorn, same JSON library), the
   most this machine serves over HTTP, i.e. the ceiling the API is compared with.
 
@@ -98,6 +98,7 @@ def _wait(url: str, proc: subprocess.Popen[bytes]) -> None:
 def start_rhip(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
     """``rhip serve`` on a fresh SQLite store in data_dir."""
     env = {**os.environ, "RHIP_DATA_DIR": str(data_dir), "RHIP_HOST": "127.0.0.1", "RHIP_PORT": str(port)}
+    env["RHIP_AUTH_ENABLED"] = "false"  # the API alone; authentication has its own benchmark
     env.pop("RHIP_DATABASE_URL", None)
     cmd = [sys.executable, "-c", "from rhip.cli import main; main()", "serve"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -11,9 +11,10 @@ Each mix is repeated to ``--count`` lines; every copy gets its own ids, identifi
 dates and decimal values (codes and texts repeat, as in real data), so the validator's value caches
 only help where real data would let them. ``cold`` clears the validator's value caches before the
 pass (the first batch a worker sees); ``warm`` is the steady state; ``validate/s`` is the warm
-rate with the parsing time taken out. Single process, one core; rates use the process's CPU time
-(best of ``--repeat``), so other load on a shared machine inflates them less than wall-clock time
-would.
+rate with the parsing time taken out; ``refs/s`` is ``iter_references`` (used by the store and
+ingest to rewrite ``urn:uuid`` references) over the same lines, parsing time taken out. Single
+process, one core; rates use the process's CPU time (best of ``--repeat``), so other load on a
+shared machine inflates them less than wall-clock time would.
 
     .venv/bin/python benchmarks/fhir_validate.py                 # 50k lines per mix
     .venv/bin/python benchmarks/fhir_validate.py --count 200000 --repeat 5
@@ -31,6 +32,7 @@ from typing import Any
 import orjson
 
 from rhip.fhir import validation
+from rhip.fhir.references import iter_references
 from rhip.fhir.validation import validate_resource
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
@@ -93,7 +95,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="passes per measurement (best is kept)")
     args = parser.parse_args()
     mixes = {"synthea": _synthea(), "examples": _examples()}
-    header = ("mix", "lines", "avg bytes", "loads/s", "cold/s", "warm/s", "warm/loads", "validate/s")
+    header = (
+        "mix",
+        "lines",
+        "avg bytes",
+        "loads/s",
+        "cold/s",
+        "warm/s",
+        "warm/loads",
+        "validate/s",
+        "refs/s",
+    )
     print(f"{header[0]:<10} " + " ".join(f"{h:>10}" for h in header[1:]))
     for name, base in mixes.items():
         if not base:
@@ -123,14 +135,22 @@ def main() -> None:
             _clear_caches()
             return loads_validate(lines)
 
+        def loads_references(lines: list[bytes] = lines) -> int:
+            for line in lines:
+                for _ in iter_references(orjson.loads(line)):
+                    pass
+            return len(lines)
+
         t_loads = _best(loads_only, args.repeat)
+        t_refs = _best(loads_references, args.repeat)
         t_cold = _best(cold, args.repeat)
         t_warm = _best(loads_validate, args.repeat)
         n = len(lines)
         avg = sum(len(line) for line in base) // len(base)
         print(
             f"{name:<10} {n:>10} {avg:>10} {n / t_loads:>10,.0f} {n / t_cold:>10,.0f} "
-            f"{n / t_warm:>10,.0f} {t_loads / t_warm:>10.2f} {n / max(t_warm - t_loads, 1e-9):>10,.0f}"
+            f"{n / t_warm:>10,.0f} {t_loads / t_warm:>10.2f} {n / max(t_warm - t_loads, 1e-9):>10,.0f} "
+            f"{n / max(t_refs - t_loads, 1e-9):>10,.0f}"
             + (f"   ({invalid} lines have errors)" if invalid else "")
         )
 

@@ -16,12 +16,34 @@ import tempfile
 import time
 from pathlib import Path
 
+from rhip.mpi.batch import collect_features, link_all
 from rhip.mpi.evaluate import evaluate
+from rhip.mpi.model import load_model
 from rhip.mpi.relink import relink_all
 from rhip.mpi.sample import sample_population
 from rhip.mpi.schema import ensure_schema
 from rhip.mpi.truth import predicted_links
 from rhip.store import Store
+
+
+def linkage_only(records: int, seed: int) -> None:
+    """Featurise, score and cluster in memory: the part of the batch that grows with pairs."""
+    patients, truth = sample_population(max(1, int(records / 1.5)), seed=seed, records_per_resident=1.5)
+    clock = time.perf_counter()
+    table = collect_features(patients)
+    featured = time.perf_counter() - clock
+    del patients
+    result = link_all(table, load_model())
+    total = time.perf_counter() - clock
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    acc = evaluate({k: str(v) for k, v in result.clusters.items()}, truth)
+    print("| records | pairs scored | featurise | predict | cluster | total | peak RSS | pair P | pair R |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    seconds = result.seconds
+    cells = [f"{len(table):,}", f"{result.scored_pairs:,}", f"{featured:.0f} s",
+             f"{seconds['predict']:.0f} s", f"{seconds['cluster']:.0f} s", f"{total:.0f} s", f"{rss:.0f} MB",
+             f"{acc.pair_precision:.4f}", f"{acc.pair_recall:.4f}"]  # fmt: skip
+    print("| " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -35,7 +57,13 @@ def main() -> None:
     )
     parser.add_argument("--no-golden", action="store_true", help="Skip rewriting golden Patients.")
     parser.add_argument("--seed", type=int, default=9)
+    parser.add_argument(
+        "--linkage-only", action="store_true", help="No store: featurise, Splink predict and cluster only."
+    )
     args = parser.parse_args()
+    if args.linkage_only:
+        linkage_only(args.records, args.seed)
+        return
 
     url = args.url or f"sqlite:///{Path(tempfile.mkdtemp(prefix='rhip-mpi-')) / 'store.sqlite'}"
     store = Store(url)

@@ -20,6 +20,7 @@ from rhip.errors import RhipError
 COMMAND_MODULES: tuple[str, ...] = (
     "rhip.demo",
     "rhip.api",
+    "rhip.fhir",
     "rhip.synth",
     "rhip.ingest",
     "rhip.quality",

@@ -14,6 +14,12 @@ def ping() -> dict[str, str]:
     return {"pong": "yes"}
 
 
+@router.get("/fhir/$ping")
+def fhir_ping() -> dict[str, str]:
+    """A system-level operation under /fhir, which the generic /fhir/{type} routes must not shadow."""
+    return {"resourceType": "Parameters"}
+
+
 def setup(app: FastAPI) -> None:
     """Record that the app called setup."""
     SETUP_CALLS.append(app.title)

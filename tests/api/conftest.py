@@ -1,5 +1,9 @@
 """Fixtures of the API tests: an app over a fresh store per test, and one real uvicorn server.
 
+The apps here carry the FHIR routes only (``router_modules=()``): routers other modules contribute
+are tested by those modules; ``test_api_hooks`` proves the inclusion mechanism and
+``test_api_serve_cli`` runs the full application as ``rhip serve`` builds it.
+
 ``client`` runs the app in-process (Starlette's TestClient) over the ``db_url`` store, so one test
 body proves SQLite and PostgreSQL. ``live_server`` is a real uvicorn listening on a free
 127.0.0.1 port for the tests that must cross a socket (gzip, the fhirclient library).
@@ -37,7 +41,10 @@ def client(db_url: str, tmp_path: Path) -> Iterator[Any]:
     from rhip.store import Store
 
     store = Store(db_url)
-    app = create_app(store, Settings(data_dir=tmp_path, database_url=db_url, page_size=20, max_page_size=200))
+    settings = Settings(
+        data_dir=tmp_path, database_url=db_url, page_size=20, max_page_size=200, auth_enabled=False
+    )
+    app = create_app(store, settings, router_modules=())
     with TestClient(app, base_url="http://testserver") as test_client:
         test_client.headers["content-type"] = FHIR_JSON
         yield test_client
@@ -62,7 +69,8 @@ def module_client(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
             url = stack.enter_context(_module_pg_database())
         store = Store(url)
         stack.callback(store.close)
-        app = create_app(store, Settings(data_dir=tmp_path_factory.mktemp("data"), database_url=url))
+        settings = Settings(data_dir=tmp_path_factory.mktemp("data"), database_url=url, auth_enabled=False)
+        app = create_app(store, settings, router_modules=())
         test_client = stack.enter_context(TestClient(app, base_url="http://testserver"))
         test_client.headers["content-type"] = FHIR_JSON
         yield test_client
@@ -150,7 +158,8 @@ def live_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
             url = stack.enter_context(_module_pg_database())
         store = Store(url)
         stack.callback(store.close)
-        app = create_app(store, Settings(data_dir=data_dir, database_url=url, page_size=10))
+        settings = Settings(data_dir=data_dir, database_url=url, page_size=10, auth_enabled=False)
+        app = create_app(store, settings, router_modules=())
         port = _free_port()
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")

@@ -7,8 +7,12 @@ import json
 import pytest
 from api_testkit import assert_outcome, patient, post
 
+#: Read-mostly checks: one shared store per back end, built once on one worker.
+pytestmark = pytest.mark.xdist_group("api_errors")
 
-def test_invalid_json_and_bodies(client):
+
+def test_invalid_json_and_bodies(module_client):
+    client = module_client
     assert_outcome(client.post("/fhir/Patient", content=b"{not json"), 400, "structure")
     assert_outcome(client.post("/fhir/Patient", content=b""), 400, "structure")
     assert_outcome(client.post("/fhir/Patient", content=b"[1, 2]"), 400, "structure")
@@ -19,7 +23,8 @@ def test_invalid_json_and_bodies(client):
     )
 
 
-def test_structurally_invalid_resource_names_the_element(client):
+def test_structurally_invalid_resource_names_the_element(module_client):
+    client = module_client
     bad = patient(gender=42)
     body = assert_outcome(post(client, "/fhir/Patient", bad), 422)
     expressions = [e for issue in body["issue"] for e in issue.get("expression", [])]
@@ -28,7 +33,8 @@ def test_structurally_invalid_resource_names_the_element(client):
     assert any("colour" in e for issue in unknown["issue"] for e in issue.get("expression", [])), unknown
 
 
-def test_unknown_type_route_and_method(client):
+def test_unknown_type_route_and_method(module_client):
+    client = module_client
     assert_outcome(client.get("/fhir/Spaceship"), 404, "not-found")
     assert_outcome(client.get("/fhir/Spaceship/1"), 404, "not-found")
     assert_outcome(client.get("/nowhere"), 404, "not-found")
@@ -39,7 +45,8 @@ def test_unknown_type_route_and_method(client):
     assert_outcome(client.post("/fhir/Patient/123", content=json.dumps(patient())), 405)
 
 
-def test_not_acceptable_and_unsupported_media(client):
+def test_not_acceptable_and_unsupported_media(module_client):
+    client = module_client
     assert_outcome(client.get("/fhir/metadata", params={"_format": "xml"}), 406, "not-supported")
     assert_outcome(client.get("/fhir/Patient", params={"_format": "text/turtle"}), 406)
     assert_outcome(client.get("/fhir/metadata", headers={"Accept": "application/fhir+xml"}), 406)
@@ -55,7 +62,8 @@ def test_not_acceptable_and_unsupported_media(client):
     assert_outcome(form, 415)
 
 
-def test_search_parameter_errors_name_the_parameter(client):
+def test_search_parameter_errors_name_the_parameter(module_client):
+    client = module_client
     body = assert_outcome(client.get("/fhir/Patient", params={"nonsense": "x"}), 400)
     assert "nonsense" in json.dumps(body)
     assert "_count" in json.dumps(assert_outcome(client.get("/fhir/Patient", params={"_count": "many"}), 400))
@@ -69,7 +77,8 @@ def test_search_parameter_errors_name_the_parameter(client):
     assert_outcome(client.get("/fhir/Patient/x", params={"name": "x"}), 400)
 
 
-def test_version_and_header_errors(client):
+def test_version_and_header_errors(module_client):
+    client = module_client
     pid = post(client, "/fhir/Patient", patient()).json()["id"]
     assert_outcome(client.get(f"/fhir/Patient/{pid}/_history/9"), 404)
     assert_outcome(client.get(f"/fhir/Patient/{pid}/_history/one"), 404)
@@ -81,7 +90,8 @@ def test_version_and_header_errors(client):
     assert_outcome(post(client, "/fhir/Patient", patient(), {"If-None-Exist": ""}), 400)
 
 
-def test_unsupported_operations(client):
+def test_unsupported_operations(module_client):
+    client = module_client
     assert_outcome(client.get("/fhir/Patient/$everything"), 501, "not-supported")
     assert_outcome(client.get("/fhir/Observation/1/$lastn"), 501)
     assert_outcome(client.post("/fhir/Patient/$match", content=b"{}"), 501)
@@ -109,7 +119,8 @@ def test_unsupported_operations(client):
         ("GET", "/fhir/_history?_since=2020-13-45", None),
     ],
 )
-def test_awkward_inputs_never_cause_500(client, method, path, body):
+def test_awkward_inputs_never_cause_500(module_client, method, path, body):
+    client = module_client
     response = client.request(method, path, content=body)
     assert 200 <= response.status_code < 500, response.text
     if response.status_code >= 400:

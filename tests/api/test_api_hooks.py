@@ -68,6 +68,8 @@ def test_contributed_routers_are_included(tmp_path):
     assert api_extra_router.SETUP_CALLS
     with TestClient(app) as test_client:
         assert test_client.get("/extra/ping").json() == {"pong": "yes"}
+        assert test_client.get("/fhir/$ping").json() == {"resourceType": "Parameters"}
+        assert test_client.get("/fhir/metadata").status_code == 200
     store.close()
 
 

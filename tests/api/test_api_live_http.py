@@ -119,7 +119,8 @@ def test_grouped_commit_writes_each_resource_like_a_create(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'g.sqlite'}")
     batcher = CreateBatcher(store, threading.Lock())
     futures: list[Future] = [Future() for _ in range(3)]
-    resources = [patient(family=f"Grouped{i}", id="client-id-ignored") for i in range(3)]
+    tag = {"system": "https://rhip.example.org/fhir/tag", "code": "t1"}
+    resources = [patient(family=f"Grouped{i}", id="client-id-ignored", meta={"tag": [tag]}) for i in range(3)]
     batcher._commit(list(zip(resources, futures, strict=True)))
     results = [f.result() for f in futures]
     assert len({r.resource["id"] for r in results}) == 3
@@ -127,6 +128,7 @@ def test_grouped_commit_writes_each_resource_like_a_create(tmp_path):
         assert result.created and result.version_id == 1
         assert store.read("Patient", result.resource["id"]) == result.resource
         assert result.resource["name"][0]["family"] == f"Grouped{i}"
+        assert result.resource["meta"]["tag"] == [tag]
         entries = store.history("Patient", result.resource["id"]).entries
         assert [e.method for e in entries] == ["POST"]
         assert store.search("Patient", [("family", f"Grouped{i}")], count=5).total == 1

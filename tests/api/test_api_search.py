@@ -7,10 +7,14 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from api_testkit import assert_outcome, patient, post
 
+#: The tests only read what ``seeded`` wrote: one shared store per back end, on one worker.
+pytestmark = pytest.mark.xdist_group("api_search")
 
-@pytest.fixture
-def seeded(client):
-    """Twelve patients, an organisation and one observation per patient."""
+
+@pytest.fixture(scope="module")
+def seeded(module_client):
+    """Twelve patients, an organisation and one observation per patient (shared by the module)."""
+    client = module_client
     org = post(
         client, "/fhir/Organization", {"resourceType": "Organization", "name": "Xinhua Hospital"}
     ).json()

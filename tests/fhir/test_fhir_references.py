@@ -120,3 +120,14 @@ def test_rewrite_references_in_place() -> None:
 def test_iter_references_ignores_non_resources() -> None:
     assert list(iter_references({"resourceType": "Reference", "reference": "Patient/1"})) == []
     assert list(iter_references({"resourceType": "Nope"})) == []
+
+
+def test_references_hidden_in_extensions_of_coded_values_are_found() -> None:
+    """Coded values are skipped quickly unless an extension inside them holds a valueReference."""
+    source = {"url": "http://example.org/source", "valueReference": {"reference": "Device/d1"}}
+    concept = {"coding": [{"system": "http://loinc.org", "code": "8867-4", "extension": [source]}]}
+    observation = {"resourceType": "Observation", "status": "final", "code": concept}
+    found = [(path, ref.get("reference")) for path, ref in iter_references(observation)]
+    assert found == [("Observation.code.coding[0].extension[0].valueReference", "Device/d1")]
+    concept["coding"][0]["extension"][0] = {"url": "http://example.org/x", "valueString": "Reference"}
+    assert list(iter_references(observation)) == []

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import orjson
 import pytest
 
 from rhip.fhir import systems
 from rhip.ingest.canonical import Canonicaliser, ConceptTranslator, fold, sex_codes, to_instant, ucum
 from rhip.ingest.conceptmaps import shipped_conceptmaps
+from rhip.ingest.pipeline import Pipeline
+from rhip.ingest.runner import ingest_file
+from rhip.store import Store
 
 
 @pytest.mark.parametrize(
@@ -61,3 +67,59 @@ def test_canonicaliser_patient_and_observation() -> None:
     obs = {"resourceType": "Observation", "valueQuantity": {"value": 120, "unit": "mmHg"}}
     canon.apply(obs)
     assert obs["valueQuantity"]["code"] == "mm[Hg]" and obs["valueQuantity"]["system"] == systems.UCUM
+
+
+def test_conceptmap_held_in_the_store_is_used(sqlite_store: Store, tmp_path: Path) -> None:
+    """A region adds a mapping by storing a ConceptMap; the next pipeline translates with it."""
+    local = systems.local_code_system("F1", "lab")
+    sqlite_store.bulk_write(
+        [
+            {
+                "resourceType": "ConceptMap",
+                "id": "f1-lab",
+                "status": "active",
+                "group": [
+                    {
+                        "source": local,
+                        "target": systems.LOINC,
+                        "element": [
+                            {"code": "GLU", "target": [{"code": "14771-0", "equivalence": "equivalent"}]}
+                        ],
+                    }
+                ],
+            }
+        ]
+    )
+    pipeline = Pipeline(sqlite_store)
+    path = tmp_path / "Observation.ndjson"
+    path.write_bytes(
+        orjson.dumps(
+            {
+                "resourceType": "Observation",
+                "id": "g1",
+                "status": "final",
+                "code": {"coding": [{"system": local, "code": "GLU"}]},
+                "valueQuantity": {"value": 5.4, "unit": "mmol/L"},
+            }
+        )
+        + b"\n"
+    )
+    assert ingest_file(pipeline, path, "F1").stored == 1
+    obs = sqlite_store.read("Observation", "g1")
+    assert {"system": systems.LOINC, "code": "14771-0"} in obs["code"]["coding"]
+    assert obs["valueQuantity"]["code"] == "mmol/L"
+
+
+def test_discharge_disposition_is_translated() -> None:
+    canon = Canonicaliser(ConceptTranslator(shipped_conceptmaps()))
+    enc = {
+        "resourceType": "Encounter",
+        "hospitalization": {
+            "dischargeDisposition": {
+                "coding": [{"system": systems.local_code_system("C1", "discharge"), "code": "5"}]
+            }
+        },
+    }
+    canon.apply(enc)
+    codes = enc["hospitalization"]["dischargeDisposition"]["coding"]
+    assert {"system": "http://terminology.hl7.org/CodeSystem/discharge-disposition", "code": "exp"} in codes

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-N_PATIENTS = 6000
+N_PATIENTS = 3000
 N_MESSAGES = 2500
 CLI = "from rhip.cli import main; main()"
 

@@ -148,3 +148,27 @@ def test_spark_reads_the_same_lake(tmp_path: Path, spark_session: Any) -> None:
     duck.close()
     assert len(duck_rows) == 14
     assert spark_rows == duck_rows
+
+
+def test_stored_view_definitions_are_materialised(tmp_path: Path) -> None:
+    from rhip.lake.library import store_views
+    from rhip.store import Store
+
+    lake = tmp_path / "lake"
+    store = Store(f"sqlite:///{tmp_path / 'rhip.sqlite'}")
+    try:
+        store.bulk_write(_region(3))
+        store.create({
+            "resourceType": "ViewDefinition", "name": "obs_per_patient", "resource": "Observation",
+            "select": [{"column": [{"name": "patient_id", "path": "subject.getReferenceKey(Patient)"}]}],
+        })  # fmt: skip
+        store.create({"resourceType": "ViewDefinition", "name": "broken", "resource": "Observation"})
+        export_store(store, lake)
+        stored = store_views(store)
+    finally:
+        store.close()
+    assert sorted(stored) == ["obs_per_patient"], "invalid stored views are skipped"
+    counts = materialize(lake, {**load_views(), **stored})
+    assert counts["obs_per_patient"] == 15
+    rows = _rows(lake, f"SELECT count(DISTINCT patient_id) FROM '{lake}/views/obs_per_patient.parquet'")
+    assert rows == [(3,)]

@@ -130,6 +130,11 @@ def test_golden_patient_and_card_lookup(mpi_store: Store, zhang_wei_cid: str) ->
         vhc = golden["identifier"][0]["value"]
         assert resolve_card(conn, f"{systems.VIRTUAL_HEALTH_CARD}|{vhc}") == d.resident_id
         assert [r["record_id"] for r in resident_summary(conn, d.resident_id)["records"]] == ["g1", "g2"]
+    # The store's identifier search answers any card with the source record(s), never the golden one.
+    found = mpi_store.search("Patient", [("identifier", f"{systems.CITIZEN_ID}|{zhang_wei_cid}")]).matches
+    assert sorted(p["id"] for p in found) == ["g1", "g2"]
+    found = mpi_store.search("Patient", [("identifier", f"{card[0]}|{card[1]}")]).matches
+    assert [p["id"] for p in found] == ["g1"]
 
 
 def test_update_of_a_record_rematches(mpi_store: Store, zhang_wei_cid: str) -> None:

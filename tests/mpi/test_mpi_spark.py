@@ -15,7 +15,7 @@ def test_spark_backend_matches_duckdb() -> None:
     pytest.importorskip("pyspark")
     from rhip.mpi.spark import local_session
 
-    patients, _ = sample_population(80, seed=13)
+    patients, _ = sample_population(40, seed=13)
     table = collect_features(patients)
     model = load_model()
     duck = link_all(table, model, backend="duckdb")

@@ -143,3 +143,44 @@ def test_catalogue_is_documented() -> None:
     text = (ROOT / "docs" / "quality.md").read_text(encoding="utf-8")
     missing = [r["id"] for r in catalogue() if f"`{r['id']}`" not in text]
     assert not missing, f"rules missing from docs/quality.md: {missing}"
+
+
+def test_age_appropriate_and_after_birth() -> None:
+    ctx = RuleContext(
+        patients={
+            "Patient/c": {"gender": "female", "birthDate": "2020-01-01"},
+            "Patient/w": {"gender": "female", "birthDate": "1990-01-01"},
+        }
+    )
+    bcg = {
+        "resourceType": "Immunization",
+        "patient": {"reference": "Patient/w"},
+        "vaccineCode": {"coding": [{"system": "x", "code": "BCG"}]},
+        "occurrenceDateTime": "2026-01-01",
+    }
+    assert _check("plausibility.age-appropriate", bcg, ctx) is False
+    assert _check("plausibility.age-appropriate", dict(bcg, patient={"reference": "Patient/c"}), ctx) is True
+    perinatal = {
+        "resourceType": "Condition",
+        "subject": {"reference": "Patient/c"},
+        "code": {"coding": [{"system": systems.ICD10_CN, "code": "P07.300"}]},
+        "recordedDate": "2026-01-01",
+    }
+    assert _check("plausibility.age-appropriate", perinatal, ctx) is False
+    pregnancy = dict(
+        perinatal,
+        subject={"reference": "Patient/w"},
+        code={"coding": [{"system": systems.ICD10_CN, "code": "O80.000"}]},
+    )
+    assert _check("plausibility.age-appropriate", pregnancy, ctx) is True
+    before = {
+        "resourceType": "Observation",
+        "subject": {"reference": "Patient/c"},
+        "effectiveDateTime": "2019-06-01T08:00:00+08:00",
+    }
+    assert _check("plausibility.after-birth", before, ctx) is False
+    assert _check("plausibility.after-birth", dict(before, effectiveDateTime="2021-06-01"), ctx) is True
+    assert (
+        _check("plausibility.after-birth", dict(before, subject={"reference": "Patient/unknown"}), ctx)
+        is None
+    )

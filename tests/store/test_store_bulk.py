@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import func, select
 
 from rhip.errors import InvalidRequest
-from rhip.store import Store
+from rhip.store import Store, write_transaction
+from rhip.store.bulk import prepare, write_batch
 from rhip.store.index_schema import idx_string, idx_token
 
 
@@ -99,3 +100,32 @@ def test_bulk_large_batch(store: Store) -> None:
     changed = _patients(3000, "Zhao")
     assert store.bulk_write(changed).updated == 3000
     assert store.search("Patient", [("family", "Wang")]).total == 0
+
+
+def test_bulk_rechecks_versions_changed_after_the_pre_read(store: Store) -> None:
+    """A write between the pre-read and the batch transaction must not be lost or duplicated."""
+    store.bulk_write(_patients(2))
+    batch = [(("Patient", body["id"]), body) for body in _patients(2)]
+    batch[1][1]["gender"] = "other"
+    prepared = prepare(store.engine, batch)
+    assert [item.unchanged for item in prepared] == [True, False]
+    store.update("Patient", "p0", {**_patients(1, "Changed")[0]})  # p0 no longer equals the input
+    store.update("Patient", "p1", {**_patients(2)[1], "gender": "other"})  # p1 now equals the input
+    with write_transaction(store.engine) as conn:
+        counts = write_batch(conn, prepared)
+    assert (counts.created, counts.updated, counts.unchanged) == (0, 1, 1)
+    assert store.read("Patient", "p0")["name"] == [{"family": "Wang"}]
+    assert store.read("Patient", "p0")["meta"]["versionId"] == "3"
+    assert store.read("Patient", "p1")["meta"]["versionId"] == "2"
+    assert store.search("Patient", [("family", "Changed")]).total == 0
+
+
+def test_bulk_on_in_memory_sqlite() -> None:
+    """In-memory SQLite has one shared connection, so batches are prepared inline."""
+    store = Store("sqlite://")
+    try:
+        assert store.bulk_write(_patients(30), batch_size=7).created == 30
+        assert store.bulk_write(_patients(30), batch_size=7).unchanged == 30
+        assert store.search("Patient", [("gender", "male")]).total == 15
+    finally:
+        store.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rhip.errors import InvalidRequest, MultipleMatches
+from rhip.errors import InvalidRequest, MultipleMatches, VersionConflict
 from rhip.store import Store
 
 SYS = "urn:oid:2.16.156.10011.1.19"
@@ -72,3 +72,11 @@ def test_conditional_delete(store: Store) -> None:
 def test_conditional_without_criteria_is_rejected(store: Store) -> None:
     with pytest.raises(InvalidRequest):
         store.conditional_delete("Patient", [])
+
+
+def test_conditional_update_will_not_take_over_another_resource(store: Store) -> None:
+    store.create(_patient("other", "Keep") | {"id": "taken"})
+    with pytest.raises(VersionConflict) as exc:
+        store.conditional_update("Patient", [("identifier", f"{SYS}|u3")], {**_patient("u3"), "id": "taken"})
+    assert exc.value.status == 409
+    assert store.read("Patient", "taken")["name"] == [{"family": "Keep"}]

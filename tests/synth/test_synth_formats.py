@@ -59,6 +59,7 @@ def test_all_fhir_validates_against_r4(synth_region: tuple[Path, Manifest]) -> N
         "Organization",
         "Practitioner",
         "Claim",
+        "Coverage",
     } <= types
     bundles = sorted(out.glob("fhir-bundles/*/*.json"))
     assert bundles

@@ -120,3 +120,35 @@ def test_influenza_is_seasonal(synth_region: tuple[Path, Manifest]) -> None:
     winter = months[12] + months[1] + months[2]
     summer = months[6] + months[7] + months[8]
     assert winter > 2 * summer
+
+
+def test_babies_share_the_maternal_child_card_of_their_mother(synth_region: tuple[Path, Manifest]) -> None:
+    out, _ = synth_region
+    residents = {r["resident_id"]: r for r in _csv(out / "truth/residents.csv")}
+    links = {
+        (lk["facility_code"], lk["source_patient_id"]): lk["resident_id"]
+        for lk in _csv(out / "truth/patient_links.csv")
+    }
+    holders: dict[str, set[str]] = {}
+    for fac in _csv(out / "region/facilities.csv"):
+        if fac["native_system"] != "csv":
+            continue
+        with (out / "csv" / fac["code"] / "person.csv").open(encoding=fac["encoding"], newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row["母子健康手册号"]:
+                    holders.setdefault(row["母子健康手册号"], set()).add(
+                        links[(fac["code"], row["档案编号"])]
+                    )
+    pairs = [ids for ids in holders.values() if len(ids) >= 2]
+    assert pairs
+    for ids in pairs:
+        babies = [i for i in ids if residents[i]["mother_id"] in ids]
+        assert babies, ids
+
+
+def test_older_residents_carry_retired_division_codes(synth_region: tuple[Path, Manifest]) -> None:
+    out, _ = synth_region
+    retired = {"330422": 1990, "330423": 1985, "330425": 1992}  # 平湖县, 海宁县, 桐乡县 (GB/T 2260 history)
+    holders = [r for r in _csv(out / "truth/residents.csv") if r["citizen_id"][:6] in retired]
+    assert len(holders) > 20
+    assert all(int(r["birth_date"][:4]) <= retired[r["citizen_id"][:6]] for r in holders)

@@ -1,10 +1,12 @@
 """The single policy point every FHIR interaction passes through.
 
-Security (authentication, roles, consent, data levels, the audit chain) is added by the security
-module by replacing the bodies of the three functions here. The API calls them in exactly one
-place per interaction: ``authorize`` before the store is touched, ``filter_results`` on every
-resource about to leave the server, and ``audit`` once the outcome is known. Until security is
-wired in they allow everything and record nothing.
+The API calls these hooks in exactly one place per interaction: ``authorize`` before the store is
+touched, ``search`` for searches (so that totals, includes and pages count only what the caller
+may see), ``filter_results`` on every resource about to leave the server, and ``audit`` once the
+outcome is known. Each hook hands the work to the security runtime that the authentication
+middleware of :mod:`rhip.security.api` puts on the request context (``ctx.extra["security"]``).
+Without it (an app built with ``Settings(auth_enabled=False)`` or without that router) they allow
+everything and record nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rhip.store import Store
+    from rhip.store.search import SearchResult
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +76,35 @@ def authorize(
         res_id: the resource id for instance-level interactions.
         resource: the submitted body for writes.
     """
-    return None
+    security = ctx.extra.get("security")
+    if security is not None:
+        security.authorize(ctx, interaction, res_type, res_id, resource)
 
 
 def filter_results(ctx: RequestContext, resources: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Return the resources this caller may see (all of them until policy is wired in)."""
-    return list(resources)
+    """Return the resources this caller may see (all of them when security is off)."""
+    security = ctx.extra.get("security")
+    if security is None:
+        return list(resources)
+    shown: list[dict[str, Any]] = security.filter_results(ctx, resources)
+    return shown
+
+
+def search(
+    ctx: RequestContext,
+    store: Store,
+    res_type: str | None,
+    params: list[tuple[str, str]],
+    *,
+    count: int,
+    offset: int,
+) -> SearchResult:
+    """Run a search as this caller: matches, includes and total hold only what they may see."""
+    security = ctx.extra.get("security")
+    if security is None:
+        return store.search(res_type, params, count=count, offset=offset)
+    result: SearchResult = security.search(ctx, res_type, params, count=count, offset=offset)
+    return result
 
 
 def audit(
@@ -88,4 +117,6 @@ def audit(
 
     ``entities`` are (resource type, id) pairs touched by the interaction.
     """
-    return None
+    security = ctx.extra.get("security")
+    if security is not None:
+        security.audit(ctx, interaction, outcome, entities)

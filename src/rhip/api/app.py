@@ -96,11 +96,12 @@ def create_app(
     app.state.settings = settings
     install_handlers(app)
     app.add_middleware(GZipMiddleware, minimum_size=1024)
-    # Order matters: literal paths (metadata, _history, _search) before the {type}/{id} patterns.
+    # Order matters: literal FHIR paths (metadata, _history, _search) first, then the routers other
+    # modules contribute (their literal paths such as /fhir/$export must win over the patterns),
+    # then the generic /fhir/{type}/{id} patterns.
     app.include_router(routes_system.router)
+    modules = ROUTER_MODULES if router_modules is None else router_modules
+    app.state.contributed = _include_contributed(app, modules)
     app.include_router(routes_search.router)
     app.include_router(routes_rest.router)
-    app.state.contributed = _include_contributed(
-        app, ROUTER_MODULES if router_modules is None else router_modules
-    )
     return app

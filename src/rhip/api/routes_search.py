@@ -74,7 +74,7 @@ def run_search(
     paging = Paging(pairs, settings)
     ctx = begin(request, "search-type" if res_type else "search-system", res_type)
     count = 0 if paging.summary == "count" else paging.count
-    result = store.search(res_type, paging.rest, count=count, offset=paging.offset)
+    result = access.search(ctx, store, res_type, paging.rest, count=count, offset=paging.offset)
     matches = access.filter_results(ctx, result.matches) if count else []
     includes = access.filter_results(ctx, result.includes) if count else []
     if paging.summary or paging.elements:

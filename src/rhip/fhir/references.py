@@ -11,11 +11,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Final
 
-from rhip.errors import InvalidResource, Issue
-from rhip.fhir.model import COMPLEX, RESOURCE, TypeTable, load_model
+import orjson
 
+from rhip.errors import InvalidResource, Issue
+from rhip.fhir.model import COMPLEX, PRIMITIVE, RESOURCE, TypeTable, load_model
+
+_dumps = orjson.dumps
 _ID: Final = r"[A-Za-z0-9\-\.]{1,64}"
 _RELATIVE = re.compile(rf"([A-Z][A-Za-z]+)/({_ID})(?:/_history/({_ID}))?", re.ASCII)
 _ABSOLUTE = re.compile(rf"(\S*?)/?([A-Z][A-Za-z]+)/({_ID})(?:/_history/({_ID}))?", re.ASCII)
@@ -110,27 +114,74 @@ def _resource_table(resource: Mapping[str, Any]) -> TypeTable | None:
     return model.types[rtype] if type(rtype) is str and rtype in model.resource_types else None
 
 
-def _walk(node: Mapping[str, Any], table: TypeTable, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+#: A location while walking: the root name, or (parent location, element name, array index or None).
+Location = str | tuple[Any, str, int | None]
+
+
+def render_path(location: Location) -> str:
+    """``Observation.component[1].valueQuantity`` from a walk location."""
+    parts: list[str] = []
+    while type(location) is tuple:
+        parent, key, index = location
+        parts.append(f".{key}" if index is None else f".{key}[{index}]")
+        location = parent
+    return str(location) + "".join(reversed(parts))
+
+
+@cache
+def _reference_free(table: TypeTable) -> bool:
+    """True when no Reference or resource can sit below this type except inside an extension."""
+    seen: set[str] = set()
+    stack = [table]
+    while stack:
+        current = stack.pop()
+        if current.name in seen:
+            continue
+        seen.add(current.name)
+        for prop in current.props.values():
+            if prop.kind == RESOURCE or prop.type_name == "Reference":
+                return False
+            if prop.kind == COMPLEX and prop.table is not None and prop.type_name != "Extension":
+                stack.append(prop.table)
+    return True
+
+
+def _may_hold_reference(item: dict[str, Any], table: TypeTable) -> bool:
+    """False when the subtree certainly holds no Reference (skips walking most coded values)."""
+    if not _reference_free(table):
+        return True
+    try:
+        return b'Reference"' in _dumps(item)  # an extension's valueReference is the only way in
+    except orjson.JSONEncodeError:
+        return True
+
+
+def _collect(
+    node: Mapping[str, Any], table: TypeTable, where: Location, out: list[tuple[Location, Any]]
+) -> None:
     props = table.props
     for key, value in node.items():
         prop = props.get(key)
-        if prop is None or prop.kind not in (COMPLEX, RESOURCE):
+        if prop is None or prop.kind == PRIMITIVE:
             continue
         items = enumerate(value) if type(value) is list else ((None, value),)
         for index, item in items:
             if type(item) is not dict:
                 continue
-            where = f"{path}.{key}" if index is None else f"{path}.{key}[{index}]"
+            location = (where, key, index)
             if prop.kind == RESOURCE:
                 sub = _resource_table(item)
                 if sub is not None:
-                    yield from _walk(item, sub, where)
+                    _collect(item, sub, location, out)
                 continue
-            if prop.table is None:
+            sub = prop.table
+            if sub is None:
                 continue
             if prop.type_name == "Reference":
-                yield where, item
-            yield from _walk(item, prop.table, where)
+                out.append((location, item))
+            elif not _may_hold_reference(item, sub):
+                continue
+            _collect(item, sub, location, out)
 
 
 def iter_references(
@@ -150,7 +201,10 @@ def iter_references(
     table = _resource_table(resource)
     if table is None:
         return
-    yield from _walk(resource, table, path or table.name)
+    found: list[tuple[Location, Any]] = []
+    _collect(resource, table, path or table.name, found)
+    for location, ref in found:
+        yield render_path(location), ref
 
 
 def rewrite_references(resource: Mapping[str, Any], mapping: Mapping[str, str]) -> int:

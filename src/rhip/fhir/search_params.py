@@ -12,7 +12,7 @@ the CapabilityStatement is built from it. A region adds its own parameters with
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -29,6 +29,7 @@ __all__ = [
     "SearchParamDef",
     "all_resource_types",
     "excluded_params",
+    "get_search_param",
     "register_search_param",
     "registry_version",
     "search_params_for",
@@ -98,7 +99,6 @@ class SearchParamDef:
     url: str = ""
     #: composite only: context paths (steps) and the two components evaluated at each context
     contexts: tuple[tuple[tuple[str | tuple[str, str], ...], tuple[Component, ...]], ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def modifiers(self) -> frozenset[str]:
@@ -164,6 +164,11 @@ def search_params_for(res_type: str) -> dict[str, SearchParamDef]:
     and are not in this mapping.
     """
     return dict(_reg().get(res_type, {}))
+
+
+def get_search_param(res_type: str, name: str) -> SearchParamDef | None:
+    """One indexed parameter of ``res_type`` by name, or None (no copy of the registry is made)."""
+    return _reg().get(res_type, {}).get(name)
 
 
 def all_resource_types() -> list[str]:

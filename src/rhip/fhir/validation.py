@@ -36,10 +36,18 @@ from rhip.fhir.model import (
     TypeTable,
     load_model,
 )
-from rhip.fhir.references import CONTAINED, UUID, ParsedReference, iter_references, try_parse_reference
+from rhip.fhir.references import (
+    CONTAINED,
+    UUID,
+    Location,
+    ParsedReference,
+    iter_references,
+    render_path,
+    try_parse_reference,
+)
 
 #: A location: the root name, or (parent location, element name, array index or None).
-_Path = str | tuple[Any, str, int | None]
+_Path = Location
 
 _RULES: Final = {
     "type": ("structure", "{t} value has the wrong JSON type"),
@@ -58,15 +66,6 @@ _NOT_AN_ELEMENT: Final = "primitive extension must be a non-empty JSON object"
 _BAD_REFERENCE: Final = "reference is not Type/id, an absolute URL, urn:uuid:, urn:oid: or #id"
 _BUNDLE_REQUEST_TYPES: Final = frozenset({"transaction", "batch"})
 _BUNDLE_RESPONSE_TYPES: Final = frozenset({"transaction-response", "batch-response"})
-
-
-def _render(path: _Path) -> str:
-    parts: list[str] = []
-    while type(path) is tuple:
-        parent, key, index = path
-        parts.append(f".{key}" if index is None else f".{key}[{index}]")
-        path = parent
-    return str(path) + "".join(reversed(parts))
 
 
 class _Context:
@@ -89,7 +88,7 @@ class _Context:
     ) -> None:
         if key is not None:
             path = (path, key, index)
-        self.issues.append(Issue(severity, code, message, (_render(path),)))
+        self.issues.append(Issue(severity, code, message, (render_path(path),)))
 
     def primitive(self, prop: Prop, rule: str, path: _Path, key: str, index: int | None) -> None:
         code, message = _RULES[rule]

@@ -258,6 +258,10 @@ class Canonicaliser:
             concept = resource.get(name)
             if isinstance(concept, dict):
                 self._concept(concept)
+        if rtype == "Encounter":
+            disposition = (resource.get("hospitalization") or {}).get("dischargeDisposition")
+            if isinstance(disposition, dict):
+                self._concept(disposition)
         if rtype == "Observation":
             self._quantity(resource.get("valueQuantity"))
             for comp in resource.get("component", ()) or ():

@@ -47,35 +47,60 @@ def ingest_command(
     database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
 ) -> None:
     """Ingest files or a generated region; prints reconciliation counts and the quality table."""
+    run_ingest(
+        path,
+        facility=facility,
+        connector=connector,
+        mapping=mapping,
+        via_mllp=via_mllp,
+        link=link,
+        database_url=database_url,
+    )
+
+
+def run_ingest(
+    path: Path,
+    *,
+    facility: str = "unknown",
+    connector: str | None = None,
+    mapping: str | None = None,
+    via_mllp: bool = False,
+    link: bool = True,
+    database_url: str | None = None,
+    console: Any = None,
+) -> Any:
+    """What ``rhip ingest`` does, callable by ``rhip demo``: ingest, print both tables, return the report."""
     from rich.console import Console
     from rich.progress import Progress
 
     from rhip.ingest.conceptmaps import install_conceptmaps
     from rhip.ingest.runner import RegionReport, ingest_file, ingest_region
-
-    console = Console()
-    pipeline = _pipeline(database_url, link)
-    install_conceptmaps(pipeline.store)
-    report = RegionReport()
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("ingesting", total=None)
-
-        def tick(label: str, rep: Any) -> None:
-            progress.update(task, description=label[-60:], advance=1)
-
-        if _is_region(path):
-            report = ingest_region(pipeline, path, via_mllp=via_mllp, progress=tick)
-        else:
-            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-            for file in files:
-                rep = ingest_file(pipeline, file, facility, connector=connector, mapping=mapping)
-                report.add(rep)
-                tick(file.name, rep)
-    _print_reconciliation(console, report)
     from rhip.quality.cli import print_facility_table
 
-    print_facility_table(console, pipeline.store.engine)
-    pipeline.store.close()
+    console = console or Console()
+    pipeline = _pipeline(database_url, link)
+    try:
+        install_conceptmaps(pipeline.store)
+        report = RegionReport()
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("ingesting", total=None)
+
+            def tick(label: str, rep: Any) -> None:
+                progress.update(task, description=label[-60:], advance=1)
+
+            if _is_region(path):
+                report = ingest_region(pipeline, path, via_mllp=via_mllp, progress=tick)
+            else:
+                files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+                for file in files:
+                    rep = ingest_file(pipeline, file, facility, connector=connector, mapping=mapping)
+                    report.add(rep)
+                    tick(file.name, rep)
+        _print_reconciliation(console, report)
+        print_facility_table(console, pipeline.store.engine)
+        return report
+    finally:
+        pipeline.store.close()
 
 
 def _print_reconciliation(console: Any, report: Any) -> None:

@@ -94,11 +94,8 @@ def _concept(segment: Any, field: int, facility: str, domain: str) -> dict[str, 
     return concept
 
 
-def _patient(p: Parsed, ctx: MapContext, facility: str) -> dict[str, Any]:
-    pids = segments(p.message, "PID")
-    if not pids:
-        raise MappingError("PID segment missing", [issue("required", "PID", "message has no PID segment")])
-    pid = pids[0]
+def _pid_identifiers(pid: Any, facility: str) -> tuple[list[dict[str, Any]], str]:
+    """PID-3 (and PID-2) -> identifiers by type, plus the facility's own number (the id key)."""
     identifiers: list[dict[str, Any]] = []
     local_id = ""
     for comps in field_reps(pid, 3) + field_reps(pid, 2):
@@ -120,12 +117,10 @@ def _patient(p: Parsed, ctx: MapContext, facility: str) -> dict[str, Any]:
         identifiers.append(ident)
     if not identifiers:
         raise MappingError("no patient identifier", [issue("required", "PID-3", "PID-3 has no identifier")])
-    key = local_id or identifiers[0]["value"]
-    patient: dict[str, Any] = {
-        "resourceType": "Patient",
-        "id": stable_id("Patient", facility, key),
-        "identifier": identifiers,
-    }
+    return identifiers, local_id or identifiers[0]["value"]
+
+
+def _pid_names(pid: Any) -> list[dict[str, Any]]:
     names = []
     for comps in field_reps(pid, 5):
         family = comps[0].split("&")[0].strip()
@@ -138,8 +133,37 @@ def _patient(p: Parsed, ctx: MapContext, facility: str) -> dict[str, Any]:
         if given:
             name["given"] = given
         if any("\u4e00" <= ch <= "\u9fff" for ch in family + "".join(given)):
-            name["text"] = family + "".join(given)
+            name["text"] = family + "".join(given)  # Chinese names are written without a space
         names.append(name)
+    return names
+
+
+def _pid_addresses(pid: Any) -> list[dict[str, Any]]:
+    addresses = []
+    for comps in field_reps(pid, 11):
+        parts = [c.split("&")[0].strip() for c in comps] + [""] * 6
+        pairs = (("city", parts[2]), ("state", parts[3]), ("postalCode", parts[4]), ("country", parts[5]))
+        addr: dict[str, Any] = {k: v for k, v in pairs if v}
+        lines = [x for x in parts[:2] if x]
+        if lines:
+            addr["line"] = lines
+        if addr:
+            addresses.append(addr)
+    return addresses
+
+
+def _patient(p: Parsed, ctx: MapContext, facility: str) -> dict[str, Any]:
+    pids = segments(p.message, "PID")
+    if not pids:
+        raise MappingError("PID segment missing", [issue("required", "PID", "message has no PID segment")])
+    pid = pids[0]
+    identifiers, key = _pid_identifiers(pid, facility)
+    patient: dict[str, Any] = {
+        "resourceType": "Patient",
+        "id": stable_id("Patient", facility, key),
+        "identifier": identifiers,
+    }
+    names = _pid_names(pid)
     if names:
         patient["name"] = names
     birth = get(pid, 7)
@@ -151,24 +175,7 @@ def _patient(p: Parsed, ctx: MapContext, facility: str) -> dict[str, Any]:
     if sex:
         codes = sex_codes(sex)
         patient["gender"] = codes[0] if codes else sex
-    addresses = []
-    for comps in field_reps(pid, 11):
-        parts = [c.split("&")[0].strip() for c in comps] + [""] * 6
-        addr: dict[str, Any] = {
-            k: v
-            for k, v in (
-                ("city", parts[2]),
-                ("state", parts[3]),
-                ("postalCode", parts[4]),
-                ("country", parts[5]),
-            )
-            if v
-        }
-        lines = [x for x in parts[:2] if x]
-        if lines:
-            addr["line"] = lines
-        if addr:
-            addresses.append(addr)
+    addresses = _pid_addresses(pid)
     if addresses:
         patient["address"] = addresses
     phones = [c[0].strip() or (c[11].strip() if len(c) > 11 else "") for c in field_reps(pid, 13)]
@@ -206,6 +213,13 @@ def _encounter(p: Parsed, ctx: MapContext, facility: str, patient: dict[str, Any
         enc["period"] = {k: v for k, v in (("start", start), ("end", end)) if v}
     if end or p.event == "A03":
         enc["status"] = "finished"
+    disposition = get(pv1, 36)
+    if disposition:
+        enc["hospitalization"] = {
+            "dischargeDisposition": {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0112", "code": disposition}]
+            }
+        }
     ward = get(pv1, 3)
     if ward:
         enc["location"] = [{"location": {"display": ward}}]

@@ -26,6 +26,8 @@ from rhip.lake.fhirpath_sql import (
     compile_path,
     member_chain,
 )
+from rhip.lake.fhirpath_struct import TVal, Unsupported, compile_typed
+from rhip.lake.fhirpath_struct import root as struct_root
 
 __all__ = ["Column", "CompiledView", "compile_view", "validate_view"]
 
@@ -76,6 +78,8 @@ class _Compiler:
         self.d = dialect
         self.env = Env(dialect, _constants(view), resource_type=str(view["resource"]))
         self.columns: dict[str, Column] = {}
+        #: The resource as a struct of exactly the elements used (DuckDB typed fast path).
+        self.struct_root: TVal | None = struct_root(view["resource"]) if dialect.name == "duckdb" else None
 
     # -- columns ---------------------------------------------------------------------------
     def column(self, col: Any, ctx: Val, where: str) -> tuple[str, str]:
@@ -85,6 +89,9 @@ class _Compiler:
         if not isinstance(name, str) or not _COLUMN_NAME.match(name):
             raise InvalidResource(f"{where}: column name must match {_COLUMN_NAME.pattern}")
         collection = col.get("collection") is True
+        typed = self.typed(col["path"], ctx)
+        if typed is not None:
+            return self.typed_column(name, col, typed, collection, where)
         val = self.path(col["path"], ctx, f"{where}.{name}")
         fhir_type = col.get("type") or _TYPED.get(val.kind, "string")
         if not isinstance(fhir_type, str):
@@ -105,6 +112,40 @@ class _Compiler:
             sql = val.sql
         else:
             sql = self.d.cast(as_one(val, self.env), fhir_type)
+        if name in self.columns:
+            raise InvalidResource(f"{where}: duplicate column name {name!r}")
+        self.columns[name] = Column(name, fhir_type, collection)
+        return name, sql
+
+    def typed(self, expression: Any, ctx: Val) -> TVal | None:
+        """The typed (struct) compilation of a root-level expression, or None to use JSON."""
+        if self.struct_root is None or not self.env.is_root(ctx) or not isinstance(expression, str):
+            return None
+        try:
+            return compile_typed(parse(expression), self.struct_root, self.env)
+        except Unsupported:
+            return None
+
+    def typed_column(
+        self, name: str, col: dict[str, Any], tv: TVal, collection: bool, where: str
+    ) -> tuple[str, str]:
+        fhir_type = col.get("type") or ("boolean" if tv.kind == "bool" else "string")
+        if not isinstance(fhir_type, str):
+            raise InvalidResource(f"{where}.{name}: type must be a string")
+        if collection:
+            lst = tv.sql if tv.is_list else f"CASE WHEN ({tv.sql}) IS NULL THEN [] ELSE [{tv.sql}] END"
+            sql = self.d.cast_list(lst, fhir_type)
+        elif tv.is_list:
+            too_many = self.d.raise_error(
+                self.env.bind(f"column {name} has more than one value; set collection")
+            )
+            sql = self.d.cast(
+                f"(CASE WHEN len({tv.sql}) > 1 THEN {too_many} ELSE ({tv.sql})[1] END)", fhir_type
+            )
+        elif tv.kind == "bool":
+            sql = tv.sql
+        else:
+            sql = self.d.cast(tv.sql, fhir_type)
         if name in self.columns:
             raise InvalidResource(f"{where}: duplicate column name {name!r}")
         self.columns[name] = Column(name, fhir_type, collection)
@@ -273,12 +314,21 @@ def compile_view(
     for i, w in enumerate(view.get("where", []) or []):
         if not isinstance(w, dict) or not isinstance(w.get("path"), str):
             raise InvalidResource(f"ViewDefinition.where[{i}]: needs a string 'path'")
+        typed = comp.typed(w["path"], root)
+        if typed is not None and typed.kind == "bool":
+            conds.append(typed.sql)
+            continue
         conds.append(as_bool(comp.path(w["path"], root, f"ViewDefinition.where[{i}]"), comp.env, strict=True))
     where_sql = f" WHERE {' AND '.join(f'coalesce({c}, FALSE)' for c in conds)}" if conds else ""
+    extra = []
     if comp.env.fragments:
         # Parse each resource once: every top-level member the view touches, in one extraction.
-        members = d.extract_members_sql("resource", comp.env.fragments)
-        source = f"(SELECT resource, {members} AS f_ FROM {source})"
+        extra.append(f"{d.extract_members_sql('resource', comp.env.fragments)} AS f_")
+    if comp.struct_root is not None and comp.struct_root.node and comp.struct_root.node.children:
+        structure = comp.struct_root.node.describe().replace("'", "''")
+        extra.append(f"json_transform(resource, '{structure}') AS t_")
+    if extra:
+        source = f"(SELECT resource, {', '.join(extra)} FROM {source})"
     q = (lambda n: f'"{n}"') if d.name == "duckdb" else (lambda n: f"`{n}`")
     if rows.list_sql is None:
         select = ", ".join(f"{sql} AS {q(n)}" for n, sql in rows.fields)

@@ -25,6 +25,7 @@ from rhip.mpi.link import Candidate, LinkDecision
 from rhip.mpi.model import MatchModel, load_model, score_pair
 from rhip.mpi.schema import ensure_schema
 from rhip.mpi.service import match_and_link, resident_for_record, resident_summary, resolve_card
+from rhip.mpi.truth import accuracy_against_truth
 
 __all__ = [
     "Candidate",
@@ -34,6 +35,7 @@ __all__ = [
     "MpiSink",
     "RecordFeatures",
     "accept_review",
+    "accuracy_against_truth",
     "blocking_keys",
     "build_golden",
     "ensure_schema",

@@ -23,13 +23,11 @@ def _print_accuracy(store: Any, truth: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from rhip.mpi.evaluate import evaluate
-    from rhip.mpi.truth import predicted_links, read_truth, truth_by_record
+    from rhip.mpi.truth import accuracy_against_truth
 
     if not truth.exists():
         raise typer.BadParameter(f"{truth}: no such truth file or folder")
-    with store.engine.connect() as conn:
-        acc = evaluate(predicted_links(conn), truth_by_record(conn, read_truth(truth)))
+    acc = accuracy_against_truth(store.engine, truth)
     table = Table(title="linkage against the truth")
     table.add_column("measure")
     table.add_column("value", justify="right")

@@ -70,12 +70,20 @@ def fold_ascii(text: str | None) -> str | None:
     return "".join(c if c.isascii() else chr(0x21 + ord(c) % 94) for c in text)
 
 
-@lru_cache(maxsize=200_000)
-def to_pinyin(text: str) -> str:
-    """Toneless pinyin of Chinese text, ASCII letters kept, so homophones give the same string."""
+@lru_cache(maxsize=50_000)
+def _char_pinyin(char: str) -> str:
     from pypinyin import Style, lazy_pinyin
 
-    return "".join(lazy_pinyin(text, style=Style.NORMAL, errors="default")).lower().replace(" ", "")
+    return "".join(lazy_pinyin(char, style=Style.NORMAL, errors="default")).lower()
+
+
+def to_pinyin(text: str) -> str:
+    """Toneless pinyin of Chinese text, character by character, so homophones give the same string.
+
+    Each character takes its most common reading (a polyphonic character reads the same way in
+    every record, which is what matching needs); ASCII letters and digits are kept, spaces dropped.
+    """
+    return "".join(_char_pinyin(c) for c in text if not c.isspace())
 
 
 def _name(patient: dict[str, Any]) -> tuple[str | None, str | None]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
 
-from rhip.mpi.batch import FeatureTable, assign_residents, collect_features, link_all, train
+from rhip.mpi.batch import BatchResult, FeatureTable, assign_residents, collect_features, link_all, train
 from rhip.mpi.features import RecordFeatures, blocking_keys
 from rhip.mpi.golden import StoreLike, golden_bodies, iter_golden
 from rhip.mpi.link import new_vhc
@@ -191,8 +191,6 @@ def relink_all(
         golden: rewrite the golden Patients (off only for measurements of the linkage itself).
         max_pairs: record pairs sampled for u estimation and EM when retraining.
     """  # fmt: skip
-    from rhip.store.engine import write_transaction
-
     ready(store.engine)
     report, clock = RelinkReport(), time.perf_counter()
     table = collect_features(_patients(store))
@@ -200,17 +198,45 @@ def relink_all(
     model = model or current_model()[0]
     if retrain and len(table) > 1:
         clock = time.perf_counter()
-        model = train(table, model, backend=backend, spark=spark, max_pairs=max_pairs)
-        path = model_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(model.to_json(), encoding="utf-8")
-        reset_model_cache()
+        model = _retrain(table, model, backend, spark, max_pairs)
         report.seconds["train"] = round(time.perf_counter() - clock, 2)
     report.model = model.trained_on
     result = link_all(table, model, backend=backend, spark=spark)
     report.seconds.update(result.seconds)
     report.scored_pairs, report.link_pairs = result.scored_pairs, result.link_pairs
     clock = time.perf_counter()
+    changed = _apply(store, table, result, model, actor, report)
+    report.seconds["write"] = round(time.perf_counter() - clock, 2)
+    if golden:
+        clock = time.perf_counter()
+        _write_golden(store, changed)
+        report.seconds["golden"] = round(time.perf_counter() - clock, 2)
+    return report
+
+
+def _retrain(
+    table: FeatureTable, model: MatchModel, backend: str, spark: Any | None, max_pairs: float
+) -> MatchModel:
+    """Train on these records and make the result the installation's model."""
+    trained = train(table, model, backend=backend, spark=spark, max_pairs=max_pairs)
+    path = model_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(trained.to_json(), encoding="utf-8")
+    reset_model_cache()
+    return trained
+
+
+def _apply(
+    store: StoreLike,
+    table: FeatureTable,
+    result: BatchResult,
+    model: MatchModel,
+    actor: str,
+    report: RelinkReport,
+) -> set[str]:
+    """Rewrite the link table in one transaction; returns residents whose golden must be rewritten."""
+    from rhip.store.engine import write_transaction
+
     now = time.time()
     with write_transaction(store.engine) as conn:
         existing = {r.record_id: (r.resident_id, r.link_source) for r in conn.execute(
@@ -218,8 +244,7 @@ def relink_all(
         assignment, fresh = assign_residents(result.clusters, existing)
         report.new_residents = _new_residents(conn, result.clusters, assignment, fresh, now)
         touched = _write_links(conn, table, assignment, existing, now)
-        used = set(assignment.values())
-        gone = {r for r, _ in existing.values()} - used
+        gone = {r for r, _ in existing.values()} - set(assignment.values())
         for rid in sorted(gone):
             conn.execute(
                 update(mpi_resident)
@@ -227,22 +252,13 @@ def relink_all(
                 .values(status="retired", updated=now)
             )
         report.review_items = _reviews(conn, table, result.review_pairs, assignment, model, now)
-        summary = {
-            "records": report.records,
-            "new_residents": report.new_residents,
-            "retired": len(gone),
-            "model": report.model,
-        }
+        summary = {"records": report.records, "new_residents": report.new_residents, "retired": len(gone),
+                   "model": report.model}  # fmt: skip
         conn.execute(
             insert(mpi_change).values(action="relink", actor=actor, at=now, details=json.dumps(summary))
         )
     report.residents = len(set(assignment.values()))
-    report.seconds["write"] = round(time.perf_counter() - clock, 2)
-    if golden:
-        clock = time.perf_counter()
-        _write_golden(store, touched | gone)
-        report.seconds["golden"] = round(time.perf_counter() - clock, 2)
-    return report
+    return touched | gone
 
 
 def _write_golden(store: StoreLike, resident_ids: set[str]) -> None:

@@ -180,9 +180,15 @@ def sample_population(
     patients: list[dict[str, Any]] = []
     truth: dict[str, str] = {}
     previous: Person | None = None
+    used_cids: set[str] = set()
     for index in range(residents):
         twin = previous is not None and rng.random() < twin_rate
         person = _person(rng, index, previous if twin else None)
+        for attempt in range(50):  # citizen IDs are unique in life, so here too
+            if person.cid not in used_cids:
+                break
+            person = _person(rng, index, previous if twin and attempt < 3 else None)
+        used_cids.add(person.cid)
         previous = person
         for n in range(int(counts[index])):
             facility = rng.choice(_FACILITIES)

@@ -25,7 +25,7 @@ from rhip.store.engine import write_transaction
 
 log = logging.getLogger(__name__)
 
-_READY: set[int] = set()
+_READY: set[str] = set()
 _READY_LOCK = threading.Lock()
 _MODEL: dict[str, tuple[MatchModel, dict[str, list[float]]]] = {}
 
@@ -51,10 +51,11 @@ def reset_model_cache() -> None:
 
 def ready(engine: Engine) -> None:
     """Make sure the MPI tables exist on this engine (once per process and engine)."""
+    key = str(engine.url)  # one database per URL; object ids are reused after disposal
     with _READY_LOCK:
-        if id(engine) not in _READY:
+        if key not in _READY:
             ensure_schema(engine)
-            _READY.add(id(engine))
+            _READY.add(key)
 
 
 def match_and_link(

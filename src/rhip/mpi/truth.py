@@ -10,9 +10,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Engine, select
 
 from rhip.fhir import systems
+from rhip.mpi.evaluate import Accuracy, evaluate
 from rhip.mpi.schema import mpi_card, mpi_record
 
 
@@ -59,3 +60,12 @@ def predicted_links(conn: Connection) -> dict[str, str]:
         r.record_id: r.resident_id
         for r in conn.execute(select(mpi_record.c.record_id, mpi_record.c.resident_id))
     }
+
+
+def accuracy_against_truth(engine: Engine, path: Path) -> Accuracy:
+    """Pairwise, B-cubed and cluster accuracy of the MPI's current links against a truth file.
+
+    ``path``: a generated region folder, its ``truth`` folder or ``patient_links.csv``.
+    """
+    with engine.connect() as conn:
+        return evaluate(predicted_links(conn), truth_by_record(conn, read_truth(path)))

@@ -311,6 +311,85 @@ def _sex_appropriate(r: dict[str, Any], ctx: RuleContext) -> bool | None:
     return None
 
 
+def _age_years(patient: dict[str, Any], when: str | None) -> float | None:
+    """Age in years at ``when`` (FHIR date/dateTime) of a patient with a birth date, else None."""
+    born, at = patient.get("birthDate"), when
+    if not (isinstance(born, str) and len(born) >= 10 and isinstance(at, str) and len(at) >= 10):
+        return None
+    try:
+        b, e = date.fromisoformat(born[:10]), date.fromisoformat(at[:10])
+    except ValueError:
+        return None
+    return (e - b).days / 365.25
+
+
+def _event_time(r: dict[str, Any]) -> str | None:
+    for key in (*_WHEN, "recordedDate"):
+        if isinstance(r.get(key), str):
+            return str(r[key])
+    period = r.get("period") or {}
+    return period.get("start") if isinstance(period, dict) else None
+
+
+def _patient_of(r: dict[str, Any], ctx: RuleContext) -> dict[str, Any] | None:
+    ref = (r.get("subject") or r.get("patient") or {}).get("reference", "")
+    return ctx.patients.get(ref)
+
+
+#: NIP childhood vaccines (local abbreviations and their CVX codes) given before 18 years of age
+_CHILD_VACCINES = {
+    "BCG",
+    "bOPV",
+    "IPV",
+    "DTaP",
+    "MMR",
+    "JE-L",
+    "MPSV-A",
+    "HepA-L",
+    "19",
+    "10",
+    "178",
+    "20",
+    "03",
+}
+
+
+@rule(
+    "plausibility.age-appropriate",
+    "plausibility",
+    ("Condition", "Immunization"),
+    "Age-specific codes fit the patient's age at the event (perinatal ICD-10 P* under 1 year, "
+    "pregnancy O* at 10-60 years, childhood NIP vaccines under 18 years).",
+)
+def _age_appropriate(r: dict[str, Any], ctx: RuleContext) -> bool | None:
+    patient = _patient_of(r, ctx)
+    age = _age_years(patient, _event_time(r)) if patient else None
+    if age is None:
+        return None
+    if r["resourceType"] == "Immunization":
+        codes = {c for _s, c in _codes(r.get("vaccineCode"))}
+        return age < 18 if codes & _CHILD_VACCINES else None
+    for system, code in _codes(r.get("code")):
+        if system in (systems.ICD10, systems.ICD10_CN):
+            if code.startswith("P"):
+                return age < 1
+            if code.startswith("O"):
+                return 10 <= age <= 60
+    return None
+
+
+@rule(
+    "plausibility.after-birth",
+    "plausibility",
+    (*_CLINICAL, "Immunization"),
+    "Clinical events happen on or after the patient's birth date.",
+)
+def _after_birth(r: dict[str, Any], ctx: RuleContext) -> bool | None:
+    patient = _patient_of(r, ctx)
+    age = _age_years(patient, _event_time(r)) if patient else None
+    return None if age is None else age >= 0
+
+
 def catalogue() -> list[dict[str, str]]:
     """Every rule (resource rules and record rules) with its dimension and description."""
     out = [

@@ -1,11 +1,13 @@
 """The ingest fast path: create-or-update many resources by id, a batch per transaction.
 
-Per batch the current rows of all its ids are fetched with one query per resource type, every new
-row (resource, version, index) is computed in Python, and each table is then written with one
-``executemany`` (SQLite) or ``COPY`` (PostgreSQL, for pure inserts). A resource whose content is
-identical to its current version is counted as ``unchanged`` and not written, which makes
-re-ingesting the same extract idempotent. Updates are version-checked like single writes; if a
-concurrent writer changed one of the batch's resources the whole batch is retried from a fresh read.
+Batches are pipelined: while one batch is written, a helper thread pre-reads the next batch's
+current versions (one query per resource type) and computes index rows for the resources that
+will change. The write transaction re-reads the versions, computes every new row (resource,
+version, index) in Python and writes each table with one ``executemany`` (SQLite) or ``COPY``
+(PostgreSQL). A resource whose content is identical to its current version is counted as
+``unchanged`` and not written, which makes re-ingesting the same extract idempotent. Updates are
+version-checked like single writes; if a concurrent writer changed one of the batch's resources
+the whole batch is retried from a fresh read.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ import logging
 import random
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import ARRAY, Connection, Engine, String, any_, bindparam, select
+from sqlalchemy import ARRAY, Connection, Engine, LargeBinary, String, any_, bindparam, literal, select
+from sqlalchemy.pool import StaticPool
 
-from rhip.errors import InvalidRequest, VersionConflict
+from rhip.errors import InvalidRequest, RhipError, VersionConflict
 from rhip.store import fastinsert, indexing
-from rhip.store.engine import write_transaction
+from rhip.store.engine import read_connection, write_transaction
 from rhip.store.meta import check_id, check_type, content_of, new_id, next_timestamp, now, stamp
 from rhip.store.ops import Current, dumps, loads
 from rhip.store.schema import resource as resource_table
@@ -67,23 +71,92 @@ def bulk_write(
     Each batch of ``batch_size`` resources is one transaction; a resource appearing twice in a
     batch starts a new batch so the later one wins. Raises InvalidRequest (naming the position
     in the input) for a resource without a valid type or id; earlier batches stay written.
+    The index rows of the next batch are computed on a helper thread while the current batch is
+    written (the database drivers release the GIL while the database works).
     """
     if batch_size < 1:
         raise InvalidRequest("bulk_write: batch_size must be at least 1")
     total = BulkWriteResult()
-    for batch in _batches(resources, batch_size):
-        for attempt in range(1, BATCH_ATTEMPTS + 1):
+    batches = _batches(resources, batch_size)
+    if isinstance(engine.pool, StaticPool):  # one shared connection (in-memory SQLite): no helper thread
+        for chunk in batches:
+            total.add(_write_with_retries(engine, prepare(engine, chunk)))
+        return total
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rhip-bulk-index") as pool:
+        ahead: Future[Prepared] | None = None
+        while True:
             try:
-                with write_transaction(engine) as conn:
-                    counts = write_batch(conn, batch, lock=attempt > 1)
-                break
-            except VersionConflict:
-                if attempt == BATCH_ATTEMPTS:
-                    raise
-                log.info("bulk batch lost a race with a concurrent writer; retrying (%d)", attempt)
-                time.sleep(random.uniform(0, 0.02 * attempt))
-        total.add(counts)
-    return total
+                batch = next(batches, None)
+            except RhipError:
+                if ahead is not None:  # keep the promise: earlier batches stay written
+                    total.add(_write_with_retries(engine, ahead.result()))
+                raise
+            following = None if batch is None else pool.submit(prepare, engine, batch)
+            if ahead is not None:
+                total.add(_write_with_retries(engine, ahead.result()))
+            if following is None:
+                return total
+            ahead = following
+
+
+class Item(NamedTuple):
+    """One resource of a prepared batch.
+
+    ``seen`` is the version the pre-read found (None: new); ``unchanged`` says its content equalled
+    that version; ``rows`` are its index rows, computed only when it will probably be written.
+    """
+
+    key: Key
+    resource: dict[str, Any]
+    rows: dict[str, list[dict[str, Any]]] | None
+    seen: int | None
+    unchanged: bool
+
+
+def prepare(engine: Engine, batch: list[tuple[Key, dict[str, Any]]]) -> Prepared:
+    """Pre-read the batch's current versions and compute index rows for what will change.
+
+    The pre-read is outside the write transaction; :func:`write_batch` re-checks every version
+    and recomputes what a concurrent writer invalidated. Index rows do not depend on the version
+    stamps, so they can be computed before the versions are known.
+    """
+    with read_connection(engine) as conn:
+        currents = _fetch_current(conn, [key for key, _ in batch])
+    prepared: Prepared = []
+    for key, resource in batch:
+        cur = currents.get(key)
+        seen = None if cur is None else cur.version_id
+        if cur is not None and not cur.deleted and _same_content(cur.body, resource):
+            prepared.append(Item(key, resource, None, seen, True))
+        else:
+            prepared.append(Item(key, resource, _index_rows(key, resource), seen, False))
+    return prepared
+
+
+def _index_rows(key: Key, resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    body = resource if resource.get("id") == key[1] else {**resource, "id": key[1]}
+    return indexing.rows_for(body)
+
+
+def _same_content(stored: bytes, resource: dict[str, Any]) -> bool:
+    return content_of(loads(stored)) == content_of(resource)
+
+
+#: A batch ready to write.
+Prepared = list[Item]
+
+
+def _write_with_retries(engine: Engine, batch: Prepared) -> BulkWriteResult:
+    for attempt in range(1, BATCH_ATTEMPTS + 1):
+        try:
+            with write_transaction(engine) as conn:
+                return write_batch(conn, batch, lock=attempt > 1)
+        except VersionConflict:
+            if attempt == BATCH_ATTEMPTS:
+                raise
+            log.info("bulk batch lost a race with a concurrent writer; retrying (%d)", attempt)
+            time.sleep(random.uniform(0, 0.02 * attempt))
+    raise VersionConflict("bulk batch could not be written", status=409)  # not reached
 
 
 def _batches(resources: Iterable[dict[str, Any]], size: int) -> Iterator[list[tuple[Key, dict[str, Any]]]]:
@@ -114,28 +187,32 @@ def _key(resource: object, position: int) -> Key:
     return res_type, check_id(res_id, f"{where}.id")
 
 
-def write_batch(
-    conn: Connection, batch: list[tuple[Key, dict[str, Any]]], *, lock: bool = False
-) -> BulkWriteResult:
-    """Write one batch of distinct resources in the caller's transaction.
+def write_batch(conn: Connection, batch: Prepared, *, lock: bool = False) -> BulkWriteResult:
+    """Write one prepared batch of distinct resources in the caller's transaction.
 
     ``lock`` (PostgreSQL) takes row locks on the batch's existing rows while reading them; the
     first attempt relies on the version checks alone, a retry after a lost race locks.
     """
-    currents = _fetch_current(conn, [key for key, _ in batch], lock=lock)
+    currents = _fetch_current(conn, [item.key for item in batch], lock=lock, bodies=False)
     ts_now = now()
     plan = _Plan()
     counts = BulkWriteResult(batches=1)
-    for (res_type, res_id), resource in batch:
-        cur = currents.get((res_type, res_id))
+    for item in batch:
+        res_type, res_id = item.key
+        cur = currents.get(item.key)
+        if cur is not None and not cur.deleted:
+            if cur.version_id == item.seen:
+                unchanged = item.unchanged
+            else:  # written by someone else since the pre-read: compare with what is there now
+                unchanged = _same_content(_body(conn, item.key), item.resource)
+            if unchanged:
+                counts.unchanged += 1
+                continue
         if cur is None:
             version, ts = 1, ts_now
-        elif not cur.deleted and content_of(loads(cur.body)) == content_of(resource):
-            counts.unchanged += 1
-            continue
         else:
             version, ts = cur.version_id + 1, next_timestamp(cur.last_updated, ts_now)
-        body = stamp(resource, res_id, version, ts)
+        body = stamp(item.resource, res_id, version, ts)
         encoded = dumps(body)
         if cur is None:
             plan.inserts.append((res_type, res_id, 1, ts, False, encoded))
@@ -146,10 +223,18 @@ def write_batch(
             plan.versions.append((res_type, res_id, version, ts, "PUT", False, encoded))
             plan.reindex.setdefault(res_type, []).append(res_id)
             counts.updated += 1
-        indexing.merge_rows(plan.index, indexing.rows_for(body))
+        indexing.merge_rows(
+            plan.index, item.rows if item.rows is not None else _index_rows(item.key, item.resource)
+        )
     _execute(conn, plan)
     counts.index_rows = sum(len(rows) for rows in plan.index.values())
     return counts
+
+
+def _body(conn: Connection, key: Key) -> bytes:
+    t = resource_table
+    stmt = select(t.c.body).where(t.c.res_type == key[0], t.c.res_id == key[1])
+    return bytes(conn.execute(stmt).scalar_one())
 
 
 @dataclass
@@ -175,7 +260,9 @@ def _execute(conn: Connection, plan: _Plan) -> None:
     indexing.insert_index(conn, plan.index)
 
 
-def _fetch_current(conn: Connection, keys: list[Key], *, lock: bool = False) -> dict[Key, Current]:
+def _fetch_current(
+    conn: Connection, keys: list[Key], *, lock: bool = False, bodies: bool = True
+) -> dict[Key, Current]:
     by_type: dict[str, list[str]] = {}
     for res_type, res_id in keys:
         by_type.setdefault(res_type, []).append(res_id)
@@ -187,7 +274,8 @@ def _fetch_current(conn: Connection, keys: list[Key], *, lock: bool = False) -> 
             match = t.c.res_id == any_(bindparam("ids", type_=ARRAY(String)))
         else:
             match = t.c.res_id.in_(bindparam("ids", expanding=True))
-        stmt = select(t.c.res_id, t.c.version_id, t.c.last_updated, t.c.deleted, t.c.body).where(
+        body = t.c.body if bodies else literal(b"", LargeBinary).label("body")
+        stmt = select(t.c.res_id, t.c.version_id, t.c.last_updated, t.c.deleted, body).where(
             t.c.res_type == res_type, match
         )
         if postgres and lock:

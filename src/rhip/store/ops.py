@@ -223,9 +223,15 @@ class Ops:
         self._check_body(res_type, None, resource)
         match = self.find_one(res_type, params, "conditional update")
         if match is None:
-            if resource.get("id") is not None:
-                return self.update(res_type, check_id(resource["id"], f"{res_type}.id"), resource)
-            return self.create(resource, assign_id=True, method="PUT")
+            if resource.get("id") is None:
+                return self.create(resource, assign_id=True, method="PUT")
+            res_id = check_id(resource["id"], f"{res_type}.id")
+            cur = self.current(res_type, res_id)
+            if cur is not None and not cur.deleted:
+                raise VersionConflict(
+                    f"{res_type}/{res_id} exists but does not match the conditional update", status=409
+                )
+            return self.update(res_type, res_id, resource)
         if resource.get("id") not in (None, match):
             raise InvalidRequest(f"{res_type}.id does not match the resource found by the conditional update")
         return self.update(res_type, match, {**resource, "id": match})

@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, Connection, and_, exists, false, func, not
 from sqlalchemy.sql.expression import FromClause
 
 from rhip.errors import InvalidRequest, NotSupported
-from rhip.fhir.search_params import SUPPORTED_MODIFIERS, SearchParamDef, search_params_for
+from rhip.fhir.search_params import SUPPORTED_MODIFIERS, SearchParamDef, get_search_param, search_params_for
 from rhip.store.index_schema import idx_reference, table_for_type
 from rhip.store.schema import resource
 from rhip.store.search_includes import collect_includes, parse_includes
@@ -104,7 +104,7 @@ class _Filter:
 
 
 def _param_def(res_type: str, name: str) -> SearchParamDef:
-    sp = search_params_for(res_type).get(name)
+    sp = get_search_param(res_type, name)
     if sp is None:
         raise InvalidRequest(f"unknown search parameter {name!r} for {res_type}", expression=(name,))
     return sp
@@ -327,7 +327,7 @@ def _system_filter(name: str, raw: str, base_url: str) -> _Filter:
         return _Filter(rank=0, direct=resource.c.res_id.in_(split_values(raw)))
     if base == "_lastUpdated":
         return _last_updated_filter("", raw, 0)
-    common = search_params_for("Patient").get(base)
+    common = get_search_param("Patient", base)
     if common is None or not common.url.startswith("http://hl7.org/fhir/SearchParameter/Resource-"):
         raise InvalidRequest(f"parameter {name!r} is not supported in a search across all types")
     t = table_for_type(common.type).alias()

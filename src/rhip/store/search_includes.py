@@ -14,7 +14,7 @@ import orjson
 from sqlalchemy import Connection, false, select
 
 from rhip.errors import InvalidRequest
-from rhip.fhir.search_params import search_params_for
+from rhip.fhir.search_params import get_search_param
 from rhip.store.index_schema import idx_reference
 from rhip.store.schema import resource
 
@@ -60,7 +60,7 @@ def _parse_one(reverse: bool, value: str, iterate: bool) -> IncludeSpec:
     src, param = parts[0], parts[1]
     target = parts[2] if len(parts) == 3 else None
     if param != "*":
-        sp = search_params_for(src).get(param)
+        sp = get_search_param(src, param)
         if sp is None or sp.type != "reference":
             raise InvalidRequest(f"{src}:{param} is not a reference search parameter")
     return IncludeSpec(reverse, src, param, target, iterate)

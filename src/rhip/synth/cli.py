@@ -21,7 +21,7 @@ def generate_cmd(
         "fhir,hl7v2,csv,dicom,wearable,claims", "--formats", help="Comma-separated writers."
     ),
     end_date: str = typer.Option("2026-06-30", "--end-date", help="Last day of the period (YYYY-MM-DD)."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Processes generating resident chunks."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Processes generating resident chunks."),
     params: Path | None = typer.Option(None, "--params", help="YAML file overriding generator parameters."),
 ) -> None:
     """Generate a synthetic region with ground truth (FHIR, HL7 v2.5, CSV, DICOM, wearable JSON)."""

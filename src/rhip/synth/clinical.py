@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from rhip.synth.claims import make_claims
-from rhip.synth.identity import SourceBook, birthday_shift
+from rhip.synth.identity import SourceBook, birthday_shift, permute
 from rhip.synth.measures import measure, vitals
 from rhip.synth.model import Encounter, Facility, Imaging, Life, Medication, Resident
 from rhip.synth.reference import Reference
@@ -144,6 +144,11 @@ class LifeBuilder:
     def build(self, plan: list[dict[str, Any]], births: list[tuple[int, int]]) -> Life:
         """Generate the history; ``births`` are (birth ordinal, child index) of this mother's babies."""
         self.births = births
+        lo, hi = self.start.toordinal(), self.end.toordinal()
+        if any(lo <= born <= hi for born, _child in births):
+            self.r.maternal_child_card = maternal_child_card(self.r.index, self.r.district)
+        elif self.r.mother >= 0 and self.r.birth >= self.start:  # the baby shares the mother's handbook
+            self.r.maternal_child_card = maternal_child_card(self.r.mother, self.r.district)
         self._death()
         chronic = self._chronic()
         if self.years_alive() > 0:
@@ -376,9 +381,6 @@ class LifeBuilder:
             conception = born - timedelta(days=280)
             if born > self.alive_to or born < self.start:
                 continue
-            self.r.maternal_child_card = (
-                self.r.maternal_child_card or f"MC{self.r.district}{self.rng.randrange(10**8):08d}"
-            )
             for k in range(self.params["maternity"]["antenatal_visits"]):
                 day = conception + timedelta(days=84 + k * 40 + self.rng.randint(0, 10))
                 if self.start <= day < born:
@@ -493,6 +495,11 @@ class LifeBuilder:
                 [],
             )
             enc.vaccine = row
+
+
+def maternal_child_card(mother_index: int, district: str) -> str:
+    """Number of the 母子健康手册 of a mother (her babies' records carry the same number)."""
+    return f"MC{district}{permute(mother_index, 109) % 10**8:08d}"
 
 
 def cfg_extra(params: dict[str, Any]) -> float:

@@ -12,6 +12,7 @@ import io
 import logging
 import multiprocessing
 import random
+import shutil
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -215,7 +216,8 @@ def generate(
     """Generate a synthetic region into ``out_dir`` and return its manifest.
 
     Args:
-        out_dir: output folder (created; existing generated files are overwritten).
+        out_dir: output folder (created; the files of an earlier run in it are removed first, other
+            files are left alone).
         residents: number of residents; years: length of the period ending at ``end_date``.
         seed: the same seed (and parameters) gives byte-identical output.
         formats: writers to run (default: fhir, hl7v2, csv, dicom, wearable, claims); truth and
@@ -255,10 +257,24 @@ def generate(
         ),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
+    _clear(out_dir)
     manifest = Manifest(
         seed, residents, years, window[0], window[1], names, facilities=len(region.facilities)
     )
     _write_region(out_dir, region, manifest)
+    cases = _write_chunks(out_dir, ctx, sk, workers, progress, manifest)
+    _write_outbreaks(out_dir, plan, cases, manifest)
+    (out_dir / "manifest.json").write_bytes(
+        orjson.dumps(manifest.as_dict(), option=orjson.OPT_INDENT_2) + b"\n"
+    )
+    return manifest
+
+
+def _write_chunks(
+    out_dir: Path, ctx: dict[str, Any], sk: Skeleton, workers: int, progress: bool, manifest: Manifest
+) -> dict[int, int]:
+    """Run every chunk and append its bytes in chunk order; returns outbreak cases per outbreak id."""
+    residents, window = len(sk), ctx["window"]
     _init_worker(ctx)
     opened: dict[str, Any] = {}
     headers: dict[str, bytes] = {}
@@ -272,8 +288,7 @@ def generate(
         manifest.files[path] = 0
     cases: dict[int, int] = {}
     try:
-        for chunk, appends, ob in _execute(ctx, sk, _births(sk, window[0]), workers, progress, residents):
-            del chunk
+        for _chunk, appends, ob in _execute(ctx, sk, _births(sk, window[0]), workers, progress, residents):
             for path, (data, n) in appends.items():
                 fh = opened.get(path)
                 if fh is None:
@@ -287,11 +302,7 @@ def generate(
     finally:
         for fh in opened.values():
             fh.close()
-    _write_outbreaks(out_dir, plan, cases, manifest)
-    (out_dir / "manifest.json").write_bytes(
-        orjson.dumps(manifest.as_dict(), option=orjson.OPT_INDENT_2) + b"\n"
-    )
-    return manifest
+    return cases
 
 
 def _execute(
@@ -338,6 +349,31 @@ def _advance(
     if bar is not None:
         bar.advance(task_id, CHUNK)
     return result
+
+
+#: Top-level names this generator writes; only these are removed before a new run.
+OUTPUT_NAMES = (
+    "manifest.json",
+    "region",
+    "fhir",
+    "fhir-bundles",
+    "hl7v2",
+    "csv",
+    "dicom",
+    "wearable",
+    "claims",
+    "truth",
+)
+
+
+def _clear(out_dir: Path) -> None:
+    """Remove the output of an earlier run (so no stale DICOM or device file survives), nothing else."""
+    for name in OUTPUT_NAMES:
+        target = out_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
 
 
 def _write_region(out: Path, region: Any, manifest: Manifest) -> None:

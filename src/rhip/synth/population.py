@@ -104,6 +104,71 @@ def _household_members(
     return members
 
 
+def _add_household(
+    cols: dict[str, list[int]],
+    rng: np.random.Generator,
+    hh: int,
+    kind: str,
+    members: list[tuple[int, float]],
+    place: tuple[int, int, int, int],
+    sur_w: np.ndarray,
+    params: dict[str, Any],
+    end_ord: int,
+) -> None:
+    """Append one household's members: sexes, surnames, births, parents, spouses, twins.
+
+    ``place`` is (district index, migrant flag, ID region of adults, local ID region).
+    """
+    district, migrant, origin, local = place
+    twin_rate = float(params["households"]["twin_rate"])
+    base = len(cols["role"])
+    head_sex = MALE if rng.random() < 0.8 or (kind == "single" and rng.random() < 0.5) else FEMALE
+    if kind == "single":
+        head_sex = MALE if rng.random() < params["age_pyramid"]["male_share"] else FEMALE
+    head_surname = int(rng.choice(len(sur_w), p=sur_w))
+    father = mother = -1
+    prev_child_birth = None
+    for i, (role, age) in enumerate(members):
+        if role == HEAD:
+            sex, surname = head_sex, head_surname
+        elif role == SPOUSE:
+            sex, surname = 3 - head_sex, int(rng.choice(len(sur_w), p=sur_w))
+        elif role == CHILD:
+            sex = MALE if rng.random() < params["age_pyramid"]["male_share"] else FEMALE
+            surname = head_surname if head_sex == MALE or rng.random() < 0.3 else cols["surname"][base + 1]
+        else:
+            sex = MALE if i == len(members) - 1 and rng.random() < 0.5 else FEMALE
+            if i > 0 and members[i - 1][0] == PARENT:
+                sex = 3 - cols["sex"][base + i - 1]
+            surname = head_surname if sex == MALE else int(rng.choice(len(sur_w), p=sur_w))
+        birth = end_ord - int(age * 365.25)
+        twin = -1
+        if role == CHILD and prev_child_birth is not None and rng.random() < twin_rate * 2:
+            birth = prev_child_birth
+            twin = base + i - 1
+            cols["twin"][twin] = base + i
+        if role == CHILD:
+            prev_child_birth = birth
+        if role in (HEAD, SPOUSE):
+            if sex == MALE:
+                father = base + i
+            else:
+                mother = base + i
+        cols["household"].append(hh)
+        cols["role"].append(role)
+        cols["sex"].append(sex)
+        cols["birth"].append(birth)
+        cols["district"].append(district)
+        cols["id_region"].append(origin if (migrant or role != CHILD) else local)
+        cols["seq"].append(0)
+        cols["surname"].append(surname)
+        cols["mother"].append(mother if role == CHILD else -1)
+        cols["father"].append(father if role == CHILD else -1)
+        cols["spouse"].append(base + 1 - i if (role in (HEAD, SPOUSE) and kind != "single") else -1)
+        cols["twin"].append(twin)
+        cols["migrant"].append(migrant)
+
+
 def build_skeleton(
     n: int, seed: int, end: date, params: dict[str, Any], ref: Reference, districts: list[str]
 ) -> Skeleton:
@@ -120,7 +185,6 @@ def build_skeleton(
     sur_w /= sur_w.sum()
     cols: dict[str, list[int]] = {f: [] for f in _FIELDS}
     end_ord = end.toordinal()
-    twin_rate = float(params["households"]["twin_rate"])
     migrant_share = float(params["households"]["migrant_household_share"])
     elsewhere = np.asarray([int(c) for c in ref.county_codes if not c.startswith(districts[0][:4])])
     hh = 0
@@ -130,61 +194,34 @@ def build_skeleton(
         district = int(rng.choice(len(districts), p=dist_w))
         migrant = int(rng.random() < migrant_share)
         origin = int(rng.choice(elsewhere)) if migrant else int(districts[district])
-        base = len(cols["role"])
-        head_sex = MALE if rng.random() < 0.8 or (kind == "single" and rng.random() < 0.5) else FEMALE
-        if kind == "single":
-            head_sex = MALE if rng.random() < params["age_pyramid"]["male_share"] else FEMALE
-        head_surname = int(rng.choice(len(sur_w), p=sur_w))
-        father = mother = -1
-        prev_child_birth = None
-        for i, (role, age) in enumerate(members):
-            if role == HEAD:
-                sex, surname = head_sex, head_surname
-            elif role == SPOUSE:
-                sex, surname = 3 - head_sex, int(rng.choice(len(sur_w), p=sur_w))
-            elif role == CHILD:
-                sex = MALE if rng.random() < params["age_pyramid"]["male_share"] else FEMALE
-                surname = (
-                    head_surname if head_sex == MALE or rng.random() < 0.3 else cols["surname"][base + 1]
-                )
-            else:
-                sex = MALE if i == len(members) - 1 and rng.random() < 0.5 else FEMALE
-                if i > 0 and members[i - 1][0] == PARENT:
-                    sex = 3 - cols["sex"][base + i - 1]
-                surname = head_surname if sex == MALE else int(rng.choice(len(sur_w), p=sur_w))
-            birth = end_ord - int(age * 365.25)
-            twin = -1
-            if role == CHILD and prev_child_birth is not None and rng.random() < twin_rate * 2:
-                birth = prev_child_birth
-                twin = base + i - 1
-                cols["twin"][twin] = base + i
-            if role == CHILD:
-                prev_child_birth = birth
-            if role in (HEAD, SPOUSE):
-                if sex == MALE:
-                    father = base + i
-                else:
-                    mother = base + i
-            cols["household"].append(hh)
-            cols["role"].append(role)
-            cols["sex"].append(sex)
-            cols["birth"].append(birth)
-            cols["district"].append(district)
-            cols["id_region"].append(origin if (migrant or role != CHILD) else int(districts[district]))
-            cols["seq"].append(0)
-            cols["surname"].append(surname)
-            cols["mother"].append(mother if role == CHILD else -1)
-            cols["father"].append(father if role == CHILD else -1)
-            cols["spouse"].append(base + 1 - i if (role in (HEAD, SPOUSE) and kind != "single") else -1)
-            cols["twin"].append(twin)
-            cols["migrant"].append(migrant)
+        _add_household(
+            cols,
+            rng,
+            hh,
+            kind,
+            members,
+            (district, migrant, origin, int(districts[district])),
+            sur_w,
+            params,
+            end_ord,
+        )
         hh += 1
     sk = Skeleton(**{f: np.asarray(v, dtype=np.int64) for f, v in cols.items()})
     # Older residents born elsewhere in the country keep the code of where the number was issued.
     older = (sk.migrant == 0) & (rng.random(len(sk)) < params["city"]["born_elsewhere_share"] * 0.5)
     sk.id_region[older] = rng.choice(elsewhere, size=int(older.sum()))
+    _retired_codes(sk, rng, params)
     _assign_sequences(sk)
     return sk
+
+
+def _retired_codes(sk: Skeleton, rng: np.random.Generator, params: dict[str, Any]) -> None:
+    """Give residents born before a re-coding the retired division code their number was issued with."""
+    share = float(params["city"].get("retired_code_share", 0.0))
+    for current, (retired, last_year) in (params["city"].get("retired_codes") or {}).items():
+        born_before = sk.birth < date(int(last_year) + 1, 1, 1).toordinal()
+        mask = (sk.id_region == int(current)) & born_before & (rng.random(len(sk)) < share)
+        sk.id_region[mask] = int(retired)
 
 
 def _assign_sequences(sk: Skeleton) -> None:

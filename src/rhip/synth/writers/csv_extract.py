@@ -70,9 +70,8 @@ def _person(sp: SourcePatient) -> dict[str, str]:
     }
 
 
-def _rows(enc: Encounter) -> dict[str, list[dict[str, Any]]]:
+def _visit_rows(enc: Encounter, out: dict[str, list[dict[str, Any]]]) -> None:
     sp, doc = enc.patient, enc.practitioner
-    out: dict[str, list[dict[str, Any]]] = {}
     out["visit"] = [
         {
             "就诊流水号": enc.id,
@@ -90,6 +89,10 @@ def _rows(enc: Encounter) -> dict[str, list[dict[str, Any]]]:
             else "",
         }
     ]
+
+
+def _followup_rows(enc: Encounter, out: dict[str, list[dict[str, Any]]]) -> None:
+    sp, doc = enc.patient, enc.practitioner
     vit = {m.loinc: m.value for m in enc.vitals}
     if enc.followup is not None:
         disease, ok = enc.followup
@@ -111,6 +114,10 @@ def _rows(enc: Encounter) -> dict[str, list[dict[str, Any]]]:
                 "随访医生姓名": doc.name,
             }
         ]
+
+
+def _result_rows(enc: Encounter, out: dict[str, list[dict[str, Any]]]) -> None:
+    sp = enc.patient
     out["lab"] = [
         {
             "检验报告编号": f"{enc.id}L{i}",
@@ -140,6 +147,10 @@ def _rows(enc: Encounter) -> dict[str, list[dict[str, Any]]]:
         }
         for i, m in enumerate(enc.vitals)
     ]
+
+
+def _medication_rows(enc: Encounter, out: dict[str, list[dict[str, Any]]]) -> None:
+    sp = enc.patient
     out["prescription"] = [
         {
             "处方明细编号": f"{enc.id}M{i}",
@@ -172,6 +183,13 @@ def _rows(enc: Encounter) -> dict[str, list[dict[str, Any]]]:
                 "接种途径": v["route"],
             }
         ]
+
+
+def _rows(enc: Encounter) -> dict[str, list[dict[str, Any]]]:
+    """Rows of every table for one encounter, keyed by table name."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for part in (_visit_rows, _followup_rows, _result_rows, _medication_rows):
+        part(enc, out)
     return out
 
 

@@ -6,6 +6,7 @@ of encounters is also written as a transaction bundle under ``fhir-bundles/<faci
 
 from __future__ import annotations
 
+import functools
 import random
 from datetime import date, datetime
 from typing import Any
@@ -35,6 +36,7 @@ _ID_TYPE = {"MR": "MR", "NNCHN": "NI", "SS": "SS", "HC": "HC", "VC": "PI"}
 _INTERP = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 
 
+@functools.lru_cache(maxsize=8192)  # one encounter's resources repeat the same instants
 def ts(value: datetime) -> str:
     """Local time with the +08:00 offset (Asia/Shanghai has no daylight saving)."""
     return value.isoformat() + TZ  # no microseconds are ever generated; isoformat is much faster
@@ -68,6 +70,25 @@ def patient_resource(sp: SourcePatient) -> dict[str, Any]:
     return res
 
 
+def coverage_resource(sp: SourcePatient) -> dict[str, Any] | None:
+    """The basic medical insurance of a record that carries a social-security card, else None."""
+    ssc = next(
+        (value for system, value, _k in sp.identifiers if system == systems.SOCIAL_SECURITY_CARD), None
+    )
+    if ssc is None:
+        return None
+    adult = (sp.resident.birth.year + 18, sp.resident.birth.month) <= (2026, 1)
+    return {
+        "resourceType": "Coverage",
+        "id": f"{sp.source_id}-cov",
+        "status": "active",
+        "type": {"text": "职工基本医疗保险" if adult and sp.resident.index % 3 else "城乡居民基本医疗保险"},
+        "subscriberId": ssc,
+        "beneficiary": {"reference": f"Patient/{sp.source_id}"},
+        "payor": [{"display": "医疗保障局"}],
+    }
+
+
 def observation(m: Measure, oid: str, pid: str, eid: str, when: datetime, category: str) -> dict[str, Any]:
     """An Observation for a lab result or vital sign."""
     res: dict[str, Any] = {
@@ -98,15 +119,21 @@ def observation(m: Measure, oid: str, pid: str, eid: str, when: datetime, catego
     return res
 
 
-def encounter_resources(enc: Encounter) -> list[dict[str, Any]]:
-    """Encounter and everything recorded during it, in dependency order."""
-    sp, fac = enc.patient, enc.patient.facility
-    pid, eid = sp.source_id, enc.id
-    subject = {"reference": f"Patient/{pid}"}
-    eref = {"reference": f"Encounter/{eid}"}
-    code, display = _CLASS.get(enc.kind, ("AMB", "ambulatory"))
-    out: list[dict[str, Any]] = []
-    conds = []
+def _refs(enc: Encounter) -> tuple[SourcePatient, Any, str, str, dict[str, str], dict[str, str]]:
+    sp = enc.patient
+    return (
+        sp,
+        sp.facility,
+        sp.source_id,
+        enc.id,
+        {"reference": f"Patient/{sp.source_id}"},
+        {"reference": f"Encounter/{enc.id}"},
+    )
+
+
+def _conditions(enc: Encounter, out: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    _sp, _fac, _pid, eid, subject, eref = _refs(enc)
+    conds: list[dict[str, Any]] = []
     for i, (dx, name) in enumerate(enc.diagnoses):
         cid = f"{eid}-c{i}"
         conds.append({"condition": {"reference": f"Condition/{cid}"}, "rank": i + 1})
@@ -139,6 +166,12 @@ def encounter_resources(enc: Encounter) -> list[dict[str, Any]]:
                 "recordedDate": ts(enc.start),
             }
         )
+    return conds
+
+
+def _encounter(enc: Encounter, conds: list[dict[str, Any]]) -> dict[str, Any]:
+    _sp, fac, _pid, eid, subject, _eref = _refs(enc)
+    code, display = _CLASS.get(enc.kind, ("AMB", "ambulatory"))
     resource: dict[str, Any] = {
         "resourceType": "Encounter",
         "id": eid,
@@ -166,7 +199,11 @@ def encounter_resources(enc: Encounter) -> list[dict[str, Any]]:
                 ]
             }
         }
-    out.insert(0, resource)
+    return resource
+
+
+def _observations(enc: Encounter, out: list[dict[str, Any]]) -> None:
+    _sp, _fac, pid, eid, subject, eref = _refs(enc)
     for i, m in enumerate(enc.vitals):
         out.append(observation(m, f"{eid}-v{i}", pid, eid, enc.start, "vital-signs"))
     for i, m in enumerate(enc.labs):
@@ -186,6 +223,10 @@ def encounter_resources(enc: Encounter) -> list[dict[str, Any]]:
                 "performedDateTime": ts(enc.start),
             }
         )
+
+
+def _medications(enc: Encounter, out: list[dict[str, Any]]) -> None:
+    _sp, fac, _pid, eid, subject, eref = _refs(enc)
     drug_system = systems.local_code_system(fac.code, "drug")
     for i, med in enumerate(enc.meds):
         concept = {
@@ -235,6 +276,10 @@ def encounter_resources(enc: Encounter) -> list[dict[str, Any]]:
                 "whenHandedOver": ts(enc.start),
             }
         )
+
+
+def _imaging_and_vaccine(enc: Encounter, out: list[dict[str, Any]]) -> None:
+    _sp, fac, _pid, eid, subject, eref = _refs(enc)
     if enc.imaging is not None:
         im = enc.imaging
         modality = {"system": systems.DICOM_MODALITY, "code": im.modality}
@@ -298,6 +343,16 @@ def encounter_resources(enc: Encounter) -> list[dict[str, Any]]:
                 "protocolApplied": [{"doseNumberPositiveInt": int(v["dose_no"])}],
             }
         )
+
+
+def encounter_resources(enc: Encounter) -> list[dict[str, Any]]:
+    """Encounter and everything recorded during it, in dependency order."""
+    out: list[dict[str, Any]] = []
+    conds = _conditions(enc, out)
+    out.insert(0, _encounter(enc, conds))
+    _observations(enc, out)
+    _medications(enc, out)
+    _imaging_and_vaccine(enc, out)
     return out
 
 
@@ -325,6 +380,9 @@ class FhirWriter(Writer):
                     buf.put(
                         f"fhir/{sp.facility.code}/Patient.ndjson", orjson.dumps(patient_resource(sp)) + b"\n"
                     )
+                    coverage = coverage_resource(sp)
+                    if coverage is not None:
+                        buf.put(f"fhir/{sp.facility.code}/Coverage.ndjson", orjson.dumps(coverage) + b"\n")
             for enc in life.encounters:
                 fac = enc.patient.facility
                 if fac.native != "fhir":
@@ -359,80 +417,85 @@ def region_resources(region: Any) -> dict[str, list[dict[str, Any]]]:
         }
     )
     for fac in region.facilities:
-        out["Organization"].append(
+        _facility_resources(fac, region, out)
+    return out
+
+
+def _facility_resources(fac: Any, region: Any, out: dict[str, list[dict[str, Any]]]) -> None:
+    """Organization, Locations, Practitioners, roles and schedules of one facility."""
+    out["Organization"].append(
+        {
+            "resourceType": "Organization",
+            "id": fac.code,
+            "active": True,
+            "identifier": [{"system": systems.ORGANIZATION_CODE, "value": fac.code}],
+            "type": [
+                {
+                    "text": {
+                        "tertiary": "三级医院",
+                        "secondary": "二级医院",
+                        "primary": "基层医疗卫生机构",
+                        "cdc": "疾病预防控制中心",
+                    }[fac.tier]
+                }
+            ],
+            "name": fac.name,
+            "partOf": {"reference": f"Organization/{region.city_code}"},
+            "address": [
+                {
+                    "text": region.province + region.city_name + region.district_names[fac.district],
+                    "district": region.district_names[fac.district],
+                    "city": region.city_name,
+                    "state": region.province,
+                    "country": "CN",
+                }
+            ],
+        }
+    )
+    for dept in fac.departments:
+        out["Location"].append(
             {
-                "resourceType": "Organization",
-                "id": fac.code,
-                "active": True,
-                "identifier": [{"system": systems.ORGANIZATION_CODE, "value": fac.code}],
-                "type": [
-                    {
-                        "text": {
-                            "tertiary": "三级医院",
-                            "secondary": "二级医院",
-                            "primary": "基层医疗卫生机构",
-                            "cdc": "疾病预防控制中心",
-                        }[fac.tier]
-                    }
-                ],
-                "name": fac.name,
-                "partOf": {"reference": f"Organization/{region.city_code}"},
-                "address": [
-                    {
-                        "text": region.province + region.city_name + region.district_names[fac.district],
-                        "district": region.district_names[fac.district],
-                        "city": region.city_name,
-                        "state": region.province,
-                        "country": "CN",
-                    }
-                ],
+                "resourceType": "Location",
+                "id": f"{fac.code}-{abs(hash_text(dept)) % 10**6:06d}",
+                "status": "active",
+                "name": f"{fac.name}{dept}",
+                "mode": "instance",
+                "managingOrganization": {"reference": f"Organization/{fac.code}"},
             }
         )
-        for dept in fac.departments:
-            out["Location"].append(
+    for p in fac.practitioners:
+        out["Practitioner"].append(
+            {
+                "resourceType": "Practitioner",
+                "id": p.id,
+                "active": True,
+                "identifier": [{"system": systems.PRACTITIONER_LICENSE, "value": p.licence}],
+                "name": [{"text": p.name}],
+                "gender": p.sex,
+            }
+        )
+        out["PractitionerRole"].append(
+            {
+                "resourceType": "PractitionerRole",
+                "id": f"{p.id}-role",
+                "active": True,
+                "practitioner": {"reference": f"Practitioner/{p.id}"},
+                "organization": {"reference": f"Organization/{fac.code}"},
+                "code": [{"text": "医师" if p.role == "doctor" else "护士"}],
+                "specialty": [{"text": p.department}],
+            }
+        )
+        if p.role == "doctor":
+            out["Schedule"].append(
                 {
-                    "resourceType": "Location",
-                    "id": f"{fac.code}-{abs(hash_text(dept)) % 10**6:06d}",
-                    "status": "active",
-                    "name": f"{fac.name}{dept}",
-                    "mode": "instance",
-                    "managingOrganization": {"reference": f"Organization/{fac.code}"},
-                }
-            )
-        for p in fac.practitioners:
-            out["Practitioner"].append(
-                {
-                    "resourceType": "Practitioner",
-                    "id": p.id,
+                    "resourceType": "Schedule",
+                    "id": f"{p.id}-schedule",
                     "active": True,
-                    "identifier": [{"system": systems.PRACTITIONER_LICENSE, "value": p.licence}],
-                    "name": [{"text": p.name}],
-                    "gender": p.sex,
+                    "serviceType": [{"text": p.department}],
+                    "actor": [{"reference": f"PractitionerRole/{p.id}-role"}],
+                    "comment": "周一至周五 08:00-12:00, 14:00-17:30",
                 }
             )
-            out["PractitionerRole"].append(
-                {
-                    "resourceType": "PractitionerRole",
-                    "id": f"{p.id}-role",
-                    "active": True,
-                    "practitioner": {"reference": f"Practitioner/{p.id}"},
-                    "organization": {"reference": f"Organization/{fac.code}"},
-                    "code": [{"text": "医师" if p.role == "doctor" else "护士"}],
-                    "specialty": [{"text": p.department}],
-                }
-            )
-            if p.role == "doctor":
-                out["Schedule"].append(
-                    {
-                        "resourceType": "Schedule",
-                        "id": f"{p.id}-schedule",
-                        "active": True,
-                        "serviceType": [{"text": p.department}],
-                        "actor": [{"reference": f"PractitionerRole/{p.id}-role"}],
-                        "comment": "周一至周五 08:00-12:00, 14:00-17:30",
-                    }
-                )
-    return out
 
 
 def hash_text(text: str) -> int:

@@ -8,6 +8,7 @@ concatenated in ``hl7v2/<facility>/messages.hl7`` each followed by a line feed.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 from rhip.synth.model import Encounter, Life, SourcePatient
@@ -22,6 +23,7 @@ def esc(value: object) -> str:
     return str(value).translate(_ESC)
 
 
+@functools.lru_cache(maxsize=8192)  # one visit's messages repeat the same instants
 def hl7ts(value: datetime) -> str:
     """HL7 DTM with the +0800 offset."""
     s = value.isoformat()  # YYYY-MM-DDTHH:MM:SS (no microseconds are generated)
@@ -160,6 +162,35 @@ def _rde(msgs: _Messages, enc: Encounter, p: str, key: str) -> None:
     msgs.add(enc.start, "RDE", "O11", "RDE_O11", segs, key)
 
 
+def _visit(msgs: _Messages, enc: Encounter, key: str) -> None:
+    """A visit: A04 ... A08 (outpatient) or A01 ... A03 (admission), with its ORU and RDE between."""
+    p = pid(enc.patient)
+    first, last, structure = (
+        ("A01", "A03", "ADT_A03") if enc.kind in ("inpatient", "delivery") else ("A04", "A08", "ADT_A01")
+    )
+    head = [f"EVN|{first}|{hl7ts(enc.start)}", p, pv1(enc)]
+    msgs.add(enc.start, "ADT", first, "ADT_A01", head + (dg1(enc) if first == "A01" else []), key)
+    if enc.labs or enc.vitals:
+        _oru(msgs, enc, p, key)
+    if enc.meds:
+        _rde(msgs, enc, p, key)
+    msgs.add(enc.end, "ADT", last, structure, [f"EVN|{last}|{hl7ts(enc.end)}", p, pv1(enc), *dg1(enc)], key)
+
+
+def _record_updates(msgs: _Messages, life: Life, sp: SourcePatient, key: str) -> None:
+    """A40 merging a duplicate record into its survivor, or A31 correcting a stale address."""
+    last = max(e.end for e in life.encounters if e.patient is sp)
+    if sp.merged_into is not None:
+        survivor = next(
+            s for s in life.sources if s.source_id == sp.merged_into and s.facility is sp.facility
+        )
+        mrg = f"MRG|{sp.source_id}^^^{sp.facility.code}^MR"
+        msgs.add(last, "ADT", "A40", "ADT_A39", [f"EVN|A40|{hl7ts(last)}", pid(survivor), mrg], key)
+    elif sp.resident.old_address and sp.address == sp.resident.old_address:
+        segs = [f"EVN|A31|{hl7ts(last)}", pid(sp, sp.resident.address)]
+        msgs.add(last, "ADT", "A31", "ADT_A05", segs, key)
+
+
 @register_writer("hl7v2")
 class Hl7Writer(Writer):
     """One batch file per facility; MSH-10 unique (chunk, message number)."""
@@ -170,75 +201,19 @@ class Hl7Writer(Writer):
             seen: set[str] = set()
             for enc in life.encounters:
                 sp = enc.patient
-                fac = sp.facility
-                if fac.native != "hl7v2":
+                if sp.facility.native != "hl7v2":
                     continue
-                msgs = per_fac.setdefault(fac.code, _Messages(fac.code))
-                key = f"{fac.code}-{chunk:05d}-"
-                p = pid(sp)
+                msgs = per_fac.setdefault(sp.facility.code, _Messages(sp.facility.code))
+                key = f"{sp.facility.code}-{chunk:05d}-"
                 if sp.source_id not in seen:
                     seen.add(sp.source_id)
-                    msgs.add(enc.start, "ADT", "A28", "ADT_A05", [f"EVN|A28|{hl7ts(enc.start)}", p], key)
-                if enc.kind in ("inpatient", "delivery"):
                     msgs.add(
-                        enc.start,
-                        "ADT",
-                        "A01",
-                        "ADT_A01",
-                        [f"EVN|A01|{hl7ts(enc.start)}", p, pv1(enc), *dg1(enc)],
-                        key,
+                        enc.start, "ADT", "A28", "ADT_A05", [f"EVN|A28|{hl7ts(enc.start)}", pid(sp)], key
                     )
-                    if enc.labs or enc.vitals:
-                        _oru(msgs, enc, p, key)
-                    if enc.meds:
-                        _rde(msgs, enc, p, key)
-                    msgs.add(
-                        enc.end,
-                        "ADT",
-                        "A03",
-                        "ADT_A03",
-                        [f"EVN|A03|{hl7ts(enc.end)}", p, pv1(enc), *dg1(enc)],
-                        key,
-                    )
-                else:
-                    msgs.add(
-                        enc.start, "ADT", "A04", "ADT_A01", [f"EVN|A04|{hl7ts(enc.start)}", p, pv1(enc)], key
-                    )
-                    if enc.labs or enc.vitals:
-                        _oru(msgs, enc, p, key)
-                    if enc.meds:
-                        _rde(msgs, enc, p, key)
-                    msgs.add(
-                        enc.end,
-                        "ADT",
-                        "A08",
-                        "ADT_A01",
-                        [f"EVN|A08|{hl7ts(enc.end)}", p, pv1(enc), *dg1(enc)],
-                        key,
-                    )
+                _visit(msgs, enc, key)
             for sp in life.sources:
-                if sp.facility.native != "hl7v2" or sp.source_id not in seen:
-                    continue
-                msgs = per_fac[sp.facility.code]
-                key = f"{sp.facility.code}-{chunk:05d}-"
-                last = max(e.end for e in life.encounters if e.patient is sp)
-                if sp.merged_into is not None:
-                    survivor = next(
-                        s for s in life.sources if s.source_id == sp.merged_into and s.facility is sp.facility
-                    )
-                    mrg = f"MRG|{sp.source_id}^^^{sp.facility.code}^MR"
-                    msgs.add(
-                        last, "ADT", "A40", "ADT_A39", [f"EVN|A40|{hl7ts(last)}", pid(survivor), mrg], key
-                    )
-                elif sp.resident.old_address and sp.address == sp.resident.old_address:
-                    msgs.add(
-                        last,
-                        "ADT",
-                        "A31",
-                        "ADT_A05",
-                        [f"EVN|A31|{hl7ts(last)}", pid(sp, sp.resident.address)],
-                        key,
-                    )
+                if sp.facility.native == "hl7v2" and sp.source_id in seen:
+                    _record_updates(per_fac[sp.facility.code], life, sp, f"{sp.facility.code}-{chunk:05d}-")
         buf = Buffer()
         for code, msgs in per_fac.items():
             buf.put(f"hl7v2/{code}/messages.hl7", "".join(msgs.out).encode("utf-8"), msgs.n)

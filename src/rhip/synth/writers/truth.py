@@ -66,6 +66,49 @@ def _rid(index: int) -> str:
     return f"R{index + 1:08d}" if index >= 0 else ""
 
 
+_TABLES = ("patient_links", "residents", "chronic", "deteriorations", "claim_anomalies", "notifiable_cases")
+
+
+def _resident_rows(life: Life, tables: dict[str, list[list[object]]]) -> None:
+    r = life.resident
+    tables["residents"].append([
+        r.resident_id, r.citizen_id, r.name, r.sex, r.birth.isoformat(), r.district, r.household,
+        r.death.isoformat() if r.death else "", r.role, _rid(r.mother), _rid(r.father), _rid(r.spouse),
+        _rid(r.twin), r.phone, r.address, r.health_card, r.social_security or "",
+    ])  # fmt: skip
+    for sp in life.sources:
+        tables["patient_links"].append(
+            [sp.facility.native, sp.facility.code, sp.source_id, r.resident_id, ";".join(sp.noise)]
+        )
+    for disease, onset in life.chronic:
+        tables["chronic"].append([r.resident_id, disease, onset.isoformat()])
+    if life.wearable is not None:
+        for start, end, kind in life.wearable.episodes:
+            tables["deteriorations"].append(
+                [
+                    r.resident_id,
+                    life.wearable.device_id,
+                    start.isoformat() + "+08:00",
+                    end.isoformat() + "+08:00",
+                    kind,
+                ]
+            )
+
+
+def _event_rows(life: Life, tables: dict[str, list[list[object]]]) -> None:
+    r = life.resident
+    for enc in life.encounters:
+        code = enc.patient.facility.code
+        for c in enc.claims:
+            if c.anomaly:
+                tables["claim_anomalies"].append([c.id, c.anomaly, code, c.duplicate_of or ""])
+        if enc.notifiable:
+            tables["notifiable_cases"].append([
+                r.resident_id, code, enc.id, enc.notifiable, enc.diagnoses[0][0],
+                enc.start.date().isoformat(), r.district, enc.outbreak or "",
+            ])  # fmt: skip
+
+
 @register_writer("truth")
 class TruthWriter(Writer):
     """Always on: the ground truth of every chunk."""
@@ -74,78 +117,12 @@ class TruthWriter(Writer):
         return {path: _rows([cols]) for path, cols in HEADERS.items()}
 
     def render(self, lives: list[Life], chunk: int) -> Appends:
-        buf = Buffer()
-        links: list[list[object]] = []
-        residents: list[list[object]] = []
-        chronic: list[list[object]] = []
-        det: list[list[object]] = []
-        claims: list[list[object]] = []
-        cases: list[list[object]] = []
+        tables: dict[str, list[list[object]]] = {name: [] for name in _TABLES}
         for life in lives:
-            r = life.resident
-            residents.append(
-                [
-                    r.resident_id,
-                    r.citizen_id,
-                    r.name,
-                    r.sex,
-                    r.birth.isoformat(),
-                    r.district,
-                    r.household,
-                    r.death.isoformat() if r.death else "",
-                    r.role,
-                    _rid(r.mother),
-                    _rid(r.father),
-                    _rid(r.spouse),
-                    _rid(r.twin),
-                    r.phone,
-                    r.address,
-                    r.health_card,
-                    r.social_security or "",
-                ]
-            )
-            for sp in life.sources:
-                links.append(
-                    [sp.facility.native, sp.facility.code, sp.source_id, r.resident_id, ";".join(sp.noise)]
-                )
-            for disease, onset in life.chronic:
-                chronic.append([r.resident_id, disease, onset.isoformat()])
-            if life.wearable is not None:
-                for start, end, kind in life.wearable.episodes:
-                    det.append(
-                        [
-                            r.resident_id,
-                            life.wearable.device_id,
-                            start.isoformat() + "+08:00",
-                            end.isoformat() + "+08:00",
-                            kind,
-                        ]
-                    )
-            for enc in life.encounters:
-                for c in enc.claims:
-                    if c.anomaly:
-                        claims.append([c.id, c.anomaly, enc.patient.facility.code, c.duplicate_of or ""])
-                if enc.notifiable:
-                    cases.append(
-                        [
-                            r.resident_id,
-                            enc.patient.facility.code,
-                            enc.id,
-                            enc.notifiable,
-                            enc.diagnoses[0][0],
-                            enc.start.date().isoformat(),
-                            r.district,
-                            enc.outbreak or "",
-                        ]
-                    )
-        for path, rows in (
-            ("patient_links", links),
-            ("residents", residents),
-            ("chronic", chronic),
-            ("deteriorations", det),
-            ("claim_anomalies", claims),
-            ("notifiable_cases", cases),
-        ):
+            _resident_rows(life, tables)
+            _event_rows(life, tables)
+        buf = Buffer()
+        for name, rows in tables.items():
             if rows:
-                buf.put(f"truth/{path}.csv", _rows(rows), len(rows))
+                buf.put(f"truth/{name}.csv", _rows(rows), len(rows))
         return buf.result()

@@ -1,0 +1,225 @@
+"""The audit trail (留痕可溯): an append-only log whose entries are hash-chained with SM3.
+
+Every entry's hash is SM3(previous hash || canonical JSON of the entry), so editing or deleting any
+row breaks the chain from that row on; :func:`verify_chain` finds the first broken entry. Requests
+never write the log themselves: they put events on a queue that one writer thread drains in
+batches (the chain order is the writer's order), so auditing does not serialise the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from rhip.security.crypto import sm3_hex
+from rhip.security.schema import GENESIS, audit_head, audit_log, audit_patient, ensure_schema
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AuditRecord:
+    """One event: who did what to which residents' records, why, and the outcome."""
+
+    actor: str
+    role: str
+    action: str  # interaction (read, search-type, login, ...)
+    outcome: str  # "0" success, "4" minor failure / denial, "8" serious failure
+    entities: list[str] = field(default_factory=list)  # "Type/id"
+    patients: list[str] = field(default_factory=list)
+    purpose: str = "TREAT"
+    source: str | None = None
+    request_id: str | None = None
+    path: str | None = None
+    break_glass: bool = False
+    detail: str | None = None
+    recorded: float = field(default_factory=time.time)
+
+    def to_entry(self) -> dict[str, Any]:
+        """The canonical dict that is hashed (patients sorted, no absent keys)."""
+        data = {k: v for k, v in self.__dict__.items() if v not in (None, [], False)}
+        data["patients"] = sorted(set(self.patients))
+        data["entities"] = self.entities[:200]
+        return data
+
+
+def canonical(entry: dict[str, Any]) -> bytes:
+    """Canonical bytes of an entry: sorted keys, compact UTF-8 JSON."""
+    return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)
+
+
+def chain_hash(prev_hash: str, entry_text: str) -> str:
+    """SM3(prev_hash || entry), both as they are stored."""
+    return sm3_hex(prev_hash.encode("ascii") + entry_text.encode("utf-8"))
+
+
+def append(conn: sa.Connection, records: list[AuditRecord]) -> int:
+    """Append records to the chain inside the caller's transaction; returns the last sequence number."""
+    head = conn.execute(
+        sa.select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+    ).one()
+    seq, prev = int(head.seq), str(head.hash)
+    rows: list[dict[str, Any]] = []
+    patient_rows: list[dict[str, Any]] = []
+    for record in records:
+        seq += 1
+        entry = record.to_entry()
+        text = canonical(entry).decode("utf-8")
+        digest = chain_hash(prev, text)
+        rows.append(
+            {"seq": seq, "recorded": record.recorded, "entry": text, "prev_hash": prev, "hash": digest}
+        )
+        patient_rows.extend({"patient_id": p[:64], "seq": seq} for p in entry["patients"])
+        prev = digest
+    if rows:
+        conn.execute(sa.insert(audit_log), rows)
+        if patient_rows:
+            conn.execute(sa.insert(audit_patient), patient_rows)
+        conn.execute(sa.update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev))
+    return seq
+
+
+class AuditWriter:
+    """Queue + writer thread: ``submit`` never blocks on the database; ``flush`` waits for the queue."""
+
+    def __init__(self, engine: sa.Engine, *, batch: int = 500, linger: float = 0.05) -> None:
+        ensure_schema(engine)
+        self.engine = engine
+        self.batch = batch
+        self.linger = linger
+        self._queue: queue.Queue[AuditRecord | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="rhip-audit-writer", daemon=True)
+        self._stopped = False
+        self._thread.start()
+
+    def submit(self, record: AuditRecord) -> None:
+        """Queue one record for the chain."""
+        self._queue.put(record)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every submitted record is on the chain."""
+        done = threading.Event()
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            done.wait(0.005)
+
+    def close(self) -> None:
+        """Flush and stop the writer thread."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _drain(self, first: AuditRecord) -> tuple[list[AuditRecord], bool]:
+        """Collect a batch: whatever arrives within ``linger`` seconds, up to ``batch`` records."""
+        batch, stop = [first], False
+        deadline = time.monotonic() + self.linger
+        while len(batch) < self.batch:
+            remaining = deadline - time.monotonic()
+            try:
+                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                stop = True
+                self._queue.task_done()
+                break
+            batch.append(item)
+        return batch, stop
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                self._queue.task_done()
+                return
+            batch, stop = self._drain(item)
+            self._write(batch)
+            for _ in batch:
+                self._queue.task_done()
+            if stop:
+                return
+
+    def _write(self, batch: list[AuditRecord]) -> None:
+        for attempt in range(5):
+            try:
+                with self.engine.begin() as conn:
+                    append(conn, batch)
+                return
+            except sa.exc.OperationalError:
+                logger.warning("audit write failed (attempt %d), retrying", attempt + 1)
+                time.sleep(0.05 * (attempt + 1))
+        logger.error("audit write failed; %d events lost", len(batch))
+
+
+@dataclass
+class VerifyReport:
+    """Result of :func:`verify_chain`: ``first_bad`` is the first tampered sequence number."""
+
+    checked: int
+    ok: bool
+    first_bad: int | None = None
+    reason: str | None = None
+
+
+def verify_chain(engine: sa.Engine) -> VerifyReport:
+    """Walk the chain in order and report the first entry whose hash or link does not hold."""
+    ensure_schema(engine)
+    prev, expected_seq, checked = GENESIS, 1, 0
+    with engine.connect() as conn:
+        head = conn.execute(sa.select(audit_head.c.seq, audit_head.c.hash)).one()
+        rows = conn.execute(sa.select(audit_log).order_by(audit_log.c.seq)).mappings()
+        for row in rows:
+            if row["seq"] != expected_seq:
+                return VerifyReport(checked, False, expected_seq, "entry missing (deleted)")
+            if row["prev_hash"] != prev:
+                return VerifyReport(checked, False, row["seq"], "link to previous entry broken")
+            if chain_hash(prev, row["entry"]) != row["hash"]:
+                return VerifyReport(checked, False, row["seq"], "entry content altered")
+            prev, expected_seq, checked = row["hash"], expected_seq + 1, checked + 1
+    if head.seq != checked or head.hash != prev:
+        return VerifyReport(checked, False, checked + 1, "chain truncated: head names a later entry")
+    return VerifyReport(checked, True)
+
+
+def events_for_patient(
+    engine: sa.Engine, patient_id: str, *, count: int = 50, offset: int = 0
+) -> tuple[int, list[tuple[int, dict[str, Any]]]]:
+    """(total, [(seq, entry)]) of the audit entries concerning one resident, newest first."""
+    with engine.connect() as conn:
+        total = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(audit_patient)
+            .where(audit_patient.c.patient_id == patient_id)
+        ).scalar_one()
+        stmt = (
+            sa.select(audit_log.c.seq, audit_log.c.entry)
+            .join(audit_patient, audit_patient.c.seq == audit_log.c.seq)
+            .where(audit_patient.c.patient_id == patient_id)
+            .order_by(audit_log.c.seq.desc())
+            .limit(count)
+            .offset(offset)
+        )
+        rows = [(int(r.seq), orjson.loads(r.entry)) for r in conn.execute(stmt)]
+    return int(total), rows
+
+
+def iter_entries(
+    engine: sa.Engine, *, break_glass_only: bool = False
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Every entry in chain order (optionally only break-the-glass ones, for review)."""
+    with engine.connect() as conn:
+        for row in conn.execute(sa.select(audit_log.c.seq, audit_log.c.entry).order_by(audit_log.c.seq)):
+            entry = orjson.loads(row.entry)
+            if break_glass_only and not entry.get("break_glass"):
+                continue
+            yield int(row.seq), entry

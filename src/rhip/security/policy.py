@@ -1,0 +1,204 @@
+"""The authorisation policy: roles, relationships, consent, data levels and break-the-glass.
+
+One question is answered here: may this principal perform this interaction on this type, and may
+it see this resource? Deny by default. The decision combines, in order: the role's interactions and
+types, the token's SMART scopes, the role's highest data level (GB/T 39725), the relationship
+between caller and resident (own records, care relationship, area), and the resident's Consent.
+A live break-the-glass grant replaces the relationship and consent checks for one resident.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from rhip.errors import Forbidden
+from rhip.security.levels import data_level, sensitive_categories, type_level
+from rhip.security.relations import Relations
+from rhip.security.scopes import INTERACTION_LETTER, parse_scopes, scopes_allow
+from rhip.security.tokens import Principal
+
+logger = logging.getLogger(__name__)
+
+READ = frozenset({"read", "vread", "search-type", "history-instance", "history-type", "operation"})
+WRITE = frozenset({"create", "update", "patch"})
+ALL = READ | WRITE | {"delete", "search-system", "history-system", "batch", "transaction"}
+
+
+@dataclass(frozen=True)
+class Role:
+    """What a role may do: interactions, types (None = all), highest data level, how it relates."""
+
+    name: str
+    interactions: frozenset[str]
+    max_level: int
+    relation: str  # all | self | care | area | directory | none
+    default_scope: str
+    types: frozenset[str] | None = None
+    write_types: frozenset[str] | None = None
+    consent_applies: bool = True
+
+
+_PH_TYPES = frozenset(
+    {"Patient", "Condition", "Observation", "DiagnosticReport", "Encounter", "Immunization", "Procedure"}
+)
+_INSURANCE_TYPES = frozenset(
+    {"Patient", "Coverage", "Claim", "ClaimResponse", "ExplanationOfBenefit", "Encounter", "Account"}
+)
+_DIRECTORY = frozenset(
+    {"Organization", "Location", "Practitioner", "PractitionerRole", "HealthcareService", "Endpoint"}
+)
+
+#: Every role, by name.
+ROLES: dict[str, Role] = {
+    r.name: r
+    for r in (
+        Role(
+            "resident",
+            READ | WRITE,
+            5,
+            "self",
+            "patient/*.rs patient/Consent.cu",
+            write_types=frozenset({"Consent"}),
+        ),
+        Role("practitioner", READ | WRITE, 5, "care", "user/*.cruds"),
+        Role("facility_admin", READ | WRITE | {"delete"}, 2, "directory", "user/*.cruds", types=_DIRECTORY),
+        Role("public_health", READ, 5, "area", "user/*.rs", types=_PH_TYPES, consent_applies=False),
+        Role("insurance_auditor", READ, 3, "all", "user/*.rs", types=_INSURANCE_TYPES, consent_applies=False),
+        Role("researcher", frozenset({"read", "search-type"}), 1, "none", "user/*.rs"),
+        Role("platform_admin", ALL, 5, "all", "system/*.cruds user/*.cruds", consent_applies=False),
+        Role("system", ALL, 5, "all", "system/*.cruds", consent_applies=False),
+    )
+}
+
+#: Infectious-disease ICD-10 chapters a public-health officer sees (notifiable diseases, 传染病).
+NOTIFIABLE_PREFIXES = ("A", "B", "U07")
+
+
+def role_of(principal: Principal) -> Role:
+    """The role of a principal; Forbidden for an unknown role."""
+    role = ROLES.get(principal.role)
+    if role is None:
+        raise Forbidden(f"role '{principal.role[:32]}' is not known to this server")
+    return role
+
+
+def check_interaction(principal: Principal, interaction: str, res_type: str | None) -> None:
+    """Role, type, scope and type-level checks done before the store is touched; Forbidden to refuse."""
+    if interaction == "capabilities":
+        return
+    role = role_of(principal)
+    if interaction not in role.interactions:
+        raise Forbidden(f"role {role.name} may not perform '{interaction}'")
+    if (
+        res_type is not None
+        and role.types is not None
+        and res_type not in role.types
+        and type_level(res_type) > 1
+    ):
+        raise Forbidden(f"role {role.name} may not access {res_type}")
+    if interaction in WRITE and role.write_types is not None and res_type not in role.write_types:
+        raise Forbidden(f"role {role.name} may not write {res_type}")
+    if res_type is not None and type_level(res_type) > role.max_level:
+        raise Forbidden(
+            f"{res_type} is data level {type_level(res_type)}; role {role.name} reads up to {role.max_level}"
+        )
+    letter = INTERACTION_LETTER.get(interaction)
+    if letter and not scopes_allow(parse_scopes(principal.scope), res_type, letter):
+        raise Forbidden(f"token scope does not grant '{letter}' on {res_type or 'the system'}")
+    if interaction in ("batch", "transaction", "search-system", "history-system") and role.relation != "all":
+        raise Forbidden(f"role {role.name} may not perform '{interaction}'")
+
+
+def _notifiable(resource: dict[str, Any]) -> bool:
+    rtype = resource.get("resourceType")
+    if rtype in ("Patient", "Encounter", "Immunization"):
+        return True
+    if rtype == "Condition":
+        codes = [
+            c.get("code", "") for c in (resource.get("code") or {}).get("coding") or [] if isinstance(c, dict)
+        ]
+        return any(str(code).upper().startswith(NOTIFIABLE_PREFIXES) for code in codes)
+    categories = [
+        c.get("code")
+        for cat in resource.get("category") or []
+        if isinstance(cat, dict)
+        for c in cat.get("coding") or []
+        if isinstance(c, dict)
+    ]
+    return "laboratory" in categories or (rtype == "DiagnosticReport" and not categories)
+
+
+class Policy:
+    """Decides visibility of resources for one principal, with the store for relationships/consent."""
+
+    def __init__(self, relations: Relations) -> None:
+        self.relations = relations
+
+    def can_see(self, principal: Principal, resource: dict[str, Any]) -> bool:
+        """True when the principal may see this resource (deny by default)."""
+        role = ROLES.get(principal.role)
+        if role is None:
+            return False
+        rtype = resource.get("resourceType")
+        if rtype in ("CapabilityStatement", "OperationOutcome", "Bundle") or type_level(rtype) == 1:
+            return True
+        if role.types is not None and rtype not in role.types:
+            return False
+        level = data_level(resource)
+        patient = self.relations.patient_of(resource)
+        if patient is None:
+            return level <= min(role.max_level, 2) or (role.relation == "all" and level <= role.max_level)
+        if principal.glass_for(patient):
+            return True
+        if level > role.max_level:
+            return False
+        if not self._related(principal, role, patient, resource):
+            return False
+        if not role.consent_applies or (role.relation == "self"):
+            return True
+        return self._consent_allows(principal, patient, resource)
+
+    def _related(self, principal: Principal, role: Role, patient: str, resource: dict[str, Any]) -> bool:
+        if role.relation == "all":
+            return True
+        if role.relation == "self":
+            return principal.patient is not None and patient == principal.patient
+        if role.relation == "care":
+            return self.relations.has_care(principal, patient)
+        if role.relation == "area":
+            return _notifiable(resource) and self.relations.in_area(patient, principal.area)
+        return False
+
+    def _consent_allows(self, principal: Principal, patient: str, resource: dict[str, Any]) -> bool:
+        consent = self.relations.consent(patient)
+        if consent.restricted & sensitive_categories(resource):
+            return False
+        if consent.opt_out_sharing:
+            facility = self.relations.facility_of(resource)
+            if resource.get("resourceType") == "Patient":
+                return True
+            return facility is not None and facility == principal.organization
+        return True
+
+    def check_write(
+        self, principal: Principal, res_type: str | None, resource: dict[str, Any] | None
+    ) -> None:
+        """Refuse a write whose resident the caller has no relationship with."""
+        role = role_of(principal)
+        if resource is None or role.relation == "all":
+            return
+        patient = self.relations.patient_of(resource)
+        if role.relation == "self":
+            if patient is None or patient != principal.patient:
+                raise Forbidden("residents may only write their own Consent")
+            return
+        if role.relation == "directory" or patient is None:
+            return
+        if role.relation == "care":
+            if principal.glass_for(patient) or self.relations.has_care(principal, patient):
+                return
+            if self.relations.names_caller(principal, resource):
+                return
+        raise Forbidden(f"no care relationship with the resident of this {res_type}")

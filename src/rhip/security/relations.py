@@ -1,0 +1,232 @@
+"""Facts the policy needs from the store: whose record a resource is, care relationships, consent.
+
+A practitioner has a care relationship with a resident when any of these exist: an Encounter at
+the practitioner's facility or with the practitioner as participant, a referral or consultation
+(ServiceRequest performed by or requested by them), a CareTeam naming them, an EpisodeOfCare at
+their facility, or a family-doctor contract (Patient.generalPractitioner). Answers are cached for
+a few seconds so that a page of search results costs one lookup per resident, not per resource.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rhip.errors import RhipError
+
+if TYPE_CHECKING:
+    from rhip.security.tokens import Principal
+    from rhip.store import Store
+
+logger = logging.getLogger(__name__)
+_PATIENT_FIELDS = ("subject", "patient", "beneficiary", "individual", "for")
+_ORG_FIELDS = (
+    "serviceProvider",
+    "managingOrganization",
+    "custodian",
+    "organization",
+    "performer",
+    "author",
+    "provider",
+    "insurer",
+    "recorder",
+    "requester",
+)
+#: Seconds a relationship or consent answer is reused.
+CACHE_TTL = 5.0
+
+
+@dataclass(frozen=True)
+class ConsentState:
+    """A resident's active choices: opt out of cross-institution sharing, restricted categories."""
+
+    opt_out_sharing: bool = False
+    restricted: frozenset[str] = field(default_factory=frozenset)
+
+
+def _ref_id(ref: Any, prefix: str) -> str | None:
+    if isinstance(ref, dict):
+        ref = ref.get("reference")
+    if isinstance(ref, str):
+        tail = ref.split("/_history/")[0]
+        marker = f"{prefix}/"
+        if tail.startswith(marker) or f"/{marker}" in tail:
+            return tail.rsplit("/", 1)[-1]
+    return None
+
+
+def _refs(value: Any) -> list[Any]:
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, dict) and "actor" in item:
+            out.append(item["actor"])
+        elif isinstance(item, dict) and "individual" in item:
+            out.append(item["individual"])
+        else:
+            out.append(item)
+    return out
+
+
+def parse_consent(consents: list[dict[str, Any]]) -> ConsentState:
+    """Combine a resident's active Consent resources into one state (any deny wins)."""
+    from rhip.security.levels import LABEL_TO_CATEGORY
+
+    opt_out, restricted = False, set()
+    for consent in consents:
+        if consent.get("status") != "active":
+            continue
+        provision = consent.get("provision") or {}
+        nested = [p for p in provision.get("provision") or [] if isinstance(p, dict)]
+        labels = [p for p in [provision, *nested] if p.get("type") == "deny" and p.get("securityLabel")]
+        for part in labels:
+            for label in part.get("securityLabel") or []:
+                if isinstance(label, dict) and label.get("code") in LABEL_TO_CATEGORY:
+                    restricted.add(LABEL_TO_CATEGORY[label["code"]])
+        if provision.get("type") == "deny" and not provision.get("securityLabel"):
+            opt_out = True
+    return ConsentState(opt_out, frozenset(restricted))
+
+
+class Relations:
+    """Store-backed relationship and consent lookups with a short cache."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._cache: dict[tuple[Any, ...], tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def _cached(self, key: tuple[Any, ...], compute: Any) -> Any:
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = compute()
+        with self._lock:
+            if len(self._cache) > 50_000:
+                self._cache.clear()
+            self._cache[key] = (now + CACHE_TTL, value)
+        return value
+
+    def forget_patient(self, patient: str) -> None:
+        """Drop cached answers about one resident (after their Consent changed)."""
+        with self._lock:
+            for key in [k for k in self._cache if patient in k]:
+                self._cache.pop(key, None)
+
+    def patient_of(self, resource: dict[str, Any]) -> str | None:
+        """The resident a resource is about (None for directory data)."""
+        if resource.get("resourceType") == "Patient":
+            rid = resource.get("id")
+            return str(rid) if rid else None
+        for name in _PATIENT_FIELDS:
+            for ref in _refs(resource.get(name)):
+                found = _ref_id(ref, "Patient")
+                if found:
+                    return found
+        return None
+
+    def _exists(self, res_type: str, params: list[tuple[str, str]]) -> bool:
+        try:
+            return bool(self.store.search(res_type, params, count=1).matches)
+        except RhipError as exc:
+            logger.debug("relationship search %s skipped: %s", res_type, exc.diagnostics)
+            return False
+
+    def has_care(self, principal: Principal, patient: str) -> bool:
+        """True when the practitioner (or their facility) cares for the resident."""
+        key = ("care", principal.practitioner, principal.organization, patient)
+        return bool(self._cached(key, lambda: self._compute_care(principal, patient)))
+
+    def _compute_care(self, principal: Principal, patient: str) -> bool:
+        prac = f"Practitioner/{principal.practitioner}" if principal.practitioner else None
+        org = f"Organization/{principal.organization}" if principal.organization else None
+        pat = f"Patient/{patient}"
+        checks: list[tuple[str, list[tuple[str, str]]]] = []
+        if org:
+            checks += [
+                ("Encounter", [("patient", pat), ("service-provider", org)]),
+                ("ServiceRequest", [("patient", pat), ("performer", org)]),
+                ("EpisodeOfCare", [("patient", pat), ("organization", org)]),
+                ("Patient", [("_id", patient), ("general-practitioner", org)]),
+            ]
+        if prac:
+            checks += [
+                ("Encounter", [("patient", pat), ("participant", prac)]),
+                ("ServiceRequest", [("patient", pat), ("performer", prac)]),
+                ("ServiceRequest", [("patient", pat), ("requester", prac)]),
+                ("CareTeam", [("patient", pat), ("participant", prac)]),
+                ("Patient", [("_id", patient), ("general-practitioner", prac)]),
+            ]
+        return any(self._exists(rtype, params) for rtype, params in checks)
+
+    def in_area(self, patient: str, area: str | None) -> bool:
+        """True when the resident's address lies in the area (district/city code or name)."""
+        if not area:
+            return False
+        return bool(self._cached(("area", area, patient), lambda: self._compute_area(patient, area)))
+
+    def _compute_area(self, patient: str, area: str) -> bool:
+        try:
+            body = self.store.read("Patient", patient)
+        except RhipError:
+            return False
+        for address in body.get("address") or []:
+            if not isinstance(address, dict):
+                continue
+            values = [
+                address.get("district"),
+                address.get("city"),
+                address.get("state"),
+                address.get("postalCode"),
+            ]
+            for ext in address.get("extension") or []:
+                if isinstance(ext, dict):
+                    values.append(ext.get("valueString") or (ext.get("valueCode")))
+            if any(isinstance(v, str) and (v == area or v.startswith(area)) for v in values):
+                return True
+        return False
+
+    def consent(self, patient: str) -> ConsentState:
+        """The resident's active consent choices."""
+        return self._cached(("consent", patient), lambda: self._compute_consent(patient))
+
+    def _compute_consent(self, patient: str) -> ConsentState:
+        try:
+            found = self.store.search("Consent", [("patient", f"Patient/{patient}")], count=200).matches
+        except RhipError:
+            found = []
+        return parse_consent(found)
+
+    def facility_of(self, resource: dict[str, Any]) -> str | None:
+        """The Organization id a record was made at (directly, or through its Encounter)."""
+        for name in _ORG_FIELDS:
+            for ref in _refs(resource.get(name)):
+                found = _ref_id(ref, "Organization")
+                if found:
+                    return found
+        enc = _ref_id(resource.get("encounter") or resource.get("context"), "Encounter")
+        if enc:
+
+            def lookup() -> str | None:
+                try:
+                    return self.facility_of(self.store.read("Encounter", enc))
+                except RhipError:
+                    return None
+
+            return self._cached(("enc-org", enc), lookup)
+        return None
+
+    def names_caller(self, principal: Principal, resource: dict[str, Any]) -> bool:
+        """True when a submitted resource names the caller's facility or the caller as performer."""
+        if principal.organization and self.facility_of(resource) == principal.organization:
+            return True
+        if principal.practitioner:
+            for name in ("participant", "performer", "recorder", "asserter", "requester", "author"):
+                for ref in _refs(resource.get(name)):
+                    if _ref_id(ref, "Practitioner") == principal.practitioner:
+                        return True
+        return False

@@ -1,0 +1,191 @@
+"""The security runtime of one API app: keys, policy, audit writer, and the three access hooks.
+
+:mod:`rhip.api.access` hands every interaction to the runtime found on the request context
+(``ctx.extra["security"]``), put there by the authentication middleware. Holding the runtime on
+the app rather than in module globals lets tests run several apps side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from rhip.errors import Forbidden, Unauthorized
+from rhip.security.audit import AuditRecord, AuditWriter
+from rhip.security.keys import KeyRing
+from rhip.security.policy import ROLES, WRITE, Policy, check_interaction
+from rhip.security.relations import Relations
+from rhip.security.schema import ensure_schema
+from rhip.security.tokens import Principal
+
+if TYPE_CHECKING:
+    from rhip.api.access import RequestContext
+    from rhip.config import Settings
+    from rhip.store import Store
+    from rhip.store.search import SearchResult
+
+logger = logging.getLogger(__name__)
+#: Largest number of matches a restricted caller's search filters before paging (exact totals).
+RESTRICTED_WINDOW = 5000
+
+
+class SecurityRuntime:
+    """Keys, policy and the audit writer of one app."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.keys = KeyRing(settings.data_dir)
+        self.keys.current("jwt")
+        ensure_schema(store.engine)
+        self.relations = Relations(store)
+        self.policy = Policy(self.relations)
+        self._writer: AuditWriter | None = None
+
+    @property
+    def writer(self) -> AuditWriter:
+        """The audit writer (its thread starts on first use)."""
+        if self._writer is None:
+            self._writer = AuditWriter(self.store.engine)
+        return self._writer
+
+    def close(self) -> None:
+        """Flush the audit queue and stop the writer."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    # -- the hooks -------------------------------------------------------------------------
+    @staticmethod
+    def principal(ctx: RequestContext) -> Principal:
+        """The authenticated principal of a request; Unauthorized when there is none."""
+        principal = ctx.extra.get("principal")
+        if not isinstance(principal, Principal):
+            raise Unauthorized("authentication required: send 'Authorization: Bearer <token>'")
+        return principal
+
+    def authorize(
+        self,
+        ctx: RequestContext,
+        interaction: str,
+        res_type: str | None,
+        res_id: str | None,
+        resource: dict[str, Any] | None,
+    ) -> None:
+        """Refuse with Forbidden/Unauthorized what the policy does not allow."""
+        if interaction == "capabilities":
+            return
+        principal = self.principal(ctx)
+        check_interaction(principal, interaction, res_type)
+        if interaction in WRITE or interaction in ("delete",):
+            self.policy.check_write(principal, res_type, resource)
+        if res_type == "Patient" and res_id and interaction == "operation":
+            ctx.extra.setdefault("patients", set()).add(res_id)
+
+    def restricted(self, ctx: RequestContext) -> bool:
+        """True when this caller sees a filtered subset of the store (totals must be recounted)."""
+        principal = ctx.extra.get("principal")
+        role = ROLES.get(principal.role) if isinstance(principal, Principal) else None
+        return role is None or role.relation != "all"
+
+    def filter_results(
+        self, ctx: RequestContext, resources: Sequence[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The resources this caller may see; records the residents they concern for the audit."""
+        principal = self.principal(ctx)
+        patients: set[str] = ctx.extra.setdefault("patients", set())
+        full = not self.restricted(ctx)
+        # resources already passed in this request (held, so their id() cannot be reused)
+        cleared: dict[int, dict[str, Any]] = ctx.extra.setdefault("_cleared", {})
+        shown = []
+        for resource in resources:
+            if full or cleared.get(id(resource)) is resource or self.policy.can_see(principal, resource):
+                cleared[id(resource)] = resource
+                shown.append(resource)
+                patient = self.relations.patient_of(resource)
+                if patient:
+                    patients.add(patient)
+        return shown
+
+    def search(
+        self,
+        ctx: RequestContext,
+        res_type: str | None,
+        params: list[tuple[str, str]],
+        *,
+        count: int,
+        offset: int,
+    ) -> SearchResult:
+        """A search whose matches, includes and total count only what the caller may see."""
+        from rhip.store.search import SearchResult
+
+        if not self.restricted(ctx):
+            result = self.store.search(res_type, params, count=count, offset=offset)
+            result.matches = self.filter_results(ctx, result.matches)
+            result.includes = self.filter_results(ctx, result.includes)
+            return result
+        plain = [(n, v) for n, v in params if n not in ("_summary", "_total")]
+        raw = self.store.search(res_type, plain, count=RESTRICTED_WINDOW, offset=0)
+        visible = self.filter_results(ctx, raw.matches)
+        page = visible[offset : offset + count] if count else []
+        includes = _linked(page, self.filter_results(ctx, raw.includes)) if page else []
+        total = len(visible) if not raw.has_next else None
+        return SearchResult(total, page, includes, offset, len(page), offset + count < len(visible))
+
+    def audit(
+        self, ctx: RequestContext, interaction: str, outcome: str, entities: Sequence[tuple[str, str]]
+    ) -> None:
+        """Queue one audit record for the chain."""
+        principal = ctx.extra.get("principal")
+        patients = set(ctx.extra.get("patients") or ())
+        patients.update(str(i) for t, i in entities if t == "Patient" and i)
+        names = [f"{t}/{i}" if i else str(t) for t, i in entities if t]
+        glass = isinstance(principal, Principal) and any(principal.glass_for(p) for p in patients)
+        record = AuditRecord(
+            actor=principal.sub if isinstance(principal, Principal) else "anonymous",
+            role=principal.role if isinstance(principal, Principal) else "",
+            action=interaction,
+            outcome=outcome,
+            entities=names,
+            patients=sorted(patients),
+            purpose="ETREAT" if glass else str(ctx.extra.get("purpose", "TREAT")),
+            source=ctx.client,
+            request_id=ctx.request_id,
+            path=ctx.path,
+            break_glass=glass,
+        )
+        self.writer.submit(record)
+        if any(t == "Consent" for t, _ in entities) and interaction in (
+            "create",
+            "update",
+            "patch",
+            "delete",
+        ):
+            self.relations._cache.clear()
+
+    def record(self, record: AuditRecord) -> None:
+        """Queue a record made outside the FHIR routes (logins, break-the-glass, denials)."""
+        self.writer.submit(record)
+
+
+def _linked(page: list[dict[str, Any]], includes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Includes that a page match references, or that reference a page match."""
+    page_text = orjson.dumps(page).decode("utf-8")
+    keys = {f'"{r.get("resourceType")}/{r.get("id")}"' for r in page}
+    out = []
+    for inc in includes:
+        if f'"{inc.get("resourceType")}/{inc.get("id")}"' in page_text:
+            out.append(inc)
+            continue
+        text = orjson.dumps(inc).decode("utf-8")
+        if any(key in text for key in keys):
+            out.append(inc)
+    return out
+
+
+def forbid(reason: str) -> None:
+    """Raise Forbidden with a reason (helper for routers of this module)."""
+    raise Forbidden(reason)

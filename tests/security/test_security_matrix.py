@@ -1,0 +1,128 @@
+"""The authorisation matrix over real HTTP: every role sees exactly what the policy says, in reads,
+searches (pages and totals), _include, history and $everything; writes need a relationship."""
+
+from __future__ import annotations
+
+import pytest
+from security_seed import ACCOUNTS, EXPECTED, seed_resources
+
+from conftest import SecuredServer
+
+TYPES = ("Patient", "Encounter", "Observation", "Condition", "Claim", "Organization", "Consent")
+_TYPE_OF = {r["id"]: r["resourceType"] for r in seed_resources()}
+
+
+@pytest.mark.parametrize("who", sorted(ACCOUNTS))
+def test_reads_follow_the_matrix(secured: SecuredServer, who: str) -> None:
+    for rid, rtype in _TYPE_OF.items():
+        response = secured.get(who, f"{rtype}/{rid}")
+        visible = rid in EXPECTED[who] or (who in ("admin", "system"))
+        if visible:
+            assert response.status_code == 200, (who, rid, response.text)
+            assert response.json()["id"] == rid
+        else:
+            assert response.status_code in (403, 404), (who, rid, response.status_code)
+            assert f'"id":"{rid}"' not in response.text.replace(" ", "")
+
+
+@pytest.mark.parametrize("who", sorted(ACCOUNTS))
+def test_search_pages_and_totals_follow_the_matrix(secured: SecuredServer, who: str) -> None:
+    for rtype in TYPES:
+        expected = {rid for rid in EXPECTED[who] if _TYPE_OF[rid] == rtype}
+        page = secured.get(who, rtype, params={"_count": "100"})
+        count = secured.get(who, rtype, params={"_summary": "count"})
+        if page.status_code == 403:
+            assert not expected, (who, rtype)
+            assert count.status_code == 403
+            continue
+        assert page.status_code == 200, (who, rtype, page.text)
+        ids = {e["resource"]["id"] for e in page.json().get("entry", [])}
+        assert ids == expected, (who, rtype)
+        assert page.json()["total"] == len(expected)
+        assert count.json()["total"] == len(expected), (who, rtype)
+
+
+@pytest.mark.parametrize("who", ["docA", "docB", "resident1", "ph"])
+def test_include_and_revinclude_leak_nothing(secured: SecuredServer, who: str) -> None:
+    for params in (
+        {"_include": "Encounter:subject"},
+        {"_revinclude": "Observation:encounter"},
+    ):
+        response = secured.get(who, "Encounter", params={**params, "_count": "100"})
+        assert response.status_code == 200
+        shown = {e["resource"]["id"] for e in response.json().get("entry", [])}
+        assert shown <= EXPECTED[who], (who, params, shown - EXPECTED[who])
+
+
+@pytest.mark.parametrize("who", ["docA", "docB", "resident1"])
+def test_history_and_everything_leak_nothing(secured: SecuredServer, who: str) -> None:
+    for path in ("Observation/_history", "Condition/cond3/_history", "Condition/cond1/_history"):
+        response = secured.get(who, path)
+        if response.status_code == 403:
+            continue
+        bodies = {e["resource"]["id"] for e in response.json().get("entry", []) if "resource" in e}
+        assert bodies <= EXPECTED[who], (who, path, bodies - EXPECTED[who])
+    for patient in ("pat1", "pat2", "pat3"):
+        response = secured.get(who, f"Patient/{patient}/$everything")
+        if response.status_code == 403:
+            continue
+        assert response.status_code == 200, response.text
+        shown = {e["resource"]["id"] for e in response.json().get("entry", [])}
+        assert shown <= EXPECTED[who], (who, patient, shown - EXPECTED[who])
+        assert response.json()["total"] == len(shown)
+
+
+def test_no_token_no_data(secured: SecuredServer) -> None:
+    assert secured.get(None, "metadata").status_code == 200
+    for path in (
+        "Patient",
+        "Patient/pat1",
+        "Observation?_summary=count",
+        "Patient/pat1/$everything",
+        "_history",
+    ):
+        response = secured.get(None, path)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert "pat1" not in response.text
+    forged = secured.tokens["admin"][:-4] + "AAAA"
+    response = secured.get(None, "Patient", headers={"Authorization": f"Bearer {forged}"})
+    assert response.status_code == 401
+
+
+def test_writes_need_a_relationship(secured: SecuredServer) -> None:
+    obs = {"resourceType": "Observation", "status": "final", "code": {"text": "bp"}}
+    assert (
+        secured.post("docA", "Observation", {**obs, "subject": {"reference": "Patient/pat1"}}).status_code
+        == 201
+    )
+    assert (
+        secured.post("docA", "Observation", {**obs, "subject": {"reference": "Patient/pat4"}}).status_code
+        == 403
+    )
+    assert (
+        secured.post(
+            "resident1", "Observation", {**obs, "subject": {"reference": "Patient/pat1"}}
+        ).status_code
+        == 403
+    )
+    assert secured.post("researcher", "Observation", obs).status_code == 403
+    assert secured.post("ph", "Observation", obs).status_code == 403
+    assert secured.get("docA", "_history").status_code == 403
+    assert secured.get("admin", "_history").status_code == 200
+
+
+def test_scopes_narrow_a_token(secured: SecuredServer) -> None:
+    from rhip.security.testing import issue_token
+
+    token = issue_token(
+        secured.app,
+        role="practitioner",
+        username="docA-obs-only",
+        practitioner_id="docA",
+        organization_id="orgA",
+        scope="user/Observation.rs",
+    )
+    headers = {"Authorization": f"Bearer {token}"}
+    assert secured.get(None, "Observation/obs1", headers=headers).status_code == 200
+    assert secured.get(None, "Patient/pat1", headers=headers).status_code == 403
