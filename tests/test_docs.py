@@ -12,11 +12,9 @@ from rhip.config import Settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _command_paths(group: typer.main.TyperGroup | object, prefix: str = "rhip") -> list[str]:
-    import click
-
+def _command_paths(group: object, prefix: str = "rhip") -> list[str]:
     paths: list[str] = []
-    if isinstance(group, click.Group):
+    if hasattr(group, "commands"):
         for name, command in group.commands.items():
             if command.hidden:
                 continue

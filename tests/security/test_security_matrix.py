@@ -126,3 +126,29 @@ def test_scopes_narrow_a_token(secured: SecuredServer) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     assert secured.get(None, "Observation/obs1", headers=headers).status_code == 200
     assert secured.get(None, "Patient/pat1", headers=headers).status_code == 403
+
+
+@pytest.mark.parametrize("who", ["docB", "resident1", "ph"])
+def test_bulk_export_leaks_nothing(secured: SecuredServer, who: str) -> None:
+    import time
+
+    import orjson
+
+    headers = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
+    kick = secured.get(who, "Patient/$export", headers=headers)
+    if kick.status_code == 403:
+        return
+    assert kick.status_code == 202, kick.text
+    status_url = kick.headers["Content-Location"].removeprefix(secured.base + "/")
+    deadline = time.monotonic() + 60
+    while (status := secured.get(who, status_url)).status_code == 202:
+        assert time.monotonic() < deadline, "export did not finish"
+        time.sleep(0.2)
+    assert status.status_code == 200, status.text
+    exported = set()
+    for out in status.json()["output"]:
+        rows = secured.get(who, out["url"].removeprefix(secured.base + "/")).content.splitlines()
+        exported |= {orjson.loads(line)["id"] for line in rows if line}
+    assert exported, who
+    assert exported <= EXPECTED[who], (who, exported - EXPECTED[who])
+    assert secured.get(None, status_url).status_code == 401

@@ -220,3 +220,25 @@ def test_malformed_bundles(store: Store) -> None:
             store.process_bundle(bundle)
         assert exc.value.status in (400, 422)
     assert store.count() == 0
+
+
+def test_conditional_reference_to_a_resource_created_earlier_in_the_transaction(store: Store) -> None:
+    org_sys = "urn:oid:2.16.156.10011.1.5"
+    org = {"resourceType": "Organization", "identifier": [{"system": org_sys, "value": "H1"}], "name": "A"}
+    encounter = {
+        **_encounter(P_UUID),
+        "serviceProvider": {"reference": f"Organization?identifier={org_sys}|H1"},
+    }
+    bundle = _bundle(
+        "transaction",
+        _entry("POST", "Organization", org, request={"ifNoneExist": f"identifier={org_sys}|H1"}),
+        _entry("POST", "Patient", _patient("o1"), fullUrl=P_UUID),
+        _entry("POST", "Encounter", encounter),
+    )
+    out = store.process_bundle(bundle)["entry"]
+    org_id = out[0]["resource"]["id"]
+    assert out[2]["resource"]["serviceProvider"]["reference"] == f"Organization/{org_id}"
+    again = store.process_bundle(bundle)["entry"]
+    assert again[0]["response"]["status"] == "200 OK"
+    assert again[2]["resource"]["serviceProvider"]["reference"] == f"Organization/{org_id}"
+    assert store.count("Organization") == 1

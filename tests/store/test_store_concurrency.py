@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rhip.errors import RhipError, VersionConflict
-from rhip.store import Store
+from rhip.store import Store, StoreBusy
 
 THREADS = 6
 SYS = "urn:oid:2.16.156.10011.1.19"
@@ -123,4 +125,22 @@ def test_many_threads_share_one_store_on_postgres(fresh_pg_url: str) -> None:
 
         assert _race(work) == ["6"] * THREADS
     finally:
+        store.close()
+
+
+def test_sqlite_lock_held_too_long_is_store_busy(tmp_path: Path) -> None:
+    """A writer that cannot get the SQLite lock within the busy timeout gets 503, not a driver error."""
+    url = f"sqlite:///{tmp_path / 'busy.sqlite'}"
+    store = Store(url, busy_timeout_ms=200)
+    holder = sqlite3.connect(tmp_path / "busy.sqlite", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreBusy) as exc:
+            store.create({"resourceType": "Patient"})
+        assert exc.value.status == 503
+        assert store.count() == 0  # reads still work while the lock is held (WAL)
+        holder.execute("ROLLBACK")
+        assert store.create({"resourceType": "Patient"}).created
+    finally:
+        holder.close()
         store.close()

@@ -119,7 +119,7 @@ def validate(resource: dict[str, Any]) -> list[Issue]:
 
 
 def ensure_valid(resource: dict[str, Any]) -> None:
-    """Raise InvalidResource (422, or 400 for an unknown type) when the resource has errors."""
+    """Raise InvalidResource (422) naming every element in error when the resource is invalid."""
     issues = [i for i in validate(resource) if i.severity in ("error", "fatal")]
     if issues:
         first = issues[0]

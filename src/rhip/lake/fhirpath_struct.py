@@ -185,16 +185,13 @@ def _where(base: TVal, cond: Node, env: Env) -> TVal:
 
 def _reference_key(base: TVal, args: tuple[Node, ...], env: Env) -> TVal:
     ref = _one(_member(base, "reference"))
-    # 'Type/id' by string splitting; anything else (history, URLs with odd ids) by the regex.
-    pattern = env.bind(r"([A-Za-z]+)/([A-Za-z0-9\-\.]{1,64})(/_history/.*)?$")
-    simple = f"(contains({ref}, '/') AND NOT contains({ref}, '/_history/'))"
+    # 'Type/id' or '.../Type/id/_history/n' by splitting (no per-row regex); no '/' -> NULL.
+    history = f"contains({ref}, '/_history/')"
     ident = (
-        f"(CASE WHEN {simple} THEN nullif(split_part({ref}, '/', -1), '') "
-        f"ELSE nullif(regexp_extract({ref}, {pattern}, 2), '') END)"
+        f"(CASE WHEN NOT contains({ref}, '/') THEN NULL WHEN {history} "
+        f"THEN nullif(split_part({ref}, '/', -3), '') ELSE nullif(split_part({ref}, '/', -1), '') END)"
     )
-    rtype = (
-        f"(CASE WHEN {simple} THEN split_part({ref}, '/', -2) ELSE regexp_extract({ref}, {pattern}, 1) END)"
-    )
+    rtype = f"(CASE WHEN {history} THEN split_part({ref}, '/', -4) ELSE split_part({ref}, '/', -2) END)"
     if not args:
         return TVal(ident, False, "id", None, "str")
     target = args[0]

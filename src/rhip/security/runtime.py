@@ -15,7 +15,7 @@ import orjson
 
 from rhip.errors import Forbidden, Unauthorized
 from rhip.security.audit import AuditRecord, AuditWriter
-from rhip.security.keys import KeyRing
+from rhip.security.keys import KEY_KINDS, KeyRing
 from rhip.security.policy import ROLES, WRITE, Policy, check_interaction
 from rhip.security.relations import Relations
 from rhip.security.schema import ensure_schema
@@ -39,7 +39,8 @@ class SecurityRuntime:
         self.store = store
         self.settings = settings
         self.keys = KeyRing(settings.data_dir)
-        self.keys.current("jwt")
+        for kind in KEY_KINDS:  # generated on first start, never shipped
+            self.keys.current(kind)
         ensure_schema(store.engine)
         self.relations = Relations(store)
         self.policy = Policy(self.relations)

@@ -106,11 +106,11 @@ def _transaction(store: Store, raw: list[Any], base_url: str | None) -> list[dic
                 targets[entry.index] = _resolve(ops, entry)
         _check_distinct(entries, targets)
         mapping = _placeholders(entries, targets)
-        for entry in entries:
-            with _at(entry):
-                _rewrite(ops, entry, mapping)
         for entry in sorted(entries, key=lambda e: (ORDER[e.method], e.index)):
             with _at(entry):
+                # rewritten just before the entry runs, so a conditional reference can find a
+                # resource created by an earlier entry of this transaction
+                _rewrite(ops, entry, mapping)
                 responses[entry.index] = _execute(ops, entry, targets[entry.index], base_url)
     return responses
 

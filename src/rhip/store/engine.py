@@ -39,27 +39,28 @@ class StoreBusy(RhipError):
         super().__init__(diagnostics, code="transient", status=503)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> Engine:
     """Create the engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``).
 
-    For a SQLite file the parent directory is created if missing.
+    For a SQLite file the parent directory is created if missing; ``busy_timeout_ms`` is how long
+    a SQLite writer waits for the lock before StoreBusy.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, int(busy_timeout_ms))
     if parsed.get_backend_name() == "postgresql":
         return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16)
     raise RhipError(f"unsupported database URL scheme {parsed.drivername!r}: use sqlite or postgresql")
 
 
-def _sqlite_engine(url: str) -> Engine:
+def _sqlite_engine(url: str, busy_timeout_ms: int) -> Engine:
     parsed = make_url(url)
     database = parsed.database or ""
     memory = database in ("", ":memory:") or database.startswith("file::memory:")
     if not memory:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, Any] = {
-        "connect_args": {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        "connect_args": {"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
     }
     if memory:
         kwargs["poolclass"] = StaticPool
@@ -76,7 +77,7 @@ def _sqlite_engine(url: str) -> Engine:
             if not memory:
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
+            cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms:d}")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()

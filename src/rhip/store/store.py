@@ -19,7 +19,7 @@ from sqlalchemy import Engine, func, select
 
 from rhip.config import Settings, get_settings
 from rhip.errors import InvalidRequest, ResourceNotFound
-from rhip.store.engine import make_engine, read_connection, write_transaction
+from rhip.store.engine import SQLITE_BUSY_TIMEOUT_MS, make_engine, read_connection, write_transaction
 from rhip.store.meta import check_id, check_type
 from rhip.store.ops import Ops, Params, WriteResult, loads
 from rhip.store.schema import resource as resource_table
@@ -60,11 +60,14 @@ class Store:
     Args:
         url: SQLAlchemy URL, ``sqlite:///path/rhip.sqlite`` or ``postgresql+psycopg://...``.
         migrate: run ``alembic upgrade head`` on open (default True).
+        busy_timeout_ms: how long a SQLite writer waits for the write lock (then StoreBusy, 503).
     """
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+    def __init__(
+        self, url: str, *, migrate: bool = True, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
+    ) -> None:
         self.url = url
-        self.engine: Engine = make_engine(url)
+        self.engine: Engine = make_engine(url, busy_timeout_ms=busy_timeout_ms)
         if migrate:
             from rhip.store.migrations import upgrade
 

@@ -127,6 +127,7 @@ class _Fit:
     glm: GlmBatch
     phi: NDArray[np.float64]
     ok: NDArray[np.bool_]
+    disp: NDArray[np.float64]  # dispersion used for standard errors (see _fit_flexible)
 
 
 def _fit_flexible(x: NDArray[np.float64], y: NDArray[np.float64], present: NDArray[np.bool_],
@@ -146,14 +147,19 @@ def _fit_flexible(x: NDArray[np.float64], y: NDArray[np.float64], present: NDArr
         omega = np.where(present, gamma[:, None] * inv2, 0.0)
         g = fit_quasipoisson(x, y, omega)
         phi = np.maximum(g.dispersion, 1.0)
-    return _Fit(g, phi, ok)
+        # R replaces the working weights of the reweighted model by omega before calling
+        # summary.glm / predict.glm, so their dispersion is sum(omega * working resid^2) / df.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            disp = np.sum(np.where(present, omega * ((y - g.mu) / g.mu) ** 2, 0.0), axis=1) / g.df_residual
+        return _Fit(g, phi, ok, disp)
+    return _Fit(g, phi, ok, g.dispersion)
 
 
 def _predict(fit: _Fit, x0: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Linear predictor and its standard error at ``x0`` (R's ``predict.glm``, type link)."""
     eta = fit.glm.beta @ x0
     with np.errstate(invalid="ignore"):
-        se = np.sqrt(np.einsum("i,nij,j->n", x0, fit.glm.cov_unscaled, x0) * fit.glm.dispersion)
+        se = np.sqrt(np.einsum("i,nij,j->n", x0, fit.glm.cov_unscaled, x0) * fit.disp)
     return eta, se
 
 
@@ -174,7 +180,7 @@ def _fit_final(x: NDArray[np.float64], y: NDArray[np.float64], present: NDArray[
         e, s = _predict(ft, x0)
         bw = ft.glm.beta[:, -1]
         with np.errstate(divide="ignore", invalid="ignore"):
-            tval = bw / np.sqrt(ft.glm.cov_unscaled[:, -1, -1] * ft.glm.dispersion)
+            tval = bw / np.sqrt(ft.glm.cov_unscaled[:, -1, -1] * ft.disp)
         pval = 2 * stats.t.sf(np.abs(tval), ft.glm.df_residual)
         ymax = np.max(np.where(present, y, -np.inf), axis=1)
         use_trend = ft.ok & (ctl.b >= 3) & (pval < ctl.pThresholdTrend) & (np.exp(e) <= ymax)

@@ -1,0 +1,145 @@
+"""The demo's steps, in order; each one uses the same public functions as the CLI commands."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from rhip.config import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoContext:
+    """What every step sees: settings, the region folder and what earlier steps produced."""
+
+    settings: Settings
+    residents: int
+    years: int
+    seed: int
+    console: Console
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def region_dir(self) -> Path:
+        return self.settings.data_dir / "region"
+
+    @property
+    def database_url(self) -> str:
+        return self.settings.resolved_database_url
+
+
+@dataclass(frozen=True)
+class DemoStep:
+    """One named step; ``run`` returns a short summary line."""
+
+    name: str
+    title: str
+    run: Callable[[DemoContext], str]
+
+
+STEPS: list[DemoStep] = []
+
+
+def register_step(step: DemoStep, *, before: str | None = None) -> None:
+    """Add a step at the end, or before the named one."""
+    if before is None:
+        STEPS.append(step)
+        return
+    index = next(i for i, s in enumerate(STEPS) if s.name == before)
+    STEPS.insert(index, step)
+
+
+def _generate(ctx: DemoContext) -> str:
+    from rhip.synth import generate
+
+    manifest_path = ctx.region_dir / "manifest.json"
+    wanted = {"residents": ctx.residents, "years": ctx.years, "seed": ctx.seed}
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        params = manifest.get("parameters", manifest)
+        if all(params.get(k) == v for k, v in wanted.items()):
+            return f"region already generated in {ctx.region_dir}"
+    generate(
+        ctx.region_dir, residents=ctx.residents, years=ctx.years, seed=ctx.seed, progress=True, workers=2
+    )
+    return f"{ctx.residents:,} residents over {ctx.years} years written to {ctx.region_dir}"
+
+
+def _ingest(ctx: DemoContext) -> str:
+    from rhip.ingest.cli import run_ingest
+
+    report = run_ingest(
+        ctx.region_dir, via_mllp=True, link=True, database_url=ctx.database_url, console=ctx.console
+    )
+    ctx.results["ingest"] = report
+    return "ingested through the FHIR, HL7 v2/MLLP, CSV, DICOM and device connectors"
+
+
+def _link(ctx: DemoContext) -> str:
+    from rhip.mpi.cli import _print_accuracy
+    from rhip.mpi.relink import relink_all
+    from rhip.store import Store
+
+    store = Store(ctx.database_url)
+    try:
+        report = relink_all(store, retrain=True, backend="duckdb", spark=None, golden=True)
+        _print_accuracy(store, ctx.region_dir)
+    finally:
+        store.close()
+    return f"identity linkage: {json.dumps(report.__dict__, ensure_ascii=False, default=str)}"
+
+
+def _lake(ctx: DemoContext) -> str:
+    from rich.table import Table
+
+    from rhip.lake.export import export_store
+    from rhip.lake.library import example_queries, load_views, materialize, store_views
+    from rhip.store import Store
+
+    store = Store(ctx.database_url)
+    try:
+        report = export_store(store, ctx.settings.lake_dir, full=False)
+        views = load_views()
+        views.update(store_views(store))
+        materialize(ctx.settings.lake_dir, views)
+    finally:
+        store.close()
+    for title, columns, rows in example_queries(ctx.settings.lake_dir):
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        ctx.console.print(table)
+    return f"lake: {report.total:,} rows exported to {ctx.settings.lake_dir}"
+
+
+for _step in (
+    DemoStep("generate", "Generate a synthetic region (生成模拟区域)", _generate),
+    DemoStep("ingest", "Ingest every facility system (数据采集)", _ingest),
+    DemoStep("link", "Link resident identities (多卡合一)", _link),
+    DemoStep("lake", "Export the analytics lake (数据湖)", _lake),
+):
+    register_step(_step)
+
+
+def run_demo(ctx: DemoContext, *, skip: set[str] | None = None) -> dict[str, str]:
+    """Run every registered step in order, printing a header and the time each took."""
+    summaries: dict[str, str] = {}
+    for step in STEPS:
+        if skip and step.name in skip:
+            continue
+        ctx.console.rule(f"[bold]{step.title}")
+        started = time.perf_counter()
+        summaries[step.name] = step.run(ctx)
+        ctx.console.print(f"[green]✓[/green] {summaries[step.name]}  ({time.perf_counter() - started:.1f} s)")
+    return summaries
