@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import resource
 import sqlite3
@@ -158,7 +159,9 @@ def profile(path: Path, tmp: Path) -> list[tuple[str, float]]:
         "validation (rhip.fhir)": 0.0,
         "quality rules": 0.0,
         "store: index rows": 0.0,
+        "store: stamp, encode, bookkeeping": 0.0,
         "store: SQL execute": 0.0,
+        "waiting for a helper thread": 0.0,
         "other": 0.0,
     }
     for (file, _line, func), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
@@ -170,10 +173,14 @@ def profile(path: Path, tmp: Path) -> list[tuple[str, float]]:
             areas["quality rules"] += tt
         elif "rhip/ingest" in file:
             areas["ingest map+canonicalise"] += tt
-        elif "rhip/store" in file and ("index" in file or "search_values" in file):
+        elif ("rhip/store" in file and ("index" in file or "search_values" in file)) or "pypinyin" in file:
             areas["store: index rows"] += tt
         elif "execute" in func or "commit" in func or "sqlite3" in file or "sqlalchemy" in file:
             areas["store: SQL execute"] += tt
+        elif "rhip/store" in file:
+            areas["store: stamp, encode, bookkeeping"] += tt
+        elif "acquire" in func:
+            areas["waiting for a helper thread"] += tt
         else:
             areas["other"] += tt  # incl. str.join/unicodedata called by the store's value normaliser
     total = sum(areas.values()) or 1.0
@@ -237,7 +244,8 @@ def main() -> None:
             pg_rate, pg_cpu, _, _ = pipeline_run(path, args.pg, args.resources)
             rows.append(("full pipeline -> PostgreSQL (wall)", pg_rate))
             rows.append(("full pipeline -> PostgreSQL (per CPU-s)", pg_cpu))
-        print(f"\n{args.resources:,} resources, {size / 1e6:.1f} MB ({size / args.resources:.0f} B each)\n")
+        print(f"\n{args.resources:,} resources, {size / 1e6:.1f} MB ({size / args.resources:.0f} B each)")
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
         print(f"{'measure':<38}{'resources/s':>14}{'x raw insert':>14}")
         for name, r in rows:
             print(f"{name:<38}{r:>14,.0f}{r / rows[1][1]:>14.2f}")

@@ -77,7 +77,10 @@ SPECIAL = {
     ],
 }
 #: Parameters left out on purpose: indexing them as the expression says would match wrongly.
-LEFT_OUT = {"phonetic": "needs a phonetic matching algorithm, which is not implemented"}
+LEFT_OUT: dict[str, str] = {}
+#: Parameters matched by a phonetic key instead of the text ("pinyin": Chinese characters become
+#: toneless pinyin, so 张三, Zhang San and ZHANGSAN share a key).
+ALGORITHM = {"phonetic": "pinyin"}
 #: Parameters the search engine answers from the resource table itself.
 BUILTIN = {"_id", "_lastUpdated"}
 
@@ -267,6 +270,8 @@ def _compile_param(sds, res_type, sp, part_exprs, excluded) -> dict[str, Any] | 
     }
     if sp.get("target"):
         entry["targets"] = sorted(sp["target"])
+    if sp["code"] in ALGORITHM:
+        entry["algorithm"] = ALGORITHM[sp["code"]]
     return entry
 
 

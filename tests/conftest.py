@@ -8,9 +8,11 @@ database, created at the start and dropped at the end; no test depends on what a
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,3 +76,25 @@ def fresh_pg_url() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run every Spark test in one worker: one JVM per run instead of one per worker."""
+    for item in items:
+        if item.get_closest_marker("spark") is not None:
+            item.add_marker(pytest.mark.xdist_group("spark"))
+
+
+@pytest.fixture(scope="session")
+def spark_session() -> Iterator[Any]:
+    """One local[1] Spark session for the lake and the identity layer (with Splink's UDF jar)."""
+    pytest.importorskip("pyspark")
+    from splink.backends.spark import similarity_jar_location
+
+    from rhip.lake.engine import make_spark_session
+
+    jars = [similarity_jar_location()]
+    session = make_spark_session("rhip-tests", log_level="OFF", progress=False, jars=jars)
+    session.sparkContext.setCheckpointDir(str(Path(tempfile.mkdtemp(prefix="rhip-spark-"))))
+    yield session
+    session.stop()

@@ -1,4 +1,4 @@
-"""Lake fixtures: one DuckDB engine per test, one local Spark session per test run.
+"""Lake fixtures (the shared Spark session lives in tests/conftest.py).
 
 Also prints the SQL-on-FHIR v2 conformance summary ("N passed, M failed" per engine) at the end of
 the run, so CI logs show the official-suite result without digging through test ids.
@@ -7,23 +7,11 @@ the run, so CI logs show the official-suite result without digging through test 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 _CONFORMANCE: Counter[tuple[str, str]] = Counter()
-
-
-@pytest.fixture(scope="session")
-def spark_session() -> Iterator[Any]:
-    """A local[1] Spark session shared by every Spark test of this worker."""
-    pytest.importorskip("pyspark")
-    from rhip.lake.engine import make_spark_session
-
-    session = make_spark_session("rhip-lake-tests", log_level="OFF", progress=False)
-    yield session
-    session.stop()
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -95,7 +95,7 @@ def spark_engine(spark_session: Any) -> _SparkFileRunner:
 
 @pytest.mark.parametrize(
     "engine_name",
-    ["duckdb", pytest.param("spark", marks=[pytest.mark.spark, pytest.mark.xdist_group("lake_spark")])],
+    ["duckdb", pytest.param("spark", marks=[pytest.mark.spark, pytest.mark.xdist_group("spark")])],
 )
 @pytest.mark.parametrize(("file", "index"), CASES, ids=IDS)
 def test_conformance(engine_name: str, file: str, index: int, request: pytest.FixtureRequest) -> None:

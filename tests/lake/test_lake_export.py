@@ -125,7 +125,7 @@ def test_materialised_views_and_resident_ids(tmp_path: Path) -> None:
 
 
 @pytest.mark.spark
-@pytest.mark.xdist_group("lake_spark")
+@pytest.mark.xdist_group("spark")
 def test_spark_reads_the_same_lake(tmp_path: Path, spark_session: Any) -> None:
     from rhip.store import Store
 

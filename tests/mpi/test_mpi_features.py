@@ -65,3 +65,11 @@ def test_person_cards_are_keys() -> None:
     )
     assert f"k:{systems.HEALTH_CARD}|HC123" in blocking_keys(f)
     assert (systems.HEALTH_CARD, "HC123") in f.cards
+
+
+def test_encrypted_fields_count_as_absent() -> None:
+    """Regression: SM4 tokens of protected Patients must not be flagged as malformed citizen IDs."""
+    body = patient("a", ("李", "娜"), "1990-01-01", "female", cid="sm4:v1:abc", phone="13800000000")
+    body["telecom"][0]["value"] = "sm4:v1:def"
+    f = extract_features(body)
+    assert f.cid is None and f.cid_raw is None and f.cid_problems == () and f.phone is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from rhip.mpi.batch import collect_features, link_all
@@ -11,16 +13,12 @@ from rhip.mpi.sample import sample_population
 
 @pytest.mark.spark
 @pytest.mark.slow
-def test_spark_backend_matches_duckdb() -> None:
-    pytest.importorskip("pyspark")
-    from rhip.mpi.spark import local_session
-
+def test_spark_backend_matches_duckdb(spark_session: Any) -> None:
     patients, _ = sample_population(40, seed=13)
     table = collect_features(patients)
     model = load_model()
     duck = link_all(table, model, backend="duckdb")
-    spark = local_session(cores=1)
-    result = link_all(table, model, backend="spark", spark=spark)
+    result = link_all(table, model, backend="spark", spark=spark_session)
     assert result.scored_pairs == duck.scored_pairs and result.link_pairs == duck.link_pairs
 
     def groups(clusters: dict[str, int]) -> set[frozenset[str]]:

@@ -16,24 +16,20 @@ from rhip.security.schema import audit_log
 
 def _fill(engine: sa.Engine, n: int) -> None:
     writer = AuditWriter(engine, batch=7)
-    threads = [
-        threading.Thread(
-            target=lambda t=t: [
-                writer.submit(
-                    AuditRecord(
-                        actor=f"u{t}",
-                        role="practitioner",
-                        action="read",
-                        outcome="0",
-                        patients=[f"p{i % 3}"],
-                        entities=[f"Patient/p{i % 3}"],
-                    )
-                )
-                for i in range(n)
-            ]
-        )
-        for t in range(4)
-    ]
+
+    def work(t: int) -> None:
+        for i in range(n):
+            record = AuditRecord(
+                actor=f"u{t}",
+                role="practitioner",
+                action="read",
+                outcome="0",
+                patients=[f"p{i % 3}"],
+                entities=[f"Patient/p{i % 3}"],
+            )
+            writer.submit(record)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
     for th in threads:
         th.start()
     for th in threads:

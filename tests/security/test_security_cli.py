@@ -54,3 +54,36 @@ def test_create_demo_accounts_then_log_in(tmp_path: Path) -> None:
     rotated = _rhip(tmp_path, "keys", "rotate", "sm4")
     assert rotated.returncode == 0 and "version 2" in rotated.stdout
     assert (tmp_path / "keys" / "sm4" / "v2.key").exists()
+    from rhip.security.audit import iter_entries, verify_chain
+
+    engine = Store(url).engine
+    actions = [e["action"] for _, e in iter_entries(engine)]
+    assert "account-create" in actions and "key-rotate" in actions and "login" in actions
+    assert verify_chain(engine).ok
+
+
+def test_sign_and_verify_a_document_from_the_command_line(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from rhip.cli import app
+
+    runner = CliRunner()
+    doc = {"resourceType": "Composition", "id": "c1", "status": "final", "title": "出院小结"}
+    (tmp_path / "doc.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    made = runner.invoke(app, ["keys", "sm2-generate", "--out", str(tmp_path / "k")])
+    assert made.exit_code == 0, made.output
+    key = str(tmp_path / "k" / "sm2.key")
+    signed = runner.invoke(
+        app,
+        ["keys", "sign-document", str(tmp_path / "doc.json"), "--key", key, "--signer", "Practitioner/p1"],
+    )
+    assert signed.exit_code == 0, signed.output
+    (tmp_path / "prov.json").write_text(signed.stdout, encoding="utf-8")
+    verify = ["keys", "verify-document", str(tmp_path / "doc.json"), str(tmp_path / "prov.json")]
+    ok = runner.invoke(app, [*verify, "--public-key", str(tmp_path / "k" / "sm2.pub")])
+    assert ok.exit_code == 0 and "signature valid" in ok.stdout
+    (tmp_path / "doc.json").write_text(json.dumps({**doc, "title": "changed"}), encoding="utf-8")
+    bad = runner.invoke(app, [*verify, "--public-key", str(tmp_path / "k" / "sm2.pub")])
+    assert bad.exit_code == 1 and "INVALID" in bad.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,67 @@ def test_document_signature_verifies_and_detects_change() -> None:
     assert verify_document({**doc, "meta": {"versionId": "2"}}, prov, keys.public)
     assert not verify_document({**doc, "description": "changed"}, prov, keys.public)
     assert not verify_document(doc, prov, sm2_generate().public)
+
+
+def test_patient_fields_encrypted_at_rest_and_searchable(tmp_path: Path) -> None:
+    from rhip.fhir.identifiers import make_citizen_id
+    from rhip.security.fields import protect, pseudonym_query, reveal
+    from rhip.store import Store
+
+    cipher = FieldCipher(KeyRing(tmp_path))
+    cid = make_citizen_id("110105", date(1980, 5, 17), 12, "female")
+    patient = {
+        "resourceType": "Patient",
+        "id": "p1",
+        "identifier": [{"system": "urn:oid:2.16.156.10011.1.3", "value": cid}],
+        "telecom": [{"system": "phone", "value": "13800138000"}],
+    }
+    stored = protect(patient, cipher)
+    assert cid not in str(stored) and "13800138000" not in str(stored)
+    assert protect(stored, cipher) == stored  # idempotent
+    assert reveal(stored, cipher) == patient
+    store = Store(f"sqlite:///{tmp_path / 'rhip.sqlite'}")
+    store.update("Patient", "p1", stored)
+    found = store.search("Patient", [pseudonym_query(cid, cipher)], count=5).matches
+    assert [p["id"] for p in found] == ["p1"]
+    store.close()
+
+
+def _hex(text: str) -> str:
+    return text.replace(" ", "").lower()
+
+
+def test_sm2_gbt32918_annex_example_signature() -> None:
+    """GB/T 32918.2 example (its 256-bit test curve, ID ALICE123@YAHOO.COM, fixed k) gives r and s."""
+    from gmssl import sm2
+
+    from rhip.security.crypto import sm3
+
+    curve = {
+        "p": _hex("8542D69E 4C044F18 E8B92435 BF6FF7DE 45728391 5C45517D 722EDB8B 08F1DFC3"),
+        "a": _hex("787968B4 FA32C3FD 2417842E 73BBFEFF 2F3C848B 6831D7E0 EC65228B 3937E498"),
+        "b": _hex("63E4C6D3 B23B0C84 9CF84241 484BFE48 F61D59A5 B16BA06E 6E12D1DA 27C5249A"),
+        "n": _hex("8542D69E 4C044F18 E8B92435 BF6FF7DD 29772063 0485628D 5AE74EE7 C32E79B7"),
+        "g": _hex(
+            "421DEBD6 1B62EAB6 746434EB C3CC315E 32220B3B ADD50BDC 4C4E6C14 7FEDD43D"
+            "0680512B CBB42C07 D47349D2 153B70C4 E5D7FDFC BFA36EA1 A85841B9 E46E09A2"
+        ),
+    }
+    private = _hex("128B2FA8 BD433C6C 068C8D80 3DFF7979 2A519A55 171B1B65 0C23661D 15897263")
+    k = _hex("6CB28D99 385C175C 94F94E93 4817663F C176D925 DD72B727 260DBAAE 1FB2F96F")
+    public = sm2.CryptSM2(private_key=private, public_key="", ecc_table=curve)._kg(
+        int(private, 16), curve["g"]
+    )
+    assert public.startswith(_hex("0AE4C779 8AA0F119 471BEE11 825BE462 02BB79E2 A5844495 E97C04FF 4DF2548A"))
+    uid = b"ALICE123@YAHOO.COM"
+    z = sm3(
+        (len(uid) * 8).to_bytes(2, "big") + uid + bytes.fromhex(curve["a"] + curve["b"] + curve["g"] + public)
+    )
+    e = sm3(z + b"message digest")
+    crypt = sm2.CryptSM2(private_key=private, public_key=public, ecc_table=curve)
+    signature = crypt.sign(e, k)
+    assert signature == _hex(
+        "40F1EC59 F793D9F4 9E09DCEF 49130D41 94F79FB1 EED2CAA5 5BACDB49 C4E755D1"
+        "6FC6DAC3 2C5D5CF1 0C77DFB2 0F7C2EB6 67A45787 2FB09EC5 6327A67E C7DEEBE7"
+    )
+    assert crypt.verify(signature, e)

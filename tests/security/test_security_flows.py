@@ -4,11 +4,14 @@ break-the-glass, and a resident's true "who read my records" answer from the aud
 from __future__ import annotations
 
 import httpx
+import pytest
 from security_seed import consent
 
 from conftest import SecuredServer
 from rhip.security.audit import verify_chain
 from rhip.security.users import Account, create_account
+
+pytestmark = pytest.mark.xdist_group("security_flows")
 
 
 def _root(secured: SecuredServer) -> str:
@@ -111,8 +114,28 @@ def test_who_read_my_records_is_true(secured: SecuredServer) -> None:
     assert ("docA", "read", "0") in actors
     assert ("docA", "search-type", "0") in actors
     assert ("insurance", "read", "0") in actors
+    assert ("docGP", "read", "4") in actors  # the refused attempt is shown too
     assert all("Patient/pat1" in {x["what"]["reference"] for x in e["entity"]} for e in events)
     # nobody else's events, and a resident cannot look at another resident's log
     assert secured.get("resident1", "AuditEvent", params={"entity": "Patient/pat2"}).status_code == 403
     assert secured.get("docA", "AuditEvent", params={"entity": "Patient/pat1"}).status_code == 403
     assert verify_chain(secured.app.state.store.engine).ok
+
+
+def test_back_office_routes_are_gated_and_audited(secured: SecuredServer) -> None:
+    root = _root(secured)
+    for path in ("/mpi/resident", "/mpi/review", "/ingest/batches", "/quality/rules", "/surveillance/alerts"):
+        for who in ("resident1", "docA", "researcher"):
+            response = httpx.get(f"{root}{path}", headers={"Authorization": f"Bearer {secured.tokens[who]}"})
+            assert response.status_code == 403, (who, path, response.status_code)
+        assert httpx.get(f"{root}{path}").status_code == 401
+    allowed = httpx.get(
+        f"{root}/quality/rules", headers={"Authorization": f"Bearer {secured.tokens['admin']}"}
+    )
+    assert allowed.status_code not in (401, 403)
+    secured.app.state.security.writer.flush()
+    from rhip.security.audit import iter_entries
+
+    entries = [e for _, e in iter_entries(secured.app.state.store.engine)]
+    assert any(e["action"] == "GET /quality/rules" and e["actor"] == "admin" for e in entries)
+    assert any(e["action"] == "access" and e["actor"] == "resident1" and e["outcome"] == "4" for e in entries)

@@ -179,6 +179,15 @@ def test_normalize(text: str, expected: str) -> None:
     assert normalize(text) == expected
 
 
+def test_phonetic_key() -> None:
+    from rhip.store.search_values import phonetic_key
+
+    assert phonetic_key("张三") == phonetic_key("Zhang San") == phonetic_key("ＺＨＡＮＧＳＡＮ") == "zhangsan"
+    assert phonetic_key("Müller") == "muller"
+    rows = index_rows({"resourceType": "Patient", "id": "c", "name": [{"text": "李四"}]})["idx_string"]
+    assert {(r["param"], r["norm"]) for r in rows} == {("name", "李四"), ("phonetic", "lisi")}
+
+
 @pytest.mark.parametrize(
     ("text", "low", "width"),
     [

@@ -42,6 +42,10 @@ def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         ([("address", "1 chang")], ["p1"]),
         ([("name", "mul,zha")], ["p1", "p2", "p3"]),  # comma = OR
         ([("name", "mul"), ("name", "mullers")], ["p3"]),  # repeated = AND
+        ([("phonetic", "zhang")], ["p2"]),  # pinyin key: 张三 and ＺＨＡＮＧ
+        ([("phonetic", "张")], ["p2"]),
+        ([("phonetic", "Zhang San")], ["p2"]),
+        ([("phonetic", "mül")], ["p1", "p3"]),
     ],
 )
 def test_string(store: Any, params: list[tuple[str, str]], expected: list[str]) -> None:

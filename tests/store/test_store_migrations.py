@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
 from sqlalchemy import inspect
 from typer.testing import CliRunner
 
@@ -98,5 +99,15 @@ def test_from_settings_defaults_to_sqlite_in_data_dir(tmp_path: Path) -> None:
         assert (tmp_path / "data" / "rhip.sqlite").exists()
         with store.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_plain_postgresql_url_uses_psycopg(fresh_pg_url: str) -> None:
+    store = Store(fresh_pg_url.replace("postgresql+psycopg://", "postgresql://", 1))
+    try:
+        assert store.engine.dialect.driver == "psycopg"
+        assert store.create({"resourceType": "Patient"}).created
     finally:
         store.close()

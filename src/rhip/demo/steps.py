@@ -123,11 +123,25 @@ def _lake(ctx: DemoContext) -> str:
     return f"lake: {report.total:,} rows exported to {ctx.settings.lake_dir}"
 
 
+def _accounts(ctx: DemoContext) -> str:
+    from rhip.security.cli import users_create_demo
+
+    users_create_demo()
+    base = ctx.settings.base_url.rstrip("/")
+    ctx.console.print(
+        "Get a token, then call the API with it:\n"
+        f"  curl -s {base}/auth/token -d grant_type=password -d username=demo-doctor -d password=<secret>\n"
+        f"  curl -s -H 'Authorization: Bearer <access_token>' {base}/fhir/Patient?_count=5"
+    )
+    return "one demo account per role: resident, doctor, facility admin, public health, insurer, ..."
+
+
 for _step in (
     DemoStep("generate", "Generate a synthetic region (生成模拟区域)", _generate),
     DemoStep("ingest", "Ingest every facility system (数据采集)", _ingest),
     DemoStep("link", "Link resident identities (多卡合一)", _link),
     DemoStep("lake", "Export the analytics lake (数据湖)", _lake),
+    DemoStep("accounts", "Create demo accounts (演示账号)", _accounts),
 ):
     register_step(_step)
 

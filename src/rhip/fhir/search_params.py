@@ -4,7 +4,7 @@ The built-in parameters come from the official FHIR R4 SearchParameter definitio
 ``scripts/gen_search_params.py`` into ``data/search_parameters.json``: every FHIRPath expression is
 turned into simple JSON paths so that indexing walks dicts instead of running a FHIRPath engine.
 Parameters whose expressions do not compile are left out of the table (and listed in
-docs/search.md), so :func:`search_params_for` only ever names parameters that are really indexed;
+docs/search-parameters.md), so :func:`search_params_for` only ever names parameters that are really indexed;
 the CapabilityStatement is built from it. A region adds its own parameters with
 :func:`register_search_param`, the same hook the built-ins go through.
 """
@@ -99,6 +99,8 @@ class SearchParamDef:
     url: str = ""
     #: composite only: context paths (steps) and the two components evaluated at each context
     contexts: tuple[tuple[tuple[str | tuple[str, str], ...], tuple[Component, ...]], ...] = ()
+    #: string only: ``"pinyin"`` matches on a phonetic key (the ``phonetic`` parameters)
+    algorithm: str | None = None
 
     @property
     def modifiers(self) -> frozenset[str]:
@@ -130,6 +132,7 @@ def _from_json(name: str, raw: dict[str, Any]) -> SearchParamDef:
         targets=tuple(raw.get("targets", ())),
         url=raw.get("url", ""),
         contexts=contexts,
+        algorithm=raw.get("algorithm"),
     )
 
 

@@ -32,6 +32,8 @@ IMMUNIZATION_CARD: Final = _local("sid/immunization-card")
 MATERNAL_CHILD_CARD: Final = _local("sid/maternal-child-card")
 #: 无偿献血证 (blood-donation certificate).
 BLOOD_DONATION_CERT: Final = _local("sid/blood-donation-certificate")
+#: HMAC-SM3 pseudonym of the citizen ID, searchable when the ID itself is stored SM4-encrypted.
+CITIZEN_ID_PSEUDONYM: Final = _local("sid/citizen-id-hmac-sm3")
 #: 统一社会信用代码 / 医疗机构登记号 of a facility.
 ORGANIZATION_CODE: Final = "urn:oid:2.16.156.10011.1.5"
 #: 医师执业证书编码 (practitioner licence number).

@@ -90,6 +90,8 @@ class JobManager:
         self.root = root
         self.store_factory = store_factory
         self._cancel: dict[str, threading.Event] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._deleted: set[str] = set()
         self._lock = threading.Lock()
 
     def _dir(self, job_id: str) -> Path:
@@ -112,17 +114,20 @@ class JobManager:
         self._dir(job.id).mkdir(parents=True)
         self._save(job)
         cancel = threading.Event()
-        with self._lock:
-            self._cancel[job.id] = cancel
         thread = threading.Thread(
             target=self._run, args=(job, cancel, filter_fn), name=f"bulk-{job.id[:8]}", daemon=True
         )
+        with self._lock:
+            self._cancel[job.id] = cancel
+            self._threads[job.id] = thread
         thread.start()
         return job
 
     def get(self, job_id: str) -> BulkJob:
         """The job's current state (ResourceNotFound when unknown or deleted)."""
         path = self._dir(job_id) / "job.json"
+        if job_id in self._deleted:
+            raise ResourceNotFound("no such export job")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -146,8 +151,12 @@ class JobManager:
             raise ResourceNotFound("no such export job")
         with self._lock:
             event = self._cancel.pop(job_id, None)
+            thread = self._threads.pop(job_id, None)
+            self._deleted.add(job_id)
         if event is not None:
             event.set()
+        if thread is not None:
+            thread.join(timeout=30)  # let the writer stop before its files are removed
         shutil.rmtree(folder, ignore_errors=True)
 
     def _save(self, job: BulkJob) -> None:
@@ -170,6 +179,7 @@ class JobManager:
         finally:
             with self._lock:
                 self._cancel.pop(job.id, None)
+                self._threads.pop(job.id, None)
         if not cancel.is_set():
             self._save(job)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, final
@@ -149,14 +149,25 @@ class DuckDBEngine(Engine):
 
 
 def make_spark_session(
-    app_name: str = "rhip-lake", master: str = "local[1]", log_level: str = "ERROR", *, progress: bool = True
+    app_name: str = "rhip-lake",
+    master: str = "local[1]",
+    log_level: str = "ERROR",
+    *,
+    progress: bool = True,
+    jars: Sequence[str] = (),
 ) -> Any:
-    """A small local Spark session (UI off, few shuffle partitions), created lazily."""
+    """A small local Spark session (UI off, few shuffle partitions), created lazily.
+
+    ``jars`` adds UDF jars (e.g. Splink's similarity functions) so that one session per process can
+    serve the lake and the identity layer: Spark gives every later builder the first session.
+    """
     from pyspark.sql import SparkSession
 
+    builder = SparkSession.builder.master(master).appName(app_name)
+    if jars:
+        builder = builder.config("spark.jars", ",".join(jars))
     session = (
-        SparkSession.builder.master(master)
-        .appName(app_name)
+        builder
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.driver.memory", "1g")

@@ -109,9 +109,18 @@ def swap_day_month(dob: str | None) -> str | None:
     return None if text == dob else text
 
 
+def _encrypted(value: Any) -> bool:
+    """An SM4 field token (rhip.security.fields): not comparable, treated as absent."""
+    return isinstance(value, str) and value.startswith("sm4:v")
+
+
 def _phone(patient: dict[str, Any]) -> str | None:
     for telecom in patient.get("telecom") or []:
-        if telecom.get("system") in (None, "phone", "sms") and telecom.get("value"):
+        if (
+            telecom.get("system") in (None, "phone", "sms")
+            and telecom.get("value")
+            and not _encrypted(telecom["value"])
+        ):
             digits = _NON_DIGIT.sub("", str(telecom["value"]))
             if len(digits) >= 7:
                 return digits[-11:]
@@ -144,7 +153,7 @@ def _cards(patient: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = []
     for ident in patient.get("identifier") or []:
         system, value = ident.get("system"), ident.get("value")
-        if system and value:
+        if system and value and not _encrypted(value):
             out.append((str(system), str(value).strip()))
     return tuple(out)
 

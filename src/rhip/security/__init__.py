@@ -19,6 +19,7 @@ from rhip.security.crypto import (
     sm4_decrypt,
     sm4_encrypt,
 )
+from rhip.security.fields import protect, reveal
 from rhip.security.keys import KeyRing
 from rhip.security.levels import data_level, sensitive_categories, type_level
 from rhip.security.policy import ROLES, Policy, Role
@@ -46,6 +47,8 @@ __all__ = [
     "ensure_schema",
     "events_for_patient",
     "issue_token",
+    "protect",
+    "reveal",
     "sensitive_categories",
     "sign_document",
     "sm2_generate",

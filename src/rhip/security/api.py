@@ -176,7 +176,18 @@ async def audit_events(request: Request) -> Response:
     """AuditEvent search by ``entity``/``patient``: who accessed a resident's records (newest first)."""
     from rhip.api.deps import begin
 
-    runtime = _runtime(request)
+    runtime = getattr(request.app.state, "security", None)
+    if runtime is None:  # security off: AuditEvent is an ordinary stored type
+        import anyio.to_thread
+
+        from rhip.api.http import query_pairs
+        from rhip.api.routes_search import run_search
+
+        state = request.app.state
+        pairs = query_pairs(request)
+        return await anyio.to_thread.run_sync(
+            lambda: run_search(request, state.store, state.settings, "AuditEvent", pairs)
+        )
     params = list(request.query_params.multi_items())
     patient, count, offset = None, 50, 0
     for name, value in params:
@@ -211,13 +222,10 @@ def setup(app: FastAPI) -> None:
 
     settings = app.state.settings
     if not settings.auth_enabled:
-        app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", "") != _AUDIT_PATH]
         return
     runtime = SecurityRuntime(app.state.store, settings)
     app.state.security = runtime
     app.add_middleware(SecurityMiddleware, runtime=runtime)
-    ours = [r for r in app.router.routes if getattr(r, "path", "") == _AUDIT_PATH]
-    app.router.routes[:] = ours + [r for r in app.router.routes if r not in ours]
     inner = app.router.lifespan_context
 
     @asynccontextmanager

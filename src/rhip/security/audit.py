@@ -87,6 +87,13 @@ def append(conn: sa.Connection, records: list[AuditRecord]) -> int:
     return seq
 
 
+def record_now(engine: sa.Engine, record: AuditRecord) -> None:
+    """Append one record synchronously (for the CLI: account and key changes)."""
+    ensure_schema(engine)
+    with engine.begin() as conn:
+        append(conn, [record])
+
+
 class AuditWriter:
     """Queue + writer thread: ``submit`` never blocks on the database; ``flush`` waits for the queue."""
 

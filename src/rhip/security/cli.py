@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -11,6 +12,23 @@ import typer
 audit_app = typer.Typer(help="The SM3-chained audit trail.", no_args_is_help=True)
 users_app = typer.Typer(help="Accounts of people and systems.", no_args_is_help=True)
 keys_app = typer.Typer(help="SM4 field keys, JWT signing keys and HMAC keys.", no_args_is_help=True)
+
+
+def _policy_change(action: str, detail: str) -> None:
+    """Write an account or key change to the audit chain (actor: the operating-system user)."""
+    import getpass
+
+    from rhip.security.audit import AuditRecord, record_now
+
+    record = AuditRecord(
+        actor=f"os:{getpass.getuser()}",
+        role="operator",
+        action=action,
+        outcome="0",
+        purpose="HSYSADMIN",
+        detail=detail,
+    )
+    record_now(_engine(), record)
 
 
 def _engine() -> Any:
@@ -69,6 +87,7 @@ def users_add(
     create_account(
         _engine(), Account(username, kind, role, patient, practitioner, organization, area), secret
     )
+    _policy_change("account-create", f"{username} as {role}")
     typer.echo(
         f"{username}\t{role}\t{secret if not os.environ.get('RHIP_NEW_SECRET') else '(from RHIP_NEW_SECRET)'}"
     )
@@ -96,6 +115,7 @@ def users_create_demo() -> None:
     from rhip.security.demo import create_demo_accounts
 
     rows = create_demo_accounts(_engine(), os.environ.get("RHIP_DEMO_PASSWORD"))
+    _policy_change("account-create", f"{len(rows)} demo accounts")
     table = Table(title="RHIP demo accounts (token endpoint: POST /auth/token)")
     for col in ("username", "role", "grant", "secret", "bound to"):
         table.add_column(col)
@@ -113,7 +133,60 @@ def keys_rotate(kind: str = typer.Argument(..., help="sm4, jwt or hmac")) -> Non
     if kind not in KEY_KINDS:
         raise typer.BadParameter(f"kind must be one of {', '.join(KEY_KINDS)}")
     version = KeyRing(get_settings().data_dir).rotate(kind)
+    _policy_change("key-rotate", f"{kind} v{version}")
     typer.echo(f"{kind} key rotated to version {version}")
+
+
+@keys_app.command("sm2-generate")
+def keys_sm2_generate(
+    out: Path = typer.Option(..., help="Folder for sm2.key (private, 0600) and sm2.pub."),
+) -> None:
+    """Generate an SM2 key pair for a practitioner's document signatures."""
+    from rhip.security.crypto import sm2_generate
+
+    pair = sm2_generate()
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / "sm2.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(pair.private)
+    (out / "sm2.pub").write_text(pair.public, encoding="ascii")
+    typer.echo(f"public key: {pair.public}")
+
+
+@keys_app.command("sign-document")
+def keys_sign_document(
+    document: Path = typer.Argument(..., help="DocumentReference or Composition JSON file."),
+    key: Path = typer.Option(..., help="sm2.key file made by `rhip keys sm2-generate`."),
+    signer: str = typer.Option(..., help="Reference of the signer, e.g. Practitioner/123."),
+) -> None:
+    """Print a Provenance carrying the SM2 signature of a document."""
+    import orjson
+
+    from rhip.security.crypto import SM2KeyPair, sm2_public_from_private
+    from rhip.security.signing import sign_document
+
+    private = key.read_text("ascii").strip()
+    resource = orjson.loads(document.read_bytes())
+    provenance = sign_document(resource, SM2KeyPair(private, sm2_public_from_private(private)), signer)
+    typer.echo(orjson.dumps(provenance, option=orjson.OPT_INDENT_2).decode("utf-8"))
+
+
+@keys_app.command("verify-document")
+def keys_verify_document(
+    document: Path = typer.Argument(..., help="DocumentReference or Composition JSON file."),
+    provenance: Path = typer.Argument(..., help="Provenance JSON file with the signature."),
+    public_key: str = typer.Option(..., help="The signer's SM2 public key (hex) or a sm2.pub file."),
+) -> None:
+    """Exit 0 when the signature holds, 1 when it does not."""
+    import orjson
+
+    from rhip.security.signing import verify_document
+
+    key_text = Path(public_key).read_text("ascii").strip() if Path(public_key).is_file() else public_key
+    ok = verify_document(orjson.loads(document.read_bytes()), orjson.loads(provenance.read_bytes()), key_text)
+    typer.echo("signature valid" if ok else "signature INVALID")
+    if not ok:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

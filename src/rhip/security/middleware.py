@@ -35,24 +35,35 @@ PUBLIC_PATHS = frozenset(
     }
 )
 
+#: Back-office routers of other modules: path prefix -> roles allowed. Their answers are not
+#: filtered per resident, so only roles that see everybody (or run the platform) may call them.
+MODULE_GATES: dict[str, frozenset[str]] = {
+    "/mpi/": frozenset({"platform_admin", "system"}),
+    "/ingest/": frozenset({"platform_admin", "system"}),
+    "/quality/": frozenset({"platform_admin", "system", "facility_admin", "public_health"}),
+    "/surveillance/": frozenset({"platform_admin", "system", "public_health"}),
+}
+
 
 def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
 
 
-def _unauthorized(message: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    body = orjson.dumps(
-        {
-            "resourceType": "OperationOutcome",
-            "issue": [{"severity": "error", "code": "login", "diagnostics": message}],
-        }
-    )
-    headers = [
-        (b"content-type", b"application/fhir+json"),
-        (b"www-authenticate", b'Bearer realm="rhip"'),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    return 401, headers, body
+def _refusal(status: int, message: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    code = "login" if status == 401 else "forbidden"
+    issue = {"severity": "error", "code": code, "diagnostics": message}
+    body = orjson.dumps({"resourceType": "OperationOutcome", "issue": [issue]})
+    headers = [(b"content-type", b"application/fhir+json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="rhip"'))
+    return status, headers, body
+
+
+def _gate(path: str) -> frozenset[str] | None:
+    for prefix, roles in MODULE_GATES.items():
+        if path.startswith(prefix):
+            return roles
+    return None
 
 
 class SecurityMiddleware:
@@ -95,14 +106,52 @@ class SecurityMiddleware:
                 return
         state: dict[str, Any] = scope.setdefault("state", {})
         state["rhip_ctx"] = ctx
-        await self.app(scope, receive, send)
+        roles = _gate(path)
+        if roles is None:
+            await self.app(scope, receive, send)
+            return
+        principal = ctx.extra["principal"]
+        if principal.role not in roles:
+            await self._refuse(
+                ctx, f"role {principal.role} may not use {path.split('/')[1]}", send, status=403
+            )
+            return
+        await self._audited(ctx, principal, scope, receive, send)
 
-    async def _refuse(self, ctx: RequestContext, message: str, send: Send) -> None:
+    async def _audited(
+        self, ctx: RequestContext, principal: Any, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Run a back-office route and audit it with the status it answered."""
+        status = [500]
+
+        async def capture(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            outcome = "0" if status[0] < 400 else "4" if status[0] < 500 else "8"
+            self.runtime.record(
+                AuditRecord(
+                    actor=principal.sub,
+                    role=principal.role,
+                    action=f"{ctx.method} {ctx.path}"[:120],
+                    outcome=outcome,
+                    source=ctx.client,
+                    request_id=ctx.request_id,
+                    path=ctx.path,
+                )
+            )
+
+    async def _refuse(self, ctx: RequestContext, message: str, send: Send, status: int = 401) -> None:
+        principal = ctx.extra.get("principal")
         self.runtime.record(
             AuditRecord(
-                actor="anonymous",
-                role="",
-                action="authenticate",
+                actor=getattr(principal, "sub", "anonymous"),
+                role=getattr(principal, "role", ""),
+                action="authenticate" if status == 401 else "access",
                 outcome="4",
                 source=ctx.client,
                 request_id=ctx.request_id,
@@ -110,6 +159,6 @@ class SecurityMiddleware:
                 detail=message,
             )
         )
-        status, headers, body = _unauthorized(message)
+        status, headers, body = _refusal(status, message)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -50,6 +50,9 @@ _DIRECTORY = frozenset(
     {"Organization", "Location", "Practitioner", "PractitionerRole", "HealthcareService", "Endpoint"}
 )
 
+#: Interactions whose answers cannot be filtered per resource (counts, bundles of writes).
+_FULL_ONLY = frozenset({"batch", "transaction", "search-system", "history-system", "history-type"})
+
 #: Every role, by name.
 ROLES: dict[str, Role] = {
     r.name: r
@@ -107,7 +110,7 @@ def check_interaction(principal: Principal, interaction: str, res_type: str | No
     letter = INTERACTION_LETTER.get(interaction)
     if letter and not scopes_allow(parse_scopes(principal.scope), res_type, letter):
         raise Forbidden(f"token scope does not grant '{letter}' on {res_type or 'the system'}")
-    if interaction in ("batch", "transaction", "search-system", "history-system") and role.relation != "all":
+    if interaction in _FULL_ONLY and role.relation != "all":
         raise Forbidden(f"role {role.name} may not perform '{interaction}'")
 
 

@@ -4,7 +4,8 @@ A practitioner has a care relationship with a resident when any of these exist: 
 the practitioner's facility or with the practitioner as participant, a referral or consultation
 (ServiceRequest performed by or requested by them), a CareTeam naming them, an EpisodeOfCare at
 their facility, or a family-doctor contract (Patient.generalPractitioner). Answers are cached for
-a few seconds so that a page of search results costs one lookup per resident, not per resource.
+a minute (consent answers for 5 s) so that a page of search results costs at most one lookup per
+resident, not per resource.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ _ORG_FIELDS = (
     "recorder",
     "requester",
 )
-#: Seconds a relationship or consent answer is reused.
-CACHE_TTL = 5.0
+#: Seconds a consent answer is reused (a Consent written through this process clears it at once).
+CONSENT_TTL = 5.0
+#: Seconds a care-relationship, area or record-facility answer is reused.
+RELATION_TTL = 60.0
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ class Relations:
         self._cache: dict[tuple[Any, ...], tuple[float, Any]] = {}
         self._lock = threading.Lock()
 
-    def _cached(self, key: tuple[Any, ...], compute: Any) -> Any:
+    def _cached(self, key: tuple[Any, ...], compute: Any, ttl: float = RELATION_TTL) -> Any:
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
@@ -108,7 +111,7 @@ class Relations:
         with self._lock:
             if len(self._cache) > 50_000:
                 self._cache.clear()
-            self._cache[key] = (now + CACHE_TTL, value)
+            self._cache[key] = (now + ttl, value)
         return value
 
     def forget_patient(self, patient: str) -> None:
@@ -192,7 +195,7 @@ class Relations:
 
     def consent(self, patient: str) -> ConsentState:
         """The resident's active consent choices."""
-        return self._cached(("consent", patient), lambda: self._compute_consent(patient))
+        return self._cached(("consent", patient), lambda: self._compute_consent(patient), CONSENT_TTL)
 
     def _compute_consent(self, patient: str) -> ConsentState:
         try:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from rhip.errors import Forbidden, Unauthorized
+from rhip.errors import Forbidden, ResourceGone, ResourceNotFound, Unauthorized
 from rhip.security.audit import AuditRecord, AuditWriter
 from rhip.security.keys import KEY_KINDS, KeyRing
 from rhip.security.policy import ROLES, WRITE, Policy, check_interaction
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from rhip.store.search import SearchResult
 
 logger = logging.getLogger(__name__)
+#: Instance-level interactions whose current resource must be visible to a restricted caller.
+_INSTANCE_GUARDED = frozenset({"vread", "history-instance", "update", "patch", "delete", "operation"})
 #: Largest number of matches a restricted caller's search filters before paging (exact totals).
 RESTRICTED_WINDOW = 5000
 
@@ -81,10 +83,25 @@ class SecurityRuntime:
             return
         principal = self.principal(ctx)
         check_interaction(principal, interaction, res_type)
+        if res_type and res_id and interaction in _INSTANCE_GUARDED and self.restricted(ctx):
+            self._guard_instance(principal, interaction, res_type, res_id)
         if interaction in WRITE or interaction in ("delete",):
             self.policy.check_write(principal, res_type, resource)
         if res_type == "Patient" and res_id and interaction == "operation":
             ctx.extra.setdefault("patients", set()).add(res_id)
+
+    def _guard_instance(self, principal: Principal, interaction: str, res_type: str, res_id: str) -> None:
+        """The current version must be visible (404 otherwise) and, for writes, writable by the caller."""
+        try:
+            current = self.store.read(res_type, res_id)
+        except (ResourceNotFound, ResourceGone):
+            return  # update-as-create, or the API answers 404/410 itself
+        if not self.policy.can_see(principal, current):
+            if interaction in ("vread", "history-instance", "operation"):
+                raise ResourceNotFound(f"{res_type}/{res_id} is not available")
+            raise Forbidden(f"{res_type}/{res_id}: not visible to this caller")
+        if interaction in WRITE or interaction == "delete":
+            self.policy.check_write(principal, res_type, current)
 
     def restricted(self, ctx: RequestContext) -> bool:
         """True when this caller sees a filtered subset of the store (totals must be recounted)."""
@@ -109,6 +126,10 @@ class SecurityRuntime:
                 patient = self.relations.patient_of(resource)
                 if patient:
                     patients.add(patient)
+            elif len(resources) == 1:  # a refused instance read: the resident sees the attempt
+                refused = self.relations.patient_of(resource)
+                if refused:
+                    ctx.extra.setdefault("refused_patients", set()).add(refused)
         return shown
 
     def search(
@@ -128,6 +149,10 @@ class SecurityRuntime:
             result.matches = self.filter_results(ctx, result.matches)
             result.includes = self.filter_results(ctx, result.includes)
             return result
+        for name, _ in params:
+            if name.startswith("_has:") or "." in name:
+                # the condition would be tested on records the caller may not see (side channel)
+                raise Forbidden(f"{name.split(':')[0]}: _has and chained parameters need full access")
         plain = [(n, v) for n, v in params if n not in ("_summary", "_total")]
         raw = self.store.search(res_type, plain, count=RESTRICTED_WINDOW, offset=0)
         visible = self.filter_results(ctx, raw.matches)
@@ -142,6 +167,8 @@ class SecurityRuntime:
         """Queue one audit record for the chain."""
         principal = ctx.extra.get("principal")
         patients = set(ctx.extra.get("patients") or ())
+        if outcome != "0":
+            patients.update(ctx.extra.get("refused_patients") or ())
         patients.update(str(i) for t, i in entities if t == "Patient" and i)
         names = [f"{t}/{i}" if i else str(t) for t, i in entities if t]
         glass = isinstance(principal, Principal) and any(principal.glass_for(p) for p in patients)

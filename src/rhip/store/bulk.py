@@ -12,6 +12,7 @@ the whole batch is retried from a fresh read.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
@@ -71,17 +72,28 @@ def bulk_write(
     Each batch of ``batch_size`` resources is one transaction; a resource appearing twice in a
     batch starts a new batch so the later one wins. Raises InvalidRequest (naming the position
     in the input) for a resource without a valid type or id; earlier batches stay written.
-    The index rows of the next batch are computed on a helper thread while the current batch is
-    written (the database drivers release the GIL while the database works).
+    With more than one batch, the index rows of the next batch are computed on a helper thread
+    while the current batch is written (the database drivers release the GIL while the database
+    works); a single batch is prepared and written on the caller's thread.
     """
     if batch_size < 1:
         raise InvalidRequest("bulk_write: batch_size must be at least 1")
     total = BulkWriteResult()
     batches = _batches(resources, batch_size)
-    if isinstance(engine.pool, StaticPool):  # one shared connection (in-memory SQLite): no helper thread
-        for chunk in batches:
+    first = next(batches, None)
+    if first is None:
+        return total
+    try:
+        second = next(batches, None)
+    except RhipError:  # keep the promise: earlier batches stay written
+        total.add(_write_with_retries(engine, prepare(engine, first)))
+        raise
+    if second is None or isinstance(engine.pool, StaticPool):
+        # one batch (nothing to overlap) or one shared connection (in-memory SQLite): no helper thread
+        for chunk in (first,) if second is None else itertools.chain((first, second), batches):
             total.add(_write_with_retries(engine, prepare(engine, chunk)))
         return total
+    batches = itertools.chain((first, second), batches)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rhip-bulk-index") as pool:
         ahead: Future[Prepared] | None = None
         while True:
@@ -108,7 +120,7 @@ class Item(NamedTuple):
 
     key: Key
     resource: dict[str, Any]
-    rows: dict[str, list[dict[str, Any]]] | None
+    rows: indexing.TupleRows | None
     seen: int | None
     unchanged: bool
 
@@ -133,9 +145,9 @@ def prepare(engine: Engine, batch: list[tuple[Key, dict[str, Any]]]) -> Prepared
     return prepared
 
 
-def _index_rows(key: Key, resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+def _index_rows(key: Key, resource: dict[str, Any]) -> indexing.TupleRows:
     body = resource if resource.get("id") == key[1] else {**resource, "id": key[1]}
-    return indexing.rows_for(body)
+    return indexing.tuple_rows_for(body)
 
 
 def _same_content(stored: bytes, resource: dict[str, Any]) -> bool:
@@ -245,7 +257,7 @@ class _Plan:
     updates: list[tuple[Any, ...]] = field(default_factory=list)
     versions: list[tuple[Any, ...]] = field(default_factory=list)
     reindex: dict[str, list[str]] = field(default_factory=dict)
-    index: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    index: indexing.TupleRows = field(default_factory=dict)
 
 
 def _execute(conn: Connection, plan: _Plan) -> None:
@@ -257,7 +269,7 @@ def _execute(conn: Connection, plan: _Plan) -> None:
     fastinsert.insert_rows(conn, resource_version, plan.versions)
     for res_type, ids in plan.reindex.items():
         indexing.delete_index(conn, res_type, ids)
-    indexing.insert_index(conn, plan.index)
+    indexing.insert_tuples(conn, plan.index)
 
 
 def _fetch_current(

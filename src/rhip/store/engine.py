@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 #: How long a SQLite writer waits for the write lock before giving up (milliseconds).
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Page cache per SQLite connection (KiB; the default 2 MB makes index B-trees spill to the OS).
+SQLITE_CACHE_KIB = 32_768
+#: Memory-mapped reads of a SQLite file (bytes): page reads without a copy through read().
+SQLITE_MMAP_BYTES = 256 * 1024 * 1024
 #: Execution option that marks a connection's transaction as a write transaction.
 WRITE_OPTION = "rhip_write"
 
@@ -48,8 +52,10 @@ def make_engine(url: str, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> E
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, int(busy_timeout_ms))
+    if parsed.drivername in ("postgresql", "postgres"):  # plain URL: use psycopg 3, the driver we ship
+        parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16)
+        return create_engine(parsed, pool_pre_ping=True, pool_size=8, max_overflow=16)
     raise RhipError(f"unsupported database URL scheme {parsed.drivername!r}: use sqlite or postgresql")
 
 
@@ -77,6 +83,9 @@ def _sqlite_engine(url: str, busy_timeout_ms: int) -> Engine:
             if not memory:
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES:d}")
+            cursor.execute(f"PRAGMA cache_size={-SQLITE_CACHE_KIB:d}")
+            cursor.execute("PRAGMA temp_store=MEMORY")
             cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms:d}")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from rhip.fhir.search_params import PathSpec, SearchParamDef, registry_version, search_params_for
-from rhip.store.search_values import MAX_INDEXED_CHARS, TIME_MAX, TIME_MIN, date_range, normalize
+from rhip.store.index_sharing import StoredAs, parts_of, plan_sharing
+from rhip.store.search_values import (
+    MAX_INDEXED_CHARS,
+    TIME_MAX,
+    TIME_MIN,
+    date_range,
+    normalize,
+    phonetic_key,
+)
 
-__all__ = ["index_rows", "parse_reference"]
+__all__ = ["index_rows", "parse_reference", "stored_params"]
 
 Row = dict[str, Any]
 Values = Callable[[Any, PathSpec], Iterator[Row]]
@@ -69,6 +77,11 @@ def _strings(v: Any, p: PathSpec) -> Iterator[Row]:
         for s in part if isinstance(part, list) else (part,):
             if isinstance(s, str) and s:
                 yield {"norm": normalize(s), "exact": s[:MAX_INDEXED_CHARS]}
+
+
+def _phonetic(v: Any, p: PathSpec) -> Iterator[Row]:
+    for row in _strings(v, p):
+        yield {"norm": phonetic_key(row["exact"]), "exact": row["exact"]}
 
 
 _NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
@@ -311,7 +324,19 @@ def _composite_row(lrow: Row, kind: str, rrow: Row) -> Row:
 # --- compiled plans -------------------------------------------------------------------------------
 
 _Plan = list[tuple[str, str, tuple[str, ...], tuple[PathSpec, ...], Values | None, SearchParamDef]]
-_plans: dict[str, tuple[_Plan, dict[str, list[int]], list[int]]] = {}
+
+
+class _Compiled(NamedTuple):
+    """A resource type's plan, which entries each top-level key feeds, the always-run entries, and
+    the parameters whose rows each parameter's search must also read (see :func:`stored_params`)."""
+
+    plan: _Plan
+    by_key: dict[str, list[int]]
+    always: list[int]
+    stored: dict[str, StoredAs]
+
+
+_plans: dict[str, _Compiled] = {}
 _plans_version = -1
 
 
@@ -330,26 +355,43 @@ def _first_keys(sp: SearchParamDef) -> tuple[str, ...]:
     return tuple(dict.fromkeys(keys))
 
 
-def _plan(res_type: str) -> tuple[_Plan, dict[str, list[int]], list[int]]:
-    """Entries of ``res_type``, which entries each top-level key can feed, and the always-run ones."""
+def _plan(res_type: str) -> _Compiled:
+    """The compiled indexing plan of ``res_type`` (rebuilt when the parameter registry changes)."""
     global _plans_version
     if _plans_version != registry_version():
         _plans.clear()
         _plans_version = registry_version()
     compiled = _plans.get(res_type)
     if compiled is None:
+        params = search_params_for(res_type)
+        sharing = plan_sharing(params)
         plan: _Plan = []
         by_key: dict[str, list[int]] = {}
         always: list[int] = []
-        for name, sp in sorted(search_params_for(res_type).items()):
+        for name, full in sorted(params.items()):
+            sp = sharing.reduced.get(name, full)
+            if not parts_of(sp):
+                continue  # every row it would give is written under other parameters
             firsts = _first_keys(sp)
             for key in firsts:
                 by_key.setdefault(key, []).append(len(plan))
             if not firsts:
                 always.append(len(plan))
-            plan.append((name, _TABLE[sp.type], firsts, sp.paths, _CONVERT.get(sp.type), sp))
-        compiled = _plans[res_type] = (plan, by_key, always)
+            conv = _phonetic if sp.algorithm == "pinyin" else _CONVERT.get(sp.type)
+            plan.append((name, _TABLE[sp.type], firsts, sp.paths, conv, sp))
+        compiled = _plans[res_type] = _Compiled(plan, by_key, always, sharing.stored)
     return compiled
+
+
+def stored_params(res_type: str, name: str) -> StoredAs:
+    """Where the index holds the rows of ``res_type``'s parameter ``name``: (param, target type) pairs.
+
+    Usually ``((name, None),)``. ``combo-code`` reads ``combo-code``, ``code`` and
+    ``component-code`` rows; Observation ``patient`` reads the ``subject`` rows whose target type
+    is ``Patient`` (see :mod:`rhip.store.index_sharing`). Searches must match all of them.
+    Unknown names give ``((name, None),)``.
+    """
+    return _plan(res_type).stored.get(name, ((name, None),))
 
 
 def index_rows(resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -364,7 +406,7 @@ def index_rows(resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     if not isinstance(res_type, str) or not isinstance(res_id, str):
         return out
-    plan, by_key, always = _plan(res_type)
+    plan, by_key, always, _stored = _plan(res_type)
     chosen = set(always)
     for key in resource:
         hit = by_key.get(key)

@@ -17,6 +17,12 @@ from rhip.store import fastinsert
 from rhip.store.index_schema import INDEX_TABLES, index_rows
 
 TABLES_BY_NAME: dict[str, Table] = {table.name: table for table in INDEX_TABLES}
+_DELETE_ONE = {
+    table.name: delete(table).where(
+        table.c.res_type == bindparam("k_type"), table.c.res_id == bindparam("k_id")
+    )
+    for table in INDEX_TABLES
+}
 
 
 def rows_for(resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -30,8 +36,7 @@ def delete_index(conn: Connection, res_type: str, res_ids: Sequence[str]) -> Non
         return
     for table in INDEX_TABLES:
         if len(res_ids) == 1:
-            stmt = delete(table).where(table.c.res_type == res_type, table.c.res_id == res_ids[0])
-            conn.execute(stmt)
+            conn.execute(_DELETE_ONE[table.name], {"k_type": res_type, "k_id": res_ids[0]})
         else:
             stmt = delete(table).where(
                 table.c.res_type == res_type, table.c.res_id.in_(bindparam("ids", expanding=True))
@@ -53,7 +58,37 @@ def insert_index(conn: Connection, rows_by_table: dict[str, list[dict[str, Any]]
     return written
 
 
-def merge_rows(target: dict[str, list[dict[str, Any]]], rows: dict[str, list[dict[str, Any]]]) -> None:
+#: Index rows of one or more resources as tuples in table column order: table name -> rows.
+TupleRows = dict[str, list[tuple[Any, ...]]]
+
+
+def tuple_rows_for(resource: dict[str, Any]) -> TupleRows:
+    """Index rows of ``resource`` as tuples in column order, ready for :func:`insert_tuples`.
+
+    The bulk path computes these ahead of its write transaction, so the transaction itself only
+    concatenates lists and hands them to the driver.
+    """
+    out: TupleRows = {}
+    for name, rows in index_rows(resource).items():
+        if rows:
+            table = TABLES_BY_NAME.get(name)
+            if table is None:
+                raise KeyError(f"index_rows produced rows for unknown index table {name!r}")
+            out[name] = fastinsert.as_tuples(table, rows)
+    return out
+
+
+def insert_tuples(conn: Connection, rows_by_table: TupleRows) -> int:
+    """Insert tuple rows (table name -> rows), one executemany or COPY per table; return the row count."""
+    written = 0
+    for name, rows in rows_by_table.items():
+        if rows:
+            fastinsert.insert_rows(conn, TABLES_BY_NAME[name], rows)
+            written += len(rows)
+    return written
+
+
+def merge_rows(target: dict[str, list[Any]], rows: dict[str, list[Any]]) -> None:
     """Append ``rows`` (table name -> rows) to ``target`` in place."""
     for name, table_rows in rows.items():
         if table_rows:

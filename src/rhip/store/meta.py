@@ -12,6 +12,7 @@ import re
 import time
 import uuid
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from rhip.errors import InvalidRequest
@@ -55,6 +56,7 @@ def next_timestamp(previous: float | None, current: float | None = None) -> floa
     return ts
 
 
+@lru_cache(maxsize=1024)
 def format_instant(ts: float) -> str:
     """Render epoch seconds as a FHIR instant in UTC, e.g. ``2026-11-22T08:30:00.123+00:00``."""
     ms = round(ts * 1000)

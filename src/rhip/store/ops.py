@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Connection, and_, select, text, update
+from sqlalchemy import Connection, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -39,6 +39,29 @@ from rhip.store.schema import resource_version
 RETRIES = 5
 
 Params = list[tuple[str, str]]
+
+# Statements built once (bound parameters only), so each call reuses SQLAlchemy's compiled form.
+_T = resource_table
+_CURRENT = select(_T.c.version_id, _T.c.last_updated, _T.c.deleted, _T.c.body).where(
+    _T.c.res_type == bindparam("k_type"), _T.c.res_id == bindparam("k_id")
+)
+_FIRST_SQLITE = sqlite_insert(_T).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
+_FIRST_PG = pg_insert(_T).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
+_VERSION = resource_version.insert()
+_REPLACE = (
+    update(_T)
+    .where(
+        _T.c.res_type == bindparam("k_type"),
+        _T.c.res_id == bindparam("k_id"),
+        _T.c.version_id == bindparam("k_version"),
+    )
+    .values(
+        version_id=bindparam("n_version"),
+        last_updated=bindparam("n_ts"),
+        deleted=bindparam("n_deleted"),
+        body=bindparam("n_body"),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -117,11 +140,7 @@ class Ops:
     # --- reads ---------------------------------------------------------------------------------
     def current(self, res_type: str, res_id: str) -> Current | None:
         """The current row of a resource, or None if it never existed."""
-        t = resource_table
-        stmt = select(t.c.version_id, t.c.last_updated, t.c.deleted, t.c.body).where(
-            t.c.res_type == res_type, t.c.res_id == res_id
-        )
-        row = self.conn.execute(stmt).first()
+        row = self.conn.execute(_CURRENT, {"k_type": res_type, "k_id": res_id}).first()
         return None if row is None else Current(int(row[0]), float(row[1]), bool(row[2]), bytes(row[3]))
 
     def read(self, res_type: str, res_id: str) -> dict[str, Any]:
@@ -331,16 +350,10 @@ class Ops:
             "deleted": False,
             "body": encoded,
         }
-        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
-        stmt = (
-            insert(resource_table)
-            .values(**values)
-            .on_conflict_do_nothing()
-            .execution_options(preserve_rowcount=True)
-        )
-        if self.conn.execute(stmt).rowcount != 1:
+        stmt = _FIRST_PG if self.dialect == "postgresql" else _FIRST_SQLITE
+        if self.conn.execute(stmt, values).rowcount != 1:
             return None
-        self.conn.execute(resource_version.insert().values(**values, method=method))
+        self.conn.execute(_VERSION, {**values, "method": method})
         indexing.insert_index(self.conn, indexing.rows_for(body))
         return WriteResult(body, True, 1, ts, "created")
 
@@ -357,24 +370,21 @@ class Ops:
             else stamp(resource, res_id, version, ts)
         )
         encoded = dumps(body)
-        t = resource_table
-        stmt = (
-            update(t)
-            .where(and_(t.c.res_type == res_type, t.c.res_id == res_id, t.c.version_id == cur.version_id))
-            .values(version_id=version, last_updated=ts, deleted=deleted, body=encoded)
-        )
-        if self.conn.execute(stmt).rowcount != 1:
+        key = {"k_type": res_type, "k_id": res_id, "k_version": cur.version_id}
+        new = {"n_version": version, "n_ts": ts, "n_deleted": deleted, "n_body": encoded}
+        if self.conn.execute(_REPLACE, {**key, **new}).rowcount != 1:
             return None
         self.conn.execute(
-            resource_version.insert().values(
-                res_type=res_type,
-                res_id=res_id,
-                version_id=version,
-                last_updated=ts,
-                method=method,
-                deleted=deleted,
-                body=None if deleted else encoded,
-            )
+            _VERSION,
+            {
+                "res_type": res_type,
+                "res_id": res_id,
+                "version_id": version,
+                "last_updated": ts,
+                "method": method,
+                "deleted": deleted,
+                "body": None if deleted else encoded,
+            },
         )
         indexing.delete_index(self.conn, res_type, [res_id])
         if not deleted:

@@ -26,6 +26,7 @@ from rhip.store.search_sql import (
     composite_clause,
     date_clause,
     number_clause,
+    param_clause,
     quantity_clause,
     reference_clause,
     split_prefix,
@@ -115,7 +116,7 @@ def _value_clause(
 ) -> ColumnElement[bool]:
     kind = sp.type
     if kind == "string":
-        return string_clause(t, modifier, raw)
+        return string_clause(t, modifier, raw, phonetic=sp.algorithm == "pinyin")
     if kind == "token":
         return token_clause(t, modifier, raw)
     if kind == "date":
@@ -166,7 +167,10 @@ def _missing(t: FromClause, res_type: str, name: str, raw: str) -> _Filter:
     if raw not in ("true", "false"):
         raise InvalidRequest(f"{name}:missing takes true or false")
     return _Filter(
-        rank=9, table=t, clauses=[t.c.res_type == res_type, t.c.param == name], negate=raw == "true"
+        rank=9,
+        table=t,
+        clauses=[t.c.res_type == res_type, param_clause(t, res_type, name)],
+        negate=raw == "true",
     )
 
 
@@ -178,7 +182,11 @@ def _simple_filter(res_type: str, name: str, modifier: str | None, raw: str, bas
         return _missing(t, res_type, name, raw)
     inner_mod = None if modifier == "not" else modifier
     alts = [_value_clause(t, sp, inner_mod, v, base_url) for v in split_values(raw)]
-    clauses = [t.c.res_type == res_type, t.c.param == name, or_(*alts) if len(alts) > 1 else alts[0]]
+    clauses = [
+        t.c.res_type == res_type,
+        param_clause(t, res_type, name),
+        or_(*alts) if len(alts) > 1 else alts[0],
+    ]
     return _Filter(rank=_rank(sp.type, modifier, raw), table=t, clauses=clauses, negate=modifier == "not")
 
 
@@ -214,7 +222,7 @@ def _chain_filter(res_type: str, name: str, raw: str, base_url: str, depth: int)
     for ttype in types:
         inner = _filter(ttype, rest, raw, base_url, depth + 1)
         alts.append(and_(ref.c.target_type == ttype, inner.exists_for(ttype, ref.c.target_id)))
-    clauses = [ref.c.res_type == res_type, ref.c.param == ref_name, or_(*alts)]
+    clauses = [ref.c.res_type == res_type, param_clause(ref, res_type, ref_name), or_(*alts)]
     return _Filter(rank=_RANK["chain"], table=ref, clauses=clauses)
 
 
@@ -230,7 +238,7 @@ def _has_filter(res_type: str, name: str, raw: str, base_url: str, depth: int) -
     inner = _filter(src_type, inner_name, raw, base_url, depth + 1)
     clauses = [
         ref.c.res_type == src_type,
-        ref.c.param == ref_name,
+        param_clause(ref, src_type, ref_name),
         ref.c.target_type == res_type,
         inner.exists_for(src_type, ref.c.res_id),
     ]
@@ -372,7 +380,11 @@ def _sort_keys(res_type: str | None, params: list[tuple[str, str]]) -> list[Any]
                     col_name, agg = _SORT_COLUMN[sp.type], (func.max if desc else func.min)
                 col = (
                     select(agg(t.c[col_name]))
-                    .where(t.c.res_type == res_type, t.c.res_id == resource.c.res_id, t.c.param == key)
+                    .where(
+                        t.c.res_type == res_type,
+                        t.c.res_id == resource.c.res_id,
+                        param_clause(t, res_type, key),
+                    )
                     .scalar_subquery()
                 )
             keys.append(col.desc().nulls_last() if desc else col.asc().nulls_last())

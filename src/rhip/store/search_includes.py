@@ -17,6 +17,7 @@ from rhip.errors import InvalidRequest
 from rhip.fhir.search_params import get_search_param
 from rhip.store.index_schema import idx_reference
 from rhip.store.schema import resource
+from rhip.store.search_sql import param_clause
 
 __all__ = ["MAX_ITERATE", "IncludeSpec", "collect_includes", "parse_includes"]
 
@@ -79,7 +80,7 @@ def _forward(conn: Connection, spec: IncludeSpec, keys: list[tuple[str, str]]) -
                 ref.c.res_type == t, ref.c.res_id.in_(chunk), ref.c.target_id.is_not(None)
             )
             if spec.param != "*":
-                stmt = stmt.where(ref.c.param == spec.param)
+                stmt = stmt.where(param_clause(ref, spec.source_type, spec.param))
             if spec.target_type:
                 stmt = stmt.where(ref.c.target_type == spec.target_type)
             found.update((r[0], r[1]) for r in conn.execute(stmt) if r[0])
@@ -101,7 +102,7 @@ def _reverse(conn: Connection, spec: IncludeSpec, keys: list[tuple[str, str]]) -
             if spec.source_type != "*":
                 stmt = stmt.where(ref.c.res_type == spec.source_type)
             if spec.param != "*":
-                stmt = stmt.where(ref.c.param == spec.param)
+                stmt = stmt.where(param_clause(ref, spec.source_type, spec.param))
             found.update((r[0], r[1]) for r in conn.execute(stmt))
     return found
 

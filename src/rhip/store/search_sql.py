@@ -15,13 +15,15 @@ from sqlalchemy import ColumnElement, and_, false, func, literal, not_, or_, tru
 from sqlalchemy.sql.expression import FromClause
 
 from rhip.errors import InvalidRequest, NotSupported
-from rhip.store.search_values import MAX_INDEXED_CHARS, date_range, normalize, number_range
+from rhip.store.index_extract import stored_params
+from rhip.store.search_values import MAX_INDEXED_CHARS, date_range, normalize, number_range, phonetic_key
 
 __all__ = [
     "PREFIXES",
     "composite_clause",
     "date_clause",
     "number_clause",
+    "param_clause",
     "quantity_clause",
     "range_clause",
     "reference_clause",
@@ -34,6 +36,24 @@ __all__ = [
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _TOP = chr(0x10FFFF)
+
+
+def param_clause(t: FromClause, res_type: str, name: str) -> ColumnElement[bool]:
+    """Rows of index table ``t`` that belong to ``res_type``'s parameter ``name``.
+
+    Usually ``param = name``; a parameter that shares rows with others (see
+    :mod:`rhip.store.index_sharing`) also reads theirs: ``param IN ('combo-code', 'code', ...)``,
+    or ``param = 'subject' AND target_type = 'Patient'`` for Observation ``patient``.
+    """
+    entries = stored_params(res_type, name)
+    plain = [param for param, target in entries if target is None]
+    terms: list[ColumnElement[bool]] = []
+    if plain:
+        terms.append(t.c.param == plain[0] if len(plain) == 1 else t.c.param.in_(plain))
+    for param, target in entries:
+        if target is not None:
+            terms.append(and_(t.c.param == param, t.c.target_type == target))
+    return terms[0] if len(terms) == 1 else or_(*terms)
 
 
 def split_values(raw: str) -> list[str]:
@@ -95,12 +115,17 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def string_clause(t: FromClause, modifier: str | None, raw: str) -> ColumnElement[bool]:
-    """String: starts-with on the normalised form; ``:exact`` and ``:contains``."""
+def string_clause(
+    t: FromClause, modifier: str | None, raw: str, phonetic: bool = False
+) -> ColumnElement[bool]:
+    """String: starts-with on the normalised form; ``:exact`` and ``:contains``.
+
+    ``phonetic`` parameters compare phonetic keys (pinyin) instead of the normalised text.
+    """
     value = _unescape(raw)
     if modifier == "exact":
         return t.c.exact == value[:MAX_INDEXED_CHARS]
-    norm = normalize(value)
+    norm = phonetic_key(value) if phonetic else normalize(value)
     if modifier == "contains":
         return t.c.norm.like("%" + _like_escape(norm) + "%", escape="\\")
     return _starts_with(t.c.norm, norm)
@@ -130,9 +155,11 @@ def token_clause(t: FromClause, modifier: str | None, raw: str) -> ColumnElement
 
 def range_clause(lo_col: Any, hi_col: Any, prefix: str, s_lo: float, s_hi: float) -> ColumnElement[bool]:
     """Compare a stored range ``[lo_col, hi_col)`` with the search range ``[s_lo, s_hi)``."""
+    # ``lo_col < s_hi`` / ``lo_col < s_lo`` below are implied (stored ranges have low < high) but
+    # bound the index range scan on (param, low), which is what makes these prefixes fast.
     contained = and_(lo_col >= s_lo, hi_col <= s_hi)
     if prefix == "eq":
-        return contained
+        return and_(lo_col >= s_lo, lo_col < s_hi, hi_col <= s_hi)
     if prefix == "ne":
         return not_(contained)
     if prefix == "gt":
@@ -146,7 +173,7 @@ def range_clause(lo_col: Any, hi_col: Any, prefix: str, s_lo: float, s_hi: float
     if prefix == "sa":
         return lo_col >= s_hi
     if prefix == "eb":
-        return hi_col <= s_lo
+        return and_(lo_col < s_lo, hi_col <= s_lo)
     raise InvalidRequest(f"unknown prefix {prefix!r}")
 
 

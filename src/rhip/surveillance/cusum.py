@@ -30,12 +30,19 @@ def _standardise(x: NDArray[np.float64], m: NDArray[np.float64], trans: str) -> 
     raise InvalidRequest(f"CUSUM trans must be rossi, standard or anscombe, not {trans!r}")
 
 
-def _bound(m: NDArray[np.float64], c_prev: NDArray[np.float64], h: float, k: float, trans: str) -> NDArray[np.float64]:
+def _bound(
+    m: NDArray[np.float64], c_prev: NDArray[np.float64], h: float, k: float, trans: str
+) -> NDArray[np.float64]:
     rm = np.sqrt(m)
     with np.errstate(invalid="ignore"):
         if trans == "rossi":
-            ub = 2 * h * rm + 2 * k * rm - 2 * c_prev * rm + 5 * m - 2 * np.sqrt(
-                4 * m**2 + 2 * m**1.5 * h + 2 * m**1.5 * k - 2 * m**1.5 * c_prev)
+            ub = (
+                2 * h * rm
+                + 2 * k * rm
+                - 2 * c_prev * rm
+                + 5 * m
+                - 2 * np.sqrt(4 * m**2 + 2 * m**1.5 * h + 2 * m**1.5 * k - 2 * m**1.5 * c_prev)
+            )
         elif trans == "standard":
             ub = np.ceil(rm * (h + k - c_prev) + m)
         else:
@@ -70,7 +77,11 @@ def cusum(
     """
     obs = np.asarray(observed, dtype=np.float64)
     obs2 = obs.reshape(len(obs), -1)
-    tps = np.arange(baseline, len(obs2)) if timepoints is None else np.sort(np.asarray(timepoints, dtype=np.int64))
+    tps = (
+        np.arange(baseline, len(obs2))
+        if timepoints is None
+        else np.sort(np.asarray(timepoints, dtype=np.int64))
+    )
     out = DetectionResult.empty(f"cusum_{trans}", obs2)
     if len(tps) == 0:
         return out.squeeze(obs.ndim)

@@ -45,7 +45,7 @@ def ears(
     *,
     method: str = "C1",
     baseline: int = 7,
-    minSigma: float = 0.0,  # noqa: N803 - R parameter name
+    minSigma: float = 0.0,
     alpha: float | None = None,
     timepoints: Sequence[int] | None = None,
 ) -> DetectionResult:
@@ -73,7 +73,9 @@ def ears(
     obs = np.asarray(observed, dtype=np.float64)
     obs2 = obs.reshape(len(obs), -1)
     first = baseline + _FIRST[method]
-    tps = np.arange(first, len(obs2)) if timepoints is None else np.sort(np.asarray(timepoints, dtype=np.int64))
+    tps = (
+        np.arange(first, len(obs2)) if timepoints is None else np.sort(np.asarray(timepoints, dtype=np.int64))
+    )
     if len(tps) and tps[0] < first:
         raise InvalidRequest("The vector of observed is too short!")
     mean, sd = _window_stats(obs2, baseline, _LAG[method])

@@ -8,7 +8,7 @@ optional linear trend (kept only when significant, ``b >= 3`` and not extrapolat
 ``weightsThreshold``), and the upper bound is either the 2/3-power-scale normal bound of
 Farrington 1996 (``thresholdMethod="delta"``) or the negative-binomial quantile of Noufaily 2013
 (``"nbPlugin"``, ``"muan"``). All series and weeks are fitted together by
-:func:`rhip.surveillance.glm.fit_quasipoisson`.
+:func:`rhip.surveillance.glm.fit_quasipoisson_shared`.
 
 Time points are 0-based row indices here (R's are 1-based).
 """
@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from scipy import stats
 
 from rhip.errors import InvalidRequest
-from rhip.surveillance.glm import GlmBatch, fit_quasipoisson
+from rhip.surveillance.glm import GlmBatch, fit_quasipoisson_shared
 from rhip.surveillance.result import DetectionResult
 
 __all__ = ["FarringtonControl", "farrington_flexible"]
@@ -37,15 +37,15 @@ class FarringtonControl:
     b: int = 5
     w: int = 3
     reweight: bool = True
-    weightsThreshold: float = 2.58  # noqa: N815 - R parameter name
+    weightsThreshold: float = 2.58
     alpha: float = 0.05
     trend: bool = True
-    pThresholdTrend: float = 0.05  # noqa: N815
+    pThresholdTrend: float = 0.05
     limit54: tuple[int, int] = (5, 4)
     powertrans: str = "2/3"
-    noPeriods: int = 1  # noqa: N815
-    pastWeeksNotIncluded: int | None = None  # noqa: N815
-    thresholdMethod: str = "delta"  # noqa: N815
+    noPeriods: int = 1
+    pastWeeksNotIncluded: int | None = None
+    thresholdMethod: str = "delta"
 
 
 def _minus_years(day: dt.date, years: int) -> dt.date:
@@ -56,8 +56,9 @@ def _minus_years(day: dt.date, years: int) -> dt.date:
         return dt.date(day.year - years, 3, 1)
 
 
-def _reference_points(k: int, b: int, freq: int, dates: Sequence[dt.date] | None,
-                      date_index: dict[dt.date, int]) -> list[int]:
+def _reference_points(
+    k: int, b: int, freq: int, dates: Sequence[dt.date] | None, date_index: dict[dt.date, int]
+) -> list[int]:
     """Indices of ``k`` and the same week ``1..b`` years earlier (newest first)."""
     if dates is None:
         return [k - i * freq for i in range(b + 1)]
@@ -70,7 +71,9 @@ def _reference_points(k: int, b: int, freq: int, dates: Sequence[dt.date] | None
             other = a + dt.timedelta(days=-7 if a > ref else 7)
             ref = other if abs((a - ref).days) > abs((other - ref).days) else a
         if ref not in date_index:
-            raise InvalidRequest("Some reference time points did not exist; decrease 'b' or postpone 'range'.")
+            raise InvalidRequest(
+                "Some reference time points did not exist; decrease 'b' or postpone 'range'."
+            )
         out.append(date_index[ref])
     return out
 
@@ -78,12 +81,12 @@ def _reference_points(k: int, b: int, freq: int, dates: Sequence[dt.date] | None
 def _blocks(refs: list[int], k: int, n: int, b: int, w: int, p: int) -> NDArray[np.float64]:
     """Seasonal block label of every row (NaN outside the windows), as R's ``blocks``."""
     f = np.full(n, np.nan)
-    f[max(k - w, 0): k + 1] = p
+    f[max(k - w, 0) : k + 1] = p
     for i in range(b):
         ref = refs[i + 1]
         if ref - w < 0:
             raise InvalidRequest("The vector of observed is too short for b years of baseline.")
-        f[ref - w: ref + w + 1] = p
+        f[ref - w : ref + w + 1] = p
         if p != 1:
             period = refs[i] - 2 * w - 1 - ref
             if period < p - (2 * w + 1):
@@ -92,12 +95,13 @@ def _blocks(refs: list[int], k: int, n: int, b: int, w: int, p: int) -> NDArray[
             lengths[: period % (p - 1)] += 1
             starts = np.concatenate([[0], np.cumsum(lengths)])
             for j in range(p - 1):
-                f[ref + w + 1 + starts[j]: ref + w + 1 + starts[j + 1]] = j + 1
+                f[ref + w + 1 + starts[j] : ref + w + 1 + starts[j + 1]] = j + 1
     return f
 
 
-def _design(k_list: Sequence[int], n_obs: int, ctl: FarringtonControl, freq: int,
-            dates: Sequence[dt.date] | None) -> tuple[NDArray[np.int64], NDArray[np.bool_], NDArray[np.float64]]:
+def _design(
+    k_list: Sequence[int], n_obs: int, ctl: FarringtonControl, freq: int, dates: Sequence[dt.date] | None
+) -> tuple[NDArray[np.int64], NDArray[np.bool_], NDArray[np.float64]]:
     """Row indices ``(K, m)``, row mask and design ``(K, m, noPeriods + 1)`` (levels, wtime)."""
     date_index = {d: i for i, d in enumerate(dates)} if dates is not None else {}
     pwni = ctl.w if ctl.pastWeeksNotIncluded is None else ctl.pastWeeksNotIncluded
@@ -106,7 +110,7 @@ def _design(k_list: Sequence[int], n_obs: int, ctl: FarringtonControl, freq: int
     for k in k_list:
         refs = _reference_points(k, ctl.b, freq, dates, date_index)
         blk = _blocks(refs, k, n_obs, ctl.b, ctl.w, ctl.noPeriods)
-        blk[max(k - pwni, 0): k + 1] = np.nan
+        blk[max(k - pwni, 0) : k + 1] = np.nan
         idx = np.nonzero(~np.isnan(blk))[0]
         rows.append(idx)
         levels.append(blk[idx])
@@ -122,6 +126,21 @@ def _design(k_list: Sequence[int], n_obs: int, ctl: FarringtonControl, freq: int
     return ridx, mask, x
 
 
+def _default_timepoints(
+    n_t: int, ctl: FarringtonControl, freq: int, dates: Sequence[dt.date] | None
+) -> list[int]:
+    """R's default range, moved on while calendar years make the oldest window fall off the start."""
+    date_index = {d: i for i, d in enumerate(dates)} if dates is not None else {}
+    for k in range(freq * ctl.b + ctl.w, n_t):
+        try:
+            refs = _reference_points(k, ctl.b, freq, dates, date_index)
+        except InvalidRequest:
+            continue
+        if refs[-1] - ctl.w >= 0:
+            return list(range(k, n_t))
+    return []
+
+
 @dataclass
 class _Fit:
     glm: GlmBatch
@@ -130,11 +149,13 @@ class _Fit:
     disp: NDArray[np.float64]  # dispersion used for standard errors (see _fit_flexible)
 
 
-def _fit_flexible(x: NDArray[np.float64], y: NDArray[np.float64], present: NDArray[np.bool_],
-                  ctl: FarringtonControl) -> _Fit:
-    """R's ``algo.farrington.fitGLM.flexible`` for one design (with or without trend)."""
+def _fit_flexible(
+    x: NDArray[np.float64], y: NDArray[np.float64], present: NDArray[np.bool_], ctl: FarringtonControl
+) -> _Fit:
+    """R's ``algo.farrington.fitGLM.flexible``; x ``(K, m, p)`` shared, y ``(K*S, m)`` design-major."""
+    n_k = x.shape[0]
     pw = present.astype(np.float64)
-    g = fit_quasipoisson(x, y, pw)
+    g = fit_quasipoisson_shared(x, y.reshape(n_k, -1, y.shape[1]), pw.reshape(n_k, -1, y.shape[1]))
     ok = g.converged  # R checks the unweighted fit only
     phi = np.maximum(g.dispersion, 1.0)
     if ctl.reweight:
@@ -142,10 +163,10 @@ def _fit_flexible(x: NDArray[np.float64], y: NDArray[np.float64], present: NDArr
             a = 1.5 * (y ** (2 / 3) * g.mu ** (-1 / 6) - g.mu**0.5)
             s = a / np.sqrt(phi[:, None] * (1 - g.hat))
             big = present & (s > ctl.weightsThreshold)
-            inv2 = np.where(big, s ** -2.0, 1.0)
+            inv2 = np.where(big, s**-2.0, 1.0)
         gamma = present.sum(axis=1) / np.sum(np.where(present, inv2, 0.0), axis=1)
         omega = np.where(present, gamma[:, None] * inv2, 0.0)
-        g = fit_quasipoisson(x, y, omega)
+        g = fit_quasipoisson_shared(x, y.reshape(n_k, -1, y.shape[1]), omega.reshape(n_k, -1, y.shape[1]))
         phi = np.maximum(g.dispersion, 1.0)
         # R replaces the working weights of the reweighted model by omega before calling
         # summary.glm / predict.glm, so their dispersion is sum(omega * working resid^2) / df.
@@ -163,9 +184,11 @@ def _predict(fit: _Fit, x0: NDArray[np.float64]) -> tuple[NDArray[np.float64], N
     return eta, se
 
 
-def _fit_final(x: NDArray[np.float64], y: NDArray[np.float64], present: NDArray[np.bool_],
-               ctl: FarringtonControl) -> tuple[NDArray[np.float64], NDArray[np.float64],
-                                                NDArray[np.float64], NDArray[np.bool_], NDArray[np.bool_]]:
+def _fit_final(
+    x: NDArray[np.float64], y: NDArray[np.float64], present: NDArray[np.bool_], ctl: FarringtonControl
+) -> tuple[
+    NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_], NDArray[np.bool_]
+]:
     """Model choice of ``algo.farrington.glm``: (eta0, se_eta0, phi, trend used, ok)."""
     npp = ctl.noPeriods
     x0 = np.zeros(npp + 1)
@@ -187,16 +210,21 @@ def _fit_final(x: NDArray[np.float64], y: NDArray[np.float64], present: NDArray[
         eta[use_trend], se[use_trend], phi[use_trend] = e[use_trend], s[use_trend], ft.phi[use_trend]
         ok |= use_trend
     rest = ~use_trend
-    if rest.any():
-        fn = _fit_flexible(x_nt[rest], y[rest], present[rest], ctl)
+    if rest.any():  # designs are shared, so all problems are fitted and the rest kept
+        fn = _fit_flexible(x_nt, y, present, ctl)
         e, s = _predict(fn, x0[:npp])
-        eta[rest], se[rest], phi[rest] = e, s, fn.phi
-        ok[rest] = fn.ok
+        eta[rest], se[rest], phi[rest] = e[rest], s[rest], fn.phi[rest]
+        ok[rest] = fn.ok[rest]
     return eta, se, phi, use_trend, ok
 
 
-def _threshold(eta: NDArray[np.float64], se_eta: NDArray[np.float64], phi: NDArray[np.float64],
-               y: NDArray[np.float64], ctl: FarringtonControl) -> tuple[NDArray[np.float64], ...]:
+def _threshold(
+    eta: NDArray[np.float64],
+    se_eta: NDArray[np.float64],
+    phi: NDArray[np.float64],
+    y: NDArray[np.float64],
+    ctl: FarringtonControl,
+) -> tuple[NDArray[np.float64], ...]:
     """(fit, upper, score, p-value) by the chosen threshold method."""
     z = stats.norm.ppf(1 - ctl.alpha)
     if ctl.thresholdMethod == "delta":
@@ -216,12 +244,19 @@ def _threshold(eta: NDArray[np.float64], se_eta: NDArray[np.float64], phi: NDArr
         mq = np.exp(eta)
     else:
         mq = np.exp(stats.norm.ppf(1 - ctl.alpha, loc=eta, scale=se_eta))
-    nb = phi > 1
-    with np.errstate(divide="ignore", invalid="ignore"):
-        size = mq / (phi - 1)
-        upper = np.where(nb, stats.nbinom.ppf(1 - ctl.alpha, size, 1 / phi), stats.poisson.ppf(1 - ctl.alpha, mq))
-        prob = np.where(nb, stats.nbinom.sf(y - 1, size, 1 / phi), stats.poisson.sf(y - 1, mq))
-    upper = np.where(np.isinf(mq), np.nan, upper)
+    good = np.isfinite(mq) & np.isfinite(phi) & (mq > 0)
+    nb = good & (phi > 1)
+    po = good & ~(phi > 1)
+    upper = np.full(mq.shape, np.nan)
+    prob = np.full(mq.shape, np.nan)
+    q = 1 - ctl.alpha
+    if nb.any():
+        size, pr = mq[nb] / (phi[nb] - 1), 1 / phi[nb]
+        upper[nb] = stats.nbinom.ppf(q, size, pr)
+        prob[nb] = stats.nbinom.sf(y[nb] - 1, size, pr)
+    if po.any():
+        upper[po] = stats.poisson.ppf(q, mq[po])
+        prob[po] = stats.poisson.sf(y[po] - 1, mq[po])
     return eta, np.exp(eta), upper, (y - eta) / (upper - eta), prob
 
 
@@ -254,7 +289,7 @@ def farrington_flexible(
     obs = np.asarray(observed, dtype=np.float64)
     obs2 = obs.reshape(len(obs), -1)
     n_t, n_s = obs2.shape
-    tps = list(range(freq * ctl.b + ctl.w, n_t)) if timepoints is None else sorted(timepoints)
+    tps = _default_timepoints(n_t, ctl, freq, dates) if timepoints is None else sorted(timepoints)
     out = DetectionResult.empty("farrington", obs2)
     if not tps:
         return out.squeeze(obs.ndim)
@@ -262,33 +297,39 @@ def farrington_flexible(
     per_k = max(1, chunk_rows // max(1, n_s * ridx.shape[1]))
     for start in range(0, len(tps), per_k):
         sl = slice(start, start + per_k)
-        _run_chunk(obs2, np.asarray(tps[sl]), ridx[sl], mask[sl], x[sl], ctl, out)
+        with np.errstate(all="ignore"):  # degenerate windows (all zero) give inf/NaN, as in R
+            _run_chunk(obs2, np.asarray(tps[sl]), ridx[sl], mask[sl], x[sl], ctl, out)
     return out.squeeze(obs.ndim)
 
 
-def _run_chunk(obs: NDArray[np.float64], ks: NDArray[np.int64], ridx: NDArray[np.int64],
-               mask: NDArray[np.bool_], x: NDArray[np.float64], ctl: FarringtonControl,
-               out: DetectionResult) -> None:
+def _run_chunk(
+    obs: NDArray[np.float64],
+    ks: NDArray[np.int64],
+    ridx: NDArray[np.int64],
+    mask: NDArray[np.bool_],
+    x: NDArray[np.float64],
+    ctl: FarringtonControl,
+    out: DetectionResult,
+) -> None:
     n_k, n_s = len(ks), obs.shape[1]
-    y = obs[ridx].transpose(2, 0, 1).reshape(n_s * n_k, -1)  # (S*K, m), series-major
-    present = np.broadcast_to(mask, (n_s, *mask.shape)).reshape(n_s * n_k, -1) & ~np.isnan(y)
+    y = obs[ridx].transpose(0, 2, 1).reshape(n_k * n_s, -1)  # (K*S, m), design-major
+    present = np.repeat(mask, n_s, axis=0) & ~np.isnan(y)
     y = np.where(present, y, 0.0)
-    xb = np.broadcast_to(x, (n_s, *x.shape)).reshape(n_s * n_k, *x.shape[1:])
-    eta, se, phi, _trend, ok = _fit_final(xb, y, present, ctl)
-    y_now = obs[ks].T.reshape(-1)
+    eta, se, phi, _trend, ok = _fit_final(x, y, present, ctl)
+    y_now = obs[ks].reshape(-1)
     fit, expected, upper, score, prob = _threshold(eta, se, phi, y_now, ctl)
     lo, hi = ctl.limit54[1], ctl.limit54[0]
-    recent = np.stack([obs[k - lo + 1: k + 1].sum(axis=0) for k in ks]).T.reshape(-1)
+    recent = np.stack([obs[k - lo + 1 : k + 1].sum(axis=0) for k in ks]).reshape(-1)
     enough = recent >= hi  # NaN sums compare False, as R's NA
     upper = np.where(ok & enough, upper, np.nan)
     expected = np.where(ok & enough & ~np.isnan(upper), expected, np.nan)
     score = np.where(ok, score, np.nan)
     alarm = ok & enough & (score > 1) & (y_now != 0)
-    shape = (n_s, n_k)
-    out.expected[ks] = expected.reshape(shape).T
-    out.upperbound[ks] = upper.reshape(shape).T
-    out.score[ks] = score.reshape(shape).T
-    out.alarm[ks] = alarm.reshape(shape).T
-    out.pvalue[ks] = np.where(ok, prob, np.nan).reshape(shape).T
+    shape = (n_k, n_s)
+    out.expected[ks] = expected.reshape(shape)
+    out.upperbound[ks] = upper.reshape(shape)
+    out.score[ks] = score.reshape(shape)
+    out.alarm[ks] = alarm.reshape(shape)
+    out.pvalue[ks] = np.where(ok, prob, np.nan).reshape(shape)
     out.evaluated[ks] = True
     del fit

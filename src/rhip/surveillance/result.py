@@ -32,12 +32,28 @@ class DetectionResult:
     def empty(cls, method: str, observed: NDArray[np.float64]) -> DetectionResult:
         """A result with nothing evaluated yet, shaped like ``observed``."""
         nan = np.full(observed.shape, np.nan)
-        return cls(method, observed, nan.copy(), nan.copy(), np.zeros(observed.shape, dtype=bool),
-                   nan.copy(), nan.copy(), np.zeros(observed.shape[0], dtype=bool))
+        return cls(
+            method,
+            observed,
+            nan.copy(),
+            nan.copy(),
+            np.zeros(observed.shape, dtype=bool),
+            nan.copy(),
+            nan.copy(),
+            np.zeros(observed.shape[0], dtype=bool),
+        )
 
     def squeeze(self, ndim: int) -> DetectionResult:
         """Drop the series axis again when the input was one series."""
         if ndim != 1:
             return self
-        return DetectionResult(self.method, self.observed[:, 0], self.expected[:, 0], self.upperbound[:, 0],
-                               self.alarm[:, 0], self.score[:, 0], self.pvalue[:, 0], self.evaluated)
+        return DetectionResult(
+            self.method,
+            self.observed[:, 0],
+            self.expected[:, 0],
+            self.upperbound[:, 0],
+            self.alarm[:, 0],
+            self.score[:, 0],
+            self.pvalue[:, 0],
+            self.evaluated,
+        )

@@ -1,0 +1,272 @@
+"""``rhip surveil``: run the signals, list and handle alerts, evaluate the methods."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import typer
+
+surveil = typer.Typer(
+    help="Public-health surveillance: aberration detection and alerts.", no_args_is_help=True
+)
+
+
+def _store(database_url: str | None) -> Any:
+    from rhip.config import get_settings
+    from rhip.store import Store
+
+    return Store(database_url or get_settings().resolved_database_url)
+
+
+def _lake(lake_dir: Path | None) -> Path:
+    from rhip.config import get_settings
+
+    return lake_dir or Path(get_settings().lake_dir)
+
+
+def print_alarms(console: Any, alarms: list[Any], title: str) -> None:
+    """Print alarms as a table (disease, area, period, method, observed, expected, bound)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("disease", "area", "period", "method", "observed", "expected", "upper bound"):
+        table.add_column(col)
+    for a in alarms:
+        table.add_row(
+            a.disease,
+            a.area,
+            a.period.isoformat(),
+            a.method,
+            f"{a.observed:.0f}",
+            "-" if a.expected is None else f"{a.expected:.2f}",
+            "-" if a.upperbound is None else f"{a.upperbound:.2f}",
+        )
+    console.print(table)
+
+
+def run_command(
+    end: str | None = typer.Option(None, help="Last day considered (YYYY-MM-DD; default yesterday)."),
+    methods: str = typer.Option("", help="Comma-separated methods (default: the configured defaults)."),
+    area: str = typer.Option("district", help="district or facility."),
+    unit: str = typer.Option("week", help="week or day."),
+    periods: int = typer.Option(1, help="Latest periods that raise alerts (0: every evaluated period)."),
+    history_years: int = typer.Option(6, help="Years of baseline history counted."),
+    lake_dir: Path | None = typer.Option(None, "--lake-dir", help="Lake root (default: settings)."),
+    database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
+) -> None:
+    """Count cases, run the signals and record alerts (the daily job)."""
+    from rich.console import Console
+
+    from rhip.surveillance.runner import DEFAULT_SIGNALS, Signal, run_surveillance
+
+    signals = tuple(Signal(m.strip()) for m in methods.split(",") if m.strip()) or DEFAULT_SIGNALS
+    day = dt.date.fromisoformat(end) if end else None
+    store = _store(database_url)
+    console = Console()
+    try:
+        with console.status("counting cases and running signals"):
+            report = run_surveillance(
+                store.engine,
+                _lake(lake_dir),
+                end=day,
+                report_periods=periods,
+                signals=signals,
+                area=area,
+                unit=unit,
+                history_years=history_years,
+            )
+    finally:
+        store.close()
+    for note in report.notes:
+        console.print(f"[yellow]{note}[/]")
+    print_alarms(
+        console,
+        report.alarms,
+        f"{len(report.alarms)} alarms from {report.cases} cases, {report.series} series",
+    )
+    console.print(f"alerts created: {report.alerts_created}, extended: {report.alerts_extended}")
+
+
+def alerts_command(
+    status: str | None = typer.Option(None, help="open, acknowledged or closed."),
+    database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
+) -> None:
+    """List alerts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from rhip.surveillance.alerts import ensure_schema, list_alerts
+
+    store = _store(database_url)
+    try:
+        ensure_schema(store.engine)
+        with store.engine.connect() as conn:
+            rows = list_alerts(conn, status=status)
+    finally:
+        store.close()
+    table = Table(title="Surveillance alerts")
+    for col in ("id", "disease", "area", "first", "last", "method", "status", "cases"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["id"][:12],
+            r["disease"],
+            r["area"],
+            r["first_period"],
+            r["last_period"],
+            r["method"],
+            r["status"],
+            str(r["case_count"]),
+        )
+    Console().print(table)
+
+
+def _set(alert_id: str, status: str, by: str, note: str | None, database_url: str | None) -> None:
+    from rich.console import Console
+
+    from rhip.surveillance.alerts import alert_table, ensure_schema, set_status
+
+    store = _store(database_url)
+    try:
+        ensure_schema(store.engine)
+        with store.engine.begin() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(alert_table.select().with_only_columns(alert_table.c.id))
+                if str(r[0]).startswith(alert_id)
+            ]
+            if len(ids) != 1:
+                raise typer.BadParameter(f"alert id prefix {alert_id!r} matches {len(ids)} alerts")
+            out = set_status(conn, ids[0], status, actor=by, note=note)
+    finally:
+        store.close()
+    Console().print(f"alert {out['id']} is {out['status']}")
+
+
+def ack_command(
+    alert_id: str = typer.Argument(..., help="Alert id (or unique prefix)."),
+    by: str = typer.Option(..., "--by", help="Officer acknowledging."),
+    note: str | None = typer.Option(None, help="Note kept with the action."),
+    database_url: str | None = typer.Option(None, "--database-url"),
+) -> None:
+    """Acknowledge an alert."""
+    _set(alert_id, "acknowledged", by, note, database_url)
+
+
+def close_command(
+    alert_id: str = typer.Argument(..., help="Alert id (or unique prefix)."),
+    by: str = typer.Option(..., "--by", help="Officer closing."),
+    note: str | None = typer.Option(None, help="Note kept with the action."),
+    database_url: str | None = typer.Option(None, "--database-url"),
+) -> None:
+    """Close an alert."""
+    _set(alert_id, "closed", by, note, database_url)
+
+
+def evaluate_command(
+    region_dir: Path = typer.Argument(..., help="Output folder of `rhip generate` (truth/, region/)."),
+    methods: str = typer.Option("ears_c1,ears_c2,ears_c3,farrington,noufaily,cusum_rossi", help="Methods."),
+    lake_dir: Path | None = typer.Option(None, "--lake-dir", help="Lake root (default: settings)."),
+) -> None:
+    """Score methods against the generator's injected outbreaks (sensitivity, false alarms, delay)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from rhip.surveillance.evaluation import evaluate_region
+
+    scores = evaluate_region(
+        region_dir, _lake(lake_dir), [m.strip() for m in methods.split(",") if m.strip()]
+    )
+    table = Table(title="Methods against injected outbreaks (weekly, by district)")
+    for col in (
+        "method",
+        "outbreaks",
+        "detected",
+        "sensitivity",
+        "false alarms / area-year",
+        "median delay (weeks)",
+    ):
+        table.add_column(col)
+    for s in scores:
+        table.add_row(
+            s.method,
+            str(s.outbreaks),
+            str(s.detected),
+            f"{s.sensitivity:.2f}",
+            f"{s.false_alarm_rate:.2f}",
+            f"{s.median_delay:.1f}",
+        )
+    Console().print(table)
+
+
+def methods_command() -> None:
+    """List the registered aberration-detection methods."""
+    from rich.console import Console
+
+    from rhip.surveillance.methods import get_method, method_names
+
+    for name in method_names():
+        spec = get_method(name)
+        Console().print(f"[bold]{name}[/]: {spec.description} {dict(spec.params)}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``rhip surveil``."""
+    surveil.command("run")(run_command)
+    surveil.command("alerts")(alerts_command)
+    surveil.command("ack")(ack_command)
+    surveil.command("close")(close_command)
+    surveil.command("evaluate")(evaluate_command)
+    surveil.command("methods")(methods_command)
+    app.add_typer(surveil, name="surveil")
+
+
+def print_demo_alerts(
+    console: Any, engine: Any, lake_dir: Path, region_dir: Path, *, end: dt.date | None = None
+) -> int:
+    """Demo step: backfill the default signals, print alerts with the outbreak each one found and its delay.
+
+    Returns the number of injected outbreaks detected.
+    """
+    from rich.table import Table
+
+    from rhip.surveillance.alerts import list_alerts
+    from rhip.surveillance.evaluation import read_outbreaks
+    from rhip.surveillance.runner import run_surveillance
+
+    run_surveillance(engine, lake_dir, end=end or dt.date.today(), report_periods=0, history_years=10)
+    outbreaks = read_outbreaks(region_dir)
+    with engine.connect() as conn:
+        alerts = list_alerts(conn, limit=5000)
+    table = Table(title="Surveillance alerts (injected outbreak and detection delay)")
+    for col in ("disease", "district", "weeks", "method", "cases", "outbreak", "delay (weeks)"):
+        table.add_column(col)
+    found = set()
+    for a in sorted(alerts, key=lambda x: x["first_period"]):
+        first = dt.date.fromisoformat(a["first_period"])
+        hit = next(
+            (
+                o
+                for o in outbreaks
+                if o.disease == a["disease"]
+                and o.district == a["area"]
+                and o.first_week <= first <= o.last_week + dt.timedelta(weeks=2)
+            ),
+            None,
+        )
+        if hit is not None:
+            found.add(hit.outbreak_id)
+        table.add_row(
+            a["disease"],
+            a["area"],
+            f"{a['first_period']}..{a['last_period']}",
+            a["method"],
+            str(a["case_count"]),
+            hit.outbreak_id if hit else "-",
+            str((first - hit.first_week).days // 7) if hit else "-",
+        )
+    console.print(table)
+    console.print(f"injected outbreaks detected: {len(found)} of {len(outbreaks)}")
+    return len(found)

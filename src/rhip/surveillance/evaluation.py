@@ -1,0 +1,153 @@
+"""Evaluation of the methods against the generator's injected outbreaks.
+
+The generator writes ``truth/outbreaks.csv`` (disease, ICD-10, district code, first/last ISO week)
+and ``region/facilities.csv`` (district code → name). For every method the weekly district series
+are run over all evaluable weeks and compared with the truth:
+
+- sensitivity: share of evaluable outbreaks with an alarm in the series between the outbreak's
+  first week and two weeks after its last week;
+- false alarms per area-year: alarms outside every outbreak window, per district per year
+  evaluated (all diseases together);
+- median delay: weeks from the outbreak's first week to its first alarm, over detected outbreaks.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rhip.surveillance.counting import CountTable
+from rhip.surveillance.runner import Signal, detect_tables
+
+__all__ = ["MethodScore", "Outbreak", "evaluate", "evaluate_region", "read_outbreaks"]
+
+_GRACE_WEEKS = 2
+
+
+@dataclass(frozen=True)
+class Outbreak:
+    """An injected outbreak, placed on the case-definition code and district name."""
+
+    outbreak_id: str
+    disease: str
+    district: str
+    first_week: dt.date  # Monday
+    last_week: dt.date
+    extra_cases: int
+
+
+@dataclass
+class MethodScore:
+    """One row of the evaluation table."""
+
+    method: str
+    outbreaks: int
+    detected: int
+    false_alarms: int
+    area_years: float
+    delays: list[int]
+
+    @property
+    def sensitivity(self) -> float:
+        """Share of outbreaks detected."""
+        return self.detected / self.outbreaks if self.outbreaks else float("nan")
+
+    @property
+    def false_alarm_rate(self) -> float:
+        """False alarms per district-year."""
+        return self.false_alarms / self.area_years if self.area_years else float("nan")
+
+    @property
+    def median_delay(self) -> float:
+        """Median weeks to detection (NaN when nothing was detected)."""
+        return float(statistics.median(self.delays)) if self.delays else float("nan")
+
+
+def _monday(iso_week: str) -> dt.date:
+    year, week = iso_week.split("-W")
+    return dt.date.fromisocalendar(int(year), int(week), 1)
+
+
+def read_outbreaks(region_dir: Path) -> list[Outbreak]:
+    """Outbreaks of a generated region, with ICD-10 mapped to the notifiable disease code."""
+    from rhip.fhir.terminology import notifiable_disease_for_icd10
+
+    names: dict[str, str] = {}
+    with (region_dir / "region" / "facilities.csv").open(encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            names[row["district_code"]] = row["district"]
+    out = []
+    with (region_dir / "truth" / "outbreaks.csv").open(encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            disease = notifiable_disease_for_icd10(row["icd10"])
+            if disease is None:
+                continue
+            out.append(
+                Outbreak(
+                    row["outbreak_id"],
+                    disease.code,
+                    names.get(row["district_code"], row["district_code"]),
+                    _monday(row["first_week"]),
+                    _monday(row["last_week"]),
+                    int(row["extra_cases"] or 0),
+                )
+            )
+    return out
+
+
+def evaluate(
+    tables: dict[str, CountTable], outbreaks: Sequence[Outbreak], signals: Sequence[Signal]
+) -> list[MethodScore]:
+    """Score each signal on the weekly district tables against the outbreaks."""
+    scores = []
+    for signal in signals:
+        results = detect_tables(tables, signal)
+        score = MethodScore(signal.method, 0, 0, 0, 0.0, [])
+        covered: set[tuple[str, str, dt.date]] = set()
+        for ob in outbreaks:
+            table, res = tables.get(ob.disease), results.get(ob.disease)
+            if table is None or res is None or ob.district not in table.areas:
+                continue
+            a = table.areas.index(ob.district)
+            window = [
+                t
+                for t, p in enumerate(table.periods)
+                if ob.first_week <= p <= ob.last_week + dt.timedelta(weeks=_GRACE_WEEKS)
+            ]
+            if not window or not res.evaluated[window[0]]:
+                continue
+            score.outbreaks += 1
+            covered.update((ob.disease, ob.district, table.periods[t]) for t in window)
+            hits = [t for t in window if res.alarm[t, a]]
+            if hits:
+                score.detected += 1
+                score.delays.append((table.periods[hits[0]] - ob.first_week).days // 7)
+        areas: set[str] = set()
+        weeks = 0
+        for disease, res in results.items():
+            table = tables[disease]
+            areas.update(table.areas)
+            weeks = max(weeks, int(res.evaluated.sum()))
+            for t, a in zip(*np.nonzero(res.alarm), strict=True):
+                if (disease, table.areas[a], table.periods[t]) not in covered:
+                    score.false_alarms += 1
+        score.area_years = len(areas) * weeks / 52.18
+        scores.append(score)
+    return scores
+
+
+def evaluate_region(region_dir: Path, lake_dir: Path, methods: Sequence[str]) -> list[MethodScore]:
+    """Count weekly district cases from the lake and score ``methods`` against the region's truth."""
+    from rhip.surveillance.counting import count_cases, default_definitions, lake_cases
+
+    cases = lake_cases(lake_dir, default_definitions(), dt.date(1900, 1, 1), dt.date(2999, 12, 31))
+    if not cases:
+        return [MethodScore(m, 0, 0, 0, 0.0, []) for m in methods]
+    tables = count_cases(cases, start=min(c.day for c in cases), end=max(c.day for c in cases))
+    return evaluate(tables, read_outbreaks(region_dir), [Signal(m) for m in methods])
