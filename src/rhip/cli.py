@@ -75,3 +75,7 @@ def main() -> None:
     except RhipError as exc:
         typer.echo(f"error: {exc.diagnostics}", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

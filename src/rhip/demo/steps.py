@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
@@ -146,8 +147,18 @@ for _step in (
     register_step(_step)
 
 
+#: Modules whose ``register()`` adds their own demo steps, the way an outside plugin would.
+STEP_MODULES: tuple[str, ...] = ("rhip.surveillance.demo",)
+
+
+def _load_step_modules() -> None:
+    for name in STEP_MODULES:
+        importlib.import_module(name).register()
+
+
 def run_demo(ctx: DemoContext, *, skip: set[str] | None = None) -> dict[str, str]:
     """Run every registered step in order, printing a header and the time each took."""
+    _load_step_modules()
     summaries: dict[str, str] = {}
     for step in STEPS:
         if skip and step.name in skip:

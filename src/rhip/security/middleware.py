@@ -37,7 +37,11 @@ PUBLIC_PATHS = frozenset(
 
 #: Back-office routers of other modules: path prefix -> roles allowed. Their answers are not
 #: filtered per resident, so only roles that see everybody (or run the platform) may call them.
+#: The longest matching prefix decides. The MPI's resident reads (card lookup, resident,
+#: ``$everything``) filter and audit every record they return through :mod:`rhip.api.access`, so
+#: practitioners may use them; review, match and corrections stay with the roles that see everybody.
 MODULE_GATES: dict[str, frozenset[str]] = {
+    "/mpi/resident": frozenset({"platform_admin", "system", "practitioner"}),
     "/mpi/": frozenset({"platform_admin", "system"}),
     "/ingest/": frozenset({"platform_admin", "system"}),
     "/quality/": frozenset({"platform_admin", "system", "facility_admin", "public_health"}),
@@ -60,10 +64,12 @@ def _refusal(status: int, message: str) -> tuple[int, list[tuple[bytes, bytes]],
 
 
 def _gate(path: str) -> frozenset[str] | None:
-    for prefix, roles in MODULE_GATES.items():
-        if path.startswith(prefix):
-            return roles
-    return None
+    """The roles allowed on a back-office path (longest matching prefix), None when not gated."""
+    best: str | None = None
+    for prefix in MODULE_GATES:
+        if path.startswith(prefix) and (best is None or len(prefix) > len(best)):
+            best = prefix
+    return None if best is None else MODULE_GATES[best]
 
 
 class SecurityMiddleware:

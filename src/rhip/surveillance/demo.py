@@ -27,8 +27,10 @@ def _surveillance(ctx: Any) -> str:
 
 
 def register() -> None:
-    """Add the step ``surveillance`` at the end of the demo."""
+    """Add the step ``surveillance`` after the lake export (before the accounts step when present)."""
     from rhip.demo.steps import STEPS, DemoStep, register_step
 
     if not any(s.name == "surveillance" for s in STEPS):
-        register_step(DemoStep("surveillance", "Detect outbreaks (传染病监测预警)", _surveillance))
+        before = "accounts" if any(s.name == "accounts" for s in STEPS) else None
+        step = DemoStep("surveillance", "Detect outbreaks (传染病监测预警)", _surveillance)
+        register_step(step, before=before)
