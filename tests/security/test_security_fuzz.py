@@ -4,14 +4,17 @@ and a resident's token never yields another resident's records."""
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import SecuredServer
 from rhip.security.middleware import PUBLIC_PATHS
+
+if TYPE_CHECKING:  # the fixture's type only; importing conftest by name is ambiguous across folders
+    from conftest import SecuredServer
 
 pytestmark = pytest.mark.xdist_group("security_fuzz")
 _WORDS = st.sampled_from(

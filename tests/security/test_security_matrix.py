@@ -3,10 +3,14 @@ searches (pages and totals), _include, history and $everything; writes need a re
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 from security_seed import ACCOUNTS, EVERYTHING, EXPECTED, seed_resources
 
-from conftest import SecuredServer
+if TYPE_CHECKING:  # the fixture's type only; importing conftest by name is ambiguous across folders
+    from conftest import SecuredServer
+
 
 pytestmark = pytest.mark.xdist_group("security_matrix")
 TYPES = ("Patient", "Encounter", "Observation", "Condition", "Claim", "Organization", "Consent")

@@ -8,10 +8,12 @@ search on a shared parameter (value, :missing, :not, _sort, composites) on SQLit
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from rhip.fhir.search_params import register_search_param, search_params_for, unregister_search_param
 from rhip.store import Store
 from rhip.store.index_extract import index_rows, stored_params
 from rhip.store.search_values import normalize
@@ -150,3 +152,18 @@ def test_update_replaces_shared_rows(store: Store) -> None:
     assert _ids(store, [("combo-code", "8867-4")]) == []
     assert _ids(store, [("combo-code", "9279-1")]) == ["hr"]
     assert _ids(store, [("combo-code:text", normalize("RESP"))]) == ["hr"]
+
+
+def test_registered_params_keep_their_own_rows() -> None:
+    """A region's parameter never shares rows: unregistering it must not take rows from others."""
+    code = search_params_for("Observation")["code"]
+    mine = replace(code, name="region-code", url="https://rhip.example.org/fhir/SearchParameter/region-code")
+    register_search_param("Observation", mine)
+    try:
+        assert stored_params("Observation", "region-code") == (("region-code", None),)
+        assert stored_params("Observation", "code") == (("code", None),)
+        rows = index_rows(_dataset()[1])["idx_token"]
+        assert {r["param"] for r in rows if r["code"] == "8867-4"} == {"code", "region-code"}
+    finally:
+        unregister_search_param("Observation", "region-code")
+    assert stored_params("Observation", "region-code") == (("region-code", None),)

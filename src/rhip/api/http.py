@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from rhip.errors import InvalidRequest, Issue, NotSupported, RhipError
 
@@ -31,8 +31,12 @@ _XML_TYPES = {"application/fhir+xml", "application/xml", "text/xml", "xml"}
 _ANY = {"*/*", "application/*"}
 
 
-class FhirResponse(Response):
-    """A response whose body is a FHIR resource rendered with orjson."""
+class FhirResponse(JSONResponse):
+    """A response whose body is a FHIR resource rendered with orjson.
+
+    It is a ``JSONResponse`` so that the OpenAPI description documents each route's JSON body
+    (an object) rather than an opaque string.
+    """
 
     media_type = f"{FHIR_JSON}; charset=utf-8"
 

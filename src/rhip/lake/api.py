@@ -3,12 +3,16 @@
 Kick-off answers ``202 Accepted`` with ``Content-Location`` pointing at the status endpoint; the
 client polls it (``202`` with ``X-Progress`` while running, then ``200`` with the manifest), fetches
 the NDJSON files, and may ``DELETE`` the job. Every kick-off passes the platform's single policy
-point (:mod:`rhip.api.access`) and every exported resource goes through ``filter_results``, so
-access control from the security module applies here unchanged.
+point (:mod:`rhip.api.access`) and every exported resource goes through ``filter_results`` for the
+kick-off's caller, so access control from the security module applies here unchanged. A job belongs
+to the principal who started it: polling, downloading and deleting it as anybody else answers 403
+(audited like every other refusal). Kick-off, status, file and delete are audited; so is every
+written batch (interaction ``export``, with the residents it holds).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +24,8 @@ from rhip.api.deps import begin, get_settings, get_store, raw_body
 from rhip.api.http import FhirResponse, base_url, outcome, query_pairs
 from rhip.api.routing import FhirRoute
 from rhip.config import Settings
-from rhip.errors import InvalidRequest, Issue, NotSupported
-from rhip.lake.bulk import BulkRequest, JobManager, parse_type_filters
+from rhip.errors import Forbidden, InvalidRequest, Issue, NotSupported
+from rhip.lake.bulk import BulkJob, BulkRequest, JobManager, parse_type_filters
 from rhip.lake.compiler import compile_view, validate_view
 from rhip.store import Store, parse_instant
 
@@ -78,6 +82,51 @@ def _parse(request: Request, level: str, group_id: str | None) -> BulkRequest:
     return BulkRequest(level, str(request.url), types, since, filters, group_id)
 
 
+def _batch_filter(ctx: access.RequestContext) -> Any:
+    """The export's access filter: each batch is filtered and audited for the kick-off's caller.
+
+    Each batch gets a fresh copy of the context, so that what the hooks keep per request (the
+    residents seen, the resources already cleared) does not grow with the size of the export.
+    """
+    keep: dict[str, Any] = {k: ctx.extra[k] for k in ("security", "principal", "purpose") if k in ctx.extra}
+
+    def filter_batch(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        batch_ctx = replace(ctx, extra=dict(keep))
+        shown = access.filter_results(batch_ctx, rows)
+        if shown:
+            access.audit(batch_ctx, "export", "0")
+        return shown
+
+    return filter_batch
+
+
+def _check_type_filters(ctx: access.RequestContext, bulk: BulkRequest) -> None:
+    """Refuse ``_has`` and chained ``_typeFilter`` parameters to a caller who sees part of the store.
+
+    Their conditions would be tested on records the caller may not see (the same side channel the
+    search refuses).
+    """
+    security = ctx.extra.get("security")
+    restricted = getattr(security, "restricted", None)
+    if restricted is None or not restricted(ctx):
+        return
+    for queries in bulk.type_filters.values():
+        for name, _ in (pair for query in queries for pair in query):
+            if name.startswith("_has:") or "." in name:
+                raise Forbidden(
+                    f"_typeFilter {name.split(':')[0]}: _has and chained parameters need full access"
+                )
+
+
+def _owned_job(request: Request, job_id: str) -> tuple[access.RequestContext, BulkJob]:
+    """Authorise a status/file/delete call: the job must exist and belong to the caller (403 otherwise)."""
+    ctx = begin(request, "operation", None)
+    job = _manager(request).get(job_id)
+    if job.owner != ctx.principal:  # with authentication on, a job without an owner is nobody's
+        raise Forbidden("this export job was started by another user")
+    return ctx, job
+
+
 def _kickoff(request: Request, store: Store, level: str, group_id: str | None = None) -> Response:
     ctx = begin(
         request,
@@ -89,9 +138,11 @@ def _kickoff(request: Request, store: Store, level: str, group_id: str | None = 
     if prefer and "respond-async" not in prefer:
         raise InvalidRequest("$export needs 'Prefer: respond-async'")
     bulk = _parse(request, level, group_id)
+    _check_type_filters(ctx, bulk)
     if level == "group":
         store.read("Group", group_id or "")  # 404/410 now rather than a failed job later
-    job = _manager(request).start(bulk, filter_fn=lambda rows: access.filter_results(ctx, rows))
+    job = _manager(request).start(bulk, filter_fn=_batch_filter(ctx), owner=ctx.principal)
+    access.audit(ctx, "operation", "0", ctx.extra.get("entities", []))
     location = f"{base_url(request)}/$export-status/{job.id}"
     return Response(status_code=202, headers={"Content-Location": location})
 
@@ -120,8 +171,8 @@ def export_group(group_id: str, request: Request, store: Store = Depends(get_sto
 @router.get("/fhir/$export-status/{job_id}")
 def export_status(job_id: str, request: Request) -> Response:
     """202 with X-Progress while running; 200 with the manifest when done; 500 if the job failed."""
-    begin(request, "operation", None)
-    job = _manager(request).get(job_id)
+    ctx, job = _owned_job(request, job_id)
+    access.audit(ctx, "operation", "0")
     if job.status == "in-progress":
         return Response(status_code=202, headers={"X-Progress": job.progress, "Retry-After": "1"})
     if job.status == "failed":
@@ -145,8 +196,9 @@ def export_status(job_id: str, request: Request) -> Response:
 @router.delete("/fhir/$export-status/{job_id}")
 def export_delete(job_id: str, request: Request) -> Response:
     """Cancel a job and delete its files."""
-    begin(request, "operation", None)
+    ctx, _ = _owned_job(request, job_id)
     _manager(request).delete(job_id)
+    access.audit(ctx, "operation", "0")
     return Response(status_code=202)
 
 
@@ -155,8 +207,9 @@ def export_file(
     job_id: str, name: str, request: Request, settings: Settings = Depends(get_settings)
 ) -> Response:
     """One NDJSON output file."""
-    begin(request, "operation", None)
+    ctx, _ = _owned_job(request, job_id)
     path = _manager(request).file(job_id, name)
+    access.audit(ctx, "operation", "0")
     return FileResponse(path, media_type=NDJSON, filename=name)
 
 

@@ -65,6 +65,8 @@ class BulkJob:
     output: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     created: float = 0.0
+    #: Who started the job (the kick-off's principal); only they may poll, download or delete it.
+    owner: str | None = None
 
 
 def parse_type_filters(values: Sequence[str]) -> dict[str, list[list[tuple[str, str]]]]:
@@ -104,12 +106,21 @@ class JobManager:
         request: BulkRequest,
         *,
         filter_fn: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+        owner: str | None = None,
     ) -> BulkJob:
-        """Create a job and start it in the background."""
+        """Create a job and start it in the background.
+
+        ``filter_fn`` sees every batch before it is written (the caller's access filter); ``owner``
+        is stored with the job so that the API can tie status, files and deletion to the caller.
+        """
         from rhip.store import format_instant
 
         job = BulkJob(
-            uuid.uuid4().hex, request, transaction_time=format_instant(time.time()), created=time.time()
+            uuid.uuid4().hex,
+            request,
+            transaction_time=format_instant(time.time()),
+            created=time.time(),
+            owner=owner,
         )
         self._dir(job.id).mkdir(parents=True)
         self._save(job)

@@ -9,6 +9,7 @@ same compilation feeds DuckDB and Spark through :mod:`rhip.lake.dialect`.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from rhip.lake.fhirpath_sql import (
 )
 from rhip.lake.fhirpath_struct import TVal, Unsupported, compile_typed
 from rhip.lake.fhirpath_struct import root as struct_root
+from rhip.lake.typed_copy import TYPED_COLUMN, covers
 
 __all__ = ["Column", "CompiledView", "compile_view", "validate_view"]
 
@@ -56,6 +58,8 @@ class CompiledView:
     params: dict[str, object]
     columns: list[Column]
     dialect: str
+    #: DuckDB: the elements the typed path reads (a ``json_transform`` structure), else None.
+    typed_elements: dict[str, Any] | None = None
 
     @property
     def column_names(self) -> list[str]:
@@ -289,7 +293,11 @@ class _Compiler:
 
 
 def compile_view(
-    view: dict[str, Any], dialect: str | Dialect = "duckdb", *, source: str = "resources"
+    view: dict[str, Any],
+    dialect: str | Dialect = "duckdb",
+    *,
+    source: str = "resources",
+    typed_structure: dict[str, Any] | None = None,
 ) -> CompiledView:
     """Compile a ViewDefinition into SQL for an engine.
 
@@ -298,6 +306,9 @@ def compile_view(
         dialect: 'duckdb', 'spark' or a :class:`Dialect`.
         source: SQL relation (table, view or table function) with a text column ``resource``
             holding one resource of the view's type per row; the engine supplies it.
+        typed_structure: DuckDB only: the structure of the source's ``typed`` struct column
+            (:mod:`rhip.lake.typed_copy`); when it covers the elements the view reads, the view
+            reads that column instead of parsing ``resource``.
 
     Raises:
         InvalidResource: the ViewDefinition is malformed or uses unsupported FHIRPath.
@@ -324,9 +335,14 @@ def compile_view(
     if comp.env.fragments:
         # Parse each resource once: every top-level member the view touches, in one extraction.
         extra.append(f"{d.extract_members_sql('resource', comp.env.fragments)} AS f_")
+    typed_elements: dict[str, Any] | None = None
     if comp.struct_root is not None and comp.struct_root.node and comp.struct_root.node.children:
-        structure = comp.struct_root.node.describe().replace("'", "''")
-        extra.append(f"json_transform(resource, '{structure}') AS t_")
+        typed_elements = json.loads(comp.struct_root.node.describe())
+        if typed_structure and covers(typed_structure, comp.struct_root.node):
+            extra.append(f"{TYPED_COLUMN} AS t_")
+        else:
+            structure = comp.struct_root.node.describe().replace("'", "''")
+            extra.append(f"json_transform(resource, '{structure}') AS t_")
     if extra:
         source = f"(SELECT resource, {', '.join(extra)} FROM {source})"
     q = (lambda n: f'"{n}"') if d.name == "duckdb" else (lambda n: f"`{n}`")
@@ -341,7 +357,7 @@ def compile_view(
     columns = [comp.columns[n] for n in rows.names]
     used = set(re.findall(r"[$:](p[0-9]+)\b", sql))
     params = {k: v for k, v in comp.env.params.items() if k in used}
-    return CompiledView(view["resource"], sql, params, columns, d.name)
+    return CompiledView(view["resource"], sql, params, columns, d.name, typed_elements)
 
 
 def validate_view(view: Any) -> None:

@@ -65,7 +65,10 @@ class Engine(ABC):
     @final
     def compile(self, view: dict[str, Any]) -> CompiledView:
         """Compile a ViewDefinition for this engine against its registered relation."""
-        compiled = compile_view(view, self.dialect, source="__SOURCE__")
+        rtype = view.get("resource") if isinstance(view, dict) else None
+        known = self.has_type(rtype) if isinstance(rtype, str) else False
+        structure = self.typed_structure(rtype) if known and isinstance(rtype, str) else None
+        compiled = compile_view(view, self.dialect, source="__SOURCE__", typed_structure=structure)
         relation = (
             _relation_name(compiled.resource) if self.has_type(compiled.resource) else self.empty_source()
         )
@@ -79,6 +82,10 @@ class Engine(ABC):
         rows = self.execute(compiled.sql, compiled.params)
         names = compiled.column_names
         return ViewResult(names, [dict(zip(names, row, strict=True)) for row in rows])
+
+    def typed_structure(self, resource_type: str) -> dict[str, Any] | None:
+        """Structure of the registered relation's ``typed`` column, or None (JSON text only)."""
+        return None
 
     @abstractmethod
     def empty_source(self) -> str:
@@ -98,9 +105,12 @@ class DuckDBEngine(Engine):
             self.con.execute(f"SET threads = {int(threads)}")
         self._types: set[str] = set()
         self._tables: set[str] = set()
+        self._structures: dict[str, dict[str, Any]] = {}
 
     def load_resources(self, resources: Iterable[dict[str, Any]]) -> None:
         import pyarrow as pa
+
+        from rhip.lake.typed_copy import TYPED_COLUMN, infer_structure, structure_sql_text
 
         groups: dict[str, list[tuple[str, str]]] = {}
         for res in resources:
@@ -111,17 +121,22 @@ class DuckDBEngine(Engine):
             self.con.execute(f"DROP {kind} IF EXISTS {_relation_name(rtype)}")
         self._types.clear()
         self._tables.clear()
+        self._structures.clear()
         for rtype, rows in groups.items():
             name = _relation_name(rtype)
             table = pa.table({"id": [r[0] for r in rows], "resource": [r[1] for r in rows]})
             self.con.register(f"{name}_arrow", table)
-            self.con.execute(f"CREATE TABLE {name} AS SELECT * FROM {name}_arrow")
+            structure = infer_structure(self.con, f"{name}_arrow", rtype) if _TYPE.match(rtype) else {}
+            typed = f", json_transform(resource, {structure_sql_text(structure)}) AS {TYPED_COLUMN}"
+            self.con.execute(f"CREATE TABLE {name} AS SELECT *{typed if structure else ''} FROM {name}_arrow")
             self.con.unregister(f"{name}_arrow")
+            if structure:
+                self._structures[rtype] = structure
             self._types.add(rtype)
             self._tables.add(rtype)
 
     def attach_lake(self, lake_dir: Path) -> list[str]:
-        from rhip.lake.export import current_sql, lake_types
+        from rhip.lake.export import current_sql, lake_types, typed_structure
 
         found = []
         for rtype in lake_types(lake_dir):
@@ -130,12 +145,20 @@ class DuckDBEngine(Engine):
                 self.con.execute(f"DROP TABLE IF EXISTS {name}")
                 self._tables.discard(rtype)
             self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {current_sql(lake_dir, rtype)}")
+            structure = typed_structure(lake_dir, rtype)
+            if structure:
+                self._structures[rtype] = structure
+            else:
+                self._structures.pop(rtype, None)
             self._types.add(rtype)
             found.append(rtype)
         return found
 
     def has_type(self, resource_type: str) -> bool:
         return resource_type in self._types
+
+    def typed_structure(self, resource_type: str) -> dict[str, Any] | None:
+        return self._structures.get(resource_type)
 
     def empty_source(self) -> str:
         return "(SELECT CAST(NULL AS VARCHAR) AS id, CAST(NULL AS VARCHAR) AS resource WHERE FALSE)"
@@ -167,8 +190,7 @@ def make_spark_session(
     if jars:
         builder = builder.config("spark.jars", ",".join(jars))
     session = (
-        builder
-        .config("spark.ui.enabled", "false")
+        builder.config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.driver.memory", "1g")
         .config("spark.sql.ansi.enabled", "false")

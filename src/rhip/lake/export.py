@@ -6,7 +6,8 @@ Layout under ``settings.lake_dir`` (one folder per resource type, hive-style par
     <Type>/layer=delta/batch=<n>/part-0.parquet     changes since the snapshot, one batch per export
     _state.json                                     watermark (last lastUpdated exported) per type
 
-Each row is ``id, last_updated, deleted, resource`` (resource = FHIR JSON text). An incremental
+Each row is ``id, last_updated, deleted, resource, typed`` (resource = FHIR JSON text, typed = the
+same resource parsed once into a nested struct, see :mod:`rhip.lake.typed_copy`). An incremental
 export asks the store only for resources written since the watermark (deletions included as
 tombstones) and appends them as a delta batch, so its cost follows the amount of change, not the
 size of the region. Readers see the current state through :func:`current_sql`: base rows not
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from rhip.errors import InvalidRequest
+from rhip.lake.typed_copy import TYPED_COLUMN, add_typed_column, infer_structure
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -42,6 +44,7 @@ __all__ = [
     "lake_types",
     "parquet_glob",
     "read_state",
+    "typed_structure",
 ]
 
 log = logging.getLogger(__name__)
@@ -103,18 +106,26 @@ def current_sql(lake_dir: Path, resource_type: str) -> str:
     if state is None:
         raise InvalidRequest(f"resource type {resource_type} is not in the lake")
     base = _quote(str(lake_dir / resource_type / "layer=base" / f"batch={state['base_batch']}" / "*.parquet"))
+    cols = f"id, resource, {TYPED_COLUMN}" if state.get("typed_structure") else "id, resource"
     if not state.get("delta_batches"):
-        return f"SELECT id, resource FROM read_parquet({base})"
+        return f"SELECT {cols} FROM read_parquet({base})"
     delta = _quote(parquet_glob(lake_dir, resource_type, "delta"))
     newest = (
-        "SELECT id, resource, deleted, row_number() OVER (PARTITION BY id ORDER BY last_updated DESC, "
+        f"SELECT {cols}, deleted, row_number() OVER (PARTITION BY id ORDER BY last_updated DESC, "
         f"batch DESC) AS rn FROM read_parquet({delta}, hive_partitioning = true)"
     )
     return (
-        f"SELECT id, resource FROM read_parquet({base}) AS b WHERE NOT EXISTS "
+        f"SELECT {cols} FROM read_parquet({base}) AS b WHERE NOT EXISTS "
         f"(SELECT 1 FROM read_parquet({delta}, hive_partitioning = true) AS d WHERE d.id = b.id) "
-        f"UNION ALL SELECT id, resource FROM ({newest}) WHERE rn = 1 AND NOT deleted"
+        f"UNION ALL SELECT {cols} FROM ({newest}) WHERE rn = 1 AND NOT deleted"
     )
+
+
+def typed_structure(lake_dir: Path, resource_type: str) -> dict[str, Any] | None:
+    """The structure of a type's typed copy in the lake, or None when the lake has none."""
+    state = read_state(lake_dir).get("types", {}).get(resource_type) or {}
+    found = state.get("typed_structure")
+    return found if isinstance(found, dict) and found else None
 
 
 def _quote(text: str) -> str:
@@ -173,22 +184,38 @@ def _note_ids(
 
 
 def _write(
-    folder: Path, tables: Iterator[pa.Table], on_rows: Callable[[int], None]
-) -> tuple[int, int, float]:
+    folder: Path,
+    tables: Iterator[pa.Table],
+    on_rows: Callable[[int], None],
+    typed: tuple[str, dict[str, Any] | None] | None = None,
+) -> tuple[int, int, float, dict[str, Any] | None]:
+    """Write chunks; ``typed`` = (resource type, structure or None to infer it) adds the typed copy."""
+    import duckdb
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     folder.mkdir(parents=True, exist_ok=True)
     written = removed = 0
     high = 0.0
+    structure = typed[1] if typed else None
+    con = duckdb.connect() if typed else None
     for k, table in enumerate(tables):
+        if con is not None and typed is not None:
+            if structure is None:
+                con.register("chunk_", table)
+                structure = infer_structure(con, "chunk_", typed[0])
+                con.unregister("chunk_")
+            if structure:
+                table = add_typed_column(con, table, structure)
         pq.write_table(table, folder / f"part-{k:05d}.parquet", compression="zstd", row_group_size=50_000)
         n_deleted = int(pc.sum(table["deleted"]).as_py() or 0)
         removed += n_deleted
         written += table.num_rows - n_deleted
         high = max(high, float(pc.max(table["last_updated"]).as_py() or 0.0))
         on_rows(table.num_rows)
-    return written, removed, high
+    if con is not None:
+        con.close()
+    return written, removed, high, structure
 
 
 def export_store(
@@ -223,13 +250,13 @@ def export_store(
             ids_at: dict[float, list[str]] = {}
             rows = _note_ids(store.iter_current(rtype, include_deleted=False), ids_at)
             folder = lake_dir / rtype / "layer=base" / f"batch={batch}"
-            written, removed, high = _write(folder, _batches(rows), tick)
+            written, removed, high, structure = _write(folder, _batches(rows), tick, (rtype, None))
             old = st or {}
             _remove_layers(lake_dir / rtype, keep=folder)
             tstate[rtype] = {
                 "base_batch": batch, "base_rows": written, "delta_batches": [], "delta_rows": 0,
                 "watermark": max(high, float(old.get("watermark", 0.0))), "next_batch": batch + 1,
-                "watermark_ids": ids_at.get(high, []),
+                "watermark_ids": ids_at.get(high, []), "typed_structure": structure or {},
             }  # fmt: skip
         else:
             mark = float(st["watermark"])
@@ -241,7 +268,9 @@ def export_store(
             )
             folder = lake_dir / rtype / "layer=delta" / f"batch={batch}"
             ids_at = {}
-            written, removed, high = _write(folder, _batches(_note_ids(rows, ids_at)), tick)
+            known = st.get("typed_structure") or None
+            typed = (rtype, known) if known else None
+            written, removed, high, _ = _write(folder, _batches(_note_ids(rows, ids_at)), tick, typed)
             if written + removed:
                 st["delta_batches"] = [*st.get("delta_batches", []), batch]
                 st["delta_rows"] = int(st.get("delta_rows", 0)) + written + removed
@@ -286,7 +315,7 @@ def compact(lake_dir: Path, resource_type: str) -> None:
         sql = current_sql(lake_dir, resource_type)
         con.execute(
             f"COPY (SELECT c.id, CAST($wm AS DOUBLE) AS last_updated, FALSE AS deleted, "
-            f"c.resource FROM ({sql}) AS c) TO {target} (FORMAT parquet, COMPRESSION zstd)",
+            f"c.* EXCLUDE (id) FROM ({sql}) AS c) TO {target} (FORMAT parquet, COMPRESSION zstd)",
             {"wm": float(st["watermark"])},
         )
         rows = con.execute(f"SELECT count(*) FROM read_parquet({target})").fetchone()

@@ -101,11 +101,8 @@ def _member(base: TVal, name: str) -> TVal:
     child = base.node.children.setdefault(name, Schema(is_array=repeats))
     if base.is_list:
         mapped = f'list_transform({base.sql}, lambda x_: x_."{name}")'
-        sql = (
-            f"flatten(list_filter({mapped}, lambda y_: y_ IS NOT NULL))"
-            if repeats
-            else (f"list_filter({mapped}, lambda y_: y_ IS NOT NULL)")
-        )
+        # flatten() already skips NULL lists, so repeating children need no extra filter pass.
+        sql = f"flatten({mapped})" if repeats else f"list_filter({mapped}, lambda y_: y_ IS NOT NULL)"
         return TVal(sql, True, child_type, child)
     access = f'({base.sql})."{name}"'
     if repeats:
@@ -198,7 +195,12 @@ def _reference_key(base: TVal, args: tuple[Node, ...], env: Env) -> TVal:
     if not isinstance(target, Member) or target.base is not None:
         raise Unsupported
     wanted = env.bind(target.name)
-    return TVal(f"(CASE WHEN {rtype} = {wanted} THEN {ident} END)", False, "id", None, "str")
+    general = f"(CASE WHEN {rtype} = {wanted} THEN {ident} END)"
+    # Fast path for the usual 'Type/id': one prefix test and one search instead of four splits.
+    prefix, start = env.bind(target.name + "/"), len(target.name) + 2
+    rest = f"substr({ref}, {start})"
+    fast = f"(CASE WHEN starts_with({ref}, {prefix}) AND NOT contains({rest}, '/') THEN nullif({rest}, '') "
+    return TVal(f"{fast}ELSE {general} END)", False, "id", None, "str")
 
 
 def root(resource_type: str) -> TVal:

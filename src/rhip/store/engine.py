@@ -29,9 +29,8 @@ log = logging.getLogger(__name__)
 #: How long a SQLite writer waits for the write lock before giving up (milliseconds).
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: Page cache per SQLite connection (KiB; the default 2 MB makes index B-trees spill to the OS).
-SQLITE_CACHE_KIB = 32_768
-#: Memory-mapped reads of a SQLite file (bytes): page reads without a copy through read().
-SQLITE_MMAP_BYTES = 256 * 1024 * 1024
+#: It fills as the database is used: memory grows by up to this much per pooled connection.
+SQLITE_CACHE_KIB = 16_384
 #: Execution option that marks a connection's transaction as a write transaction.
 WRITE_OPTION = "rhip_write"
 
@@ -83,7 +82,6 @@ def _sqlite_engine(url: str, busy_timeout_ms: int) -> Engine:
             if not memory:
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA synchronous=NORMAL")
-                cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES:d}")
             cursor.execute(f"PRAGMA cache_size={-SQLITE_CACHE_KIB:d}")
             cursor.execute("PRAGMA temp_store=MEMORY")
             cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms:d}")

@@ -14,8 +14,9 @@ Here the overlap is found once per resource type from the compiled parameter tab
 The search side asks :func:`rhip.store.index_extract.stored_params` which rows a parameter reads,
 so every search gives the same results as with one row per parameter. Data indexed before this
 scheme (one full row set per parameter) is still found, because a parameter reads its own rows too.
-Parameters common to all types (``_tag``...) are never reduced: a search across all types reads
-them by name alone.
+Only FHIR's own parameters take part: parameters common to all types (``_tag``...) because a
+search across all types reads them by name alone, and a region's registered parameters because
+they can be unregistered (which would leave others without the rows they read).
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ __all__ = ["Sharing", "StoredAs", "parts_of", "plan_sharing"]
 #: Where a parameter's rows are: (param value, required target_type or None) pairs.
 StoredAs = tuple[tuple[str, str | None], ...]
 _COMMON = "http://hl7.org/fhir/SearchParameter/Resource-"
+_BUILT_IN = "http://hl7.org/fhir/SearchParameter/"
+
+
+def _candidate(sp: SearchParamDef) -> bool:
+    """Only FHIR's own parameters share rows: a region's registered ones come and go."""
+    return sp.url.startswith(_BUILT_IN) and not sp.url.startswith(_COMMON)
 
 
 @dataclass(frozen=True)
@@ -49,9 +56,9 @@ def parts_of(sp: SearchParamDef) -> tuple[Any, ...]:
 def _filtered(params: dict[str, SearchParamDef]) -> dict[str, tuple[str, str]]:
     """Reference parameters that are another one restricted to a target type: name -> (base, type)."""
     out: dict[str, tuple[str, str]] = {}
-    plain = [a for a in params.values() if a.type == "reference" and a.paths]
+    plain = [a for a in params.values() if a.type == "reference" and a.paths and _candidate(a)]
     for b in params.values():
-        if b.type != "reference" or not b.paths or b.url.startswith(_COMMON):
+        if b.type != "reference" or not b.paths or not _candidate(b):
             continue
         kinds = {p.is_type for p in b.paths}
         if len(kinds) != 1 or None in kinds:
@@ -69,9 +76,10 @@ def _filtered(params: dict[str, SearchParamDef]) -> dict[str, tuple[str, str]]:
 def _unions(params: dict[str, SearchParamDef], skip: set[str]) -> dict[str, tuple[tuple[str, ...], set[Any]]]:
     """Parameters whose paths include all of others': name -> (bases, paths left to write)."""
     out: dict[str, tuple[tuple[str, ...], set[Any]]] = {}
-    order = sorted(params.values(), key=lambda sp: (-len(set(parts_of(sp))), sp.name))
-    for b in params.values():
-        if b.name in skip or b.url.startswith(_COMMON) or not parts_of(b):
+    candidates = [sp for sp in params.values() if _candidate(sp) and parts_of(sp)]
+    order = sorted(candidates, key=lambda sp: (-len(set(parts_of(sp))), sp.name))
+    for b in candidates:
+        if b.name in skip:
             continue
         whole = set(parts_of(b))
         left = set(whole)

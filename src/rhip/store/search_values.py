@@ -7,8 +7,8 @@ precision of the value, and numbers within the precision they were written with.
 
 from __future__ import annotations
 
+import itertools
 import re
-import sys
 import unicodedata
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
@@ -57,12 +57,22 @@ def normalize(text: str) -> str:
     """Lower-case, accent-free, width-folded form used for string matching (NFKD + casefold)."""
     if text.isascii():
         return text.lower()[:MAX_INDEXED_CHARS]
+    if len(text) <= _CACHED_CHARS:
+        return _normalize_short(text)
     return _normalize_unicode(text)
 
 
-@lru_cache(maxsize=65536)
+#: Non-ASCII strings up to this length are cached: names, places and display texts repeat across
+#: resources far more than they vary; long free text rarely repeats and would only fill memory.
+_CACHED_CHARS = 64
+
+
+@lru_cache(maxsize=16384)
+def _normalize_short(text: str) -> str:
+    return _normalize_unicode(text)
+
+
 def _normalize_unicode(text: str) -> str:
-    # cached: display texts, names and addresses repeat across resources far more than they vary
     folded = unicodedata.normalize("NFKD", text)
     stripped = _combining_marks().sub("", folded)
     return unicodedata.normalize("NFC", stripped.casefold())[:MAX_INDEXED_CHARS]
@@ -72,10 +82,12 @@ def _normalize_unicode(text: str) -> str:
 def _combining_marks() -> re.Pattern[str]:
     """One character class of every code point with a non-zero combining class.
 
-    Built once from this interpreter's Unicode tables (about 0.1 s), so removing marks is one
+    Built once from this interpreter's Unicode tables (a few milliseconds), so removing marks is one
     C-level regex pass instead of a Python call per character.
     """
-    points = [cp for cp in range(sys.maxunicode + 1) if unicodedata.combining(chr(cp))]
+    # planes 0-1 and 14 hold every mark; the others are ideographs, private use or unassigned
+    scan = itertools.chain(range(0x20000), range(0xE0000, 0xE1000))
+    points = [cp for cp in scan if unicodedata.combining(chr(cp))]
     ranges: list[tuple[int, int]] = []
     for cp in points:
         if ranges and ranges[-1][1] == cp - 1:
