@@ -59,11 +59,12 @@ def _district_names(gen: Path) -> dict[str, str]:
 
 
 def test_counted_cases_are_the_generated_notifiable_cases(region: dict[str, Any]) -> None:
-    """Every counted case is a true notifiable case with the right disease and resident district."""
+    """Every counted case is a true notifiable case with the right disease and resident district
+    (GB/T 2260 code, decided per resident over all linked records)."""
     cases = lake_cases(region["lake"], default_definitions(), dt.date(2000, 1, 1), dt.date(2100, 1, 1))
     truth = {r["encounter_id"]: r for r in _truth_cases(region["gen"])}
-    names = _district_names(region["gen"])
     assert len(cases) >= 20
+    assert not [c for c in cases if c.district == "unknown"]
     moved = 0
     for c in cases:
         enc = c.condition_id.rsplit("-c", 1)[0]
@@ -71,9 +72,11 @@ def test_counted_cases_are_the_generated_notifiable_cases(region: dict[str, Any]
         row = truth[enc]
         disease = notifiable_disease_for_icd10(row["icd10"])
         assert disease is not None and disease.code == c.disease
-        moved += names[row["district_code"]] != c.district  # facility records with an old address
+        moved += row["district_code"] != c.district
         assert c.day.isoformat() == row["date"]
-    assert moved <= 0.15 * len(cases)
+    # No identity linking in this fixture: a record that carries a household's earlier address
+    # (generator noise "old-address") places its case there; linked records vote it away.
+    assert moved <= 0.12 * len(cases), moved
 
 
 def test_counts_are_dense_and_match_cases(region: dict[str, Any]) -> None:
@@ -183,3 +186,31 @@ def test_evaluation_against_injected_outbreaks(region: dict[str, Any]) -> None:
     assert 0 < scores["ears_c1"].detected <= scores["ears_c1"].outbreaks
     assert scores["ears_c1"].median_delay >= 0
     assert scores["farrington"].area_years > 0
+
+
+def test_demo_report_lists_outbreaks_by_district_code(region: dict[str, Any], tmp_path: Path) -> None:
+    """The demo step backfills the default signals and prints every injected outbreak with
+    ``code name`` districts; its count agrees with matching the recorded alerts to the truth."""
+    import sqlalchemy as sa
+    from rich.console import Console
+
+    from rhip.surveillance.alerts import list_alerts
+    from rhip.surveillance.cli import print_demo_alerts
+    from rhip.surveillance.evaluation import match_alerts, read_outbreaks
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'demo.db'}")
+    console = Console(record=True, width=200)
+    found = print_demo_alerts(console, engine, region["lake"], region["gen"], end=dt.date(2026, 12, 31))
+    text = console.export_text()
+    outbreaks = read_outbreaks(region["gen"])
+    with engine.connect() as conn:
+        alerts = list_alerts(conn, limit=5000)
+    findings, matched = match_alerts(alerts, outbreaks)
+    assert found == sum(f.first_alarm is not None for f in findings) > 0
+    assert f"injected outbreaks detected: {found} of {len(outbreaks)}" in text
+    assert all(f.delay is None or 0 <= f.delay <= 6 for f in findings)
+    names = _district_names(region["gen"])
+    for ob in outbreaks:
+        assert f"{ob.district} {names[ob.district]}" in text
+    assert "per district-year" in text and len(matched) <= len(alerts)
+    engine.dispose()

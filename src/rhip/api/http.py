@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 
 from rhip.errors import InvalidRequest, Issue, NotSupported, RhipError
 

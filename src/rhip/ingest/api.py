@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(prefix="/ingest", tags=["ingest"])
+#: Row ids and offsets are SQL BIGINTs: larger values are client errors, not database overflows.
+_INT64_MAX = 2**63 - 1
 
 
 def _pipeline(request: Request) -> Any:
@@ -63,7 +65,7 @@ def _batches(engine: Any, facility: str | None, limit: int) -> list[dict[str, An
 
 @router.get("/batches")
 async def get_batches(
-    request: Request, facility: str | None = Query(None), limit: int = Query(100, le=1000)
+    request: Request, facility: str | None = Query(None), limit: int = Query(100, ge=1, le=1000)
 ) -> list[dict[str, Any]]:
     """Recent batches with their reconciliation counts, newest first."""
     return await run_in_threadpool(_batches, request.app.state.store.engine, facility, limit)
@@ -75,8 +77,8 @@ async def get_quarantine(
     facility: str | None = Query(None),
     connector: str | None = Query(None),
     status: str = Query("open"),
-    limit: int = Query(100, le=1000),
-    offset: int = Query(0, ge=0),
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0, le=_INT64_MAX),
 ) -> list[dict[str, Any]]:
     """Quarantined records (source, position, reasons, status), oldest first."""
     from rhip.ingest.quarantine import list_entries
@@ -94,7 +96,9 @@ async def get_quarantine(
 
 
 @router.get("/quarantine/{entry_id}")
-async def get_quarantine_entry(entry_id: int, request: Request) -> dict[str, Any]:
+async def get_quarantine_entry(
+    request: Request, entry_id: int = Path(..., ge=0, le=_INT64_MAX)
+) -> dict[str, Any]:
     """One quarantined record's summary; 404 (OperationOutcome) when absent."""
     from rhip.ingest.quarantine import get_entry
 

@@ -79,5 +79,12 @@ INGEST_TABLES: list[Table] = [ingest_batch, ingest_delivery, ingest_quarantine, 
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create the ingest tables if they do not exist yet (safe to call on every start)."""
-    METADATA.create_all(engine, tables=INGEST_TABLES, checkfirst=True)
+    """Create the ingest tables if they do not exist yet (safe to call on every start).
+
+    The DDL runs in a write transaction (BEGIN IMMEDIATE on SQLite), so a concurrent writer makes
+    it wait instead of failing at once with "database is locked".
+    """
+    from rhip.store import write_transaction
+
+    with write_transaction(engine) as conn:
+        METADATA.create_all(conn, tables=INGEST_TABLES, checkfirst=True)

@@ -98,7 +98,7 @@ def parquet_glob(lake_dir: Path, resource_type: str, layer: str = "*") -> str:
 
 
 def current_sql(lake_dir: Path, resource_type: str) -> str:
-    """DuckDB SQL giving the current ``id, resource`` of a type from base + deltas.
+    """DuckDB SQL giving the current ``id, resource`` (and ``typed``) of a type from base + deltas.
 
     Paths come from the lake's own state (resource type names are validated), not from input.
     """
@@ -198,23 +198,27 @@ def _write(
     written = removed = 0
     high = 0.0
     structure = typed[1] if typed else None
-    con = duckdb.connect() if typed else None
-    for k, table in enumerate(tables):
-        if con is not None and typed is not None:
-            if structure is None:
-                con.register("chunk_", table)
-                structure = infer_structure(con, "chunk_", typed[0])
-                con.unregister("chunk_")
-            if structure:
-                table = add_typed_column(con, table, structure)
-        pq.write_table(table, folder / f"part-{k:05d}.parquet", compression="zstd", row_group_size=50_000)
-        n_deleted = int(pc.sum(table["deleted"]).as_py() or 0)
-        removed += n_deleted
-        written += table.num_rows - n_deleted
-        high = max(high, float(pc.max(table["last_updated"]).as_py() or 0.0))
-        on_rows(table.num_rows)
-    if con is not None:
-        con.close()
+    con: duckdb.DuckDBPyConnection | None = None
+    try:
+        for k, table in enumerate(tables):
+            if typed is not None:
+                con = con or duckdb.connect()  # opened only when there is something to write
+                if structure is None:
+                    con.register("chunk_", table)
+                    structure = infer_structure(con, "chunk_", typed[0])
+                    con.unregister("chunk_")
+                if structure:
+                    table = add_typed_column(con, table, structure)
+            part = folder / f"part-{k:05d}.parquet"
+            pq.write_table(table, part, compression="zstd", row_group_size=50_000)
+            n_deleted = int(pc.sum(table["deleted"]).as_py() or 0)
+            removed += n_deleted
+            written += table.num_rows - n_deleted
+            high = max(high, float(pc.max(table["last_updated"]).as_py() or 0.0))
+            on_rows(table.num_rows)
+    finally:
+        if con is not None:
+            con.close()
     return written, removed, high, structure
 
 

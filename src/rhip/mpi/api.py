@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
@@ -36,6 +36,14 @@ if TYPE_CHECKING:
     from rhip.store import Store
 
 router = APIRouter(prefix="/mpi", tags=["mpi"])
+#: Row ids and offsets are SQL BIGINTs: larger values are client errors, not database overflows.
+_INT64_MAX = 2**63 - 1
+
+
+def _row_id() -> Any:
+    """A fresh path-parameter spec per route (FastAPI must not share one FieldInfo between routes)."""
+    return Path(..., ge=0, le=_INT64_MAX)
+
 T = TypeVar("T")
 
 
@@ -236,7 +244,7 @@ def match(request: Request, body: RecordRef, store: Store = Depends(_store)) -> 
 @router.get("/review")
 def list_reviews(
     request: Request, status: str = "open", count: int = Query(50, alias="_count", ge=1, le=1000),
-    offset: int = Query(0, alias="_offset", ge=0), store: Store = Depends(_store),
+    offset: int = Query(0, alias="_offset", ge=0, le=_INT64_MAX), store: Store = Depends(_store),
 ) -> dict[str, Any]:  # fmt: skip
     """The review queue (possible matches) with the evidence of each pair, strongest first."""
 
@@ -320,13 +328,13 @@ def _change_json(result: corrections.ChangeResult | None) -> dict[str, Any]:
 
 
 @router.post("/review/{review_id}/$accept")
-def accept(request: Request, review_id: int, store: Store = Depends(_store)) -> dict[str, Any]:
+def accept(request: Request, review_id: int = _row_id(), store: Store = Depends(_store)) -> dict[str, Any]:
     """Accept a possible match: the record joins the candidate resident."""
     return _correct(request, lambda actor: corrections.accept_review(store, review_id, actor=actor))
 
 
 @router.post("/review/{review_id}/$reject")
-def reject(request: Request, review_id: int, store: Store = Depends(_store)) -> dict[str, Any]:
+def reject(request: Request, review_id: int = _row_id(), store: Store = Depends(_store)) -> dict[str, Any]:
     """Reject a possible match: the pair is not proposed again."""
     return _correct(request, lambda actor: corrections.reject_review(store, review_id, actor=actor))
 
@@ -371,12 +379,12 @@ def merge(request: Request, body: MergeBody, store: Store = Depends(_store)) -> 
 
 
 @router.post("/change/{change_id}/$unmerge")
-def unmerge(request: Request, change_id: int, store: Store = Depends(_store)) -> dict[str, Any]:
+def unmerge(request: Request, change_id: int = _row_id(), store: Store = Depends(_store)) -> dict[str, Any]:
     """Undo a merge."""
     return _correct(request, lambda actor: corrections.unmerge(store, change_id, actor=actor))
 
 
 @router.post("/change/{change_id}/$revert")
-def revert(request: Request, change_id: int, store: Store = Depends(_store)) -> dict[str, Any]:
+def revert(request: Request, change_id: int = _row_id(), store: Store = Depends(_store)) -> dict[str, Any]:
     """Undo any correction (link, unlink, accept, reject, merge)."""
     return _correct(request, lambda actor: corrections.revert_change(store, change_id, actor=actor))

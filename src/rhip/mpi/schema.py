@@ -111,7 +111,11 @@ MPI_TABLES: list[Table] = [mpi_resident, mpi_record, mpi_key, mpi_card, mpi_revi
 
 def ensure_schema(engine: Engine) -> None:
     """Create the MPI tables when missing (idempotent; safe to call at every start)."""
-    METADATA.create_all(engine, tables=MPI_TABLES, checkfirst=True)
-    with engine.begin() as conn:
+    from rhip.store import write_transaction
+
+    # A write transaction (BEGIN IMMEDIATE on SQLite) waits for concurrent writers instead of
+    # failing at once with "database is locked".
+    with write_transaction(engine) as conn:
+        METADATA.create_all(conn, tables=MPI_TABLES, checkfirst=True)
         if conn.execute(mpi_lock.select().where(mpi_lock.c.id == 1)).first() is None:
             conn.execute(mpi_lock.insert().values(id=1, n=0))

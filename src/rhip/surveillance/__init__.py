@@ -12,6 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rhip.surveillance.areas import DistrictDirectory
     from rhip.surveillance.cusum import cusum
     from rhip.surveillance.ears import ears
     from rhip.surveillance.farrington import FarringtonControl, farrington_flexible
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 _NAMES = {
     "DetectionResult": "result",
+    "DistrictDirectory": "areas",
     "FarringtonControl": "farrington",
     "MethodSpec": "methods",
     "cusum": "cusum",
@@ -33,6 +35,7 @@ _NAMES = {
 
 __all__ = [
     "DetectionResult",
+    "DistrictDirectory",
     "FarringtonControl",
     "MethodSpec",
     "cusum",
@@ -48,6 +51,6 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name in _NAMES:
         return getattr(importlib.import_module(f"rhip.surveillance.{_NAMES[name]}"), name)
-    if name in ("methods", "alerts", "counting", "runner", "evaluation", "glm", "definitions"):
+    if name in ("areas", "methods", "alerts", "counting", "runner", "evaluation", "glm", "definitions"):
         return importlib.import_module(f"rhip.surveillance.{name}")
     raise AttributeError(name)

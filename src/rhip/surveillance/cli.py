@@ -170,15 +170,15 @@ def evaluate_command(
     methods: str = typer.Option("ears_c1,ears_c2,ears_c3,farrington,noufaily,cusum_rossi", help="Methods."),
     lake_dir: Path | None = typer.Option(None, "--lake-dir", help="Lake root (default: settings)."),
 ) -> None:
-    """Score methods against the generator's injected outbreaks (sensitivity, false alarms, delay)."""
+    """Score methods (and the default signals) against the generator's injected outbreaks."""
     from rich.console import Console
     from rich.table import Table
 
     from rhip.surveillance.evaluation import evaluate_region
+    from rhip.surveillance.runner import DEFAULT_SIGNALS, Signal
 
-    scores = evaluate_region(
-        region_dir, _lake(lake_dir), [m.strip() for m in methods.split(",") if m.strip()]
-    )
+    signals = [Signal(m.strip()) for m in methods.split(",") if m.strip()]
+    scores = evaluate_region(region_dir, _lake(lake_dir), [*signals, *DEFAULT_SIGNALS])
     table = Table(title="Methods against injected outbreaks (weekly, by district)")
     for col in (
         "method",
@@ -188,7 +188,7 @@ def evaluate_command(
         "false alarms / area-year",
         "median delay (weeks)",
     ):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "method")
     for s in scores:
         table.add_row(
             s.method,
@@ -226,47 +226,93 @@ def register(app: typer.Typer) -> None:
 def print_demo_alerts(
     console: Any, engine: Any, lake_dir: Path, region_dir: Path, *, end: dt.date | None = None
 ) -> int:
-    """Demo step: backfill the default signals, print alerts with the outbreak each one found and its delay.
+    """Demo step: backfill the default signals over the whole period, print the alerts, each
+    injected outbreak (detected or not, method, first alarm week, delay) and the false alarms.
 
     Returns the number of injected outbreaks detected.
     """
-    from rich.table import Table
-
     from rhip.surveillance.alerts import list_alerts
-    from rhip.surveillance.evaluation import read_outbreaks
+    from rhip.surveillance.areas import district_directory
+    from rhip.surveillance.evaluation import match_alerts, read_outbreaks
     from rhip.surveillance.runner import run_surveillance
 
-    run_surveillance(engine, lake_dir, end=end or dt.date.today(), report_periods=0, history_years=10)
+    report = run_surveillance(
+        engine, lake_dir, end=end or dt.date.today(), report_periods=0, history_years=10
+    )
+    directory = district_directory(lake_dir)
     outbreaks = read_outbreaks(region_dir)
     with engine.connect() as conn:
         alerts = list_alerts(conn, limit=5000)
+    findings, matched = match_alerts(alerts, outbreaks)
+    _print_alert_table(console, alerts, matched, findings, directory.label)
+    _print_outbreak_table(console, findings, directory.label)
+    false = [a for a in alerts if a["id"] not in matched]
+    rate = len(false) / report.area_years if report.area_years else float("nan")
+    by_cell: dict[tuple[str, str], int] = {}
+    for a in false:
+        key = (directory.label(a["area"]), a["first_period"][:4])
+        by_cell[key] = by_cell.get(key, 0) + 1
+    cells = ", ".join(f"{area} {year}: {n}" for (area, year), n in sorted(by_cell.items()))
+    found = sum(f.first_alarm is not None for f in findings)
+    console.print(
+        f"injected outbreaks detected: {found} of {len(outbreaks)}; "
+        f"false alerts: {len(false)} ({rate:.2f} per district-year over "
+        f"{report.area_years:.1f} district-years){'; ' + cells if cells else ''}"
+    )
+    return found
+
+
+def _print_alert_table(
+    console: Any, alerts: list[Any], matched: dict[str, str], findings: list[Any], label: Any
+) -> None:
+    from rich.table import Table
+
+    starts = {f.outbreak.outbreak_id: f.outbreak.first_week for f in findings}
     table = Table(title="Surveillance alerts (injected outbreak and detection delay)")
     for col in ("disease", "district", "weeks", "method", "cases", "outbreak", "delay (weeks)"):
         table.add_column(col)
-    found = set()
-    for a in sorted(alerts, key=lambda x: x["first_period"]):
-        first = dt.date.fromisoformat(a["first_period"])
-        hit = next(
-            (
-                o
-                for o in outbreaks
-                if o.disease == a["disease"]
-                and o.district == a["area"]
-                and o.first_week <= first <= o.last_week + dt.timedelta(weeks=2)
-            ),
-            None,
-        )
-        if hit is not None:
-            found.add(hit.outbreak_id)
+    for a in sorted(alerts, key=lambda x: (x["first_period"], x["disease"], x["area"])):
+        ob = matched.get(a["id"])
+        first = dt.date.fromisoformat(a["first_period"][:10])
         table.add_row(
             a["disease"],
-            a["area"],
-            f"{a['first_period']}..{a['last_period']}",
+            label(a["area"]),
+            f"{a['first_period'][:10]}..{a['last_period'][:10]}",
             a["method"],
             str(a["case_count"]),
-            hit.outbreak_id if hit else "-",
-            str((first - hit.first_week).days // 7) if hit else "-",
+            ob or "-",
+            str(max(0, (first - starts[ob]).days // 7)) if ob else "-",
         )
     console.print(table)
-    console.print(f"injected outbreaks detected: {len(found)} of {len(outbreaks)}")
-    return len(found)
+
+
+def _print_outbreak_table(console: Any, findings: list[Any], label: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="Injected outbreaks (generator truth) and their first alarm")
+    for col in (
+        "outbreak",
+        "disease",
+        "district",
+        "weeks",
+        "extra cases",
+        "detected",
+        "method",
+        "first alarm",
+        "delay (weeks)",
+    ):
+        table.add_column(col)
+    for f in sorted(findings, key=lambda x: x.outbreak.first_week):
+        ob = f.outbreak
+        table.add_row(
+            ob.outbreak_id,
+            ob.disease,
+            label(ob.district),
+            f"{ob.first_week.isoformat()}..{ob.last_week.isoformat()}",
+            str(ob.extra_cases),
+            "yes" if f.first_alarm else "no",
+            f.method or "-",
+            f.first_alarm.isoformat() if f.first_alarm else "-",
+            "-" if f.delay is None else str(f.delay),
+        )
+    console.print(table)

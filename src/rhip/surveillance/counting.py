@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rhip.errors import InvalidRequest
+from rhip.surveillance.areas import UNKNOWN_AREA, DistrictDirectory, district_directory, resident_districts
 
 __all__ = [
     "Case",
@@ -169,45 +170,34 @@ def open_views(lake_dir: Path) -> Any:
     return con
 
 
-def _district_names(con: Any) -> list[str]:
-    """Known district names (facility addresses), longest first, to place patients by address."""
-    try:
-        rows = con.execute(
-            "SELECT DISTINCT district FROM patient_demographics WHERE district IS NOT NULL"
-        ).fetchall()
-    except Exception:
-        rows = []
-    names = {str(r[0]) for r in rows if r[0]}
-    return sorted(names, key=len, reverse=True)
-
-
 def read_cases(
     con: Any,
     definitions: Sequence[CaseDefinition],
     start: dt.date,
     end: dt.date,
     *,
-    facility_districts: dict[str, str] | None = None,
+    directory: DistrictDirectory | None = None,
 ) -> list[Case]:
-    """Run :func:`case_rows_sql` and resolve every case's district.
+    """Run :func:`case_rows_sql` and place every case in a GB/T 2260 district code.
 
-    The district is the patient's own (address district), else a known district name found in
-    the patient's address text, else the district of the facility (``facility_districts``:
-    organization id -> district).
+    The district is the resident's (vote over all their linked records, see
+    :func:`rhip.surveillance.areas.resident_districts`), else the code or a known district name in
+    the patient's own record, else the district of the treating facility, else ``unknown``.
     """
+    directory = directory or DistrictDirectory()
     sql, params = case_rows_sql(definitions, start, end)
     rows = con.execute(sql, params).fetchall()
-    names = sorted(
-        set(_district_names(con)) | set((facility_districts or {}).values()), key=len, reverse=True
-    )
+    residents = resident_districts(con, directory)
     out = []
     for disease, resident, cond, patient, day, district, address, facility in rows:
-        if not district and address:
-            district = next((n for n in names if n in address), None)
-        if not district and facility and facility_districts:
-            district = facility_districts.get(facility)
+        code = (
+            residents.get(str(resident))
+            or directory.code_of(district)
+            or directory.find_in_text(address)
+            or (directory.facilities.get(facility) if facility else None)
+        )
         out.append(
-            Case(disease, resident, cond, patient or "", day, district or "unknown", facility or "unknown")
+            Case(disease, resident, cond, patient or "", day, code or UNKNOWN_AREA, facility or UNKNOWN_AREA)
         )
     log.info("counted %d cases", len(out))
     return out
@@ -270,22 +260,8 @@ def count_cases(
 
 
 def facility_districts(lake_dir: Path) -> dict[str, str]:
-    """Organization id -> district name, from the lake's Organization resources (empty if none)."""
-    import json
-    from importlib import resources
-
-    from rhip.lake import DuckDBEngine
-
-    view = json.loads(
-        (resources.files("rhip.surveillance") / "data" / "organization_district.json").read_text("utf-8")
-    )
-    engine = DuckDBEngine()
-    try:
-        engine.attach_lake(Path(lake_dir))
-        rows = engine.run_view(view).rows
-    finally:
-        engine.close()
-    return {str(r["id"]): str(r["district"]) for r in rows if r.get("district")}
+    """Organization id -> district code, from the lake's Organization resources (empty if none)."""
+    return district_directory(lake_dir).facilities
 
 
 def lake_cases(
@@ -294,6 +270,6 @@ def lake_cases(
     """Cases (first diagnosis per resident episode) between start and end from a materialised lake."""
     con = open_views(lake_dir)
     try:
-        return read_cases(con, definitions, start, end, facility_districts=facility_districts(lake_dir))
+        return read_cases(con, definitions, start, end, directory=district_directory(lake_dir))
     finally:
         con.close()

@@ -1,7 +1,7 @@
 """Evaluation of the methods against the generator's injected outbreaks.
 
-The generator writes ``truth/outbreaks.csv`` (disease, ICD-10, district code, first/last ISO week)
-and ``region/facilities.csv`` (district code → name). For every method the weekly district series
+The generator writes ``truth/outbreaks.csv`` (disease, ICD-10, district code, first/last ISO week);
+cases are counted by GB/T 2260 district code, as the truth is. For every method the weekly district series
 are run over all evaluable weeks and compared with the truth:
 
 - sensitivity: share of evaluable outbreaks with an alarm in the series between the outbreak's
@@ -16,23 +16,32 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from rhip.surveillance.counting import CountTable
 from rhip.surveillance.runner import Signal, detect_tables
 
-__all__ = ["MethodScore", "Outbreak", "evaluate", "evaluate_region", "read_outbreaks"]
+__all__ = [
+    "MethodScore",
+    "Outbreak",
+    "OutbreakFinding",
+    "evaluate",
+    "evaluate_region",
+    "match_alerts",
+    "read_outbreaks",
+]
 
 _GRACE_WEEKS = 2
 
 
 @dataclass(frozen=True)
 class Outbreak:
-    """An injected outbreak, placed on the case-definition code and district name."""
+    """An injected outbreak, placed on the case-definition code and GB/T 2260 district code."""
 
     outbreak_id: str
     disease: str
@@ -78,10 +87,6 @@ def read_outbreaks(region_dir: Path) -> list[Outbreak]:
     """Outbreaks of a generated region, with ICD-10 mapped to the notifiable disease code."""
     from rhip.fhir.terminology import notifiable_disease_for_icd10
 
-    names: dict[str, str] = {}
-    with (region_dir / "region" / "facilities.csv").open(encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            names[row["district_code"]] = row["district"]
     out = []
     with (region_dir / "truth" / "outbreaks.csv").open(encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
@@ -92,13 +97,59 @@ def read_outbreaks(region_dir: Path) -> list[Outbreak]:
                 Outbreak(
                     row["outbreak_id"],
                     disease.code,
-                    names.get(row["district_code"], row["district_code"]),
+                    row["district_code"],
                     _monday(row["first_week"]),
                     _monday(row["last_week"]),
                     int(row["extra_cases"] or 0),
                 )
             )
     return out
+
+
+def _in_window(ob: Outbreak, period: dt.date) -> bool:
+    return ob.first_week <= period <= ob.last_week + dt.timedelta(weeks=_GRACE_WEEKS)
+
+
+@dataclass(frozen=True)
+class OutbreakFinding:
+    """What the recorded alerts say about one injected outbreak."""
+
+    outbreak: Outbreak
+    method: str | None = None
+    first_alarm: dt.date | None = None
+    alert_id: str | None = None
+
+    @property
+    def delay(self) -> int | None:
+        """Weeks from the outbreak's first week to the first alarm (None when not detected)."""
+        return None if self.first_alarm is None else (self.first_alarm - self.outbreak.first_week).days // 7
+
+
+def match_alerts(
+    alerts: Sequence[Mapping[str, Any]], outbreaks: Sequence[Outbreak]
+) -> tuple[list[OutbreakFinding], dict[str, str]]:
+    """Match recorded alerts to outbreaks: same disease code, same district code and an alarm week
+    between the outbreak's first week and two weeks after its last week.
+
+    Returns one finding per outbreak (earliest alarm over all matching alerts) and alert id ->
+    outbreak id for the alerts that matched; the other alerts are false alarms.
+    """
+    findings: list[OutbreakFinding] = []
+    matched: dict[str, str] = {}
+    for ob in outbreaks:
+        best = OutbreakFinding(ob)
+        for a in alerts:
+            if a["disease"] != ob.disease or a["area"] != ob.district:
+                continue
+            weeks = sorted(dt.date.fromisoformat(str(e["period"])[:10]) for e in a["evidence"])
+            hits = [w for w in weeks if _in_window(ob, w)]
+            if not hits:
+                continue
+            matched.setdefault(str(a["id"]), ob.outbreak_id)
+            if best.first_alarm is None or hits[0] < best.first_alarm:
+                best = OutbreakFinding(ob, str(a["method"]), hits[0], str(a["id"]))
+        findings.append(best)
+    return findings, matched
 
 
 def evaluate(
@@ -108,18 +159,14 @@ def evaluate(
     scores = []
     for signal in signals:
         results = detect_tables(tables, signal)
-        score = MethodScore(signal.method, 0, 0, 0, 0.0, [])
+        score = MethodScore(signal.label, 0, 0, 0, 0.0, [])
         covered: set[tuple[str, str, dt.date]] = set()
         for ob in outbreaks:
             table, res = tables.get(ob.disease), results.get(ob.disease)
             if table is None or res is None or ob.district not in table.areas:
                 continue
             a = table.areas.index(ob.district)
-            window = [
-                t
-                for t, p in enumerate(table.periods)
-                if ob.first_week <= p <= ob.last_week + dt.timedelta(weeks=_GRACE_WEEKS)
-            ]
+            window = [t for t, p in enumerate(table.periods) if _in_window(ob, p)]
             if not window or not res.evaluated[window[0]]:
                 continue
             score.outbreaks += 1
@@ -142,12 +189,14 @@ def evaluate(
     return scores
 
 
-def evaluate_region(region_dir: Path, lake_dir: Path, methods: Sequence[str]) -> list[MethodScore]:
-    """Count weekly district cases from the lake and score ``methods`` against the region's truth."""
+def evaluate_region(region_dir: Path, lake_dir: Path, methods: Sequence[str | Signal]) -> list[MethodScore]:
+    """Count weekly district cases from the lake and score ``methods`` (names or signals with
+    parameters) against the region's truth."""
+    signals = [m if isinstance(m, Signal) else Signal(m) for m in methods]
     from rhip.surveillance.counting import count_cases, default_definitions, lake_cases
 
     cases = lake_cases(lake_dir, default_definitions(), dt.date(1900, 1, 1), dt.date(2999, 12, 31))
     if not cases:
-        return [MethodScore(m, 0, 0, 0, 0.0, []) for m in methods]
+        return [MethodScore(s.label, 0, 0, 0, 0.0, []) for s in signals]
     tables = count_cases(cases, start=min(c.day for c in cases), end=max(c.day for c in cases))
-    return evaluate(tables, read_outbreaks(region_dir), [Signal(m) for m in methods])
+    return evaluate(tables, read_outbreaks(region_dir), signals)

@@ -26,10 +26,12 @@ from rhip.surveillance.result import DetectionResult
 
 __all__ = [
     "DEFAULT_SIGNALS",
+    "EARS_SHORT_HISTORY",
     "Alarm",
     "RunReport",
     "Signal",
     "daily_job",
+    "detect_signal",
     "detect_tables",
     "run_surveillance",
 ]
@@ -39,14 +41,33 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Signal:
-    """A method and its parameter overrides."""
+    """A method, its parameter overrides and an optional fallback for periods it cannot evaluate.
+
+    With a ``fallback``, a Farrington-type method keeps its full baseline of ``b`` years and the
+    fallback (typically EARS, which needs only weeks of history) covers the periods before that
+    history exists; each alarm names the method that raised it.
+    """
 
     method: str
     params: dict[str, Any] = field(default_factory=dict)
+    fallback: Signal | None = None
+
+    @property
+    def label(self) -> str:
+        """``method`` or ``method(k=v,...)`` for tables, then ``> fallback``."""
+        own = self.method
+        if self.params:
+            own += "(" + ",".join(f"{k}={v}" for k, v in sorted(self.params.items())) + ")"
+        return f"{own} > {self.fallback.label}" if self.fallback else own
 
 
-#: Default signals, chosen from the evaluation table in docs/surveillance.md.
-DEFAULT_SIGNALS: tuple[Signal, ...] = (Signal("farrington"),)
+#: EARS C2 with a floor of 0.5 on the baseline standard deviation: after seven weeks without
+#: cases it takes two cases in a week (not one) to alarm. Needs seven weeks of history.
+EARS_SHORT_HISTORY = Signal("ears_c2", {"minSigma": 0.5})
+
+#: Default signals, chosen from the evaluation table in docs/surveillance.md: Farrington with a
+#: three-year baseline where that history exists, EARS C2 (minSigma 0.5) before.
+DEFAULT_SIGNALS: tuple[Signal, ...] = (Signal("farrington", {"b": 3}, EARS_SHORT_HISTORY),)
 
 
 @dataclass(frozen=True)
@@ -73,15 +94,28 @@ class RunReport:
     alerts_created: int = 0
     alerts_extended: int = 0
     notes: list[str] = field(default_factory=list)
+    area_years: float = 0.0  # areas × years evaluated (denominator of false-alarm rates)
 
 
 def _fit_params(signal: Signal, n_periods: int, unit: str, notes: list[str]) -> dict[str, Any] | None:
-    """Shorten a Farrington baseline to the history available; None when even one year is missing."""
+    """Shorten a Farrington baseline to the history available; None when even one year is missing.
+
+    A signal with a fallback keeps its baseline (None when no period can be evaluated).
+    """
     params = {**get_method(signal.method).params, **signal.params}
     if "b" not in params:
         return params
     freq = 52 if unit == "week" else 365
     b_max = (n_periods - int(params.get("w", 3)) - 1) // freq
+    if signal.fallback is not None:
+        if b_max >= int(params["b"]):
+            return params
+        note = f"{signal.method}: less than b={params['b']} years of history, {signal.fallback.label} used"
+        if note not in notes:
+            notes.append(note)
+        return None
+    if int(params.get("noPeriods", 1)) > 1:  # seasonal factor levels need two years of baseline
+        b_max = b_max if b_max >= 2 else 0
     if b_max < 1:
         notes.append(f"{signal.method}: less than one year of history, skipped")
         return None
@@ -95,29 +129,74 @@ def _clean(v: float) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)
 
 
+def _detect_one(
+    table: CountTable, signal: Signal, notes: list[str]
+) -> tuple[DetectionResult, list[str]] | None:
+    params = _fit_params(signal, len(table.periods), table.unit, notes)
+    res: DetectionResult | None = None
+    if params is not None:
+        freq = 52 if table.unit == "week" else 365
+        if signal.method.startswith("cusum") and len(table.periods) <= int(params.get("baseline", 104)):
+            params["baseline"] = max(1, len(table.periods) // 2)
+        res = detect(signal.method, table.counts, freq=freq, dates=table.periods, **params)
+    names = [signal.method if res is not None and res.evaluated[t] else "" for t in range(len(table.periods))]
+    if signal.fallback is None:
+        return None if res is None else (res, names)
+    back = _detect_one(table, signal.fallback, notes)
+    if back is None or res is None:
+        return back if res is None else (res, names)
+    fb, fb_names = back
+    use = ~res.evaluated & fb.evaluated
+    for t in np.nonzero(use)[0]:
+        names[t] = fb_names[t]
+    return _merge(res, fb, use), names
+
+
+def _merge(res: DetectionResult, fb: DetectionResult, use: Any) -> DetectionResult:
+    """``res`` with the periods in ``use`` taken from ``fb``."""
+
+    def pick(a: Any, b: Any) -> Any:
+        return np.where(use[:, None] if np.ndim(a) == 2 else use, b, a)
+
+    return DetectionResult(
+        res.method,
+        res.observed,
+        pick(res.expected, fb.expected),
+        pick(res.upperbound, fb.upperbound),
+        pick(res.alarm, fb.alarm),
+        pick(res.score, fb.score),
+        pick(res.pvalue, fb.pvalue),
+        res.evaluated | fb.evaluated,
+    )
+
+
+def detect_signal(
+    tables: dict[str, CountTable], signal: Signal, notes: list[str] | None = None
+) -> dict[str, tuple[DetectionResult, list[str]]]:
+    """Run one signal (with its fallback) on every disease table; per disease the result and the
+    method that evaluated each period. Diseases no method can evaluate are absent."""
+    notes = notes if notes is not None else []
+    out = {}
+    for disease, table in tables.items():
+        got = _detect_one(table, signal, notes)
+        if got is not None:
+            out[disease] = got
+    return out
+
+
 def detect_tables(
     tables: dict[str, CountTable], signal: Signal, notes: list[str] | None = None
 ) -> dict[str, DetectionResult]:
     """Run one signal on every disease table (all areas at once); diseases skipped are absent."""
-    out: dict[str, DetectionResult] = {}
-    notes = notes if notes is not None else []
-    for disease, table in tables.items():
-        params = _fit_params(signal, len(table.periods), table.unit, notes)
-        if params is None:
-            continue
-        freq = 52 if table.unit == "week" else 365
-        if signal.method.startswith("cusum") and len(table.periods) <= int(params.get("baseline", 104)):
-            params["baseline"] = max(1, len(table.periods) // 2)
-        res = detect(
-            signal.method, table.counts, freq=freq, dates=table.periods, **{k: v for k, v in params.items()}
-        )
-        out[disease] = res
-    return out
+    return {d: res for d, (res, _) in detect_signal(tables, signal, notes).items()}
 
 
-def _alarms(table: CountTable, res: DetectionResult, method: str, rows: Sequence[int]) -> list[Alarm]:
+def _alarms(
+    table: CountTable, res: DetectionResult, methods: Sequence[str], rows: Sequence[int]
+) -> list[Alarm]:
     out = []
     for t in rows:
+        method = methods[t]
         for a in np.nonzero(res.alarm[t])[0]:
             out.append(
                 Alarm(
@@ -170,13 +249,14 @@ def run_surveillance(
     report.cases = len(cases)
     report.series = sum(len(t.areas) for t in tables.values())
     for signal in signals:
-        results = detect_tables(tables, signal, report.notes)
-        for disease, res in results.items():
+        for disease, (res, methods) in detect_signal(tables, signal, report.notes).items():
             table = tables[disease]
             rows = [int(t) for t in np.nonzero(res.evaluated)[0]]
+            per_year = 52.18 if unit == "week" else 365.25
+            report.area_years = max(report.area_years, len(rows) * len(table.areas) / per_year)
             if report_periods:
                 rows = rows[-report_periods:]
-            report.alarms += _alarms(table, res, signal.method, rows)
+            report.alarms += _alarms(table, res, methods, rows)
     _record(engine, report, tables, area, unit)
     return report
 
