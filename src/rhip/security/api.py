@@ -159,13 +159,13 @@ def _smart_configuration(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/.well-known/smart-configuration")
+@router.get("/.well-known/smart-configuration", response_class=JSONResponse)
 async def smart_configuration(request: Request) -> Response:
     """SMART App Launch discovery document."""
     return JSONResponse(_smart_configuration(request))
 
 
-@router.get("/fhir/.well-known/smart-configuration")
+@router.get("/fhir/.well-known/smart-configuration", response_class=JSONResponse)
 async def smart_configuration_fhir(request: Request) -> Response:
     """SMART discovery under the FHIR base, where SMART clients look first."""
     return JSONResponse(_smart_configuration(request))
