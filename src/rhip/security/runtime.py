@@ -153,7 +153,7 @@ class SecurityRuntime:
             if name.startswith("_has:") or "." in name:
                 # the condition would be tested on records the caller may not see (side channel)
                 raise Forbidden(f"{name.split(':')[0]}: _has and chained parameters need full access")
-        plain = [(n, v) for n, v in params if n not in ("_summary", "_total")]
+        plain = _narrowed(ctx, res_type, [(n, v) for n, v in params if n not in ("_summary", "_total")])
         raw = self.store.search(res_type, plain, count=RESTRICTED_WINDOW, offset=0)
         visible = self.filter_results(ctx, raw.matches)
         page = visible[offset : offset + count] if count else []
@@ -217,3 +217,26 @@ def _linked(page: list[dict[str, Any]], includes: list[dict[str, Any]]) -> list[
 def forbid(reason: str) -> None:
     """Raise Forbidden with a reason (helper for routers of this module)."""
     raise Forbidden(reason)
+
+
+def _narrowed(
+    ctx: RequestContext, res_type: str | None, params: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """Push a resident's own-records rule into the SQL search, so the window holds their records.
+
+    Without it a resident's search would read the first RESTRICTED_WINDOW matches of the whole
+    region and keep only theirs, missing records beyond the window. The policy filter still runs
+    on the narrowed result, so this can only drop records the resident may not see anyway (those
+    of the type that name no patient at all, which residents rarely need).
+    """
+    from rhip.fhir.search_params import search_params_for
+
+    principal = ctx.extra.get("principal")
+    if not isinstance(principal, Principal) or principal.role != "resident" or not principal.patient:
+        return params
+    if res_type == "Patient":
+        return [*params, ("_id", principal.patient)]
+    if res_type and "patient" in search_params_for(res_type):
+        return [*params, ("patient", f"Patient/{principal.patient}")]
+    return params
+
