@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,3 +99,27 @@ def spark_session() -> Iterator[Any]:
     session.sparkContext.setCheckpointDir(str(Path(tempfile.mkdtemp(prefix="rhip-spark-"))))
     yield session
     session.stop()
+
+
+#: SQL-on-FHIR v2 official suite outcomes per engine, summed on the controller (xdist forwards
+#: every report here), printed as "N passed, M failed" at the end of the run.
+_CONFORMANCE: Counter[tuple[str, str]] = Counter()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "test_lake_conformance.py::test_conformance" not in report.nodeid:
+        return
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        engine = "spark" if report.nodeid.endswith("-spark]") else "duckdb"
+        _CONFORMANCE[(engine, report.outcome)] += 1
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for engine in sorted({engine for engine, _ in _CONFORMANCE}):
+        passed = _CONFORMANCE[(engine, "passed")]
+        failed = _CONFORMANCE[(engine, "failed")]
+        skipped = _CONFORMANCE[(engine, "skipped")]
+        terminalreporter.write_line(
+            f"SQL-on-FHIR v2 conformance ({engine}): {passed} passed, {failed} failed"
+            + (f", {skipped} skipped" if skipped else "")
+        )
