@@ -13,22 +13,17 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import socket
-import threading
-import time
-import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rhip.config import Settings
+from rhip_testkit import new_pg_database, running_server
 
 DATA = Path(__file__).resolve().parent.parent / "data"
-PG_ADMIN_URL = os.environ.get("RHIP_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 FHIR_JSON = "application/fhir+json"
 
 
@@ -66,7 +61,7 @@ def module_client(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
         if request.param == "sqlite":
             url = f"sqlite:///{tmp_path_factory.mktemp('api') / 'rhip.sqlite'}"
         else:
-            url = stack.enter_context(_module_pg_database())
+            url = stack.enter_context(new_pg_database("rhip_api"))
         store = Store(url)
         stack.callback(store.close)
         settings = Settings(data_dir=tmp_path_factory.mktemp("data"), database_url=url, auth_enabled=False)
@@ -74,28 +69,6 @@ def module_client(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
         test_client = stack.enter_context(TestClient(app, base_url="http://testserver"))
         test_client.headers["content-type"] = FHIR_JSON
         yield test_client
-
-
-@contextmanager
-def _module_pg_database() -> Iterator[str]:
-    import psycopg
-
-    try:
-        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
-            pass
-    except psycopg.Error:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 but CI requires it")
-        pytest.skip("PostgreSQL not reachable")
-    name = f"rhip_api_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
@@ -132,21 +105,12 @@ def schema_errors() -> Any:
     return errors
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def live_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL (``http://127.0.0.1:port/fhir``) of a real uvicorn serving a fresh store.
 
     One server per back end: a new SQLite file, or a new PostgreSQL database dropped afterwards.
     """
-    import httpx
-    import uvicorn
-
     from rhip.api import create_app
     from rhip.store import Store
 
@@ -155,27 +119,10 @@ def live_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         if request.param == "sqlite":
             url = f"sqlite:///{data_dir / 'rhip.sqlite'}"
         else:
-            url = stack.enter_context(_module_pg_database())
+            url = stack.enter_context(new_pg_database("rhip_api"))
         store = Store(url)
         stack.callback(store.close)
         settings = Settings(data_dir=data_dir, database_url=url, page_size=10, auth_enabled=False)
         app = create_app(store, settings, router_modules=())
-        port = _free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        stack.callback(thread.join, 10)
-        stack.callback(setattr, server, "should_exit", True)
-        base = f"http://127.0.0.1:{port}/fhir"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/metadata", timeout=10).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("uvicorn did not start")
+        base = stack.enter_context(running_server(app)) + "/fhir"
         yield base

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,15 +10,11 @@ from pathlib import Path
 
 import httpx
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from rhip_testkit import free_port
 
 
 def test_rhip_serve_answers_metadata(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RHIP_DATA_DIR": str(tmp_path), "RHIP_PORT": str(port), "RHIP_HOST": "127.0.0.1"}
     env.pop("RHIP_DATABASE_URL", None)
     cmd = [sys.executable, "-c", "from rhip.cli import main; main()", "serve"]

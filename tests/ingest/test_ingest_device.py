@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 
 import httpx
 import orjson
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from rhip.ingest import api as ingest_api
@@ -20,6 +17,7 @@ from rhip.ingest.hooks import patient_sinks, unregister_patient_sink
 from rhip.ingest.pipeline import Pipeline
 from rhip.quality import api as quality_api
 from rhip.store import Store
+from rhip_testkit import running_server
 
 PATIENT = {"system": "urn:oid:2.16.156.10011.1.3", "value": "330402198005061238"}
 
@@ -35,12 +33,6 @@ def _reading(minute: int, hr: float = 72) -> dict[str, object]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server(sqlite_store: Store) -> Iterator[str]:
     """A real uvicorn server with the ingest and quality routers on a free port."""
@@ -49,16 +41,8 @@ def server(sqlite_store: Store) -> Iterator[str]:
     app.include_router(ingest_api.router)
     app.include_router(quality_api.router)
     before = patient_sinks()
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with running_server(app, lifespan="auto", timeout=10) as root:
+        yield root
     for sink in patient_sinks():
         if sink not in before:
             unregister_patient_sink(sink)  # the app installs the identity sink process-wide

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,15 +11,10 @@ import orjson
 import pytest
 
 from rhip.config import Settings
+from rhip_testkit import running_server
 
 #: Data directory of each running test server, by base URL.
 server_data_dir: dict[str, str] = {}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _resources() -> list[dict]:
@@ -45,8 +38,6 @@ def _resources() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import uvicorn
-
     from rhip.api import create_app
     from rhip.store import Store
 
@@ -55,24 +46,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     store = Store(url)
     store.bulk_write(_resources())
     app = create_app(store, Settings(data_dir=data_dir, database_url=url, auth_enabled=False))
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}/fhir"
-    server_data_dir[base] = str(data_dir)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/metadata", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        pytest.fail("uvicorn did not start")
-    yield base
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with running_server(app, lifespan="auto", timeout=30) as root:
+        base = f"{root}/fhir"
+        server_data_dir[base] = str(data_dir)
+        yield base
     store.close()
 
 

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from mpi_helpers import patient
 
 from rhip.config import Settings
 from rhip.fhir import systems
 from rhip.mpi.service import match_and_link
 from rhip.store import Store
+from rhip_testkit import running_server
 
 
 @pytest.fixture
@@ -24,22 +21,8 @@ def server(mpi_store: Store) -> Iterator[str]:
 
     settings = Settings(auth_enabled=False, database_url=mpi_store.url)
     app = create_app(mpi_store, settings, router_modules=("rhip.mpi.api",))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    srv = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
+    with running_server(app, lifespan="off", timeout=20) as root:
+        yield root
 
 
 def _seed(store: Store, cid: str) -> str:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -15,6 +12,7 @@ import pytest
 from security_seed import ACCOUNTS, seed_resources
 
 from rhip.config import Settings
+from rhip_testkit import running_server
 
 
 @dataclass
@@ -38,17 +36,9 @@ class SecuredServer:
         return httpx.post(f"{self.base}/{path}", headers=headers, json=body, timeout=30, **kw)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredServer]:
     """uvicorn on a free port serving a seeded SQLite store with authentication on."""
-    import uvicorn
-
     from rhip.api import create_app
     from rhip.security.testing import issue_token
     from rhip.store import Store
@@ -67,22 +57,5 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredServer]
             name: issue_token(app, role=role, username=name, **binding)
             for name, (role, binding) in ACCOUNTS.items()
         }
-        port = _free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        stack.callback(thread.join, 10)
-        stack.callback(setattr, server, "should_exit", True)
-        base = f"http://127.0.0.1:{port}/fhir"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/metadata", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("uvicorn did not start")
+        base = stack.enter_context(running_server(app)) + "/fhir"
         yield SecuredServer(base, app, tokens)

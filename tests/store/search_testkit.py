@@ -6,8 +6,6 @@ holding the resources of :func:`dataset`; ``ids`` runs a search and returns the 
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,21 +13,12 @@ from typing import Any
 
 import pytest
 
-PG_ADMIN_URL = os.environ.get("RHIP_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+from rhip_testkit import new_pg_database
+
 CID = "urn:oid:2.16.156.10011.1.3"
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
-
-def _pg_ok() -> bool:
-    try:
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
-            return True
-    except Exception:
-        return False
 
 
 @contextmanager
@@ -38,21 +27,8 @@ def database(backend: str, tmp: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{tmp / 'search.sqlite'}"
         return
-    if not _pg_ok():
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 but CI requires it")
-        pytest.skip("PostgreSQL not reachable")
-    import psycopg
-
-    name = f"rhip_search_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with new_pg_database("rhip_search") as url:
+        yield url
 
 
 def _obs(oid: str, subject: dict[str, Any] | None, code: str, **extra: Any) -> dict[str, Any]:
