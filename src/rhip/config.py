@@ -35,6 +35,15 @@ class Settings(BaseSettings):
     auth_enabled: bool = Field(default=True, description="Require authentication on the API.")
     page_size: int = Field(default=50, description="Default search page size (_count).")
     max_page_size: int = Field(default=1000, description="Largest _count a client may ask for.")
+    mllp_port: int = Field(default=2575, description="Port `rhip mllp-listen` listens on.")
+    mllp_batch_max: int = Field(
+        default=500, ge=1, description="Most HL7 v2 messages the MLLP listener commits in one batch."
+    )
+    mllp_batch_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long the MLLP listener gathers more messages into a batch after the first.",
+    )
 
     @property
     def resolved_database_url(self) -> str:

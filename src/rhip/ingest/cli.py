@@ -128,7 +128,7 @@ def _print_reconciliation(console: Any, report: Any) -> None:
 
 def mllp_listen(
     host: str = typer.Option("127.0.0.1", help="Address to bind."),
-    port: int = typer.Option(2575, help="TCP port."),
+    port: int | None = typer.Option(None, help="TCP port (default: setting RHIP_MLLP_PORT, 2575)."),
     facility: str | None = typer.Option(None, help="Facility code (default: MSH-4 of each message)."),
     database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
 ) -> None:
@@ -139,7 +139,7 @@ def mllp_listen(
     from rhip.ingest.mllp import MLLPListener
 
     listener = MLLPListener(_pipeline(database_url), host, port, facility=facility)
-    typer.echo(f"MLLP listener on {host}:{port}")
+    typer.echo(f"MLLP listener on {host}:{listener.port}")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(listener.serve_forever())
 

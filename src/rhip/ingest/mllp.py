@@ -3,9 +3,14 @@
 Each frame is ``<VT> message <FS><CR>``. The listener answers every message with an ACK only after
 the message's outcome is committed: AA (stored, duplicate or superseded), AE (content error: the
 message is quarantined) or AR (unsupported type/event or unreadable header), with ERR segments
-naming the rule and the segment/field. Messages from all open connections are gathered into small
-batches for the database, which is what lets one listener acknowledge thousands of messages per
-second while each sender still waits for its own ACK.
+naming the rule and the segment/field.
+
+Throughput comes from micro-batching: messages from all open connections that arrive within a few
+milliseconds (``batch_wait``) are one pipeline chunk, i.e. one store transaction, and are
+acknowledged together after its commit. A batch closes early when every open connection already has
+a message in it (no one else can add one while all wait for their ACK). One worker handles batches
+in arrival order, so the messages of one connection are applied in the order they were sent; a
+sender that does not wait for each ACK (pipelining) gets its ACKs in order too.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rhip.config import get_settings
 from rhip.ingest.hl7v2 import CONNECTOR, ack_code, build_ack, control_id, decode, header_field, split_messages
 from rhip.ingest.model import BatchReport, MappingError, Record, SourceInfo
 from rhip.ingest.pipeline import MapContext, Pipeline
@@ -24,13 +30,32 @@ from rhip.ingest.pipeline import MapContext, Pipeline
 log = logging.getLogger(__name__)
 
 VT, FS, CR = b"\x0b", b"\x1c", b"\x0d"
+END = FS + CR
 MAX_FRAME = 16 * 1024 * 1024
 
 
 def frame(message: str | bytes) -> bytes:
     """Wrap one message in MLLP framing."""
     data = message.encode("utf-8") if isinstance(message, str) else message
-    return VT + data + FS + CR
+    return VT + data + END
+
+
+def split_frames(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """The complete frames' payloads in ``buffer`` and the bytes left over (an unfinished frame).
+
+    Bytes before a frame's VT (line noise, keep-alives) are dropped.
+    """
+    frames: list[bytes] = []
+    pos = 0
+    while True:
+        start = buffer.find(VT, pos)
+        if start < 0:
+            return frames, b""
+        end = buffer.find(END, start + 1)
+        if end < 0:
+            return frames, buffer[start:]
+        frames.append(buffer[start + 1 : end])
+        pos = end + 2
 
 
 @dataclass
@@ -45,6 +70,7 @@ class ListenerStats:
     """Counts since the listener started."""
 
     received: int = 0
+    batches: int = 0
     acks: dict[str, int] = field(default_factory=lambda: {"AA": 0, "AE": 0, "AR": 0})
 
 
@@ -53,33 +79,37 @@ class MLLPListener:
 
     Args:
         pipeline: the ingest pipeline (its store is written from one worker thread).
-        host, port: where to listen (port 0 picks a free port; see :attr:`port` after start).
+        host, port: where to listen (port 0 picks a free port; see :attr:`port` after start;
+            default: the ``mllp_port`` setting).
         facility: facility code for every message; default: each message's MSH-4.
-        batch_max: most messages per database batch; batch_wait: seconds to gather a batch.
+        batch_max: most messages per database batch; batch_wait: seconds to gather a batch
+            (defaults: the ``mllp_batch_max`` and ``mllp_batch_wait_ms`` settings).
     """
 
     def __init__(
         self,
         pipeline: Pipeline,
         host: str = "127.0.0.1",
-        port: int = 2575,
+        port: int | None = None,
         *,
         facility: str | None = None,
-        batch_max: int = 500,
-        batch_wait: float = 0.002,
+        batch_max: int | None = None,
+        batch_wait: float | None = None,
     ) -> None:
+        settings = get_settings()
         self.pipeline = pipeline
         self.host = host
-        self.port = port
+        self.port = settings.mllp_port if port is None else port
         self.facility = facility
-        self.batch_max = batch_max
-        self.batch_wait = batch_wait
+        self.batch_max = max(1, batch_max if batch_max is not None else settings.mllp_batch_max)
+        self.batch_wait = batch_wait if batch_wait is not None else settings.mllp_batch_wait_ms / 1000
         self.stats = ListenerStats()
         self.reports: dict[str, BatchReport] = {}  # per sending facility, in memory
         self.report: BatchReport | None = None  # the listener's persisted batch
         self._queue: asyncio.Queue[_Item] | None = None
         self._server: asyncio.Server | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         """Bind and start serving; :attr:`port` holds the bound port afterwards."""
@@ -90,14 +120,21 @@ class MLLPListener:
         log.info("MLLP listener on %s:%s", self.host, self.port)
 
     async def stop(self) -> None:
-        """Stop accepting, finish queued messages, close batch reports."""
+        """Stop accepting, finish the batch in progress (its ACKs are sent), refuse what is still
+        queued (those senders get no ACK and resend), close connections and batch reports."""
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+        if self._queue is not None:
+            while not self._queue.empty():
+                self._queue.get_nowait().future.cancel()
+        for writer in list(self._writers):
+            writer.close()
+        if self._server is not None:
+            await self._server.wait_closed()
         if self.report is not None:
             await asyncio.to_thread(self.pipeline.close_batch, self.report)
 
@@ -110,71 +147,92 @@ class MLLPListener:
             await self.stop()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection: every complete frame read is submitted at once, the ACKs written in order.
+
+        The next read waits for those ACKs, which bounds what one sender has in flight to one read
+        (64 KiB) and keeps its messages in order across batches.
+        """
         host, port = writer.get_extra_info("peername")[:2]
         peer = f"{host}:{port}"
+        self._writers.add(writer)
         buffer = b""
         try:
-            while True:
-                chunk = await reader.read(65536)
-                if not chunk:
-                    break
-                buffer += chunk
+            while chunk := await reader.read(65536):
+                frames, buffer = split_frames(buffer + chunk)
                 if len(buffer) > MAX_FRAME:
                     log.warning("MLLP frame from %s exceeds %d bytes; closing", peer, MAX_FRAME)
                     break
-                while True:
-                    start = buffer.find(VT)
-                    end = buffer.find(FS + CR, start + 1) if start >= 0 else -1
-                    if start < 0 or end < 0:
-                        break
-                    raw = buffer[start + 1 : end]
-                    buffer = buffer[end + 2 :]
-                    ack = await self._submit(raw, peer)
-                    writer.write(frame(ack))
-                    await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+                if not frames:
+                    continue
+                futures = [self._submit(raw, peer) for raw in frames]
+                for future in futures:
+                    writer.write(frame(await future))
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         finally:
+            self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _submit(self, raw: bytes, peer: str) -> str:
-        assert self._queue is not None
+    def _submit(self, raw: bytes, peer: str) -> asyncio.Future[str]:
+        if self._queue is None:
+            raise RuntimeError("MLLP listener not started")
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Item(raw, peer, future))
-        return await future
+        self._queue.put_nowait(_Item(raw, peer, future))
+        return future
+
+    async def _gather(self, queue: asyncio.Queue[_Item]) -> list[_Item]:
+        """The next batch: whatever is queued, then what arrives within ``batch_wait``, up to
+        ``batch_max``; closed early once every open connection has a message in it."""
+        loop = asyncio.get_running_loop()
+        items = [await queue.get()]
+        peers = {items[0].peer}
+        deadline = loop.time() + self.batch_wait
+        while len(items) < self.batch_max:
+            if queue.empty():
+                timeout = deadline - loop.time()
+                if timeout <= 0 or len(peers) >= len(self._writers):
+                    break
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout)
+                except TimeoutError:
+                    break
+            else:
+                item = queue.get_nowait()
+            items.append(item)
+            peers.add(item.peer)
+        return items
 
     async def _work(self) -> None:
-        assert self._queue is not None
+        """Batches one at a time, in arrival order; a stop lets the batch in progress finish."""
+        if self._queue is None:
+            raise RuntimeError("MLLP listener not started")
         while True:
-            items = [await self._queue.get()]
-            deadline = asyncio.get_running_loop().time() + self.batch_wait
-            while len(items) < self.batch_max:
-                timeout = deadline - asyncio.get_running_loop().time()
-                try:
-                    items.append(
-                        await asyncio.wait_for(self._queue.get(), max(timeout, 0))
-                        if timeout > 0
-                        else self._queue.get_nowait()
-                    )
-                except (TimeoutError, asyncio.QueueEmpty):
-                    break
+            items = await self._gather(self._queue)
+            running = asyncio.ensure_future(asyncio.to_thread(self._run, items))
             try:
-                acks = await asyncio.to_thread(self._process, items)
-            except Exception:
-                log.exception("MLLP batch failed")
-                acks = [
-                    build_ack(
-                        _text(i.raw),
-                        "AE",
-                        [{"rule": "internal-error", "path": "", "message": "processing failed; resend"}],
-                    )
-                    for i in items
-                ]
-            for item, ack in zip(items, acks, strict=True):
-                if not item.future.done():
-                    item.future.set_result(ack)
+                acks = await asyncio.shield(running)
+            except asyncio.CancelledError:
+                _answer(items, await running)
+                raise
+            _answer(items, acks)
+
+    def _run(self, items: Sequence[_Item]) -> list[str]:
+        """The ACKs of a batch; a failure of the batch as a whole is an AE asking for a resend."""
+        try:
+            return self._process(items)
+        except Exception:
+            log.exception("MLLP batch failed")
+            return [
+                build_ack(
+                    _text(i.raw),
+                    "AE",
+                    [{"rule": "internal-error", "path": "", "message": "processing failed; resend"}],
+                )
+                for i in items
+            ]
 
     def _process(self, items: Sequence[_Item]) -> list[str]:
         """Runs in the worker thread: the whole batch is one pipeline chunk (one source per record)."""
@@ -199,11 +257,22 @@ class MLLPListener:
                 owner.append(n)
         ctx = MapContext(self.report.source, self.pipeline.tz, self.pipeline.translator)
         outcomes = self.pipeline.process_chunk(self.report, ctx, records, MAPPERS[CONNECTOR], track=True)
-        per_item: list[list[tuple[str, list[dict[str, str]]]]] = [[] for _ in items]
+        self.stats.batches += 1
+        return self._acks(texts, records, owner, outcomes)
+
+    def _acks(
+        self,
+        texts: list[str],
+        records: list[Record],
+        owner: list[int],
+        outcomes: list[tuple[str, list[dict[str, str]]]],
+    ) -> list[str]:
+        """One ACK per frame (the worst code of its messages) and the per-facility counts."""
+        per_item: list[list[tuple[str, list[dict[str, str]]]]] = [[] for _ in texts]
         for rec, n, (outcome, reasons) in zip(records, owner, outcomes, strict=True):
             per_item[n].append((outcome, reasons))
-            assert rec.source is not None
-            fac = self.reports.setdefault(rec.source.facility, BatchReport("mllp", rec.source))
+            source = rec.source or SourceInfo("unknown", CONNECTOR, "mllp")
+            fac = self.reports.setdefault(source.facility, BatchReport("mllp", source))
             fac.received += 1
             setattr(fac, _FIELD[outcome], getattr(fac, _FIELD[outcome]) + 1)
         acks: list[str] = []
@@ -214,6 +283,12 @@ class MLLPListener:
             self.stats.acks[code] += 1
             acks.append(build_ack(text, code, [r for _o, rs in results for r in rs]))
         return acks
+
+
+def _answer(items: Sequence[_Item], acks: Sequence[str]) -> None:
+    for item, ack in zip(items, acks, strict=True):
+        if not item.future.done():
+            item.future.set_result(ack)
 
 
 _FIELD = {"stored": "stored", "duplicate": "duplicates", "quarantined": "quarantined", "stale": "stale"}
