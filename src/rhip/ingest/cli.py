@@ -131,6 +131,7 @@ def mllp_listen(
     port: int | None = typer.Option(None, help="TCP port (default: setting RHIP_MLLP_PORT, 2575)."),
     facility: str | None = typer.Option(None, help="Facility code (default: MSH-4 of each message)."),
     database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
+    link: bool = typer.Option(True, "--link/--no-link", help="Hand Patients to the identity layer (MPI)."),
 ) -> None:
     """Run the HL7 v2 MLLP listener until interrupted (ACK AA/AE/AR with ERR segments)."""
     import asyncio
@@ -138,7 +139,7 @@ def mllp_listen(
     from rhip.ingest import hl7v2_map  # noqa: F401 (registers the mapper)
     from rhip.ingest.mllp import MLLPListener
 
-    listener = MLLPListener(_pipeline(database_url), host, port, facility=facility)
+    listener = MLLPListener(_pipeline(database_url, link), host, port, facility=facility)
     typer.echo(f"MLLP listener on {host}:{listener.port}")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(listener.serve_forever())
