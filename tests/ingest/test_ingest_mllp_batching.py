@@ -54,12 +54,13 @@ def test_pipelined_acks_arrive_in_order_and_updates_apply_in_order(sqlite_pipeli
     assert patient is not None and patient["name"][0]["family"] == "姓39"
 
 
-def test_bad_messages_in_a_batch_get_ae_and_ar_the_others_aa(sqlite_pipeline: Pipeline) -> None:
+def test_bad_messages_in_a_batch_get_ae_and_ar_the_others_aa(pipeline: Pipeline) -> None:
+    """One batch (SQLite and PostgreSQL): the two bad messages are quarantined, the rest stored."""
     good = [adt(n) for n in range(10)]
     bad_date = adt(100).replace("19800506", "19801350")  # month 13: content error, quarantined
     unsupported = "MSH|^~\\&|HIS|H001|R|R|20261101||SIU^S12|C-101|P|2.5\rPID|1||M1^^^H001^MR\r"
     messages = [*good[:4], bad_date, *good[4:8], unsupported, *good[8:]]
-    listener = MLLPListener(sqlite_pipeline, "127.0.0.1", 0, batch_wait=0.05)
+    listener = MLLPListener(pipeline, "127.0.0.1", 0, batch_wait=0.05)
     acks = _pipelined(listener, messages)
     assert listener.stats.batches == 1
     parsed = [ack_of(a) for a in acks]
@@ -69,8 +70,8 @@ def test_bad_messages_in_a_batch_get_ae_and_ar_the_others_aa(sqlite_pipeline: Pi
     assert set(codes.values()) == {"AA"}
     assert parsed[4]["errors"] and parsed[9]["errors"] and "200^Unsupported message type" in acks[9]
     assert not any(p["errors"] for p in parsed if p["code"] == "AA")
-    assert sqlite_pipeline.store.count("Patient") == 10
-    with sqlite_pipeline.engine.connect() as conn:
+    assert pipeline.store.count("Patient") == 10
+    with pipeline.engine.connect() as conn:
         rows = conn.execute(select(ingest_quarantine.c.position, ingest_quarantine.c.reasons)).all()
     assert sorted(r.position.rsplit("/", 1)[1] for r in rows) == ["C-100#1", "C-101#1"]
     assert all(r.reasons and "rule" in r.reasons for r in rows)
