@@ -115,3 +115,31 @@ def test_settings_give_the_listener_defaults(monkeypatch: Any, sqlite_pipeline: 
     finally:
         get_settings.cache_clear()
     assert (listener.port, listener.batch_max, listener.batch_wait) == (12575, 64, 0.005)
+
+
+def test_frame_arriving_in_pieces_and_oversize_frame(sqlite_pipeline: Pipeline, monkeypatch: Any) -> None:
+    """A frame dribbled in 7-byte writes is answered; one growing past MAX_FRAME closes the link."""
+    import rhip.ingest.mllp as mllp
+
+    monkeypatch.setattr(mllp, "MAX_FRAME", 4096)
+
+    async def main(listener: MLLPListener) -> tuple[str, bytes]:
+        await listener.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+            data = frame(adt(7))
+            for i in range(0, len(data), 7):
+                writer.write(data[i : i + 7])
+                await writer.drain()
+                await asyncio.sleep(0)
+            ack = await asyncio.wait_for(reader.readuntil(END), 30)
+            writer.write(b"\x0bMSH|" + b"x" * 8192)
+            await writer.drain()
+            rest = await asyncio.wait_for(reader.read(), 30)  # EOF: the listener hung up
+            writer.close()
+            return ack.decode(), rest
+        finally:
+            await listener.stop()
+
+    ack, rest = asyncio.run(main(MLLPListener(sqlite_pipeline, "127.0.0.1", 0)))
+    assert ack_of(ack[1:-2])["code"] == "AA" and rest == b""

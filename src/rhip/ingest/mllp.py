@@ -155,13 +155,18 @@ class MLLPListener:
         host, port = writer.get_extra_info("peername")[:2]
         peer = f"{host}:{port}"
         self._writers.add(writer)
-        buffer = b""
+        buffer = bytearray()
         try:
             while chunk := await reader.read(65536):
-                frames, buffer = split_frames(buffer + chunk)
-                if len(buffer) > MAX_FRAME:
-                    log.warning("MLLP frame from %s exceeds %d bytes; closing", peer, MAX_FRAME)
-                    break
+                seen = max(len(buffer) - 1, 0)  # a large frame is scanned once, not once per read
+                buffer += chunk
+                if buffer.find(END, seen) < 0:
+                    if len(buffer) > MAX_FRAME:
+                        log.warning("MLLP frame from %s exceeds %d bytes; closing", peer, MAX_FRAME)
+                        break
+                    continue
+                frames, rest = split_frames(bytes(buffer))
+                buffer = bytearray(rest)
                 if not frames:
                     continue
                 futures = [self._submit(raw, peer) for raw in frames]
