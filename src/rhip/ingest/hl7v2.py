@@ -1,11 +1,8 @@
 """HL7 v2.x parsing, batching and acknowledgements (the transport-independent part).
 
-Parsing is a plain split on the message's own delimiters into segments of raw field strings
-(:class:`Segment`), read lazily by component with :func:`get` and :func:`field_reps`. It is lenient
-about what real senders produce (custom delimiters, Z-segments, segments unknown to a version
-table), gives the same field values as python-hl7 (a test compares them on the reference samples)
-and costs a few microseconds per message instead of python-hl7's ~1 ms object tree, which was a
-third of the MLLP listener's CPU time; the strict, table-driven hl7apy is slower still (10-100 ms).
+Parsing uses python-hl7 (``hl7`` on PyPI): it is lenient about what real senders produce (custom
+delimiters, Z-segments, segments unknown to a version table) and fast enough for the MLLP target,
+which the strict, table-driven hl7apy is not (10-100 ms per message on the reference samples).
 Segment separators CR, LF and CRLF and a leading BOM are accepted; FHS/BHS batch envelopes are
 unwrapped into their messages.
 """
@@ -17,6 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import hl7
 
 from rhip.ingest.model import MappingError, Record, issue
 
@@ -113,38 +113,11 @@ def header_field(message: str, index: int) -> str:
     return fields[pos].split(comp)[0].strip() if len(fields) > pos else ""
 
 
-class Segment(list[str]):
-    """One segment: ``seg[0]`` is its id, ``seg[n]`` field n as raw text (MSH numbered as in the
-    standard: ``msh[1]`` is the field separator, ``msh[2]`` the encoding characters)."""
-
-    __slots__ = ("separators",)
-
-    def __init__(self, fields: list[str], separators: str) -> None:
-        super().__init__(fields)
-        #: segment, field, repetition, component and sub-component separators, in that order
-        self.separators = separators
-
-
-def split_segments(text: str) -> list[Segment]:
-    """The segments of one CR-separated message whose MSH delimiters were checked by :func:`parse`."""
-    field = text[3]
-    seps = "\r" + field + text[5] + text[4] + text[7]
-    out: list[Segment] = []
-    for seg in text.split("\r"):
-        if not seg:
-            continue
-        fields = seg.split(field)
-        if fields[0] == "MSH":
-            fields.insert(1, field)
-        out.append(Segment(fields, seps))
-    return out
-
-
 @dataclass
 class Parsed:
     """A parsed message and the values every mapper needs from its header."""
 
-    message: list[Segment]
+    message: Any
     text: str
     msg_type: str
     event: str
@@ -169,8 +142,11 @@ def parse(text: str) -> Parsed:
             raise MappingError(
                 "broken segment", [issue("segment-syntax", f"segment {n}", "segment id or separator invalid")]
             )
-    message = split_segments(text)
-    msh = message[0]
+    try:
+        message = hl7.parse(text)
+    except Exception as exc:
+        raise MappingError("HL7 parse failed", [issue("hl7-syntax", "MSH", type(exc).__name__)]) from None
+    msh = message.segment("MSH")
     msg_type = _get(msh, 9, 1)
     event = _get(msh, 9, 2)
     if not msg_type:
@@ -180,11 +156,11 @@ def parse(text: str) -> Parsed:
     return Parsed(message, text, msg_type, event, _get(msh, 10), _get(msh, 12), _get(msh, 7), _get(msh, 4))
 
 
-def _get(segment: Segment, field: int, comp: int = 1, rep: int = 1, sub: int = 1) -> str:
+def _get(segment: Any, field: int, comp: int = 1, rep: int = 1, sub: int = 1) -> str:
     """Component value of a field (1-based, MSH numbered as in the standard), '' when absent."""
     if field >= len(segment):
         return ""
-    text = segment[field]
+    text = str(segment[field])
     if not text:
         return ""
     seps = segment.separators
@@ -201,20 +177,20 @@ def _get(segment: Segment, field: int, comp: int = 1, rep: int = 1, sub: int = 1
 get = _get
 
 
-def field_reps(segment: Segment, field: int) -> list[list[str]]:
+def field_reps(segment: Any, field: int) -> list[list[str]]:
     """Each repetition of a field as its list of components."""
     if field >= len(segment):
         return []
-    text = segment[field]
+    text = str(segment[field])
     seps = segment.separators
     if not text:
         return []
     return [r.split(seps[3]) for r in text.split(seps[2]) if r]
 
 
-def segments(message: list[Segment], name: str) -> list[Segment]:
+def segments(message: Any, name: str) -> list[Any]:
     """All segments with this id, in order."""
-    return [s for s in message if s[0] == name]
+    return [s for s in message if str(s[0]) == name]
 
 
 # --- acknowledgements ---------------------------------------------------------------------------
@@ -224,6 +200,7 @@ _ERR_CODES = {
     "msh-missing": ("100", "Segment sequence error"),
     "segment-syntax": ("100", "Segment sequence error"),
     "delimiters": ("102", "Data type error"),
+    "hl7-syntax": ("102", "Data type error"),
     "encoding": ("102", "Data type error"),
     "required": ("101", "Required field missing"),
 }
