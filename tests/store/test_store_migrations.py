@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import event, inspect
 from typer.testing import CliRunner
 
 from rhip.cli import app
 from rhip.config import Settings
 from rhip.store import Store
+from rhip.store.engine import make_engine
 from rhip.store.index_schema import INDEX_TABLES
 from rhip.store.migrations import current_revision, head_revision, upgrade
 from rhip.store.schema import METADATA
@@ -111,3 +113,24 @@ def test_plain_postgresql_url_uses_psycopg(fresh_pg_url: str) -> None:
         assert store.create({"resourceType": "Patient"}).created
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    "module", ["ingest.schema", "quality.schema", "mpi.schema", "security.schema", "surveillance.alerts"]
+)
+def test_module_ensure_schema_brings_database_to_head_once(db_url: str, module: str) -> None:
+    """Each module's ensure_schema migrates an engine no Store opened, then costs no SQL at all."""
+    ensure_schema = importlib.import_module(f"rhip.{module}").ensure_schema
+    engine = make_engine(db_url)
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    try:
+        ensure_schema(engine)
+        assert statements, "the first call did not look at the database"
+        with engine.connect() as conn:
+            assert current_revision(conn) == head_revision()
+        statements.clear()
+        ensure_schema(engine)
+        assert statements == []
+    finally:
+        engine.dispose()

@@ -1,7 +1,7 @@
 """Tables of the ingest pipeline: batches, delivered keys, quarantine and source event times.
 
-They live on the store's ``METADATA`` so one database holds everything; :func:`ensure_schema`
-creates them when missing (idempotent), so ingest works on a store whose migrations predate them.
+They live on the store's ``METADATA`` so one database holds everything. They are created by the
+platform's migrations (revision ``0002``); a change here needs a new revision.
 """
 
 from __future__ import annotations
@@ -79,12 +79,11 @@ INGEST_TABLES: list[Table] = [ingest_batch, ingest_delivery, ingest_quarantine, 
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create the ingest tables if they do not exist yet (safe to call on every start).
+    """Make sure the database is at the newest migration, which holds the ingest tables.
 
-    The DDL runs in a write transaction (BEGIN IMMEDIATE on SQLite), so a concurrent writer makes
-    it wait instead of failing at once with "database is locked".
+    Cheap after the first call per engine (see :func:`rhip.store.migrations.ensure_head`), so
+    ingest entry points call it freely, also on an engine that no ``Store`` opened.
     """
-    from rhip.store import write_transaction
+    from rhip.store.migrations import ensure_head
 
-    with write_transaction(engine) as conn:
-        METADATA.create_all(conn, tables=INGEST_TABLES, checkfirst=True)
+    ensure_head(engine)

@@ -5,6 +5,8 @@
 link table the lake reads); ``mpi_key`` indexes records under blocking keys for real-time lookup;
 ``mpi_card`` resolves any card to its source record; ``mpi_review`` is the possible-match queue;
 ``mpi_change`` keeps every link change with its before/after state so that each is reversible.
+The tables and the ``mpi_lock`` row are created by the platform's migrations (revision ``0003``);
+a change here needs a new revision.
 """
 
 from __future__ import annotations
@@ -110,12 +112,7 @@ MPI_TABLES: list[Table] = [mpi_resident, mpi_record, mpi_key, mpi_card, mpi_revi
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create the MPI tables when missing (idempotent; safe to call at every start)."""
-    from rhip.store import write_transaction
+    """Make sure the database is at the newest migration (cheap after the first call per engine)."""
+    from rhip.store.migrations import ensure_head
 
-    # A write transaction (BEGIN IMMEDIATE on SQLite) waits for concurrent writers instead of
-    # failing at once with "database is locked".
-    with write_transaction(engine) as conn:
-        METADATA.create_all(conn, tables=MPI_TABLES, checkfirst=True)
-        if conn.execute(mpi_lock.select().where(mpi_lock.c.id == 1)).first() is None:
-            conn.execute(mpi_lock.insert().values(id=1, n=0))
+    ensure_head(engine)

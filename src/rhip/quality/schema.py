@@ -1,6 +1,7 @@
 """The quality tally table: per facility, day and rule, how many checks ran and how many failed.
 
-Scores are computed from these counts on read, so adding data only increments integers.
+Scores are computed from these counts on read, so adding data only increments integers. The table is
+created by the platform's migrations (revision ``0002``); a change here needs a new revision.
 """
 
 from __future__ import annotations
@@ -22,5 +23,7 @@ quality_tally = Table(
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create the quality table if missing (idempotent)."""
-    METADATA.create_all(engine, tables=[quality_tally], checkfirst=True)
+    """Make sure the database is at the newest migration (cheap after the first call per engine)."""
+    from rhip.store.migrations import ensure_head
+
+    ensure_head(engine)

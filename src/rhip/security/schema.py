@@ -1,7 +1,8 @@
 """Tables of the security module: users and clients, and the SM3-chained audit log.
 
-They live in the operational database next to the store's tables but on their own ``MetaData``
-and are created by :func:`ensure_schema` (idempotent), so the store's migrations stay untouched.
+They live in the operational database next to the store's tables but on their own ``MetaData``.
+The tables and the genesis row of ``audit_head`` are created by the platform's migrations
+(revision ``0004``); a change here needs a new revision.
 """
 
 from __future__ import annotations
@@ -58,8 +59,7 @@ GENESIS = "0" * 64
 
 
 def ensure_schema(engine: sa.Engine) -> None:
-    """Create the security tables when missing (safe to call on every start)."""
-    SECURITY_METADATA.create_all(engine, checkfirst=True)
-    with engine.begin() as conn:
-        if conn.execute(sa.select(audit_head.c.id)).first() is None:
-            conn.execute(sa.insert(audit_head).values(id=1, seq=0, hash=GENESIS))
+    """Make sure the database is at the newest migration (cheap after the first call per engine)."""
+    from rhip.store.migrations import ensure_head
+
+    ensure_head(engine)

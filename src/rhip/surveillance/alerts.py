@@ -6,8 +6,9 @@ one alert, not four. Each alert keeps its evidence (count, expected, bound, scor
 and the contributing cases (condition and resident ids); officers acknowledge and close alerts,
 and every action is kept in ``surveillance_alert_action`` (who, when, what, note).
 
-Tables live in their own SQLAlchemy metadata and are created on first use (``ensure_schema``), so
-the store's migrations are not touched.
+Tables live in their own SQLAlchemy metadata and are created by the platform's migrations
+(revision ``0005``, with the case-definition table of :mod:`rhip.surveillance.definitions`); a
+change here needs a new revision.
 """
 
 from __future__ import annotations
@@ -71,8 +72,10 @@ action_table = sa.Table(
 
 
 def ensure_schema(engine: sa.Engine) -> None:
-    """Create the alert tables when missing."""
-    METADATA.create_all(engine, checkfirst=True)
+    """Make sure the database is at the newest migration (cheap after the first call per engine)."""
+    from rhip.store.migrations import ensure_head
+
+    ensure_head(engine)
 
 
 @dataclass(frozen=True)
