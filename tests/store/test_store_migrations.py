@@ -15,7 +15,7 @@ from rhip.config import Settings
 from rhip.store import Store
 from rhip.store.engine import make_engine
 from rhip.store.index_schema import INDEX_TABLES
-from rhip.store.migrations import current_revision, head_revision, upgrade
+from rhip.store.migrations import current_revision, head_revision, revisions, upgrade
 from rhip.store.schema import METADATA
 
 
@@ -85,11 +85,17 @@ def test_cli_db_upgrade_and_current(db_url: str) -> None:
     assert result.exit_code == 0 and "current: none" in result.output
     result = runner.invoke(app, ["db", "upgrade", "--database-url", db_url])
     assert result.exit_code == 0, result.output
-    assert f"revision {head_revision()}" in result.output
+    assert f"revision {head_revision()}, was none" in result.output
     result = runner.invoke(app, ["db", "upgrade", "--database-url", db_url])
     assert result.exit_code == 0
+    assert f"revision {head_revision()}, was {head_revision()}" in result.output
     result = runner.invoke(app, ["db", "current", "--database-url", db_url])
     assert f"current: {head_revision()}" in result.output
+    result = runner.invoke(app, ["db", "history", "--database-url", db_url])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [line[2:].split()[0] for line in lines] == [rev for rev, _ in revisions()]
+    assert lines[-1].startswith(f"* {head_revision()}  ") and sum(line.startswith("*") for line in lines) == 1
 
 
 def test_from_settings_defaults_to_sqlite_in_data_dir(tmp_path: Path) -> None:

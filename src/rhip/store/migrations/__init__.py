@@ -47,6 +47,14 @@ def head_revision() -> str:
     return str(heads[0])
 
 
+def revisions() -> list[tuple[str, str]]:
+    """Every shipped revision, oldest first, with the first line of its description."""
+    from alembic.script import ScriptDirectory
+
+    scripts = reversed(list(ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()))
+    return [(str(s.revision), (s.doc or "").splitlines()[0] if s.doc else "") for s in scripts]
+
+
 def current_revision(conn: Connection) -> str | None:
     """The revision recorded in the database, or None for a database never migrated."""
     if not inspect(conn).has_table("alembic_version"):
@@ -148,5 +156,6 @@ __all__ = [
     "ensure_head",
     "head_revision",
     "platform_metadata",
+    "revisions",
     "upgrade",
 ]

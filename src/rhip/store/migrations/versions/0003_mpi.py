@@ -1,4 +1,4 @@
-"""Master patient index tables, and the one row of ``mpi_lock`` that serialises MPI writers.
+"""Master patient index tables, and the one lock row that serialises MPI writers.
 
 Until this revision :func:`rhip.mpi.ensure_schema` created these tables (and the lock row) on first
 use, and ``0001`` created the tables too when the module had been imported; tables that already
