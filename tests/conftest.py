@@ -7,6 +7,7 @@ database, created at the start and dropped at the end; no test depends on what a
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -18,6 +19,10 @@ import pytest
 from rhip_testkit import new_pg_database
 
 DATA_DIR = Path(__file__).parent / "data"
+
+# Keys and other files a test's store creates under the default data directory go to a temporary
+# folder, never into the working tree (tests that need a particular data_dir still set their own).
+os.environ.setdefault("RHIP_DATA_DIR", tempfile.mkdtemp(prefix="rhip-test-data-"))
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
         description="Base URI for identifier and code systems that have no national OID.",
     )
     auth_enabled: bool = Field(default=True, description="Require authentication on the API.")
+    field_encryption: bool = Field(
+        default=True,
+        description="SM4-encrypt citizen IDs and phone numbers of persons in the store (keys in data_dir).",
+    )
     page_size: int = Field(default=50, description="Default search page size (_count).")
     max_page_size: int = Field(default=1000, description="Largest _count a client may ask for.")
     mllp_port: int = Field(default=2575, description="Port `rhip mllp-listen` listens on.")

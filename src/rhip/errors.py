@@ -101,3 +101,14 @@ class Unauthorized(RhipError):
 
     def __init__(self, diagnostics: str):
         super().__init__(diagnostics, code="login", status=401)
+
+
+class FieldKeyError(RhipError):
+    """A stored encrypted field cannot be decrypted with the keys at hand (500).
+
+    The keys under ``<data_dir>/keys`` are missing a version or are not the ones the data was
+    written with (another ``RHIP_DATA_DIR``), or the stored value was altered.
+    """
+
+    def __init__(self, diagnostics: str):
+        super().__init__(diagnostics, code="security", status=500)

@@ -97,6 +97,7 @@ def test_patient_fields_encrypted_at_rest_and_searchable(tmp_path: Path) -> None
     from rhip.fhir.identifiers import make_citizen_id
     from rhip.security.fields import protect, pseudonym_query, reveal
     from rhip.store import Store
+    from rhip.store.fieldcrypt import FieldCrypt
 
     cipher = FieldCipher(KeyRing(tmp_path))
     cid = make_citizen_id("110105", date(1980, 5, 17), 12, "female")
@@ -110,10 +111,11 @@ def test_patient_fields_encrypted_at_rest_and_searchable(tmp_path: Path) -> None
     assert cid not in str(stored) and "13800138000" not in str(stored)
     assert protect(stored, cipher) == stored  # idempotent
     assert reveal(stored, cipher) == patient
-    store = Store(f"sqlite:///{tmp_path / 'rhip.sqlite'}")
-    store.update("Patient", "p1", stored)
+    store = Store(f"sqlite:///{tmp_path / 'rhip.sqlite'}", fields=FieldCrypt(cipher))
+    store.update("Patient", "p1", patient)  # the store protects it
     found = store.search("Patient", [pseudonym_query(cid, cipher)], count=5).matches
     assert [p["id"] for p in found] == ["p1"]
+    assert found[0]["identifier"] == patient["identifier"]  # revealed on the way out
     store.close()
 
 

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from rhip.api import access
 from rhip.api.bundles import history_bundle, history_entry, paging_links, searchset
 from rhip.api.deps import begin, check_id, check_type, get_settings, get_store, raw_body, store_work
-from rhip.api.everything import everything
+from rhip.api.everything import everything, parse_mdm
 from rhip.api.http import FhirResponse, base_url, check_format, form_pairs, query_pairs
 from rhip.api.routes_rest import read
 from rhip.api.routing import FhirRoute
@@ -200,11 +200,15 @@ def search_type(
 def everything_response(
     request: Request, store: Store, settings: Settings, patient_id: str, pairs: list[tuple[str, str]]
 ) -> Response:
-    """``Patient/[id]/$everything`` as a searchset Bundle (``_count``/``_offset`` page the result)."""
+    """``Patient/[id]/$everything`` as a searchset Bundle (``_count``/``_offset`` page the result).
+
+    On a golden Patient (or with ``_mdm=true``) the whole MPI resident; see :mod:`rhip.api.everything`.
+    """
     check_format(request, pairs)
     check_id(patient_id)
     since = None
     types: set[str] | None = None
+    resident: bool | None = None
     count, offset = settings.max_page_size, 0
     for name, value in pairs:
         if name == "_since":
@@ -218,10 +222,19 @@ def everything_response(
             count = _int_param(name, value, maximum=settings.max_page_size)
         elif name == "_offset":
             offset = _int_param(name, value)
+        elif name == "_mdm":
+            resident = parse_mdm(value)
         elif name not in ("_format", "_pretty", "start", "end"):
             raise InvalidRequest(f"{name}: unknown $everything parameter", expression=(name,))
     ctx = begin(request, "operation", "Patient", patient_id)
-    found = access.filter_results(ctx, everything(store, patient_id, since=since, types=types))
+    found = everything(
+        store,
+        patient_id,
+        since=since,
+        types=types,
+        resident=resident,
+        visible=lambda resources: access.filter_results(ctx, resources),
+    )
     page = found[offset : offset + count]
     base = base_url(request)
     links = paging_links(

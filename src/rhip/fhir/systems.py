@@ -34,6 +34,8 @@ MATERNAL_CHILD_CARD: Final = _local("sid/maternal-child-card")
 BLOOD_DONATION_CERT: Final = _local("sid/blood-donation-certificate")
 #: HMAC-SM3 pseudonym of the citizen ID, searchable when the ID itself is stored SM4-encrypted.
 CITIZEN_ID_PSEUDONYM: Final = _local("sid/citizen-id-hmac-sm3")
+#: HMAC-SM3 pseudonym of a phone number's digits, searchable when the number is stored SM4-encrypted.
+PHONE_PSEUDONYM: Final = _local("sid/phone-hmac-sm3")
 #: 统一社会信用代码 / 医疗机构登记号 of a facility.
 ORGANIZATION_CODE: Final = "urn:oid:2.16.156.10011.1.5"
 #: 医师执业证书编码 (practitioner licence number).

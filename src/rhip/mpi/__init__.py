@@ -24,7 +24,13 @@ from rhip.mpi.hooks import MpiSink, install
 from rhip.mpi.link import Candidate, LinkDecision
 from rhip.mpi.model import MatchModel, load_model, score_pair
 from rhip.mpi.schema import ensure_schema
-from rhip.mpi.service import match_and_link, resident_for_record, resident_summary, resolve_card
+from rhip.mpi.service import (
+    match_and_link,
+    resident_for_record,
+    resident_records,
+    resident_summary,
+    resolve_card,
+)
 from rhip.mpi.truth import accuracy_against_truth
 
 __all__ = [
@@ -50,6 +56,7 @@ __all__ = [
     "refresh_golden",
     "reject_review",
     "resident_for_record",
+    "resident_records",
     "resident_summary",
     "resolve_card",
     "revert_change",

@@ -187,18 +187,14 @@ def resident_everything(request: Request, resident_id: str, store: Store = Depen
 
 
 def _everything(ctx: access.RequestContext, store: Store, resident_id: str) -> dict[str, Any]:
+    """The golden Patient and, filtered for the caller, what ``Patient/{id}/$everything`` gathers."""
     from rhip.api.everything import everything
 
-    golden, _, record_ids = _visible_resident(ctx, store, resident_id)
-    found: dict[tuple[str, str], dict[str, Any]] = {}
-    for record_id in record_ids:
-        try:
-            for res in everything(store, record_id):
-                found.setdefault((res["resourceType"], str(res["id"])), res)
-        except RhipError:
-            continue
-    found.pop(("Patient", resident_id), None)
-    shown = access.filter_results(ctx, list(found.values()))
+    golden, _, _ = _visible_resident(ctx, store, resident_id)
+    found = everything(
+        store, resident_id, resident=True, visible=lambda resources: access.filter_results(ctx, resources)
+    )
+    shown = [r for r in found if (r.get("resourceType"), str(r.get("id"))) != ("Patient", resident_id)]
     return _bundle([(golden, "match")] + [(r, "match") for r in shown])
 
 

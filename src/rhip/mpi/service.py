@@ -101,6 +101,26 @@ def resident_for_record(conn: Connection, record_id: str) -> str | None:
     return None if row is None else str(row[0])
 
 
+def resident_records(conn: Connection, patient_id: str) -> tuple[str, list[str]] | None:
+    """The resident a Patient id belongs to and every source record linked to it (id order).
+
+    ``patient_id`` may be a resident's (its golden Patient's) id or a linked source record's id, so
+    ``Patient/$everything`` reaches the whole resident from either. None when the MPI knows neither.
+    """
+    known = conn.execute(
+        select(mpi_resident.c.resident_id).where(mpi_resident.c.resident_id == patient_id)
+    ).first()
+    resident = patient_id if known is not None else resident_for_record(conn, patient_id)
+    if resident is None:
+        return None
+    rows = conn.execute(
+        select(mpi_record.c.record_id)
+        .where(mpi_record.c.resident_id == resident)
+        .order_by(mpi_record.c.record_id)
+    ).scalars()
+    return resident, [str(r) for r in rows]
+
+
 def resolve_card(conn: Connection, card: str) -> str:
     """The resident id for a card ``system|value``: any source-record card, the VHC, or a resident id.
 

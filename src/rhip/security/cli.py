@@ -137,6 +137,44 @@ def keys_rotate(kind: str = typer.Argument(..., help="sm4, jwt or hmac")) -> Non
     typer.echo(f"{kind} key rotated to version {version}")
 
 
+@keys_app.command("reencrypt")
+def keys_reencrypt(
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Rewrite every body, also those under the newest SM4 key (after an hmac rotation).",
+    ),
+    batch_size: int = typer.Option(500, "--batch-size", help="Rows per transaction."),
+) -> None:
+    """Re-encrypt stored citizen IDs and phone numbers under the newest keys, protect plaintext rows.
+
+    Run after `rhip keys rotate sm4` (or `hmac`, with --force) and after switching field encryption
+    on for a store written before. Old key versions stay readable either way; once this has run they
+    are no longer needed.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rhip.config import get_settings
+    from rhip.store import Store
+    from rhip.store.reencrypt import reencrypt, rows_to_examine
+
+    store = Store.from_settings(get_settings())
+    try:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns) as bar:
+            task = bar.add_task("re-encrypting person resources", total=rows_to_examine(store))
+            result = reencrypt(
+                store, force=force, batch_size=batch_size, on_rows=lambda n: bar.advance(task, n)
+            )
+    finally:
+        store.close()
+    _policy_change("key-reencrypt", f"{result.current} current rows, {result.versions} versions")
+    typer.echo(
+        f"re-encrypted {result.current} current resources and {result.versions} history versions "
+        f"({result.skipped} already under the newest key)"
+    )
+
+
 @keys_app.command("sm2-generate")
 def keys_sm2_generate(
     out: Path = typer.Option(..., help="Folder for sm2.key (private, 0600) and sm2.pub."),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from rhip.store.bulk import BulkWriteResult
 from rhip.store.engine import StoreBusy, make_engine, read_connection, write_transaction
+from rhip.store.fieldcrypt import FieldCrypt
 from rhip.store.meta import etag, format_instant, new_id, parse_etag, parse_instant
 from rhip.store.ops import WriteResult
 from rhip.store.schema import METADATA
@@ -16,6 +17,7 @@ from rhip.store.store import HistoryEntry, HistoryPage, Store
 __all__ = [
     "METADATA",
     "BulkWriteResult",
+    "FieldCrypt",
     "HistoryEntry",
     "HistoryPage",
     "Store",

@@ -25,10 +25,10 @@ from sqlalchemy import ARRAY, Connection, Engine, LargeBinary, String, any_, bin
 from sqlalchemy.pool import StaticPool
 
 from rhip.errors import InvalidRequest, RhipError, VersionConflict
-from rhip.store import fastinsert, indexing
+from rhip.store import fastinsert, fieldcrypt, indexing
 from rhip.store.engine import read_connection, write_transaction
-from rhip.store.meta import check_id, check_type, content_of, new_id, next_timestamp, now, stamp
-from rhip.store.ops import Current, dumps, loads
+from rhip.store.meta import check_id, check_type, new_id, next_timestamp, now, stamp
+from rhip.store.ops import Current, dumps
 from rhip.store.schema import resource as resource_table
 from rhip.store.schema import resource_version
 
@@ -134,13 +134,15 @@ def prepare(engine: Engine, batch: list[tuple[Key, dict[str, Any]]]) -> Prepared
     """
     with read_connection(engine) as conn:
         currents = _fetch_current(conn, [key for key, _ in batch])
+    crypt = fieldcrypt.of(engine)
     prepared: Prepared = []
     for key, resource in batch:
         cur = currents.get(key)
         seen = None if cur is None else cur.version_id
-        if cur is not None and not cur.deleted and _same_content(cur.body, resource):
+        if cur is not None and not cur.deleted and crypt.same_content(cur.body, resource):
             prepared.append(Item(key, resource, None, seen, True))
-        else:
+        else:  # encrypted before the index rows are extracted: no plaintext reaches any table
+            resource = crypt.protect(resource)
             prepared.append(Item(key, resource, _index_rows(key, resource), seen, False))
     return prepared
 
@@ -148,10 +150,6 @@ def prepare(engine: Engine, batch: list[tuple[Key, dict[str, Any]]]) -> Prepared
 def _index_rows(key: Key, resource: dict[str, Any]) -> indexing.TupleRows:
     body = resource if resource.get("id") == key[1] else {**resource, "id": key[1]}
     return indexing.tuple_rows_for(body)
-
-
-def _same_content(stored: bytes, resource: dict[str, Any]) -> bool:
-    return content_of(loads(stored)) == content_of(resource)
 
 
 #: A batch ready to write.
@@ -216,7 +214,7 @@ def write_batch(conn: Connection, batch: Prepared, *, lock: bool = False) -> Bul
             if cur.version_id == item.seen:
                 unchanged = item.unchanged
             else:  # written by someone else since the pre-read: compare with what is there now
-                unchanged = _same_content(_body(conn, item.key), item.resource)
+                unchanged = fieldcrypt.of(conn).same_content(_body(conn, item.key), item.resource)
             if unchanged:
                 counts.unchanged += 1
                 continue
@@ -224,7 +222,9 @@ def write_batch(conn: Connection, batch: Prepared, *, lock: bool = False) -> Bul
             version, ts = 1, ts_now
         else:
             version, ts = cur.version_id + 1, next_timestamp(cur.last_updated, ts_now)
-        body = stamp(item.resource, res_id, version, ts)
+        # an item found unchanged by the pre-read was not encrypted then (rows None): encrypt it now
+        resource = item.resource if item.rows is not None else fieldcrypt.of(conn).protect(item.resource)
+        body = stamp(resource, res_id, version, ts)
         encoded = dumps(body)
         if cur is None:
             plan.inserts.append((res_type, res_id, 1, ts, False, encoded))
@@ -235,9 +235,8 @@ def write_batch(conn: Connection, batch: Prepared, *, lock: bool = False) -> Bul
             plan.versions.append((res_type, res_id, version, ts, "PUT", False, encoded))
             plan.reindex.setdefault(res_type, []).append(res_id)
             counts.updated += 1
-        indexing.merge_rows(
-            plan.index, item.rows if item.rows is not None else _index_rows(item.key, item.resource)
-        )
+        rows = item.rows if item.rows is not None else _index_rows(item.key, resource)
+        indexing.merge_rows(plan.index, rows)
     _execute(conn, plan)
     counts.index_rows = sum(len(rows) for rows in plan.index.values())
     return counts

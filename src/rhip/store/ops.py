@@ -29,7 +29,7 @@ from rhip.errors import (
     ResourceNotFound,
     VersionConflict,
 )
-from rhip.store import indexing
+from rhip.store import fieldcrypt, indexing
 from rhip.store.meta import check_id, check_type, etag, new_id, next_timestamp, stamp
 from rhip.store.patch import apply_patch, check_identity
 from rhip.store.schema import resource as resource_table
@@ -136,6 +136,7 @@ class Ops:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.dialect = conn.dialect.name
+        self.fields = fieldcrypt.of(conn)
 
     # --- reads ---------------------------------------------------------------------------------
     def current(self, res_type: str, res_id: str) -> Current | None:
@@ -150,7 +151,7 @@ class Ops:
             raise ResourceNotFound(f"{res_type}/{res_id} is not known")
         if cur.deleted:
             raise ResourceGone(f"{res_type}/{res_id} was deleted")
-        return loads(cur.body)
+        return self.fields.loads(cur.body)
 
     def current_result(self, res_type: str, res_id: str) -> WriteResult:
         """The current version as a WriteResult with outcome ``existing`` (conditional create hit)."""
@@ -159,7 +160,7 @@ class Ops:
             raise ResourceNotFound(f"{res_type}/{res_id} is not known")
         if cur.deleted:
             raise ResourceGone(f"{res_type}/{res_id} was deleted")
-        return WriteResult(loads(cur.body), False, cur.version_id, cur.last_updated, "existing")
+        return WriteResult(self.fields.loads(cur.body), False, cur.version_id, cur.last_updated, "existing")
 
     def vread(self, res_type: str, res_id: str, version_id: int) -> dict[str, Any]:
         """One version's body; ResourceNotFound if no such version, ResourceGone for a delete."""
@@ -172,7 +173,7 @@ class Ops:
             raise ResourceNotFound(f"{res_type}/{res_id} has no version {version_id}")
         if row[0] or row[1] is None:
             raise ResourceGone(f"{res_type}/{res_id} version {version_id} is a delete")
-        return loads(bytes(row[1]))
+        return self.fields.loads(bytes(row[1]))
 
     def matching_ids(self, res_type: str, params: Params) -> list[str]:
         """Ids of current resources of ``res_type`` that match search ``params``."""
@@ -266,7 +267,7 @@ class Ops:
             if cur.deleted:
                 raise ResourceGone(f"{res_type}/{res_id} was deleted")
             self._check_if_match(res_type, res_id, cur, if_match)
-            original = loads(cur.body)
+            original = self.fields.loads(cur.body)
             patched = apply_patch(original, operations)
             check_identity(original, patched)
             result = self._replace(res_type, res_id, patched, cur, "PATCH")
@@ -340,7 +341,8 @@ class Ops:
     ) -> WriteResult | None:
         """Insert version 1; None when the id exists already (a concurrent create won)."""
         ts = next_timestamp(None)
-        body = stamp(resource, res_id, 1, ts)
+        stored = self.fields.protect(resource)
+        body = stamp(stored, res_id, 1, ts)
         encoded = dumps(body)
         values = {
             "res_type": res_type,
@@ -355,7 +357,8 @@ class Ops:
             return None
         self.conn.execute(_VERSION, {**values, "method": method})
         indexing.insert_index(self.conn, indexing.rows_for(body))
-        return WriteResult(body, True, 1, ts, "created")
+        shown = body if stored is resource else stamp(resource, res_id, 1, ts)
+        return WriteResult(shown, True, 1, ts, "created")
 
     def _replace(
         self, res_type: str, res_id: str, resource: dict[str, Any] | None, cur: Current, method: str
@@ -364,10 +367,11 @@ class Ops:
         version = cur.version_id + 1
         ts = next_timestamp(cur.last_updated)
         deleted = resource is None
+        stored = None if resource is None else self.fields.protect(resource)
         body = (
             tombstone(res_type, res_id, version, ts)
-            if resource is None
-            else stamp(resource, res_id, version, ts)
+            if stored is None
+            else stamp(stored, res_id, version, ts)
         )
         encoded = dumps(body)
         key = {"k_type": res_type, "k_id": res_id, "k_version": cur.version_id}
@@ -389,6 +393,7 @@ class Ops:
         indexing.delete_index(self.conn, res_type, [res_id])
         if not deleted:
             indexing.insert_index(self.conn, indexing.rows_for(body))
-        if deleted:
+        if resource is None:
             return WriteResult(body, False, version, ts, "deleted")
-        return WriteResult(body, cur.deleted, version, ts, "created" if cur.deleted else "updated")
+        shown = body if stored is resource else stamp(resource, res_id, version, ts)
+        return WriteResult(shown, cur.deleted, version, ts, "created" if cur.deleted else "updated")

@@ -13,12 +13,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from sqlalchemy import ColumnElement, Connection, and_, exists, false, func, not_, or_, select
 from sqlalchemy.sql.expression import FromClause
 
 from rhip.errors import InvalidRequest, NotSupported
 from rhip.fhir.search_params import SUPPORTED_MODIFIERS, SearchParamDef, get_search_param, search_params_for
+from rhip.store import fieldcrypt
 from rhip.store.index_schema import idx_reference, table_for_type
 from rhip.store.schema import resource
 from rhip.store.search_includes import collect_includes, parse_includes
@@ -438,6 +438,8 @@ def execute_search(
         base_url = get_settings().base_url
     if count < 0 or offset < 0:
         raise InvalidRequest("_count and offset must not be negative")
+    crypt = fieldcrypt.of(conn)
+    params = crypt.search_params(res_type, params)
     conds = where_clauses(res_type, params, base_url)
     includes = parse_includes(res_type, params)
     _plan_per_call(conn)
@@ -458,7 +460,7 @@ def execute_search(
         total = int(rows[0].total) if rows else (int(conn.execute(count_query).scalar_one()) if offset else 0)
     has_next = len(rows) > count
     rows = rows[:count]
-    matches = [orjson.loads(r.body) for r in rows]
+    matches = [crypt.loads(r.body) for r in rows]
     included = collect_includes(conn, includes, [(r.res_type, r.res_id) for r in rows]) if includes else []
     log.debug(
         "search %s: %d params, %d matches, %d included", res_type, len(params), len(matches), len(included)
@@ -477,6 +479,7 @@ def matching_ids(conn: Connection, res_type: str, params: list[tuple[str, str]])
         return []
     from rhip.config import get_settings
 
+    params = fieldcrypt.of(conn).search_params(res_type, params)
     conds = where_clauses(res_type, params, get_settings().base_url)
     _plan_per_call(conn)
     stmt = select(resource.c.res_id).where(*conds).order_by(resource.c.res_id)

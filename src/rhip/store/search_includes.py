@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, false, select
 
 from rhip.errors import InvalidRequest
 from rhip.fhir.search_params import get_search_param
+from rhip.store import fieldcrypt
 from rhip.store.index_schema import idx_reference
 from rhip.store.schema import resource
 from rhip.store.search_sql import param_clause
@@ -116,6 +116,7 @@ def _fetch(conn: Connection, keys: set[tuple[str, str]]) -> list[dict[str, Any]]
     for t, i in sorted(keys):
         by_type.setdefault(t, []).append(i)
     out: list[dict[str, Any]] = []
+    crypt = fieldcrypt.of(conn)
     for t, ids in by_type.items():
         for chunk in _chunks(ids):
             stmt = (
@@ -123,7 +124,7 @@ def _fetch(conn: Connection, keys: set[tuple[str, str]]) -> list[dict[str, Any]]
                 .where(resource.c.res_type == t, resource.c.res_id.in_(chunk), resource.c.deleted == false())
                 .order_by(resource.c.res_id)
             )
-            out.extend(orjson.loads(r[0]) for r in conn.execute(stmt))
+            out.extend(crypt.loads(r[0]) for r in conn.execute(stmt))
     return out
 
 

@@ -19,9 +19,11 @@ from sqlalchemy import Engine, func, select
 
 from rhip.config import Settings, get_settings
 from rhip.errors import InvalidRequest, ResourceNotFound
+from rhip.store import fieldcrypt
 from rhip.store.engine import SQLITE_BUSY_TIMEOUT_MS, make_engine, read_connection, write_transaction
+from rhip.store.fieldcrypt import FieldCrypt
 from rhip.store.meta import check_id, check_type
-from rhip.store.ops import Ops, Params, WriteResult, loads
+from rhip.store.ops import Ops, Params, WriteResult
 from rhip.store.schema import resource as resource_table
 from rhip.store.schema import resource_version
 
@@ -61,13 +63,22 @@ class Store:
         url: SQLAlchemy URL, ``sqlite:///path/rhip.sqlite`` or ``postgresql+psycopg://...``.
         migrate: run ``alembic upgrade head`` on open (default True).
         busy_timeout_ms: how long a SQLite writer waits for the write lock (then StoreBusy, 503).
+        fields: encryption at rest of citizen IDs and phone numbers; default: as the settings say
+            (``RHIP_FIELD_ENCRYPTION``, keys under ``<data_dir>/keys``); ``fieldcrypt.PLAIN`` for none.
     """
 
     def __init__(
-        self, url: str, *, migrate: bool = True, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
+        self,
+        url: str,
+        *,
+        migrate: bool = True,
+        busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+        fields: FieldCrypt | None = None,
     ) -> None:
         self.url = url
         self.engine: Engine = make_engine(url, busy_timeout_ms=busy_timeout_ms)
+        self.fields = fields if fields is not None else FieldCrypt.from_settings(get_settings())
+        fieldcrypt.bind(self.engine, self.fields)
         if migrate:
             from rhip.store.migrations import upgrade
 
@@ -77,7 +88,7 @@ class Store:
     def from_settings(cls, settings: Settings | None = None) -> Store:
         """The store configured by ``RHIP_DATABASE_URL`` (default: SQLite file in the data dir)."""
         settings = settings or get_settings()
-        return cls(settings.resolved_database_url)
+        return cls(settings.resolved_database_url, fields=FieldCrypt.from_settings(settings))
 
     def __enter__(self) -> Store:
         return self
@@ -167,7 +178,8 @@ class Store:
         with read_connection(self.engine) as conn:
             result = conn.execution_options(stream_results=True, yield_per=2000).execute(stmt)
             for body, res_id, last_updated, deleted in result:
-                yield (None if deleted else loads(bytes(body))), res_id, float(last_updated), bool(deleted)
+                plain = None if deleted else self.fields.loads(bytes(body))
+                yield plain, res_id, float(last_updated), bool(deleted)
 
     def count(self, res_type: str | None = None, *, include_deleted: bool = False) -> int:
         """Number of current resources (of one type, or all)."""
@@ -290,9 +302,10 @@ def _history(
         .limit(count)
         .offset(offset)
     )
+    crypt = fieldcrypt.of(conn)
     entries = [
         HistoryEntry(
-            None if deleted or body is None else loads(bytes(body)),
+            None if deleted or body is None else crypt.loads(bytes(body)),
             str(method),
             int(version),
             float(ts),
