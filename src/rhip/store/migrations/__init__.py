@@ -52,7 +52,7 @@ def revisions() -> list[tuple[str, str]]:
     from alembic.script import ScriptDirectory
 
     scripts = reversed(list(ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()))
-    return [(str(s.revision), (s.doc or "").splitlines()[0] if s.doc else "") for s in scripts]
+    return [(str(s.revision), s.doc.splitlines()[0] if s.doc else "") for s in scripts]
 
 
 def current_revision(conn: Connection) -> str | None:
@@ -91,7 +91,8 @@ def ensure_head(engine: Engine) -> None:
     """Make sure the database behind ``engine`` is at head, checking it once per engine and process.
 
     This is what the modules' ``ensure_schema`` functions call: the first call per engine upgrades
-    (or finds the database at head with one query); later calls return at once.
+    (or finds the database at head with one query); later calls return at once. A downgrade run by
+    another process is not noticed until the engine is recreated (restart after downgrading).
     """
     if engine in _AT_HEAD:
         return
