@@ -10,6 +10,8 @@ import pytest
 from rhip.errors import InvalidRequest
 from rhip.security.crypto import (
     FieldCipher,
+    SM2KeyPair,
+    _sm2_round_trip,
     sm2_generate,
     sm2_public_from_private,
     sm2_sign,
@@ -59,6 +61,18 @@ def test_sm2_sign_verify_round_trip_and_tamper() -> None:
     assert sm2_verify(keys.public, b"discharge summary", sig)
     assert not sm2_verify(keys.public, b"discharge summarY", sig)
     assert not sm2_verify(sm2_generate().public, b"discharge summary", sig)
+
+
+def test_sm2_generate_skips_keys_the_library_cannot_verify(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scalar gmssl mishandles (found by search) is drawn first; the generator must replace it."""
+    bad = int("5c0f1a8d136290aeca43a7246362cf97f71aa9f329dd61f0c12ae585a836c9ee", 16)
+    bad_pair = SM2KeyPair(f"{bad:064x}", sm2_public_from_private(f"{bad:064x}"))
+    assert not _sm2_round_trip(bad_pair)
+    draws = iter([bad - 1, 12345])
+    monkeypatch.setattr("rhip.security.crypto.secrets.randbelow", lambda _n: next(draws))
+    keys = sm2_generate()
+    assert keys.private == f"{12346:064x}"
+    assert sm2_verify(keys.public, b"x", sm2_sign(keys, b"x"))
 
 
 def test_sm2_fixed_k_is_deterministic_and_verifies() -> None:

@@ -136,14 +136,35 @@ def sm2_public_from_private(private: str) -> str:
     return str(crypt._kg(int(private, 16), crypt.ecc_table["g"]))
 
 
+#: Fresh SM2 keys tried before giving up (a key fails its self-test about once in 300 draws).
+_SM2_KEY_ATTEMPTS = 16
+
+
 def sm2_generate() -> SM2KeyPair:
-    """A fresh SM2 key pair."""
+    """A fresh SM2 key pair that signs and verifies with the library in use.
+
+    gmssl's point arithmetic mishandles about one private scalar in 300 (its signatures then fail
+    verification, or hashing the Z-value raises); such a key would leave documents that nobody can
+    verify, so each draw is checked with a sign/verify round trip and replaced when it fails.
+    """
     from gmssl import sm2
 
     n = int(sm2.default_ecc_table["n"], 16)
-    scalar = secrets.randbelow(n - 2) + 1
-    private = f"{scalar:064x}"
-    return SM2KeyPair(private, sm2_public_from_private(private))
+    for _ in range(_SM2_KEY_ATTEMPTS):
+        scalar = secrets.randbelow(n - 2) + 1
+        private = f"{scalar:064x}"
+        pair = SM2KeyPair(private, sm2_public_from_private(private))
+        if _sm2_round_trip(pair):
+            return pair
+    raise RuntimeError(f"no usable SM2 key in {_SM2_KEY_ATTEMPTS} draws")
+
+
+def _sm2_round_trip(pair: SM2KeyPair) -> bool:
+    probe = b"rhip sm2 key self-test"
+    try:
+        return sm2_verify(pair.public, probe, sm2_sign(pair, probe))
+    except (ValueError, TypeError, IndexError):  # binascii.Error is a ValueError
+        return False
 
 
 def sm2_sign(keys: SM2KeyPair, data: bytes, k: str | None = None) -> str:
