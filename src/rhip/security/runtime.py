@@ -186,13 +186,11 @@ class SecurityRuntime:
             break_glass=glass,
         )
         self.writer.submit(record)
-        if any(t == "Consent" for t, _ in entities) and interaction in (
-            "create",
-            "update",
-            "patch",
-            "delete",
-        ):
-            self.relations._cache.clear()
+        changes = interaction in ("create", "update", "patch", "delete")
+        consent = any(t == "Consent" for t, _ in entities)
+        relink = str(ctx.path or "").startswith("/mpi/") and outcome == "0"  # links moved: groups differ
+        if changes and (consent or relink):
+            self.relations.forget_all()
 
     def record(self, record: AuditRecord) -> None:
         """Queue a record made outside the FHIR routes (logins, break-the-glass, denials)."""
