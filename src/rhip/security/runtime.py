@@ -11,8 +11,6 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from rhip.errors import Forbidden, ResourceGone, ResourceNotFound, Unauthorized
 from rhip.security.audit import AuditRecord, AuditWriter
 from rhip.security.keys import KEY_KINDS, KeyRing
@@ -30,8 +28,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 #: Instance-level interactions whose current resource must be visible to a restricted caller.
 _INSTANCE_GUARDED = frozenset({"vread", "history-instance", "update", "patch", "delete", "operation"})
-#: Largest number of matches a restricted caller's search filters before paging (exact totals).
-RESTRICTED_WINDOW = 5000
+#: Raw matches a restricted caller's search reads per window while filtering (bounds memory).
+RESTRICTED_WINDOW = 2000
+#: Largest set of Patient ids a practitioner's search is narrowed to in SQL (else filtered only).
+NARROW_MAX = 1000
+#: Parameters that shape the answer rather than select matches (handled after filtering).
+_SHAPING = frozenset({"_summary", "_total", "_include", "_revinclude"})
 
 
 class SecurityRuntime:
@@ -153,13 +155,87 @@ class SecurityRuntime:
             if name.startswith("_has:") or "." in name:
                 # the condition would be tested on records the caller may not see (side channel)
                 raise Forbidden(f"{name.split(':')[0]}: _has and chained parameters need full access")
-        plain = _narrowed(ctx, res_type, [(n, v) for n, v in params if n not in ("_summary", "_total")])
-        raw = self.store.search(res_type, plain, count=RESTRICTED_WINDOW, offset=0)
-        visible = self.filter_results(ctx, raw.matches)
-        page = visible[offset : offset + count] if count else []
-        includes = _linked(page, self.filter_results(ctx, raw.includes)) if page else []
-        total = len(visible) if not raw.has_next else None
-        return SearchResult(total, page, includes, offset, len(page), offset + count < len(visible))
+        principal = self.principal(ctx)
+        plain = [(n, v) for n, v in params if n.split(":", 1)[0] not in _SHAPING]
+        plain = self._narrow_to_care(principal, res_type, _narrowed(ctx, res_type, plain))
+        want_total = ("_total", "none") not in params
+        page, total, has_next = self._scan(principal, res_type, plain, count, offset, want_total)
+        page = self.filter_results(ctx, page)
+        includes = self._includes(ctx, res_type, page, params)
+        return SearchResult(total, page, includes, offset, len(page), has_next)
+
+    def _scan(
+        self,
+        principal: Principal,
+        res_type: str | None,
+        params: list[tuple[str, str]],
+        count: int,
+        offset: int,
+        want_total: bool,
+    ) -> tuple[list[dict[str, Any]], int | None, bool]:
+        """Read the raw matches window by window, keep one page of visible ones and count them all.
+
+        Memory holds one window and one page; the total is exact because every match is tested.
+        With ``_total=none`` the scan stops as soon as it knows whether a next page exists.
+        """
+        page: list[dict[str, Any]] = []
+        visible, start, end = 0, offset, offset + count
+        window = max(1, RESTRICTED_WINDOW)
+        at = 0
+        while True:
+            raw = self.store.search(res_type, [*params, ("_total", "none")], count=window, offset=at)
+            for resource in raw.matches:
+                if not self.policy.can_see(principal, resource):
+                    continue
+                if start <= visible < end:
+                    page.append(resource)
+                visible += 1
+                if not want_total and visible > end:
+                    return page, None, True
+            if not raw.has_next:
+                return page, visible if want_total else None, visible > end
+            at += window
+
+    def _narrow_to_care(
+        self, principal: Principal, res_type: str | None, params: list[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """Push a practitioner's relationships into SQL: only records of residents they may relate to.
+
+        The set (direct relationships, expanded over MPI links, plus a break-the-glass resident) is
+        a superset of what the policy lets through, so nothing visible is lost; above NARROW_MAX
+        ids the search is left as it is and the scan filters it alone (exact, only slower).
+        """
+        from rhip.fhir.search_params import search_params_for
+
+        if principal.role != "practitioner" or not res_type:
+            return params
+        if res_type != "Patient" and "patient" not in search_params_for(res_type):
+            return params
+        ids = self.relations.care_patients(principal, NARROW_MAX)
+        if ids is None:
+            return params
+        glass = (principal.break_glass or {}).get("patient")
+        wanted = sorted(ids | ({str(glass)} if glass and principal.glass_for(str(glass)) else set()))
+        if not wanted:
+            wanted = ["-"]  # no resident at all: a value no id takes, so the search finds nothing
+        if res_type == "Patient":
+            return [*params, ("_id", ",".join(wanted))]
+        return [*params, ("patient", ",".join(f"Patient/{p}" for p in wanted))]
+
+    def _includes(
+        self,
+        ctx: RequestContext,
+        res_type: str | None,
+        page: list[dict[str, Any]],
+        params: list[tuple[str, str]],
+    ) -> list[dict[str, Any]]:
+        """``_include``/``_revinclude`` of the page's resources only, filtered for the caller."""
+        asked = [(n, v) for n, v in params if n.split(":", 1)[0] in ("_include", "_revinclude")]
+        if not asked or not page or not res_type:
+            return []
+        ids = ",".join(str(r.get("id")) for r in page)
+        found = self.store.search(res_type, [("_id", ids), ("_total", "none"), *asked], count=len(page))
+        return self.filter_results(ctx, found.includes)
 
     def audit(
         self, ctx: RequestContext, interaction: str, outcome: str, entities: Sequence[tuple[str, str]]
@@ -197,21 +273,6 @@ class SecurityRuntime:
         self.writer.submit(record)
 
 
-def _linked(page: list[dict[str, Any]], includes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Includes that a page match references, or that reference a page match."""
-    page_text = orjson.dumps(page).decode("utf-8")
-    keys = {f'"{r.get("resourceType")}/{r.get("id")}"' for r in page}
-    out = []
-    for inc in includes:
-        if f'"{inc.get("resourceType")}/{inc.get("id")}"' in page_text:
-            out.append(inc)
-            continue
-        text = orjson.dumps(inc).decode("utf-8")
-        if any(key in text for key in keys):
-            out.append(inc)
-    return out
-
-
 def forbid(reason: str) -> None:
     """Raise Forbidden with a reason (helper for routers of this module)."""
     raise Forbidden(reason)
@@ -237,4 +298,3 @@ def _narrowed(
     if res_type and "patient" in search_params_for(res_type):
         return [*params, ("patient", f"Patient/{principal.patient}")]
     return params
-
