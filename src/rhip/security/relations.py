@@ -48,6 +48,9 @@ _ORG_FIELDS = (
 CONSENT_TTL = 5.0
 #: Seconds a care-relationship, area or record-facility answer is reused.
 RELATION_TTL = 60.0
+#: Largest set of Patient ids kept per practitioner (one query answers every resident); above
+#: it, each resident is looked up on its own and searches are not narrowed in SQL.
+CARE_SET_MAX = 1000
 #: Longest chain of merged residents followed to the survivor.
 _MAX_MERGE_HOPS = 5
 #: How a practitioner relates to a record's resident: their own relationship, or through an MPI link.
@@ -167,6 +170,10 @@ class Relations:
         ``linked`` means a relationship with another record the MPI links to the same resident
         (one look-up per resident, cached like the direct answer).
         """
+        sets = self._care_sets(principal)
+        if sets is not None:  # one query per practitioner instead of several per resident
+            direct, reachable = sets
+            return "direct" if patient in direct else "linked" if patient in reachable else None
         if self.has_care(principal, patient):
             return "direct"
         resident, group = self.linked(patient)
@@ -247,29 +254,37 @@ class Relations:
                     return None
         return out
 
-    def care_patients(self, principal: Principal, limit: int) -> frozenset[str] | None:
-        """Every Patient id the practitioner may relate to (direct or MPI-linked); None above ``limit``.
+    def care_patients(self, principal: Principal) -> frozenset[str] | None:
+        """Every Patient id the practitioner may relate to (direct or MPI-linked); None above CARE_SET_MAX.
 
         A superset of what :meth:`care` allows, for narrowing a search in SQL before the policy
         filter; cached per practitioner and facility like the per-resident answers.
         """
-        key = ("care-set", principal.practitioner, principal.organization, limit)
-        return self._cached(key, lambda: self._compute_care_patients(principal, limit))
+        sets = self._care_sets(principal)
+        return sets[1] if sets is not None else None
 
-    def _compute_care_patients(self, principal: Principal, limit: int) -> frozenset[str] | None:
+    def _care_sets(self, principal: Principal) -> tuple[frozenset[str], frozenset[str]] | None:
+        """(direct, direct + linked) Patient ids of a practitioner, or None when there are too many."""
+        limit = CARE_SET_MAX
+        key = ("care-set", principal.practitioner, principal.organization, limit)
+        return self._cached(key, lambda: self._compute_care_sets(principal, limit))
+
+    def _compute_care_sets(
+        self, principal: Principal, limit: int
+    ) -> tuple[frozenset[str], frozenset[str]] | None:
         from rhip.config import get_settings
 
         stmt = linkage.care_patients_sql(
             principal.practitioner, principal.organization, limit + 1, get_settings().base_url
         )
         if stmt is None:
-            return frozenset()
+            return frozenset(), frozenset()
         with self.store.engine.connect() as conn:
             direct = {str(r[0]) for r in conn.execute(stmt)}
         if len(direct) > limit:
             return None
         expanded = self.expand_linked(direct, limit)
-        return frozenset(expanded) if expanded is not None else None
+        return (frozenset(direct), frozenset(expanded)) if expanded is not None else None
 
     def in_area(self, patient: str, area: str | None) -> bool:
         """True when the resident's address lies in the area (district/city code or name)."""

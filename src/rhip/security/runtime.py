@@ -30,10 +30,10 @@ logger = logging.getLogger(__name__)
 _INSTANCE_GUARDED = frozenset({"vread", "history-instance", "update", "patch", "delete", "operation"})
 #: Raw matches a restricted caller's search reads per window while filtering (bounds memory).
 RESTRICTED_WINDOW = 2000
-#: Largest set of Patient ids a practitioner's search is narrowed to in SQL (else filtered only).
-NARROW_MAX = 1000
 #: Parameters that shape the answer rather than select matches (handled after filtering).
 _SHAPING = frozenset({"_summary", "_total", "_include", "_revinclude"})
+#: Parameters that already pin a search to a few residents (narrowing adds nothing but cost).
+_PINNED = frozenset({"_id", "patient", "subject"})
 
 
 class SecurityRuntime:
@@ -202,16 +202,19 @@ class SecurityRuntime:
         """Push a practitioner's relationships into SQL: only records of residents they may relate to.
 
         The set (direct relationships, expanded over MPI links, plus a break-the-glass resident) is
-        a superset of what the policy lets through, so nothing visible is lost; above NARROW_MAX
-        ids the search is left as it is and the scan filters it alone (exact, only slower).
+        a superset of what the policy lets through, so nothing visible is lost. Above
+        ``relations.CARE_SET_MAX`` ids the search is left as it is and the scan filters it alone
+        (exact, only slower).
         """
         from rhip.fhir.search_params import search_params_for
 
         if principal.role != "practitioner" or not res_type:
             return params
+        if any(n.split(":", 1)[0] in _PINNED for n, _ in params):
+            return params  # already one or a few residents' records: the list would only cost
         if res_type != "Patient" and "patient" not in search_params_for(res_type):
             return params
-        ids = self.relations.care_patients(principal, NARROW_MAX)
+        ids = self.relations.care_patients(principal)
         if ids is None:
             return params
         glass = (principal.break_glass or {}).get("patient")
@@ -220,7 +223,7 @@ class SecurityRuntime:
             wanted = ["-"]  # no resident at all: a value no id takes, so the search finds nothing
         if res_type == "Patient":
             return [*params, ("_id", ",".join(wanted))]
-        return [*params, ("patient", ",".join(f"Patient/{p}" for p in wanted))]
+        return [*params, ("patient", ",".join(wanted))]  # bare ids: one IN list on target_id
 
     def _includes(
         self,
