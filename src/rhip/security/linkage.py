@@ -39,6 +39,14 @@ def resident_of_sql(patient: str) -> Select[Any]:
     return select(mpi_record.c.resident_id).where(mpi_record.c.record_id == patient)
 
 
+def resident_rows_sql(patients: Iterable[str]) -> Select[Any]:
+    """(record_id, resident_id) of these source records, for settling many groups at once."""
+    from rhip.mpi.schema import mpi_record
+
+    ids = sorted(set(patients))
+    return select(mpi_record.c.record_id, mpi_record.c.resident_id).where(mpi_record.c.record_id.in_(ids))
+
+
 def merged_into_sql(resident: str) -> Select[Any]:
     """Where a resident was merged to (its records moved there), if it was."""
     from rhip.mpi.schema import mpi_resident

@@ -118,16 +118,23 @@ class Relations:
         self._lock = threading.Lock()
 
     def _cached(self, key: tuple[Any, ...], compute: Any, ttl: float = RELATION_TTL) -> Any:
-        now = time.monotonic()
         hit = self._cache.get(key)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > time.monotonic():
             return hit[1]
         value = compute()
+        self._keep(key, value, ttl)
+        return value
+
+    def _keep(self, key: tuple[Any, ...], value: Any, ttl: float) -> None:
         with self._lock:
             if len(self._cache) > 50_000:
                 self._cache.clear()
-            self._cache[key] = (now + ttl, value)
-        return value
+            self._cache[key] = (time.monotonic() + ttl, value)
+
+    def _missing(self, keys: dict[str, tuple[Any, ...]]) -> list[str]:
+        """The patients whose cache entry (``keys[patient]``) is absent or stale."""
+        now = time.monotonic()
+        return sorted(p for p, k in keys.items() if (hit := self._cache.get(k)) is None or hit[0] <= now)
 
     def forget_patient(self, patient: str) -> None:
         """Drop cached answers about one resident (after their Consent changed)."""
@@ -297,21 +304,83 @@ class Relations:
             body = self.store.read("Patient", patient)
         except RhipError:
             return False
-        for address in body.get("address") or []:
-            if not isinstance(address, dict):
-                continue
-            values = [
-                address.get("district"),
-                address.get("city"),
-                address.get("state"),
-                address.get("postalCode"),
-            ]
-            for ext in address.get("extension") or []:
-                if isinstance(ext, dict):
-                    values.append(ext.get("valueString") or (ext.get("valueCode")))
-            if any(isinstance(v, str) and (v == area or v.startswith(area)) for v in values):
-                return True
-        return False
+        return _address_in(body, area)
+
+    # -- batch look-ups for a window of search results -------------------------------------
+    def prefetch(self, patients: set[str], *, consent: bool, area: str | None) -> None:
+        """Fill the cache for many residents at once: links, then consent or area, in a few queries.
+
+        A restricted search tests thousands of records of hundreds of residents; answering each
+        resident on its own would cost a query or two per resident whenever the short consent
+        cache expires. Residents a batch does not settle are looked up one by one as before.
+        """
+        patients = {p for p in patients if p}
+        if not patients:
+            return
+        if consent:
+            self._prefetch_linked(patients)
+            self._prefetch_consent(patients)
+        if area:
+            self._prefetch_area(patients, area)
+
+    def _prefetch_linked(self, patients: set[str]) -> None:
+        missing = self._missing({p: ("linked", p) for p in patients})
+        if not missing or not self._mpi_ready():
+            return
+        resident_of: dict[str, str] = {}
+        groups: dict[str, set[str]] = {}
+        with self.store.engine.connect() as conn:
+            for start in range(0, len(missing), 500):
+                chunk = missing[start : start + 500]
+                for row in conn.execute(linkage.resident_rows_sql(chunk)):
+                    resident_of[str(row.record_id)] = str(row.resident_id)
+            residents = sorted(set(resident_of.values()))
+            for start in range(0, len(residents), 500):
+                for row in conn.execute(linkage.records_of_sql(residents[start : start + 500])):
+                    groups.setdefault(str(row.resident_id), set()).add(str(row.record_id))
+        for patient, resident in resident_of.items():
+            group = frozenset(groups.get(resident, set()) | {patient, resident})
+            self._keep(("linked", patient), (resident, group), RELATION_TTL)
+
+    def _prefetch_consent(self, patients: set[str]) -> None:
+        missing = self._missing({p: ("consent", p) for p in patients})
+        if len(missing) < 2:
+            return
+        groups = {p: self.linked(p)[1] for p in missing}
+        ids = sorted(set().union(*groups.values()))
+        by_patient: dict[str, list[dict[str, Any]]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ",".join(ids[start : start + 500])
+            try:
+                found = self.store.search("Consent", [("patient", chunk), ("_total", "none")], count=5000)
+            except RhipError:
+                return
+            if found.has_next:
+                return  # unusually many Consents: leave these residents to the one-by-one path
+            for consent in found.matches:
+                owner = self.patient_of(consent)
+                if owner:
+                    by_patient.setdefault(owner, []).append(consent)
+        for patient, group in groups.items():
+            mine = [c for member in sorted(group) for c in by_patient.get(member, [])]
+            self._keep(("consent", patient), parse_consent(mine), CONSENT_TTL)
+
+    def _prefetch_area(self, patients: set[str], area: str) -> None:
+        missing = self._missing({p: ("area", area, p) for p in patients})
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
+            try:
+                found = self.store.search(
+                    "Patient", [("_id", ",".join(chunk)), ("_total", "none")], count=500
+                )
+            except RhipError:
+                return
+            bodies = {str(b.get("id")): b for b in found.matches}
+            for patient in chunk:
+                body = bodies.get(patient)
+                self._keep(
+                    ("area", area, patient), body is not None and _address_in(body, area), RELATION_TTL
+                )
 
     def consent(self, patient: str) -> ConsentState:
         """The resident's active consent choices, from the Consents of all their linked records."""
@@ -355,3 +424,23 @@ class Relations:
                     if _ref_id(ref, "Practitioner") == principal.practitioner:
                         return True
         return False
+
+
+def _address_in(body: dict[str, Any], area: str) -> bool:
+    """True when a Patient's address lies in the area (district, city, province, postal code or a
+    coded extension starting with the area's code or name)."""
+    for address in body.get("address") or []:
+        if not isinstance(address, dict):
+            continue
+        values = [
+            address.get("district"),
+            address.get("city"),
+            address.get("state"),
+            address.get("postalCode"),
+        ]
+        for ext in address.get("extension") or []:
+            if isinstance(ext, dict):
+                values.append(ext.get("valueString") or (ext.get("valueCode")))
+        if any(isinstance(v, str) and (v == area or v.startswith(area)) for v in values):
+            return True
+    return False

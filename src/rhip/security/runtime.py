@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rhip.errors import Forbidden, ResourceGone, ResourceNotFound, Unauthorized
 from rhip.security.audit import AuditRecord, AuditWriter
 from rhip.security.keys import KEY_KINDS, KeyRing
+from rhip.security.levels import type_level
 from rhip.security.policy import ROLES, WRITE, Policy, check_interaction
 from rhip.security.relations import Relations
 from rhip.security.schema import ensure_schema
@@ -155,6 +156,11 @@ class SecurityRuntime:
             if name.startswith("_has:") or "." in name:
                 # the condition would be tested on records the caller may not see (side channel)
                 raise Forbidden(f"{name.split(':')[0]}: _has and chained parameters need full access")
+        if type_level(res_type) == 1:  # published conformance resources: visible to every role
+            result = self.store.search(res_type, params, count=count, offset=offset)
+            result.matches = self.filter_results(ctx, result.matches)
+            result.includes = self.filter_results(ctx, result.includes)
+            return result
         principal = self.principal(ctx)
         plain = [(n, v) for n, v in params if n.split(":", 1)[0] not in _SHAPING]
         plain = self._narrow_to_care(principal, res_type, _narrowed(ctx, res_type, plain))
@@ -182,8 +188,14 @@ class SecurityRuntime:
         visible, start, end = 0, offset, offset + count
         window = max(1, RESTRICTED_WINDOW)
         at = 0
+        role = ROLES[principal.role]
+        consent = role.relation == "care" and role.consent_applies
+        area = principal.area if role.relation == "area" else None
         while True:
             raw = self.store.search(res_type, [*params, ("_total", "none")], count=window, offset=at)
+            if consent or area:
+                patients = {self.relations.patient_of(r) or "" for r in raw.matches}
+                self.relations.prefetch(patients, consent=consent, area=area)
             for resource in raw.matches:
                 if not self.policy.can_see(principal, resource):
                     continue
