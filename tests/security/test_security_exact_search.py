@@ -142,13 +142,17 @@ def test_practitioner_and_officer_searches_are_exact(
     served: tuple[str, dict[str, str], Region], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import rhip.security.relations as relations
+    import rhip.security.runtime as runtime
 
     base, tokens, region = served
     _check_caller(base, tokens["docA"], region.doctor)
     _check_caller(base, tokens["ph"], region.officer)
-    # the same answers when the practitioner's residents are too many to narrow in SQL
+    # the same answers when the practitioner's residents are too many to narrow in SQL ...
+    monkeypatch.setattr(runtime, "NARROW_MAX", 10)
+    deep = _get(base, tokens["docA"], "Observation", {"_count": "50", "_offset": "5500"})
+    assert deep["total"] == 6000 and _page_ids(deep) == region.doctor[5500:5550]
+    # ... and too many to hold in memory, so that each resident is looked up on its own
     monkeypatch.setattr(relations, "CARE_SET_MAX", 10)
-    _get(base, tokens["docA"], "Patient", {"_count": "1"})  # a new cache key: recomputed, too large
     deep = _get(base, tokens["docA"], "Observation", {"_count": "50", "_offset": "5500"})
     assert deep["total"] == 6000 and _page_ids(deep) == region.doctor[5500:5550]
     patients = _get(base, tokens["docA"], "Patient", {"_count": "100"})

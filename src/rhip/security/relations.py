@@ -48,9 +48,9 @@ _ORG_FIELDS = (
 CONSENT_TTL = 5.0
 #: Seconds a care-relationship, area or record-facility answer is reused.
 RELATION_TTL = 60.0
-#: Largest set of Patient ids kept per practitioner (one query answers every resident); above
-#: it, each resident is looked up on its own and searches are not narrowed in SQL.
-CARE_SET_MAX = 1000
+#: Largest set of Patient ids kept in memory per practitioner (one query answers every resident);
+#: above it, each resident is looked up on its own.
+CARE_SET_MAX = 200_000
 #: Longest chain of merged residents followed to the survivor.
 _MAX_MERGE_HOPS = 5
 #: How a practitioner relates to a record's resident: their own relationship, or through an MPI link.

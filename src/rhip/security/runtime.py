@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 _INSTANCE_GUARDED = frozenset({"vread", "history-instance", "update", "patch", "delete", "operation"})
 #: Raw matches a restricted caller's search reads per window while filtering (bounds memory).
 RESTRICTED_WINDOW = 2000
+#: Largest Patient-id list a practitioner's search is narrowed to in SQL (else filtered only).
+NARROW_MAX = 1000
 #: Parameters that shape the answer rather than select matches (handled after filtering).
 _SHAPING = frozenset({"_summary", "_total", "_include", "_revinclude"})
 #: Parameters that already pin a search to a few residents (narrowing adds nothing but cost).
@@ -215,8 +217,7 @@ class SecurityRuntime:
 
         The set (direct relationships, expanded over MPI links, plus a break-the-glass resident) is
         a superset of what the policy lets through, so nothing visible is lost. Above
-        ``relations.CARE_SET_MAX`` ids the search is left as it is and the scan filters it alone
-        (exact, only slower).
+        NARROW_MAX ids the search is left as it is and the scan filters it alone (exact, slower).
         """
         from rhip.fhir.search_params import search_params_for
 
@@ -227,7 +228,7 @@ class SecurityRuntime:
         if res_type != "Patient" and "patient" not in search_params_for(res_type):
             return params
         ids = self.relations.care_patients(principal)
-        if ids is None:
+        if ids is None or len(ids) > NARROW_MAX:
             return params
         glass = (principal.break_glass or {}).get("patient")
         wanted = sorted(ids | ({str(glass)} if glass and principal.glass_for(str(glass)) else set()))
