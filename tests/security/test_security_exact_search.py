@@ -147,6 +147,10 @@ def test_practitioner_and_officer_searches_are_exact(
     base, tokens, region = served
     _check_caller(base, tokens["docA"], region.doctor)
     _check_caller(base, tokens["ph"], region.officer)
+    backwards = _get(
+        base, tokens["docA"], "Observation", {"_sort": "-_id", "_count": "50", "_offset": "5500"}
+    )
+    assert backwards["total"] == 6000 and _page_ids(backwards) == region.doctor[::-1][5500:5550]
     # the same answers when the practitioner's residents are too many to narrow in SQL ...
     monkeypatch.setattr(runtime, "NARROW_MAX", 10)
     deep = _get(base, tokens["docA"], "Observation", {"_count": "50", "_offset": "5500"})
