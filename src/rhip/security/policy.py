@@ -193,7 +193,7 @@ class Policy:
 
     def _consent_allows(self, principal: Principal, patient: str, resource: dict[str, Any]) -> bool:
         consent = self.relations.consent(patient)
-        if consent.restricted & sensitive_categories(resource):
+        if consent.restricted and consent.restricted & sensitive_categories(resource):
             return False
         if consent.opt_out_sharing:
             facility = self.relations.facility_of(resource)

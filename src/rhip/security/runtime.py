@@ -208,23 +208,27 @@ class SecurityRuntime:
     def _windows(self, res_type: str | None, params: list[tuple[str, str]]) -> Iterator[list[dict[str, Any]]]:
         """The raw matches in search order, RESTRICTED_WINDOW bodies at a time.
 
-        Usually the ids of all matches are read first (one query, no bodies; a few dozen bytes per
-        match) and the bodies fetched by id, window by window: reading windows by offset instead
-        re-runs the search for every window, which costs 2-5x more on a large result. With
-        ``_sort`` the order is the search's own, so the windows are read by offset.
+        The first window is one ordinary search. When there is more, the ids of all matches are
+        read (one query, no bodies; a few dozen bytes per match) and the other bodies fetched by id,
+        window by window: reading windows by offset instead re-runs the search for every window,
+        which costs 2-5x more on a large result. With ``_sort`` the windows are read by offset.
         """
         size = max(1, RESTRICTED_WINDOW)
-        if res_type is None or any(name == "_sort" for name, _ in params):
-            at = 0
-            while True:
-                raw = self.store.search(res_type, [*params, ("_total", "none")], count=size, offset=at)
-                yield raw.matches
-                if not raw.has_next:
-                    return
-                at += size
+        by_offset = any(name == "_sort" for name, _ in params)
+        at = 0
+        while True:  # the first window (most searches have only one) and, with _sort, the others
+            raw = self.store.search(res_type, [*params, ("_total", "none")], count=size, offset=at)
+            yield raw.matches
+            at += size
+            if not raw.has_next:
+                return
+            if not by_offset and res_type is not None:
+                break
+        if res_type is None:  # unreachable: only the offset loop serves system searches
+            return
         # an always-true condition, so that a search without filters still matches everything
         ids = self.store.matching_ids(res_type, [*params, ("_lastUpdated", "gt1970-01-01")])
-        for at in range(0, len(ids), size):
+        for at in range(size, len(ids), size):
             chunk = ids[at : at + size]
             found = self.store.search(
                 res_type, [("_id", ",".join(chunk)), ("_total", "none")], count=len(chunk)
