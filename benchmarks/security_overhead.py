@@ -5,11 +5,17 @@ Observations), then serves it through three apps built by ``create_app`` over th
 
 * ``off``: ``auth_enabled=False`` (no token, no policy, no audit): the spine alone;
 * ``admin``: token + policy + SM3-chained audit for a platform admin (full access, no filtering);
-* ``practitioner``: token + policy for a practitioner whose facility cares for every resident, so
-  each search is filtered by care relationship and consent, totals recounted, and audited.
+* ``practitioner``: token + policy for a practitioner whose facility cares for every third
+  resident, so each search is narrowed to those residents in SQL, filtered by care relationship
+  and consent, totals recounted exactly, and audited;
+* ``public_health``: an officer of the residents' district, who sees only notifiable data (one
+  laboratory Observation in five): nothing narrows the search, every match is filtered.
 
-Requests are interleaved (off, admin, practitioner, off, ...) so load drift on a shared machine
-hits all three alike; the table gives p50/p95 latency and the p95 ratio to ``off``.
+Two kinds of search: **narrow** (``Patient?_id=``, ``Observation?patient=``, a few matches) and
+**broad** (``Observation?code=`` over every resident, first page of 20 with the exact total, which
+for the restricted roles means filtering every match). Requests are interleaved (off, admin,
+practitioner, public_health, off, ...) so load drift on a shared machine hits all alike; the table
+gives p50/p95 latency and the ratios to ``off`` per kind.
 Run: ``.venv/bin/python benchmarks/security_overhead.py [--patients 300] [--requests 300]``.
 """
 
@@ -42,11 +48,13 @@ def _seed(store: Any, patients: int) -> None:
             }
         )
         for o in range(5):
+            category = "laboratory" if o == 0 else "vital-signs"
             rows.append(
                 {
                     "resourceType": "Observation",
                     "id": f"o{p}-{o}",
                     "status": "final",
+                    "category": [{"coding": [{"code": category}]}],
                     "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
                     "subject": {"reference": f"Patient/{pid}"},
                     "encounter": {"reference": f"Encounter/e{p}"},
@@ -67,10 +75,12 @@ def _apps(data_dir: Path, url: str) -> dict[str, tuple[Any, dict[str, str]]]:
     doc = issue_token(
         on, role="practitioner", username="bench-doc", practitioner_id="d0", organization_id="org0"
     )
+    officer = issue_token(on, role="public_health", username="bench-ph", area="110105")
     return {
         "off": (off, {}),
         "admin": (on, {"Authorization": f"Bearer {admin}"}),
         "practitioner": (on, {"Authorization": f"Bearer {doc}"}),
+        "public_health": (on, {"Authorization": f"Bearer {officer}"}),
     }
 
 
@@ -94,30 +104,44 @@ def main() -> None:
         rng = random.Random(7)
         # the practitioner's facility (org0) cares for every third resident: query those
         patients = [p for p in range(args.patients) if p % 3 == 0]
-        times: dict[str, list[float]] = {name: [] for name in clients}
-        for i in range(args.requests + 20):
+        times: dict[tuple[str, str], list[float]] = {}
+        for i in range(args.requests + 30):
             pid = f"p{rng.choice(patients)}"
-            path = (
-                ("/fhir/Observation", {"patient": f"Patient/{pid}"})
-                if i % 2
-                else ("/fhir/Patient", {"_id": pid})
-            )
+            kind, path, params = _request(i, pid)
             for name, (client, headers) in clients.items():
                 start = time.perf_counter()
-                response = client.get(path[0], params=path[1], headers=headers)
+                response = client.get(path, params=params, headers=headers)
                 elapsed = time.perf_counter() - start
                 if response.status_code != 200 or not response.json().get("entry"):
                     raise SystemExit(f"{name}: unexpected answer {response.status_code}")
-                if i >= 20:
-                    times[name].append(elapsed * 1000)
+                if i >= 30:
+                    times.setdefault((kind, name), []).append(elapsed * 1000)
         for client, _ in clients.values():
             client.__exit__(None, None, None)
-    base95 = statistics.quantiles(times["off"], n=20)[18]
-    base50 = statistics.median(times["off"])
-    print(f"{'config':<14}{'p50 ms':>9}{'p95 ms':>9}{'p50 vs off':>12}{'p95 vs off':>12}")
-    for name, values in times.items():
-        p50, p95 = statistics.median(values), statistics.quantiles(values, n=20)[18]
-        print(f"{name:<14}{p50:>9.2f}{p95:>9.2f}{p50 / base50:>12.2f}{p95 / base95:>12.2f}")
+    _report(times, list(apps))
+
+
+def _request(i: int, pid: str) -> tuple[str, str, dict[str, str]]:
+    """The i-th request of the interleaved sequence: two narrow searches, then a broad one."""
+    if i % 3 == 0:
+        return "narrow", "/fhir/Patient", {"_id": pid}
+    if i % 3 == 1:
+        return "narrow", "/fhir/Observation", {"patient": f"Patient/{pid}"}
+    return "broad", "/fhir/Observation", {"code": "http://loinc.org|8867-4", "_count": "20"}
+
+
+def _report(times: dict[tuple[str, str], list[float]], names: list[str]) -> None:
+    print(f"{'kind':<8}{'config':<15}{'n':>5}{'p50 ms':>9}{'p95 ms':>9}{'p50 vs off':>12}{'p95 vs off':>12}")
+    for kind in ("narrow", "broad"):
+        base = times[(kind, "off")]
+        base50, base95 = statistics.median(base), statistics.quantiles(base, n=20)[18]
+        for name in names:
+            values = times[(kind, name)]
+            p50, p95 = statistics.median(values), statistics.quantiles(values, n=20)[18]
+            print(
+                f"{kind:<8}{name:<15}{len(values):>5}{p50:>9.2f}{p95:>9.2f}"
+                f"{p50 / base50:>12.2f}{p95 / base95:>12.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
+
+from rhip.fhir import systems
+from rhip.fhir.identifiers import make_citizen_id
 
 ICD = "http://hl7.org/fhir/sid/icd-10"
 OBS_CAT = "http://terminology.hl7.org/CodeSystem/observation-category"
@@ -158,3 +162,54 @@ ACCOUNTS: dict[str, tuple[str, dict[str, str]]] = {
     "admin": ("platform_admin", {}),
     "system": ("system", {}),
 }
+
+
+def _patient(rid: str, org: str, cid: str, name: tuple[str, str], born: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Patient",
+        "id": rid,
+        "identifier": [{"system": systems.CITIZEN_ID, "value": cid}],
+        "name": [{"use": "official", "family": name[0], "given": [name[1]]}],
+        "gender": "male",
+        "birthDate": born,
+        "managingOrganization": {"reference": f"Organization/{org}"},
+    }
+
+
+def linked_resident_records() -> list[dict[str, Any]]:
+    """Two records of one man that the matcher will not link by itself (different IDs and names)."""
+    cid1 = make_citizen_id("110105", date(1961, 3, 4), 11, "male")
+    cid2 = make_citizen_id("440305", date(1958, 9, 30), 13, "male")
+    enc = {"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"}}
+    return [
+        _patient("lp1", "orgA", cid1, ("赵", "立"), "1961-03-04"),
+        _patient("lp2", "orgB", cid2, ("孙", "明"), "1958-09-30"),
+        {
+            **enc,
+            "id": "encL1",
+            "subject": {"reference": "Patient/lp1"},
+            "serviceProvider": {"reference": "Organization/orgA"},
+            "participant": [{"individual": {"reference": "Practitioner/docA"}}],
+        },
+        {
+            **enc,
+            "id": "encL2",
+            "subject": {"reference": "Patient/lp2"},
+            "serviceProvider": {"reference": "Organization/orgB"},
+        },
+        {
+            "resourceType": "Observation",
+            "id": "obsL2",
+            "status": "final",
+            "code": {"coding": [{"system": systems.LOINC, "code": "2345-7"}]},
+            "subject": {"reference": "Patient/lp2"},
+            "encounter": {"reference": "Encounter/encL2"},
+        },
+        {
+            "resourceType": "Condition",
+            "id": "condL2",
+            "subject": {"reference": "Patient/lp2"},
+            "encounter": {"reference": "Encounter/encL2"},
+            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "F41.1"}]},
+        },
+    ]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from security_seed import ACCOUNTS, EXPECTED, seed_resources
+from security_seed import ACCOUNTS, EXPECTED, consent, linked_resident_records, seed_resources
 
 from rhip.config import Settings
 
@@ -40,4 +40,39 @@ def test_search_matrix_on_postgresql(fresh_pg_url: str, tmp_path: Path) -> None:
                 )
                 assert response.json()["total"] == len(expected)
     assert verify_chain(store.engine).ok
+    store.close()
+
+
+def test_linked_records_shared_on_postgresql(fresh_pg_url: str, tmp_path: Path) -> None:
+    """The MPI-link extension of care relationships, and its opt-out, on PostgreSQL."""
+    from rhip.api import create_app
+    from rhip.mpi.schema import ensure_schema
+    from rhip.mpi.service import match_and_link
+    from rhip.security.testing import issue_token
+    from rhip.store import Store
+
+    store = Store(fresh_pg_url)
+    ensure_schema(store.engine)
+    residents = {}
+    for body in linked_resident_records():
+        store.update(body["resourceType"], body["id"], body)
+        if body["resourceType"] == "Patient":
+            residents[body["id"]] = match_and_link(store, store.read("Patient", body["id"])).resident_id
+    app = create_app(store, Settings(data_dir=tmp_path, database_url=fresh_pg_url))
+    with TestClient(app) as client:
+        doc = {"Authorization": f"Bearer {issue_token(app, role='practitioner', **ACCOUNTS['docA'][1])}"}
+        admin = {"Authorization": f"Bearer {issue_token(app, role='platform_admin')}"}
+
+        def seen() -> set[str]:
+            found = client.get("/fhir/Observation", params={"patient": "lp2"}, headers=doc).json()
+            return {e["resource"]["id"] for e in found.get("entry", [])}
+
+        assert seen() == set()
+        link = {"record": "Patient/lp2", "resident": f"Patient/{residents['lp1']}"}
+        assert client.post("/mpi/link", json=link, headers=admin).status_code == 200
+        assert seen() == {"obsL2"}
+        assert client.get("/fhir/Condition/condL2", headers=doc).status_code == 404  # sensitive: held at B
+        opt_out = client.post("/fhir/Consent", json=consent("consentL", "lp2", opt_out=True), headers=admin)
+        assert opt_out.status_code == 201, opt_out.text
+        assert seen() == set()
     store.close()

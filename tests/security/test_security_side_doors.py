@@ -1,8 +1,9 @@
 """No side doors: bulk export jobs belong to their starter, and the MPI's resident reads are filtered.
 
 A real uvicorn server with authentication on (the ``secured`` fixture) serves a store in which one
-resident has two source records at two facilities, linked by the MPI; practitioners of each facility,
-a practitioner without any relationship and a platform admin use the export and MPI routes over HTTP.
+resident has two source records at two facilities, linked by the MPI, each with a mental-health
+Condition that stays at its facility; practitioners of each facility, a practitioner without any
+relationship and a platform admin use the export and MPI routes over HTTP.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ pytestmark = pytest.mark.xdist_group("security_side_doors")
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 CARD_A = (systems.facility_card_system("orgA", "outpatient"), "MZ-2001")
 CARD_B = (systems.facility_card_system("orgB", "outpatient"), "MZ-9001")
-#: Records of the linked resident at facility A (docA cares for mr1) and at facility B (docB: mr2).
+#: Records of the linked resident at facility A (docA cares for mr1) and at facility B (docB: mr2),
+#: shared over the MPI link; the sensitive Condition of each facility stays there.
 AT_A = {"mr1", "encM1", "obsM1"}
 AT_B = {"mr2", "encM2", "obsM2"}
+HELD_A, HELD_B = {"condM1"}, {"condM2"}
 
 
 def _source(rid: str, cid: str, card: tuple[str, str], org: str) -> dict[str, Any]:
@@ -47,6 +50,7 @@ def _source(rid: str, cid: str, card: tuple[str, str], org: str) -> dict[str, An
 
 
 def _visit(enc: str, obs: str, patient: str, org: str, prac: str | None) -> list[dict[str, Any]]:
+    """An Encounter, an Observation and a mental-health Condition (``cond`` + the Observation's suffix)."""
     encounter: dict[str, Any] = {
         "resourceType": "Encounter",
         "id": enc,
@@ -65,7 +69,14 @@ def _visit(enc: str, obs: str, patient: str, org: str, prac: str | None) -> list
         "subject": {"reference": f"Patient/{patient}"},
         "encounter": {"reference": f"Encounter/{enc}"},
     }
-    return [encounter, observation]
+    condition = {
+        "resourceType": "Condition",
+        "id": "cond" + obs.removeprefix("obs"),
+        "subject": {"reference": f"Patient/{patient}"},
+        "encounter": {"reference": f"Encounter/{enc}"},
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "F32.9"}]},
+    }
+    return [encounter, observation, condition]
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +152,8 @@ def test_export_job_belongs_to_its_starter(secured: SecuredServer, resident: str
         response = secured.get("docA", url)
         assert response.status_code == 200
         exported |= {orjson.loads(line)["id"] for line in response.content.splitlines() if line}
-    assert exported >= AT_A and not exported & AT_B  # filtered for the starter, not for everybody
+    assert exported >= AT_A | AT_B  # the linked record of facility B is shared ...
+    assert not exported & (HELD_B | {"obs2", "cond2", "encB2"})  # ... filtered for the starter
     owner_delete = httpx.delete(
         f"{secured.base}/{status_url}",
         headers={"Authorization": f"Bearer {secured.tokens['docA']}"},
@@ -156,8 +168,8 @@ def test_export_job_belongs_to_its_starter(secured: SecuredServer, resident: str
     ]
     assert {e["actor"] for e in refusals} == {"docB", "admin"}
     batches = [e for e in _entries(secured) if e["actor"] == "docA" and e["action"] == "export"]
-    assert batches and "mr1" in {p for e in batches for p in e["patients"]}
-    assert "mr2" not in {p for e in batches for p in e["patients"]}
+    assert batches and {"mr1", "mr2"} <= {p for e in batches for p in e["patients"]}
+    assert "pat4" not in {p for e in batches for p in e["patients"]}
 
 
 def test_export_type_filter_side_channel_refused(secured: SecuredServer) -> None:
@@ -169,30 +181,30 @@ def test_export_type_filter_side_channel_refused(secured: SecuredServer) -> None
 
 
 def test_mpi_everything_shows_only_permitted_records(secured: SecuredServer, resident: str) -> None:
-    for who, mine, theirs in (("docA", AT_A, AT_B), ("docB", AT_B, AT_A)):
+    for who, mine, theirs in (("docA", AT_A | AT_B | HELD_A, HELD_B), ("docB", AT_A | AT_B | HELD_B, HELD_A)):
         response = _mpi(secured, who, f"/mpi/resident/{resident}/$everything")
         assert response.status_code == 200, (who, response.text)
         ids = _ids(response.json())
         assert resident in ids and mine <= ids, who
         assert not ids & theirs, (who, ids & theirs)
     full = _ids(_mpi(secured, "admin", f"/mpi/resident/{resident}/$everything").json())
-    assert AT_A | AT_B | {resident} <= full
+    assert AT_A | AT_B | HELD_A | HELD_B | {resident} <= full
     stranger = _mpi(secured, "docGP", f"/mpi/resident/{resident}/$everything")
     assert stranger.status_code == 404  # no relationship: the resident is not disclosed
     assert "mr1" not in stranger.text and "王" not in stranger.text
     entries = _entries(secured)
     ok = [e for e in entries if e["actor"] == "docA" and e["action"] == "operation" and e["outcome"] == "0"]
-    assert any(resident in e["patients"] and "mr1" in e["patients"] for e in ok)
-    assert not any("mr2" in e["patients"] for e in ok)
+    assert any({resident, "mr1", "mr2"} <= set(e["patients"]) for e in ok)
     assert any(e["actor"] == "docGP" and e["action"] == "operation" and e["outcome"] == "4" for e in entries)
 
 
 def test_mpi_card_lookup_is_filtered(secured: SecuredServer, resident: str) -> None:
-    for card in (CARD_A, CARD_B):  # either card finds the resident; docA sees only its own record
+    for card in (CARD_A, CARD_B):  # either card finds the resident and both linked records
         response = _mpi(secured, "docA", "/mpi/resident", params={"card": "|".join(card)})
         assert response.status_code == 200, response.text
         entries = response.json()["entry"]
-        assert [e["resource"]["id"] for e in entries] == [resident, "mr1"]
+        assert entries[0]["resource"]["id"] == resident
+        assert {e["resource"]["id"] for e in entries[1:]} == {"mr1", "mr2"}
     assert _ids(_mpi(secured, "admin", f"/mpi/resident/{resident}").json()) == {resident, "mr1", "mr2"}
     assert _mpi(secured, "docGP", "/mpi/resident", params={"card": "|".join(CARD_A)}).status_code == 404
     assert _mpi(secured, "docGP", f"/mpi/resident/{resident}").status_code == 404

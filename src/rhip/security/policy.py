@@ -157,26 +157,43 @@ class Policy:
             return True
         if level > role.max_level:
             return False
+        if role.relation == "care":
+            return self._care_allows(principal, patient, resource)
         if not self._related(principal, role, patient, resource):
             return False
         if not role.consent_applies or (role.relation == "self"):
             return True
         return self._consent_allows(principal, patient, resource)
 
+    def _care_allows(self, principal: Principal, patient: str, resource: dict[str, Any]) -> bool:
+        """A practitioner: their own relationship, or one through an MPI-linked record of the resident.
+
+        Through a link, a record travels to another facility only when the resident has not opted
+        out of sharing and it is in no sensitive category; otherwise only the facility that holds
+        it sees it (so the linked Patient record of another facility is hidden too).
+        """
+        kind = self.relations.care(principal, patient)
+        if kind is None or not self._consent_allows(principal, patient, resource):
+            return False
+        if kind == "direct":
+            return True
+        if self.relations.consent(patient).opt_out_sharing or sensitive_categories(resource):
+            facility = self.relations.facility_of(resource)
+            return facility is not None and facility == principal.organization
+        return True
+
     def _related(self, principal: Principal, role: Role, patient: str, resource: dict[str, Any]) -> bool:
         if role.relation == "all":
             return True
         if role.relation == "self":
             return principal.patient is not None and patient == principal.patient
-        if role.relation == "care":
-            return self.relations.has_care(principal, patient)
         if role.relation == "area":
             return _notifiable(resource) and self.relations.in_area(patient, principal.area)
         return False
 
     def _consent_allows(self, principal: Principal, patient: str, resource: dict[str, Any]) -> bool:
         consent = self.relations.consent(patient)
-        if consent.restricted & sensitive_categories(resource):
+        if consent.restricted and consent.restricted & sensitive_categories(resource):
             return False
         if consent.opt_out_sharing:
             facility = self.relations.facility_of(resource)

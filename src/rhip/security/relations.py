@@ -3,9 +3,13 @@
 A practitioner has a care relationship with a resident when any of these exist: an Encounter at
 the practitioner's facility or with the practitioner as participant, a referral or consultation
 (ServiceRequest performed by or requested by them), a CareTeam naming them, an EpisodeOfCare at
-their facility, or a family-doctor contract (Patient.generalPractitioner). Answers are cached for
-a minute (consent answers for 5 s) so that a page of search results costs at most one lookup per
-resident, not per resource.
+their facility, or a family-doctor contract (Patient.generalPractitioner). A relationship with any
+of a resident's records extends over every record the MPI links to the same resident
+(:meth:`Relations.care` answers ``"linked"``; the policy then withholds what the resident's consent
+or a sensitive category keeps at the facility that holds it). Answers are cached for a minute
+(consent answers for 5 s) so that a page of search results costs at most one lookup per resident,
+not per resource; an MPI correction made through this process clears the cache at once, a link
+made elsewhere (ingest, another node) shows within the minute.
 """
 
 from __future__ import annotations
@@ -13,10 +17,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import inspect
 
 from rhip.errors import RhipError
+from rhip.security import linkage
 
 if TYPE_CHECKING:
     from rhip.security.tokens import Principal
@@ -40,6 +48,13 @@ _ORG_FIELDS = (
 CONSENT_TTL = 5.0
 #: Seconds a care-relationship, area or record-facility answer is reused.
 RELATION_TTL = 60.0
+#: Largest set of Patient ids kept in memory per practitioner (one query answers every resident);
+#: above it, each resident is looked up on its own.
+CARE_SET_MAX = 200_000
+#: Longest chain of merged residents followed to the survivor.
+_MAX_MERGE_HOPS = 5
+#: How a practitioner relates to a record's resident: their own relationship, or through an MPI link.
+CareKind = Literal["direct", "linked"]
 
 
 @dataclass(frozen=True)
@@ -103,22 +118,34 @@ class Relations:
         self._lock = threading.Lock()
 
     def _cached(self, key: tuple[Any, ...], compute: Any, ttl: float = RELATION_TTL) -> Any:
-        now = time.monotonic()
         hit = self._cache.get(key)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > time.monotonic():
             return hit[1]
         value = compute()
+        self._keep(key, value, ttl)
+        return value
+
+    def _keep(self, key: tuple[Any, ...], value: Any, ttl: float) -> None:
         with self._lock:
             if len(self._cache) > 50_000:
                 self._cache.clear()
-            self._cache[key] = (now + ttl, value)
-        return value
+            self._cache[key] = (time.monotonic() + ttl, value)
+
+    def _missing(self, keys: dict[str, tuple[Any, ...]]) -> list[str]:
+        """The patients whose cache entry (``keys[patient]``) is absent or stale."""
+        now = time.monotonic()
+        return sorted(p for p, k in keys.items() if (hit := self._cache.get(k)) is None or hit[0] <= now)
 
     def forget_patient(self, patient: str) -> None:
         """Drop cached answers about one resident (after their Consent changed)."""
         with self._lock:
             for key in [k for k in self._cache if patient in k]:
                 self._cache.pop(key, None)
+
+    def forget_all(self) -> None:
+        """Drop every cached answer (a Consent was written, or the MPI moved records between residents)."""
+        with self._lock:
+            self._cache.clear()
 
     def patient_of(self, resource: dict[str, Any]) -> str | None:
         """The resident a resource is about (None for directory data)."""
@@ -140,31 +167,131 @@ class Relations:
             return False
 
     def has_care(self, principal: Principal, patient: str) -> bool:
-        """True when the practitioner (or their facility) cares for the resident."""
+        """True when the practitioner (or their facility) cares for this very Patient record."""
         key = ("care", principal.practitioner, principal.organization, patient)
-        return bool(self._cached(key, lambda: self._compute_care(principal, patient)))
+        return bool(self._cached(key, lambda: self._compute_care(principal, [patient])))
 
-    def _compute_care(self, principal: Principal, patient: str) -> bool:
+    def care(self, principal: Principal, patient: str) -> CareKind | None:
+        """How the practitioner relates to the record's resident: ``direct``, ``linked`` or None.
+
+        ``linked`` means a relationship with another record the MPI links to the same resident
+        (one look-up per resident, cached like the direct answer).
+        """
+        sets = self._care_sets(principal)
+        if sets is not None:  # one query per practitioner instead of several per resident
+            direct, reachable = sets
+            return "direct" if patient in direct else "linked" if patient in reachable else None
+        if self.has_care(principal, patient):
+            return "direct"
+        resident, group = self.linked(patient)
+        if len(group) < 2:
+            return None
+        key = ("care-resident", principal.practitioner, principal.organization, resident)
+        others = sorted(group - {patient})
+        return "linked" if self._cached(key, lambda: self._compute_care(principal, others)) else None
+
+    def _compute_care(self, principal: Principal, patients: Sequence[str]) -> bool:
         prac = f"Practitioner/{principal.practitioner}" if principal.practitioner else None
         org = f"Organization/{principal.organization}" if principal.organization else None
-        pat = f"Patient/{patient}"
+        pats = ",".join(f"Patient/{p}" for p in patients)
+        ids = ",".join(patients)
         checks: list[tuple[str, list[tuple[str, str]]]] = []
         if org:
             checks += [
-                ("Encounter", [("patient", pat), ("service-provider", org)]),
-                ("ServiceRequest", [("patient", pat), ("performer", org)]),
-                ("EpisodeOfCare", [("patient", pat), ("organization", org)]),
-                ("Patient", [("_id", patient), ("general-practitioner", org)]),
+                ("Encounter", [("patient", pats), ("service-provider", org)]),
+                ("ServiceRequest", [("patient", pats), ("performer", org)]),
+                ("EpisodeOfCare", [("patient", pats), ("organization", org)]),
+                ("Patient", [("_id", ids), ("general-practitioner", org)]),
             ]
         if prac:
             checks += [
-                ("Encounter", [("patient", pat), ("participant", prac)]),
-                ("ServiceRequest", [("patient", pat), ("performer", prac)]),
-                ("ServiceRequest", [("patient", pat), ("requester", prac)]),
-                ("CareTeam", [("patient", pat), ("participant", prac)]),
-                ("Patient", [("_id", patient), ("general-practitioner", prac)]),
+                ("Encounter", [("patient", pats), ("participant", prac)]),
+                ("ServiceRequest", [("patient", pats), ("performer", prac)]),
+                ("ServiceRequest", [("patient", pats), ("requester", prac)]),
+                ("CareTeam", [("patient", pats), ("participant", prac)]),
+                ("Patient", [("_id", ids), ("general-practitioner", prac)]),
             ]
         return any(self._exists(rtype, params) for rtype, params in checks)
+
+    # -- MPI links ---------------------------------------------------------------------------
+    def linked(self, patient: str) -> tuple[str, frozenset[str]]:
+        """The resident of a Patient record and every record linked to it (the record itself included).
+
+        The golden Patient (id = resident id) belongs to the group. Without MPI tables, or for a
+        record the MPI has not linked, the group is the record alone.
+        """
+        return self._cached(("linked", patient), lambda: self._compute_linked(patient))
+
+    def _mpi_ready(self) -> bool:
+        def probe() -> bool:
+            return bool(inspect(self.store.engine).has_table("mpi_record"))
+
+        return bool(self._cached(("mpi-ready",), probe))
+
+    def _compute_linked(self, patient: str) -> tuple[str, frozenset[str]]:
+        if not self._mpi_ready():
+            return patient, frozenset({patient})
+        with self.store.engine.connect() as conn:
+            resident = conn.execute(linkage.resident_of_sql(patient)).scalar() or patient
+            for _ in range(_MAX_MERGE_HOPS):  # a merged-away golden Patient: its records moved on
+                survivor = conn.execute(linkage.merged_into_sql(resident)).scalar()
+                if not survivor:
+                    break
+                resident = str(survivor)
+            records = {str(r.record_id) for r in conn.execute(linkage.records_of_sql([resident]))}
+        if not records:
+            return patient, frozenset({patient})
+        return resident, frozenset(records | {patient, resident})
+
+    def expand_linked(self, patients: set[str], limit: int) -> set[str] | None:
+        """``patients`` with every record linked to them by the MPI; None when more than ``limit``."""
+        if not patients or not self._mpi_ready():
+            return patients
+        out = set(patients)
+        ordered = sorted(patients)
+        with self.store.engine.connect() as conn:
+            for start in range(0, len(ordered), 500):
+                chunk_sql = linkage.residents_of_sql(ordered[start : start + 500])
+                residents = [str(r[0]) for r in conn.execute(chunk_sql)]
+                for rstart in range(0, len(residents), 500):
+                    chunk = residents[rstart : rstart + 500]
+                    out.update(chunk)
+                    out.update(str(r.record_id) for r in conn.execute(linkage.records_of_sql(chunk)))
+                if len(out) > limit:
+                    return None
+        return out
+
+    def care_patients(self, principal: Principal) -> frozenset[str] | None:
+        """Every Patient id the practitioner may relate to (direct or MPI-linked); None above CARE_SET_MAX.
+
+        A superset of what :meth:`care` allows, for narrowing a search in SQL before the policy
+        filter; cached per practitioner and facility like the per-resident answers.
+        """
+        sets = self._care_sets(principal)
+        return sets[1] if sets is not None else None
+
+    def _care_sets(self, principal: Principal) -> tuple[frozenset[str], frozenset[str]] | None:
+        """(direct, direct + linked) Patient ids of a practitioner, or None when there are too many."""
+        limit = CARE_SET_MAX
+        key = ("care-set", principal.practitioner, principal.organization, limit)
+        return self._cached(key, lambda: self._compute_care_sets(principal, limit))
+
+    def _compute_care_sets(
+        self, principal: Principal, limit: int
+    ) -> tuple[frozenset[str], frozenset[str]] | None:
+        from rhip.config import get_settings
+
+        stmt = linkage.care_patients_sql(
+            principal.practitioner, principal.organization, limit + 1, get_settings().base_url
+        )
+        if stmt is None:
+            return frozenset(), frozenset()
+        with self.store.engine.connect() as conn:
+            direct = {str(r[0]) for r in conn.execute(stmt)}
+        if len(direct) > limit:
+            return None
+        expanded = self.expand_linked(direct, limit)
+        return (frozenset(direct), frozenset(expanded)) if expanded is not None else None
 
     def in_area(self, patient: str, area: str | None) -> bool:
         """True when the resident's address lies in the area (district/city code or name)."""
@@ -177,29 +304,93 @@ class Relations:
             body = self.store.read("Patient", patient)
         except RhipError:
             return False
-        for address in body.get("address") or []:
-            if not isinstance(address, dict):
-                continue
-            values = [
-                address.get("district"),
-                address.get("city"),
-                address.get("state"),
-                address.get("postalCode"),
-            ]
-            for ext in address.get("extension") or []:
-                if isinstance(ext, dict):
-                    values.append(ext.get("valueString") or (ext.get("valueCode")))
-            if any(isinstance(v, str) and (v == area or v.startswith(area)) for v in values):
-                return True
-        return False
+        return _address_in(body, area)
+
+    # -- batch look-ups for a window of search results -------------------------------------
+    def prefetch(self, patients: set[str], *, consent: bool, area: str | None) -> None:
+        """Fill the cache for many residents at once: links, then consent or area, in a few queries.
+
+        A restricted search tests thousands of records of hundreds of residents; answering each
+        resident on its own would cost a query or two per resident whenever the short consent
+        cache expires. Residents a batch does not settle are looked up one by one as before.
+        """
+        patients = {p for p in patients if p}
+        if not patients:
+            return
+        if consent:
+            self._prefetch_linked(patients)
+            self._prefetch_consent(patients)
+        if area:
+            self._prefetch_area(patients, area)
+
+    def _prefetch_linked(self, patients: set[str]) -> None:
+        missing = self._missing({p: ("linked", p) for p in patients})
+        if not missing or not self._mpi_ready():
+            return
+        resident_of: dict[str, str] = {}
+        groups: dict[str, set[str]] = {}
+        with self.store.engine.connect() as conn:
+            for start in range(0, len(missing), 500):
+                chunk = missing[start : start + 500]
+                for row in conn.execute(linkage.resident_rows_sql(chunk)):
+                    resident_of[str(row.record_id)] = str(row.resident_id)
+            residents = sorted(set(resident_of.values()))
+            for start in range(0, len(residents), 500):
+                for row in conn.execute(linkage.records_of_sql(residents[start : start + 500])):
+                    groups.setdefault(str(row.resident_id), set()).add(str(row.record_id))
+        for patient, resident in resident_of.items():
+            group = frozenset(groups.get(resident, set()) | {patient, resident})
+            self._keep(("linked", patient), (resident, group), RELATION_TTL)
+
+    def _prefetch_consent(self, patients: set[str]) -> None:
+        missing = self._missing({p: ("consent", p) for p in patients})
+        if len(missing) < 2:
+            return
+        groups = {p: self.linked(p)[1] for p in missing}
+        ids = sorted(set().union(*groups.values()))
+        by_patient: dict[str, list[dict[str, Any]]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ",".join(ids[start : start + 500])
+            try:
+                found = self.store.search("Consent", [("patient", chunk), ("_total", "none")], count=5000)
+            except RhipError:
+                return
+            if found.has_next:
+                return  # unusually many Consents: leave these residents to the one-by-one path
+            for consent in found.matches:
+                owner = self.patient_of(consent)
+                if owner:
+                    by_patient.setdefault(owner, []).append(consent)
+        for patient, group in groups.items():
+            mine = [c for member in sorted(group) for c in by_patient.get(member, [])]
+            self._keep(("consent", patient), parse_consent(mine), CONSENT_TTL)
+
+    def _prefetch_area(self, patients: set[str], area: str) -> None:
+        missing = self._missing({p: ("area", area, p) for p in patients})
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
+            try:
+                found = self.store.search(
+                    "Patient", [("_id", ",".join(chunk)), ("_total", "none")], count=500
+                )
+            except RhipError:
+                return
+            bodies = {str(b.get("id")): b for b in found.matches}
+            for patient in chunk:
+                body = bodies.get(patient)
+                self._keep(
+                    ("area", area, patient), body is not None and _address_in(body, area), RELATION_TTL
+                )
 
     def consent(self, patient: str) -> ConsentState:
-        """The resident's active consent choices."""
+        """The resident's active consent choices, from the Consents of all their linked records."""
         return self._cached(("consent", patient), lambda: self._compute_consent(patient), CONSENT_TTL)
 
     def _compute_consent(self, patient: str) -> ConsentState:
+        _, group = self.linked(patient)
+        refs = ",".join(f"Patient/{p}" for p in sorted(group))
         try:
-            found = self.store.search("Consent", [("patient", f"Patient/{patient}")], count=200).matches
+            found = self.store.search("Consent", [("patient", refs)], count=200).matches
         except RhipError:
             found = []
         return parse_consent(found)
@@ -233,3 +424,23 @@ class Relations:
                     if _ref_id(ref, "Practitioner") == principal.practitioner:
                         return True
         return False
+
+
+def _address_in(body: dict[str, Any], area: str) -> bool:
+    """True when a Patient's address lies in the area (district, city, province, postal code or a
+    coded extension starting with the area's code or name)."""
+    for address in body.get("address") or []:
+        if not isinstance(address, dict):
+            continue
+        values = [
+            address.get("district"),
+            address.get("city"),
+            address.get("state"),
+            address.get("postalCode"),
+        ]
+        for ext in address.get("extension") or []:
+            if isinstance(ext, dict):
+                values.append(ext.get("valueString") or (ext.get("valueCode")))
+        if any(isinstance(v, str) and (v == area or v.startswith(area)) for v in values):
+            return True
+    return False

@@ -8,14 +8,13 @@ the app rather than in module globals lets tests run several apps side by side.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from rhip.errors import Forbidden, ResourceGone, ResourceNotFound, Unauthorized
 from rhip.security.audit import AuditRecord, AuditWriter
 from rhip.security.keys import KEY_KINDS, KeyRing
+from rhip.security.levels import type_level
 from rhip.security.policy import ROLES, WRITE, Policy, check_interaction
 from rhip.security.relations import Relations
 from rhip.security.schema import ensure_schema
@@ -30,8 +29,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 #: Instance-level interactions whose current resource must be visible to a restricted caller.
 _INSTANCE_GUARDED = frozenset({"vread", "history-instance", "update", "patch", "delete", "operation"})
-#: Largest number of matches a restricted caller's search filters before paging (exact totals).
-RESTRICTED_WINDOW = 5000
+#: Raw matches (bodies) a restricted caller's search reads per window while filtering.
+RESTRICTED_WINDOW = 2000
+#: Largest Patient-id list a practitioner's search is narrowed to in SQL (else filtered only).
+NARROW_MAX = 1000
+#: Parameters that shape the answer rather than select matches (handled after filtering).
+_SHAPING = frozenset({"_summary", "_total", "_include", "_revinclude"})
+#: Parameters that already pin a search to a few residents (narrowing adds nothing but cost).
+_PINNED = frozenset({"_id", "patient", "subject"})
 
 
 class SecurityRuntime:
@@ -153,13 +158,125 @@ class SecurityRuntime:
             if name.startswith("_has:") or "." in name:
                 # the condition would be tested on records the caller may not see (side channel)
                 raise Forbidden(f"{name.split(':')[0]}: _has and chained parameters need full access")
-        plain = _narrowed(ctx, res_type, [(n, v) for n, v in params if n not in ("_summary", "_total")])
-        raw = self.store.search(res_type, plain, count=RESTRICTED_WINDOW, offset=0)
-        visible = self.filter_results(ctx, raw.matches)
-        page = visible[offset : offset + count] if count else []
-        includes = _linked(page, self.filter_results(ctx, raw.includes)) if page else []
-        total = len(visible) if not raw.has_next else None
-        return SearchResult(total, page, includes, offset, len(page), offset + count < len(visible))
+        if type_level(res_type) == 1:  # published conformance resources: visible to every role
+            result = self.store.search(res_type, params, count=count, offset=offset)
+            result.matches = self.filter_results(ctx, result.matches)
+            result.includes = self.filter_results(ctx, result.includes)
+            return result
+        principal = self.principal(ctx)
+        plain = [(n, v) for n, v in params if n.split(":", 1)[0] not in _SHAPING]
+        plain = self._narrow_to_care(principal, res_type, _narrowed(ctx, res_type, plain))
+        want_total = ("_total", "none") not in params
+        page, total, has_next = self._scan(principal, res_type, plain, count, offset, want_total)
+        page = self.filter_results(ctx, page)
+        includes = self._includes(ctx, res_type, page, params)
+        return SearchResult(total, page, includes, offset, len(page), has_next)
+
+    def _scan(
+        self,
+        principal: Principal,
+        res_type: str | None,
+        params: list[tuple[str, str]],
+        count: int,
+        offset: int,
+        want_total: bool,
+    ) -> tuple[list[dict[str, Any]], int | None, bool]:
+        """Test every raw match window by window, keep one page of visible ones and count them all.
+
+        The total is exact because every match is tested. With ``_total=none`` the scan stops as
+        soon as it knows whether a next page exists.
+        """
+        page: list[dict[str, Any]] = []
+        visible, start, end = 0, offset, offset + count
+        role = ROLES[principal.role]
+        consent = role.relation == "care" and role.consent_applies
+        area = principal.area if role.relation == "area" else None
+        for window in self._windows(res_type, params):
+            if consent or area:
+                patients = {self.relations.patient_of(r) or "" for r in window}
+                self.relations.prefetch(patients, consent=consent, area=area)
+            for resource in window:
+                if not self.policy.can_see(principal, resource):
+                    continue
+                if start <= visible < end:
+                    page.append(resource)
+                visible += 1
+                if not want_total and visible > end:
+                    return page, None, True
+        return page, visible if want_total else None, visible > end
+
+    def _windows(self, res_type: str | None, params: list[tuple[str, str]]) -> Iterator[list[dict[str, Any]]]:
+        """The raw matches in search order, RESTRICTED_WINDOW bodies at a time.
+
+        The first window is one ordinary search. When there is more, the ids of all matches are
+        read (one query, no bodies; a few dozen bytes per match) and the other bodies fetched by id,
+        window by window: reading windows by offset instead re-runs the search for every window,
+        which costs 2-5x more on a large result. With ``_sort`` the windows are read by offset.
+        """
+        size = max(1, RESTRICTED_WINDOW)
+        by_offset = any(name == "_sort" for name, _ in params)
+        at = 0
+        while True:  # the first window (most searches have only one) and, with _sort, the others
+            raw = self.store.search(res_type, [*params, ("_total", "none")], count=size, offset=at)
+            yield raw.matches
+            at += size
+            if not raw.has_next:
+                return
+            if not by_offset and res_type is not None:
+                break
+        if res_type is None:  # unreachable: only the offset loop serves system searches
+            return
+        # an always-true condition, so that a search without filters still matches everything
+        ids = self.store.matching_ids(res_type, [*params, ("_lastUpdated", "gt1970-01-01")])
+        for at in range(size, len(ids), size):
+            chunk = ids[at : at + size]
+            found = self.store.search(
+                res_type, [("_id", ",".join(chunk)), ("_total", "none")], count=len(chunk)
+            )
+            yield found.matches
+
+    def _narrow_to_care(
+        self, principal: Principal, res_type: str | None, params: list[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """Push a practitioner's relationships into SQL: only records of residents they may relate to.
+
+        The set (direct relationships, expanded over MPI links, plus a break-the-glass resident) is
+        a superset of what the policy lets through, so nothing visible is lost. Above
+        NARROW_MAX ids the search is left as it is and the scan filters it alone (exact, slower).
+        """
+        from rhip.fhir.search_params import search_params_for
+
+        if principal.role != "practitioner" or not res_type:
+            return params
+        if any(n.split(":", 1)[0] in _PINNED for n, _ in params):
+            return params  # already one or a few residents' records: the list would only cost
+        if res_type != "Patient" and "patient" not in search_params_for(res_type):
+            return params
+        ids = self.relations.care_patients(principal)
+        if ids is None or len(ids) > NARROW_MAX:
+            return params
+        glass = (principal.break_glass or {}).get("patient")
+        wanted = sorted(ids | ({str(glass)} if glass and principal.glass_for(str(glass)) else set()))
+        if not wanted:
+            wanted = ["-"]  # no resident at all: a value no id takes, so the search finds nothing
+        if res_type == "Patient":
+            return [*params, ("_id", ",".join(wanted))]
+        return [*params, ("patient", ",".join(wanted))]  # bare ids: one IN list on target_id
+
+    def _includes(
+        self,
+        ctx: RequestContext,
+        res_type: str | None,
+        page: list[dict[str, Any]],
+        params: list[tuple[str, str]],
+    ) -> list[dict[str, Any]]:
+        """``_include``/``_revinclude`` of the page's resources only, filtered for the caller."""
+        asked = [(n, v) for n, v in params if n.split(":", 1)[0] in ("_include", "_revinclude")]
+        if not asked or not page or not res_type:
+            return []
+        ids = ",".join(str(r.get("id")) for r in page)
+        found = self.store.search(res_type, [("_id", ids), ("_total", "none"), *asked], count=len(page))
+        return self.filter_results(ctx, found.includes)
 
     def audit(
         self, ctx: RequestContext, interaction: str, outcome: str, entities: Sequence[tuple[str, str]]
@@ -186,32 +303,15 @@ class SecurityRuntime:
             break_glass=glass,
         )
         self.writer.submit(record)
-        if any(t == "Consent" for t, _ in entities) and interaction in (
-            "create",
-            "update",
-            "patch",
-            "delete",
-        ):
-            self.relations._cache.clear()
+        changes = interaction in ("create", "update", "patch", "delete")
+        consent = any(t == "Consent" for t, _ in entities)
+        relink = str(ctx.path or "").startswith("/mpi/") and outcome == "0"  # links moved: groups differ
+        if changes and (consent or relink):
+            self.relations.forget_all()
 
     def record(self, record: AuditRecord) -> None:
         """Queue a record made outside the FHIR routes (logins, break-the-glass, denials)."""
         self.writer.submit(record)
-
-
-def _linked(page: list[dict[str, Any]], includes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Includes that a page match references, or that reference a page match."""
-    page_text = orjson.dumps(page).decode("utf-8")
-    keys = {f'"{r.get("resourceType")}/{r.get("id")}"' for r in page}
-    out = []
-    for inc in includes:
-        if f'"{inc.get("resourceType")}/{inc.get("id")}"' in page_text:
-            out.append(inc)
-            continue
-        text = orjson.dumps(inc).decode("utf-8")
-        if any(key in text for key in keys):
-            out.append(inc)
-    return out
 
 
 def forbid(reason: str) -> None:
@@ -239,4 +339,3 @@ def _narrowed(
     if res_type and "patient" in search_params_for(res_type):
         return [*params, ("patient", f"Patient/{principal.patient}")]
     return params
-

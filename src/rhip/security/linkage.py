@@ -1,0 +1,117 @@
+"""SQL the policy needs beyond single searches: a resident's MPI-linked records, a practitioner's residents.
+
+A resident has one Patient record per facility that treated them; the MPI links them to one
+resident (``mpi_record.resident_id``, also the id of the golden Patient). A care relationship with
+any of those records extends to all of them (record sharing, 检验检查结果互认), so the policy asks
+for the whole group. A practitioner's restricted search is narrowed in SQL to the Patient ids they
+have a relationship with (:func:`care_patients_sql`, expanded over the MPI links). Each function
+returns a statement with bound values and is executed by :mod:`rhip.security.relations`.
+
+The MPI tables are read by name through :mod:`rhip.mpi.schema`, imported lazily: the policy works
+(with single-record relationships only) on a store where the MPI was never set up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Select, select, union
+
+#: The relationships of :meth:`Relations._compute_care` as (type, reference parameter, target type).
+ORG_LINKS = (
+    ("Encounter", "service-provider"),
+    ("ServiceRequest", "performer"),
+    ("EpisodeOfCare", "organization"),
+)
+PRACTITIONER_LINKS = (
+    ("Encounter", "participant"),
+    ("ServiceRequest", "performer"),
+    ("ServiceRequest", "requester"),
+    ("CareTeam", "participant"),
+)
+
+
+def resident_of_sql(patient: str) -> Select[Any]:
+    """The resident (golden Patient id) a source Patient record is linked to."""
+    from rhip.mpi.schema import mpi_record
+
+    return select(mpi_record.c.resident_id).where(mpi_record.c.record_id == patient)
+
+
+def resident_rows_sql(patients: Iterable[str]) -> Select[Any]:
+    """(record_id, resident_id) of these source records, for settling many groups at once."""
+    from rhip.mpi.schema import mpi_record
+
+    ids = sorted(set(patients))
+    return select(mpi_record.c.record_id, mpi_record.c.resident_id).where(mpi_record.c.record_id.in_(ids))
+
+
+def merged_into_sql(resident: str) -> Select[Any]:
+    """Where a resident was merged to (its records moved there), if it was."""
+    from rhip.mpi.schema import mpi_resident
+
+    return select(mpi_resident.c.merged_into).where(mpi_resident.c.resident_id == resident)
+
+
+def records_of_sql(residents: Iterable[str]) -> Select[Any]:
+    """Every source record linked to any of these residents, with its resident."""
+    from rhip.mpi.schema import mpi_record
+
+    ids = sorted(set(residents))
+    return select(mpi_record.c.record_id, mpi_record.c.resident_id).where(mpi_record.c.resident_id.in_(ids))
+
+
+def residents_of_sql(patients: Iterable[str]) -> Select[Any]:
+    """The residents of these source records (for expanding a set of Patient ids over links)."""
+    from rhip.mpi.schema import mpi_record
+
+    ids = sorted(set(patients))
+    return select(mpi_record.c.resident_id).where(mpi_record.c.record_id.in_(ids)).distinct()
+
+
+def _patients_of(res_type: str, link_param: str, target: str, base_url: str) -> Select[Any]:
+    """Patient ids referenced (``patient`` parameter) by current ``res_type`` resources naming ``target``."""
+    from rhip.store.index_schema import idx_reference
+    from rhip.store.schema import resource
+    from rhip.store.search import where_clauses
+    from rhip.store.search_sql import param_clause
+
+    ref = idx_reference.alias()
+    holders = select(resource.c.res_id).where(*where_clauses(res_type, [(link_param, target)], base_url))
+    return select(ref.c.target_id.label("patient")).where(
+        ref.c.res_type == res_type,
+        param_clause(ref, res_type, "patient"),
+        ref.c.target_type == "Patient",
+        ref.c.res_id.in_(holders),
+    )
+
+
+def care_patients_sql(
+    practitioner: str | None, organization: str | None, limit: int, base_url: str = ""
+) -> Select[Any] | None:
+    """Patient ids a practitioner (or their facility) has a direct care relationship with.
+
+    The same relationships as the per-resident check, read in one statement from the reference
+    index: Encounters, referrals, EpisodesOfCare and CareTeams naming them, and family-doctor
+    contracts. ``limit`` caps the rows (the caller asks for one more than it will use, to learn
+    that the set is too large to pass on). None when the principal has no binding at all.
+    """
+    from rhip.store.schema import resource
+    from rhip.store.search import where_clauses
+
+    parts: list[Select[Any]] = []
+    for binding, links, rtype in (
+        (organization, ORG_LINKS, "Organization"),
+        (practitioner, PRACTITIONER_LINKS, "Practitioner"),
+    ):
+        if not binding:
+            continue
+        target = f"{rtype}/{binding}"
+        parts += [_patients_of(t, p, target, base_url) for t, p in links]
+        gp = where_clauses("Patient", [("general-practitioner", target)], base_url)
+        parts.append(select(resource.c.res_id.label("patient")).where(*gp))
+    if not parts:
+        return None
+    combined = union(*parts).subquery()
+    return select(combined.c.patient).order_by(combined.c.patient).limit(limit)
