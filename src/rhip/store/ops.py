@@ -354,7 +354,7 @@ class Ops:
         if self.conn.execute(stmt, values).rowcount != 1:
             return None
         self.conn.execute(_VERSION, {**values, "method": method})
-        indexing.insert_index(self.conn, indexing.rows_for(body))
+        indexing.insert_tuples(self.conn, indexing.tuple_rows_for(body))
         return WriteResult(body, True, 1, ts, "created")
 
     def _replace(
@@ -388,7 +388,7 @@ class Ops:
         )
         indexing.delete_index(self.conn, res_type, [res_id])
         if not deleted:
-            indexing.insert_index(self.conn, indexing.rows_for(body))
+            indexing.insert_tuples(self.conn, indexing.tuple_rows_for(body))
         if deleted:
             return WriteResult(body, False, version, ts, "deleted")
         return WriteResult(body, cur.deleted, version, ts, "created" if cur.deleted else "updated")
