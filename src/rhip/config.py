@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     auth_enabled: bool = Field(default=True, description="Require authentication on the API.")
     page_size: int = Field(default=50, description="Default search page size (_count).")
     max_page_size: int = Field(default=1000, description="Largest _count a client may ask for.")
+    ingest_producer_min_bytes: int = Field(
+        default=4_000_000,
+        description="NDJSON files of at least this size are read and prepared in a second process; 0: never.",
+    )
 
     @property
     def resolved_database_url(self) -> str:
