@@ -276,21 +276,26 @@ class Pipeline:
         own = report is None
         rep = report or self.open_batch(source)
         ctx = MapContext(source, self.tz, self.translator, options or {})
-        job = self._producer_job(ctx, records, fn)
+        ahead = (
+            [o for o in self.observers if hasattr(o, "split") and hasattr(o, "merge")] if not track else []
+        )
+        job = self._producer_job(ctx, records, fn, ahead)
         if job is not None:
             from rhip.ingest.producer import Producer
 
             with Producer(job) as produced:
                 for ready in produced:
-                    records_of = [p.record for p in ready]
+                    for obs, part in zip(ahead, ready.observed or (), strict=False):
+                        obs.merge(part)
                     self.process_chunk(
                         rep,
                         ctx,
-                        records_of,
+                        [p.record for p in ready.records],
                         fn,
                         track=track,
                         per_record_provenance=per_record_provenance,
-                        prepared=ready,
+                        prepared=ready.records,
+                        observed_by=ahead if ready.observed is not None else (),
                     )
         else:
             for chunk in chunks(records, self.chunk_size):
@@ -301,12 +306,14 @@ class Pipeline:
             self.close_batch(rep)
         return rep
 
-    def _producer_job(self, ctx: MapContext, records: Iterable[Record], fn: MapFn) -> Any:
+    def _producer_job(self, ctx: MapContext, records: Iterable[Record], fn: MapFn, ahead: list[Any]) -> Any:
         """The job for a producer process, or None when records are prepared in this process.
 
         A producer needs records it can read itself (a RecordSource), a second core, and a
         mapper and validator that can be pickled. Index rows are left to the writer when this
         process has registered search parameters of its own (the child would not know them).
+        Observers in ``ahead`` (with ``split``/``merge``, e.g. the quality collector) run their
+        part in the producer; only untracked loads qualify, where every mapped record is stored.
         """
         from rhip.ingest.producer import ProducerJob, RecordSource, picklable
 
@@ -323,6 +330,7 @@ class Pipeline:
             options=ctx.options,
             chunk_size=self.chunk_size,
             index_rows=registry_version() == 0,
+            observers=tuple(obs.split() for obs in ahead),
         )
         return job if picklable(job) else None
 
@@ -338,12 +346,15 @@ class Pipeline:
         per_record_provenance: bool = True,
         keep_quarantine: bool = True,
         prepared: Sequence[PreparedRecord] | None = None,
+        observed_by: Sequence[Any] = (),
     ) -> list[tuple[str, list[dict[str, str]]]]:
         """Process one chunk; returns each record's (outcome, quarantine reasons).
 
         The outcome is ``stored``, ``duplicate``, ``quarantined`` or ``stale``. ``prepared`` holds
-        the chunk's records already mapped by a producer process (same order as ``chunk``).
+        the chunk's records already mapped by a producer process (same order as ``chunk``);
+        ``observed_by`` names the observers whose producer part has already seen them.
         """
+        observers = [o for o in self.observers if all(o is not done for done in observed_by)]
         source = ctx.source
         contexts: dict[SourceInfo, MapContext] = {source: ctx}
         for r in chunk:
@@ -374,7 +385,7 @@ class Pipeline:
                 outcomes.append(("quarantined", reasons))
                 if keep_quarantine:
                     quarantined.append(self._quarantine_row(report, rec, key, src, reasons, arrival))
-                for obs in self.observers:
+                for obs in observers:
                     obs.on_quarantined(rec, reasons, src)
                 continue
             accepted.append(_Accepted(rec, key, mapped, len(outcomes), ready))
@@ -386,7 +397,7 @@ class Pipeline:
                 outcomes[acc.slot] = ("stale", [])
         fresh = [a for a in accepted if id(a) not in stale]
         for acc in fresh:
-            for obs in self.observers:
+            for obs in observers:
                 obs.on_stored(acc.record, acc.mapped, acc.record.source or source, arrival)
         self._write(report, source, fresh, track, per_record_provenance)
         self._finish_chunk(report, fresh, quarantined, track, arrival)

@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +79,16 @@ class ProducerJob:
     options: dict[str, Any]
     chunk_size: int
     index_rows: bool  # False when the parent registered its own search parameters (the child has not)
+    observers: tuple[Any, ...] = ()  # observer parts run here (``split()`` of the writer's observers)
+
+
+@dataclass
+class PreparedChunk:
+    """One chunk from the producer; ``observed``: each observer part's ``drain()``, or None when
+    the parts did not see this chunk (records with event-time ordering: the writer observes them)."""
+
+    records: list[PreparedRecord]
+    observed: list[Any] | None
 
 
 def picklable(job: ProducerJob) -> bool:
@@ -128,11 +139,26 @@ def _produce(job: ProducerJob, out: Any, parent: int) -> None:
         # process: keep the collector from walking them again and again
         gc.freeze()
         for chunk in chunks(job.records, job.chunk_size):
-            _put(out, prepare_chunk(job, preparer, chunk), parent)
+            _put(out, _observe(job, prepare_chunk(job, preparer, chunk)), parent)
         _put(out, None, parent)
     except Exception as exc:  # reported to the writer, which raises it with this text
         log.exception("ingest producer failed")
         _put(out, f"{type(exc).__name__}: {str(exc)[:300]}", parent)
+
+
+def _observe(job: ProducerJob, prepared: list[PreparedRecord]) -> PreparedChunk:
+    """Show the chunk to the observer parts, as the writer would show it to the observers."""
+    if not job.observers or any(p.mapped is not None and p.mapped.ordered for p in prepared):
+        return PreparedChunk(prepared, None)
+    arrival = time.time()
+    for p in prepared:
+        src = p.record.source or job.source
+        for obs in job.observers:
+            if p.mapped is None:
+                obs.on_quarantined(p.record, p.reasons, src)
+            else:
+                obs.on_stored(p.record, p.mapped, src, arrival)
+    return PreparedChunk(prepared, [obs.drain() for obs in job.observers])
 
 
 def _put(out: Any, item: Any, parent: int) -> None:
@@ -174,7 +200,7 @@ class Producer:
         self._queue.close()
         self._queue.cancel_join_thread()
 
-    def __iter__(self) -> Iterator[list[PreparedRecord]]:
+    def __iter__(self) -> Iterator[PreparedChunk]:
         while True:
             try:
                 item = _get(self._queue)
