@@ -281,9 +281,9 @@ class Pipeline:
         )
         job = self._producer_job(ctx, records, fn, ahead)
         if job is not None:
-            from rhip.ingest.producer import Producer
+            from rhip.ingest.producer import Producer, bulk_gc
 
-            with Producer(job) as produced:
+            with bulk_gc(), Producer(job) as produced:
                 for ready in produced:
                     for obs, part in zip(ahead, ready.observed or (), strict=False):
                         obs.merge(part)
