@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     page_size: int = Field(default=50, description="Default search page size (_count).")
     max_page_size: int = Field(default=1000, description="Largest _count a client may ask for.")
     ingest_producer_min_bytes: int = Field(
-        default=4_000_000,
+        default=0,
         description="NDJSON files of at least this size are read and prepared in a second process; 0: never.",
     )
 

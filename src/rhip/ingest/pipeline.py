@@ -12,6 +12,7 @@ duplicates anything.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -298,10 +299,13 @@ class Pipeline:
                         observed_by=ahead if ready.observed is not None else (),
                     )
         else:
-            for chunk in chunks(records, self.chunk_size):
-                self.process_chunk(
-                    rep, ctx, chunk, fn, track=track, per_record_provenance=per_record_provenance
-                )
+            from rhip.ingest.producer import RecordSource, bulk_gc
+
+            with bulk_gc() if isinstance(records, RecordSource) else contextlib.nullcontext():
+                for chunk in chunks(records, self.chunk_size):
+                    self.process_chunk(
+                        rep, ctx, chunk, fn, track=track, per_record_provenance=per_record_provenance
+                    )
         if own:
             self.close_batch(rep)
         return rep
@@ -317,7 +321,9 @@ class Pipeline:
         """
         from rhip.ingest.producer import ProducerJob, RecordSource, picklable
 
-        if not self.producer or not isinstance(records, RecordSource) or (os.cpu_count() or 1) < 2:
+        if not isinstance(records, RecordSource) or not (self.producer and records.parallel):
+            return None
+        if (os.cpu_count() or 1) < 2:
             return None
         job = ProducerJob(
             source=ctx.source,

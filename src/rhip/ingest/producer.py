@@ -57,10 +57,15 @@ def bulk_gc() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class RecordSource:
-    """A picklable recipe for records: ``function(*args)`` yields them (in whichever process runs it)."""
+    """A picklable recipe for records: ``function(*args)`` yields them (in whichever process runs it).
+
+    Records given this way are a bulk load: the pipeline collects garbage less often while it runs
+    them, and with ``parallel`` prepares them in a producer process.
+    """
 
     function: Callable[..., Iterable[Record]]
     args: tuple[Any, ...] = ()
+    parallel: bool = True
 
     def __iter__(self) -> Iterator[Record]:
         return iter(self.function(*self.args))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,10 +83,9 @@ def ingest_file(
     name = connector or connector_for(path)
     source = SourceInfo(facility, name, str(path))
     if name == fhir_files.NDJSON:
-        records: Iterable[Record] = _ndjson_records(path)
         threshold = get_settings().ingest_producer_min_bytes
-        if 0 < threshold <= path.stat().st_size:  # worth a producer process (~1 s to start)
-            records = RecordSource(_ndjson_records, (path,))
+        parallel = 0 < threshold <= path.stat().st_size  # worth a producer process (~1 s to start)
+        records = RecordSource(_ndjson_records, (path,), parallel=parallel)
         return pipeline.run(source, records, track=False, per_record_provenance=False)
     if name == fhir_files.BUNDLE:
         return pipeline.run(source, fhir_files.iter_bundle_files([path]))
