@@ -250,7 +250,7 @@ def _own_rss_mb() -> float:
 
 
 def long_run(n: int, url: str, tmp: Path) -> None:
-    """Load ``n`` resources (file written in 100k blocks) through the producer; RSS sampled every 10 s."""
+    """Load ``n`` resources (file written in 100k blocks) as configured; RSS sampled every 10 s."""
     from rhip.ingest.pipeline import Pipeline
     from rhip.ingest.runner import ingest_file
     from rhip.quality.collector import QualityCollector
@@ -260,8 +260,7 @@ def long_run(n: int, url: str, tmp: Path) -> None:
     with path.open("wb") as fh:
         for start in range(0, n, 100_000):
             fh.writelines(orjson.dumps(_resource(i)) + b"\n" for i in range(start, min(n, start + 100_000)))
-    os.environ["RHIP_INGEST_PRODUCER_MIN_BYTES"] = "1"
-    store = Store(url)
+    store = Store(url)  # producer process only if RHIP_INGEST_PRODUCER_MIN_BYTES says so
     pipe = Pipeline(store, observers=[QualityCollector(store.engine)])
     samples: list[tuple[float, float, float]] = []
     done = threading.Event()
