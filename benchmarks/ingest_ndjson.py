@@ -4,11 +4,13 @@ Measures, in one run on the same machine:
   1. raw parse limit: orjson parsing the same file, streamed;
   2. raw insert limit: one SQLite transaction of plain 1.2 KB rows (WAL, executemany);
   3. the full pipeline (validation, canonicalisation, quality rules, provenance, index rows) into
-     SQLite (and PostgreSQL with --pg URL), with peak RSS sampled every chunk;
-  4. a cProfile of a smaller run, summed per area (ingest / validation / store index / database).
+     SQLite (and PostgreSQL with --pg URL), in one process and with the producer process
+     (``rhip.ingest.producer``: both cores); CPU time counts the producer's too;
+  4. a cProfile (CPU time) of a smaller one-process run, summed per area.
 
 Usage: .venv/bin/python benchmarks/ingest_ndjson.py [--resources 20000] [--pg postgresql+psycopg://...]
        .venv/bin/python benchmarks/ingest_ndjson.py --stream-gb 2   # 2 GB streamed, memory only
+       .venv/bin/python benchmarks/ingest_ndjson.py --long 1000000  # through the store, RSS sampled
 """
 
 from __future__ import annotations
@@ -20,77 +22,76 @@ import pstats
 import resource
 import sqlite3
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 
-def make_file(path: Path, n: int) -> int:
+def make_file(path: Path, n: int, start: int = 0) -> int:
     """Write n resources (Patients and vital-sign Observations, ~1 KB each); returns bytes."""
     with path.open("wb") as fh:
-        for i in range(n):
-            if i % 5 == 0:
-                res = {
-                    "resourceType": "Patient",
-                    "id": f"bp{i}",
-                    "gender": "female" if i % 2 else "male",
-                    "birthDate": "1970-01-01",
-                    "name": [{"family": "王", "given": ["芳"], "text": "王芳"}],
-                    "identifier": [
-                        {"system": "https://rhip.example.org/fhir/sid/facility/B1/mrn", "value": str(i)}
-                    ],
-                    "address": [
-                        {
-                            "text": "浙江省嘉兴市南湖区建设街道文昌路100号3幢201室",
-                            "district": "330402",
-                            "city": "嘉兴市",
-                            "state": "浙江省",
-                            "postalCode": "314000",
-                            "country": "CN",
-                        }
-                    ],
-                    "maritalStatus": {
-                        "coding": [
-                            {"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M"}
-                        ]
-                    },
-                    "communication": [
-                        {"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "zh-CN"}]}}
-                    ],
-                    "telecom": [{"system": "phone", "value": "13800000000"}],
-                }
-            else:
-                res = {
-                    "resourceType": "Observation",
-                    "id": f"bo{i}",
-                    "status": "final",
-                    "category": [
-                        {
-                            "coding": [
-                                {
-                                    "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                    "code": "vital-signs",
-                                }
-                            ]
-                        }
-                    ],
-                    "code": {
-                        "coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}],
-                        "text": "心率" + "y" * 200,
-                    },
-                    "subject": {"reference": f"Patient/bp{i - i % 5}"},
-                    "effectiveDateTime": "2026-11-01T08:00:00+08:00",
-                    "valueQuantity": {
-                        "value": 60 + i % 40,
-                        "unit": "/min",
-                        "system": "http://unitsofmeasure.org",
-                        "code": "/min",
-                    },
-                    "note": [{"text": "z" * 400}],
-                }
-            fh.write(orjson.dumps(res) + b"\n")
+        for i in range(start, start + n):
+            fh.write(orjson.dumps(_resource(i)) + b"\n")
     return path.stat().st_size
+
+
+def _resource(i: int) -> dict[str, Any]:
+    if i % 5 == 0:
+        return {
+            "resourceType": "Patient",
+            "id": f"bp{i}",
+            "gender": "female" if i % 2 else "male",
+            "birthDate": "1970-01-01",
+            "name": [{"family": "王", "given": ["芳"], "text": "王芳"}],
+            "identifier": [{"system": "https://rhip.example.org/fhir/sid/facility/B1/mrn", "value": str(i)}],
+            "address": [
+                {
+                    "text": "浙江省嘉兴市南湖区建设街道文昌路100号3幢201室",
+                    "district": "330402",
+                    "city": "嘉兴市",
+                    "state": "浙江省",
+                    "postalCode": "314000",
+                    "country": "CN",
+                }
+            ],
+            "maritalStatus": {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M"}]
+            },
+            "communication": [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "zh-CN"}]}}],
+            "telecom": [{"system": "phone", "value": "13800000000"}],
+        }
+    return {
+        "resourceType": "Observation",
+        "id": f"bo{i}",
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "vital-signs",
+                    }
+                ]
+            }
+        ],
+        "code": {
+            "coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}],
+            "text": "心率" + "y" * 200,
+        },
+        "subject": {"reference": f"Patient/bp{i - i % 5}"},
+        "effectiveDateTime": "2026-11-01T08:00:00+08:00",
+        "valueQuantity": {
+            "value": 60 + i % 40,
+            "unit": "/min",
+            "system": "http://unitsofmeasure.org",
+            "code": "/min",
+        },
+        "note": [{"text": "z" * 400}],
+    }
 
 
 def rss_mb() -> float:
@@ -121,18 +122,26 @@ def raw_insert(path: Path, tmp: Path) -> float:
     return rate
 
 
-def pipeline_run(path: Path, url: str, n: int) -> tuple[float, float, float, float]:
+def cpu_seconds() -> float:
+    """CPU time of this process plus its finished children (the producer process)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def pipeline_run(path: Path, url: str, n: int, producer: bool) -> tuple[float, float, float, float]:
+    """(wall rate, rate per CPU-second of both processes, peak RSS before, after) of one load."""
     from rhip.ingest.pipeline import Pipeline
     from rhip.ingest.runner import ingest_file
     from rhip.quality.collector import QualityCollector
     from rhip.store import Store
 
+    os.environ["RHIP_INGEST_PRODUCER_MIN_BYTES"] = "1" if producer else "0"
     store = Store(url)
     pipe = Pipeline(store, observers=[QualityCollector(store.engine)])
     before = rss_mb()
-    t, cpu = time.perf_counter(), time.process_time()
+    t, cpu = time.perf_counter(), cpu_seconds()
     rep = ingest_file(pipe, path, "BENCH")
-    elapsed, cpu_used = time.perf_counter() - t, time.process_time() - cpu
+    elapsed, cpu_used = time.perf_counter() - t, cpu_seconds() - cpu
     store.close()
     if rep.stored != n:
         raise SystemExit(f"expected {n} stored, got {rep}")
@@ -145,9 +154,10 @@ def profile(path: Path, tmp: Path) -> list[tuple[str, float]]:
     from rhip.quality.collector import QualityCollector
     from rhip.store import Store
 
+    os.environ["RHIP_INGEST_PRODUCER_MIN_BYTES"] = "0"
     store = Store(f"sqlite:///{tmp / 'prof.sqlite'}")
     pipe = Pipeline(store, observers=[QualityCollector(store.engine)])
-    prof = cProfile.Profile()
+    prof = cProfile.Profile(time.process_time)  # CPU time: other load on the machine does not count
     prof.enable()
     ingest_file(pipe, path, "BENCH")
     prof.disable()
@@ -219,17 +229,89 @@ def stream_only(gb: float, tmp: Path) -> None:
     path.unlink()
 
 
+def _children_rss_mb() -> float:
+    """Resident memory of this process's children now (the producer), in MB."""
+    total = 0.0
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except FileNotFoundError:
+                continue
+            total += next(
+                (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS")), 0
+            )
+    return total / 1024
+
+
+def _own_rss_mb() -> float:
+    status = Path("/proc/self/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS")) / 1024
+
+
+def long_run(n: int, url: str, tmp: Path) -> None:
+    """Load ``n`` resources (file written in 100k blocks) as configured; RSS sampled every 10 s."""
+    from rhip.ingest.pipeline import Pipeline
+    from rhip.ingest.runner import ingest_file
+    from rhip.quality.collector import QualityCollector
+    from rhip.store import Store
+
+    path = tmp / "long.ndjson"
+    with path.open("wb") as fh:
+        for start in range(0, n, 100_000):
+            fh.writelines(orjson.dumps(_resource(i)) + b"\n" for i in range(start, min(n, start + 100_000)))
+    store = Store(url)  # producer process only if RHIP_INGEST_PRODUCER_MIN_BYTES says so
+    pipe = Pipeline(store, observers=[QualityCollector(store.engine)])
+    samples: list[tuple[float, float, float]] = []
+    done = threading.Event()
+    t0 = time.perf_counter()
+
+    def sample() -> None:
+        while not done.wait(10):
+            samples.append((time.perf_counter() - t0, _own_rss_mb(), _children_rss_mb()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    cpu = cpu_seconds()
+    rep = ingest_file(pipe, path, "LONG")
+    elapsed, cpu_used = time.perf_counter() - t0, cpu_seconds() - cpu
+    done.set()
+    store.close()
+    print(
+        f"{n:,} resources ({path.stat().st_size / 1e9:.2f} GB) in {elapsed:.0f} s: "
+        f"{n / elapsed:,.0f}/s wall, "
+        f"{n / cpu_used:,.0f}/CPU-s; stored {rep.stored:,}, quarantined {rep.quarantined}"
+    )
+    print("RSS samples (s, writer MB, producer MB):")
+    for row in _spread(samples, 12):
+        print(f"  {row[0]:7.0f} {row[1]:8.0f} {row[2]:8.0f}")
+    path.unlink()
+
+
+def _spread(rows: list[Any], k: int) -> Iterator[Any]:
+    step = max(1, len(rows) // k)
+    yield from rows[::step]
+    if rows and (len(rows) - 1) % step:
+        yield rows[-1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--resources", type=int, default=20_000)
     ap.add_argument("--pg", help="PostgreSQL URL (postgresql+psycopg://...) of an empty database")
     ap.add_argument("--profile-resources", type=int, default=5_000)
     ap.add_argument("--stream-gb", type=float, default=0.0, help="only the streamed-file memory test")
+    ap.add_argument(
+        "--long", type=int, default=0, help="only a long run of this many resources (SQLite, or --pg)"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         if args.stream_gb:
             stream_only(args.stream_gb, tmp)
+            return
+        if args.long:
+            long_run(args.long, args.pg or f"sqlite:///{tmp / 'long.sqlite'}", tmp)
             return
         path = tmp / "bench.ndjson"
         size = make_file(path, args.resources)
@@ -237,24 +319,47 @@ def main() -> None:
             ("raw orjson parse (streamed)", raw_parse(path)),
             ("raw SQLite insert (1 txn, WAL)", raw_insert(path, tmp)),
         ]
-        rate, cpu_rate, rss0, rss1 = pipeline_run(path, f"sqlite:///{tmp / 'bench.sqlite'}", args.resources)
-        rows.append(("full pipeline -> SQLite (wall)", rate))
-        rows.append(("full pipeline -> SQLite (per CPU-s)", cpu_rate))
+        loads = [("SQLite", lambda tag: f"sqlite:///{tmp / (tag + '.sqlite')}")]
         if args.pg:
-            pg_rate, pg_cpu, _, _ = pipeline_run(path, args.pg, args.resources)
-            rows.append(("full pipeline -> PostgreSQL (wall)", pg_rate))
-            rows.append(("full pipeline -> PostgreSQL (per CPU-s)", pg_cpu))
+            base = args.pg.rsplit("/", 1)[0]
+            loads.append(("PostgreSQL", lambda tag: _new_pg(args.pg, base, tag)))
+        rss = (0.0, 0.0)
+        for backend, url_for in loads:
+            for producer in (False, True):
+                tag = "producer" if producer else "one process"
+                rate, cpu_rate, rss0, rss1 = pipeline_run(
+                    path, url_for(tag.replace(" ", "")), args.resources, producer
+                )
+                rows.append((f"pipeline -> {backend}, {tag} (wall)", rate))
+                rows.append((f"pipeline -> {backend}, {tag} (per CPU-s)", cpu_rate))
+                rss = (rss0, rss1) if backend == "SQLite" and not producer else rss
         print(f"\n{args.resources:,} resources, {size / 1e6:.1f} MB ({size / args.resources:.0f} B each)")
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
-        print(f"{'measure':<38}{'resources/s':>14}{'x raw insert':>14}")
+        print(f"{'measure':<48}{'resources/s':>12}{'x raw insert':>14}{'x raw parse':>13}")
         for name, r in rows:
-            print(f"{name:<38}{r:>14,.0f}{r / rows[1][1]:>14.2f}")
-        print(f"\npeak RSS before/after the SQLite run: {rss0:.0f} / {rss1:.0f} MB")
+            print(f"{name:<48}{r:>12,.0f}{r / rows[1][1]:>14.3f}{r / rows[0][1]:>13.3f}")
+        print(f"\npeak RSS before/after the one-process SQLite run: {rss[0]:.0f} / {rss[1]:.0f} MB")
         prof_path = tmp / "prof.ndjson"
         make_file(prof_path, args.profile_resources)
-        print(f"\nwhere the time goes ({args.profile_resources:,} resources, cProfile self time):")
+        print(
+            f"\nwhere the CPU time goes ({args.profile_resources:,} resources, one process, "
+            "cProfile self time):"
+        )
         for area, pct in profile(prof_path, tmp):
-            print(f"  {area:<28}{pct:>6.1f} %")
+            print(f"  {area:<34}{pct:>6.1f} %")
+
+
+def _new_pg(url: str, base: str, tag: str) -> str:
+    """A fresh database next to ``url`` for one load (dropped first if a previous run left it)."""
+    from sqlalchemy import create_engine, text
+
+    name = f"rhip_bench_{tag}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return f"{base}/{name}"
 
 
 if __name__ == "__main__":

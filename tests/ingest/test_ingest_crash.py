@@ -50,8 +50,9 @@ def _count(db: Path, sql: str) -> int:
         return 0
 
 
-def _ingest(folder: Path, url: str) -> subprocess.Popen[bytes]:
+def _ingest(folder: Path, url: str, producer: bool = False) -> subprocess.Popen[bytes]:
     env = {**os.environ, "RHIP_DATA_DIR": str(folder.parent / "data")}
+    env["RHIP_INGEST_PRODUCER_MIN_BYTES"] = "1" if producer else "0"
     return subprocess.Popen(
         [
             sys.executable,
@@ -72,14 +73,17 @@ def _ingest(folder: Path, url: str) -> subprocess.Popen[bytes]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_at", [N_PATIENTS // 3, N_PATIENTS + 1])
-def test_kill_minus_nine_and_restart(tmp_path: Path, kill_at: int) -> None:
+@pytest.mark.parametrize(
+    ("kill_at", "producer"), [(N_PATIENTS // 3, False), (N_PATIENTS + 1, False), (N_PATIENTS // 3, True)]
+)
+def test_kill_minus_nine_and_restart(tmp_path: Path, kill_at: int, producer: bool) -> None:
+    """``producer``: the NDJSON file is prepared by a second process (killed with its writer's death)."""
     folder = tmp_path / "in"
     folder.mkdir()
     _write_inputs(folder)
     db = tmp_path / "crash.sqlite"
     url = f"sqlite:///{db}"
-    proc = _ingest(folder, url)
+    proc = _ingest(folder, url, producer)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if _count(db, "SELECT count(*) FROM resource WHERE res_type = 'Patient'") >= kill_at:
@@ -91,7 +95,7 @@ def test_kill_minus_nine_and_restart(tmp_path: Path, kill_at: int) -> None:
     before = _count(db, "SELECT count(*) FROM resource WHERE res_type = 'Patient'")
     assert 0 < before < N_PATIENTS + N_MESSAGES
     restart = time.time()
-    rerun = _ingest(folder, url)
+    rerun = _ingest(folder, url, producer)
     _out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err.decode()[-2000:]
     total = N_PATIENTS + N_MESSAGES

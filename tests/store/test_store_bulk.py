@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from rhip.errors import InvalidRequest
 from rhip.store import Store, write_transaction
-from rhip.store.bulk import prepare, write_batch
+from rhip.store.bulk import prepare, prepare_resource, write_batch
 from rhip.store.index_schema import idx_string, idx_token
 
 
@@ -105,8 +105,9 @@ def test_bulk_large_batch(store: Store) -> None:
 def test_bulk_rechecks_versions_changed_after_the_pre_read(store: Store) -> None:
     """A write between the pre-read and the batch transaction must not be lost or duplicated."""
     store.bulk_write(_patients(2))
-    batch = [(("Patient", body["id"]), body) for body in _patients(2)]
-    batch[1][1]["gender"] = "other"
+    bodies = _patients(2)
+    bodies[1]["gender"] = "other"
+    batch = [prepare_resource(body, rows=False) for body in bodies]
     prepared = prepare(store.engine, batch)
     assert [item.unchanged for item in prepared] == [True, False]
     store.update("Patient", "p0", {**_patients(1, "Changed")[0]})  # p0 no longer equals the input

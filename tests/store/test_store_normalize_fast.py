@@ -37,3 +37,9 @@ def test_known_foldings() -> None:
     assert normalize("Straße") == "strasse"
     assert normalize("e\u0301" * 300) == "e" * 300  # long text: not cached, marks removed
     assert len(normalize("é" * 1000)) == MAX_INDEXED_CHARS
+
+
+def test_marks_beyond_the_basic_plane_are_removed() -> None:
+    """The BMP and astral mark classes are applied separately; both must strip."""
+    assert normalize("Ab\U0001d165c\u0301心") == "abc心"
+    assert normalize("x\U0001d167" * 100) == "x" * 100  # long (uncached) path

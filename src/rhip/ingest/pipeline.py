@@ -12,20 +12,23 @@ duplicates anything.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import Engine, insert, select, tuple_, update
 
 from rhip.config import get_settings
 from rhip.errors import Issue, RhipError
+from rhip.fhir.search_params import registry_version
 from rhip.ingest.canonical import Canonicaliser, ConceptTranslator
 from rhip.ingest.hooks import RecordObserver, notify_merge, notify_patients
 from rhip.ingest.model import BatchReport, Mapped, Record, SourceInfo
@@ -38,6 +41,9 @@ from rhip.ingest.schema import (
     ingest_source_time,
 )
 from rhip.ingest.validate import ResourceValidator, structural_issues
+
+if TYPE_CHECKING:
+    from rhip.ingest.producer import PreparedRecord
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +103,13 @@ def _upsert_source_time(engine: Engine) -> Any:
     )
 
 
-def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+def record_key(rec: Record, source: SourceInfo) -> str:
+    """The idempotency key of a record: its own key (or content hash) scoped to its source."""
+    return scoped_key(source, rec.key or hashlib.sha256(rec.raw).hexdigest())
+
+
+def chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    """Consecutive lists of up to ``size`` records (the last one shorter)."""
     it = iter(records)
     while chunk := list(islice(it, size)):
         yield chunk
@@ -109,6 +121,57 @@ class _Accepted:
     key: str
     mapped: Mapped
     slot: int
+    ready: list[Any]  # rhip.store.bulk.Ready of the resources, when prepared by a producer
+
+
+class RecordPreparer:
+    """Maps one record and canonicalises and validates its resources (no I/O, no shared state).
+
+    The pipeline runs it in its own process, or a producer process runs it ahead of the writer
+    (:mod:`rhip.ingest.producer`); both give the same result for the same record.
+    """
+
+    def __init__(self, translator: ConceptTranslator, tz: str, validator: ResourceValidator) -> None:
+        self.canonicaliser = Canonicaliser(translator, tz)
+        self.validator = validator
+
+    def map_record(
+        self, rec: Record, key: str, ctx: MapContext, mapper: MapFn
+    ) -> tuple[Mapped | None, list[dict[str, str]]]:
+        """The record's mapped resources, or None and the quarantine reasons (``key``: record_key)."""
+        try:
+            mapped = mapper(rec, ctx)
+        except RhipError as exc:
+            return None, reasons_of(exc.all_issues())
+        except Exception as exc:  # a mapper bug must quarantine the record, not stop the pipeline
+            log.warning("mapper failed at %s: %s", rec.position, type(exc).__name__)
+            return None, [
+                {"rule": "mapper-error", "path": "", "message": type(exc).__name__, "severity": "error"}
+            ]
+        if not mapped.resources and mapped.merge is None and mapped.bundle is None:
+            return None, [
+                {
+                    "rule": "no-content",
+                    "path": "",
+                    "message": "record maps to no resource",
+                    "severity": "error",
+                }
+            ]
+        problems: list[Issue] = []
+        for i, res in enumerate(mapped.resources):
+            found = structural_issues(res)
+            if found:
+                problems.extend(found)
+                continue
+            for f in self.canonicaliser.apply(res):
+                (mapped.warnings if f.severity in ("warning", "information") else problems).append(f)
+            if "id" not in res:
+                res["id"] = stable_id(key, str(i))
+            res.setdefault("meta", {})["source"] = source_uri(ctx.source, rec.position)
+            problems.extend(self.validator.errors(res))
+        if problems:
+            return None, reasons_of(problems)
+        return mapped, []
 
 
 class Pipeline:
@@ -121,6 +184,8 @@ class Pipeline:
         validator: resource validator (default: the platform validator).
         observers: record observers (quality rules).
         chunk_size: records per write transaction.
+        producer: let :meth:`run` prepare records in a second process when they come from a
+            :class:`rhip.ingest.producer.RecordSource` (bulk files; see :mod:`rhip.ingest.producer`).
     """
 
     def __init__(
@@ -132,6 +197,7 @@ class Pipeline:
         validator: ResourceValidator | None = None,
         observers: Sequence[RecordObserver] = (),
         chunk_size: int = 1000,
+        producer: bool = True,
     ) -> None:
         self.store = store
         self.engine: Engine = store.engine
@@ -142,10 +208,12 @@ class Pipeline:
 
             translator = load_translator(store)
         self.translator = translator
-        self.canonicaliser = Canonicaliser(self.translator, self.tz)
         self.validator = validator or ResourceValidator()
+        self.preparer = RecordPreparer(self.translator, self.tz, self.validator)
+        self.canonicaliser = self.preparer.canonicaliser
         self.observers = list(observers)
         self.chunk_size = chunk_size
+        self.producer = producer
 
     # -- batches -------------------------------------------------------------------------------
     def open_batch(self, source: SourceInfo) -> BatchReport:
@@ -209,11 +277,68 @@ class Pipeline:
         own = report is None
         rep = report or self.open_batch(source)
         ctx = MapContext(source, self.tz, self.translator, options or {})
-        for chunk in _chunks(records, self.chunk_size):
-            self.process_chunk(rep, ctx, chunk, fn, track=track, per_record_provenance=per_record_provenance)
+        ahead = (
+            [o for o in self.observers if hasattr(o, "split") and hasattr(o, "merge")] if not track else []
+        )
+        job = self._producer_job(ctx, records, fn, ahead)
+        if job is not None:
+            from rhip.ingest.producer import Producer, bulk_gc
+
+            with bulk_gc(), Producer(job) as produced:
+                for ready in produced:
+                    for obs, part in zip(ahead, ready.observed or (), strict=False):
+                        obs.merge(part)
+                    self.process_chunk(
+                        rep,
+                        ctx,
+                        [p.record for p in ready.records],
+                        fn,
+                        track=track,
+                        per_record_provenance=per_record_provenance,
+                        prepared=ready.records,
+                        observed_by=ahead if ready.observed is not None else (),
+                    )
+        else:
+            from rhip.ingest.producer import RecordSource, bulk_gc
+
+            with bulk_gc() if isinstance(records, RecordSource) else contextlib.nullcontext():
+                for chunk in chunks(records, self.chunk_size):
+                    self.process_chunk(
+                        rep, ctx, chunk, fn, track=track, per_record_provenance=per_record_provenance
+                    )
         if own:
             self.close_batch(rep)
         return rep
+
+    def _producer_job(self, ctx: MapContext, records: Iterable[Record], fn: MapFn, ahead: list[Any]) -> Any:
+        """The job for a producer process, or None when records are prepared in this process.
+
+        A producer needs records it can read itself (a RecordSource), a second core, and a
+        mapper and validator that can be pickled. Index rows are left to the writer when this
+        process has registered search parameters of its own (the child would not know them).
+        Observers in ``ahead`` (with ``split``/``merge``, e.g. the quality collector) run their
+        part in the producer; only untracked loads qualify, where every mapped record is stored.
+        """
+        from rhip.ingest.producer import ProducerJob, RecordSource, picklable
+
+        if not isinstance(records, RecordSource) or not (self.producer and records.parallel):
+            return None
+        if (os.cpu_count() or 1) < 2:
+            return None
+        job = ProducerJob(
+            source=ctx.source,
+            records=records,
+            connector=ctx.source.connector,
+            mapper=fn,
+            tz=self.tz,
+            translator=self.translator,
+            validator=self.validator,
+            options=ctx.options,
+            chunk_size=self.chunk_size,
+            index_rows=registry_version() == 0,
+            observers=tuple(obs.split() for obs in ahead),
+        )
+        return job if picklable(job) else None
 
     # -- one chunk -----------------------------------------------------------------------------
     def process_chunk(
@@ -226,24 +351,29 @@ class Pipeline:
         track: bool,
         per_record_provenance: bool = True,
         keep_quarantine: bool = True,
+        prepared: Sequence[PreparedRecord] | None = None,
+        observed_by: Sequence[Any] = (),
     ) -> list[tuple[str, list[dict[str, str]]]]:
         """Process one chunk; returns each record's (outcome, quarantine reasons).
 
-        The outcome is ``stored``, ``duplicate``, ``quarantined`` or ``stale``.
+        The outcome is ``stored``, ``duplicate``, ``quarantined`` or ``stale``. ``prepared`` holds
+        the chunk's records already mapped by a producer process (same order as ``chunk``);
+        ``observed_by`` names the observers whose producer part has already seen them.
         """
+        observers = [o for o in self.observers if all(o is not done for done in observed_by)]
         source = ctx.source
         contexts: dict[SourceInfo, MapContext] = {source: ctx}
         for r in chunk:
             if r.source is not None and r.source not in contexts:
                 contexts[r.source] = MapContext(r.source, ctx.tz, ctx.translator, ctx.options)
-        keys = [scoped_key(r.source or source, r.key or hashlib.sha256(r.raw).hexdigest()) for r in chunk]
+        keys = [record_key(r, r.source or source) for r in chunk]
         delivered = self._delivered(keys) if track else set()
         outcomes: list[tuple[str, list[dict[str, str]]]] = []
         accepted: list[_Accepted] = []
         quarantined: list[dict[str, Any]] = []
         seen: set[str] = set()
         arrival = time.time()
-        for rec, key in zip(chunk, keys, strict=True):
+        for i, (rec, key) in enumerate(zip(chunk, keys, strict=True)):
             report.received += 1
             if key in delivered or (track and key in seen):
                 report.duplicates += 1
@@ -251,16 +381,20 @@ class Pipeline:
                 continue
             seen.add(key)
             src = rec.source or source
-            mapped, reasons = self._map(rec, key, contexts[src], mapper)
+            if prepared is None:
+                mapped, reasons = self.preparer.map_record(rec, key, contexts[src], mapper)
+                ready: list[Any] = []
+            else:
+                mapped, reasons, ready = prepared[i].mapped, prepared[i].reasons, prepared[i].ready
             if mapped is None:
                 report.quarantined += 1
                 outcomes.append(("quarantined", reasons))
                 if keep_quarantine:
                     quarantined.append(self._quarantine_row(report, rec, key, src, reasons, arrival))
-                for obs in self.observers:
+                for obs in observers:
                     obs.on_quarantined(rec, reasons, src)
                 continue
-            accepted.append(_Accepted(rec, key, mapped, len(outcomes)))
+            accepted.append(_Accepted(rec, key, mapped, len(outcomes), ready))
             outcomes.append(("stored", []))
         stale = self._stale(accepted)
         for acc in accepted:
@@ -269,7 +403,7 @@ class Pipeline:
                 outcomes[acc.slot] = ("stale", [])
         fresh = [a for a in accepted if id(a) not in stale]
         for acc in fresh:
-            for obs in self.observers:
+            for obs in observers:
                 obs.on_stored(acc.record, acc.mapped, acc.record.source or source, arrival)
         self._write(report, source, fresh, track, per_record_provenance)
         self._finish_chunk(report, fresh, quarantined, track, arrival)
@@ -280,43 +414,6 @@ class Pipeline:
             if flush is not None:
                 flush()
         return outcomes
-
-    def _map(
-        self, rec: Record, key: str, ctx: MapContext, mapper: MapFn
-    ) -> tuple[Mapped | None, list[dict[str, str]]]:
-        try:
-            mapped = mapper(rec, ctx)
-        except RhipError as exc:
-            return None, reasons_of(exc.all_issues())
-        except Exception as exc:  # a mapper bug must quarantine the record, not stop the pipeline
-            log.warning("mapper failed at %s: %s", rec.position, type(exc).__name__)
-            return None, [
-                {"rule": "mapper-error", "path": "", "message": type(exc).__name__, "severity": "error"}
-            ]
-        if not mapped.resources and mapped.merge is None and mapped.bundle is None:
-            return None, [
-                {
-                    "rule": "no-content",
-                    "path": "",
-                    "message": "record maps to no resource",
-                    "severity": "error",
-                }
-            ]
-        problems: list[Issue] = []
-        for i, res in enumerate(mapped.resources):
-            found = structural_issues(res)
-            if found:
-                problems.extend(found)
-                continue
-            for f in self.canonicaliser.apply(res):
-                (mapped.warnings if f.severity in ("warning", "information") else problems).append(f)
-            if "id" not in res:
-                res["id"] = stable_id(key, str(i))
-            res.setdefault("meta", {})["source"] = source_uri(ctx.source, rec.position)
-            problems.extend(self.validator.errors(res))
-        if problems:
-            return None, reasons_of(problems)
-        return mapped, []
 
     def _quarantine_row(
         self,
@@ -390,14 +487,15 @@ class Pipeline:
         if not fresh:
             return
         targets: dict[int, list[dict[str, Any]]] = {}
-        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        latest: dict[tuple[str, str], Any] = {}  # resource, or its bulk.Ready from a producer
         for acc in fresh:
             if acc.mapped.bundle is not None:
                 targets[id(acc)] = self._process_bundle(acc)
                 continue
             targets[id(acc)] = acc.mapped.resources
+            ready = {id(r.resource): r for r in acc.ready}
             for res in acc.mapped.resources:
-                latest[(res["resourceType"], res["id"])] = res
+                latest[(res["resourceType"], res["id"])] = ready.get(id(res), res)
         recorded = now_instant()
         provs: list[dict[str, Any]] = []
         if per_record:

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rhip.config import get_settings
 from rhip.errors import InvalidRequest
 from rhip.ingest import csvmap, device, dicom, fhir_files, hl7v2, hl7v2_map  # noqa: F401 (registers mappers)
 from rhip.ingest.model import BatchReport, Record, SourceInfo
 from rhip.ingest.pipeline import Pipeline
+from rhip.ingest.producer import RecordSource
 
 log = logging.getLogger(__name__)
 _TYPE_FILE = re.compile(r"^([A-Z][A-Za-z]+)(\.\d+)?\.ndjson$")
@@ -81,7 +83,10 @@ def ingest_file(
     name = connector or connector_for(path)
     source = SourceInfo(facility, name, str(path))
     if name == fhir_files.NDJSON:
-        return pipeline.run(source, _ndjson_records(path), track=False, per_record_provenance=False)
+        threshold = get_settings().ingest_producer_min_bytes
+        parallel = 0 < threshold <= path.stat().st_size  # worth a producer process (~1 s to start)
+        records = RecordSource(_ndjson_records, (path,), parallel=parallel)
+        return pipeline.run(source, records, track=False, per_record_provenance=False)
     if name == fhir_files.BUNDLE:
         return pipeline.run(source, fhir_files.iter_bundle_files([path]))
     if name == hl7v2.CONNECTOR:

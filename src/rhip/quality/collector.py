@@ -23,15 +23,17 @@ TIMELY_SECONDS = 24 * 3600
 _PATIENT_CACHE = 200_000
 
 
-class QualityCollector:
-    """Ingest observer (``rhip.ingest.hooks.RecordObserver``) that tallies quality rules."""
+def _zero() -> list[float]:
+    return [0, 0, 0.0]
 
-    def __init__(self, engine: Engine, tz: str = "Asia/Shanghai") -> None:
-        self.engine = engine
-        ensure_schema(engine)
+
+class _Tallies:
+    """The rule runs and counts, without a database: shared by the collector and its producer part."""
+
+    def __init__(self, tz: str) -> None:
         self.zone = ZoneInfo(tz)
         self.ctx = RuleContext()
-        self._tally: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0, 0, 0.0])
+        self._tally: dict[tuple[str, str, str], list[float]] = defaultdict(_zero)
         self._by_type: dict[str, list[Any]] = defaultdict(list)
         for r in RULES.values():
             for t in r.resource_types:
@@ -47,6 +49,12 @@ class QualityCollector:
             entry[1] += 1
         entry[2] += delay
 
+    def _patient_seen(self, ref: str, summary: dict[str, Any]) -> None:
+        patients = self.ctx.patients
+        if len(patients) > _PATIENT_CACHE:
+            patients.clear()
+        patients[ref] = summary
+
     def on_stored(self, record: Record, mapped: Mapped, source: SourceInfo, arrival: float) -> None:
         """Run every applicable rule on the record's resources."""
         day = self._day(mapped.event_time if mapped.event_time is not None else arrival)
@@ -56,16 +64,11 @@ class QualityCollector:
             delay = max(arrival - mapped.event_time, 0.0)
             self._count(fac, day, "timeliness.arrival-24h", delay <= TIMELY_SECONDS, delay)
         self.ctx.now = arrival
-        patients = self.ctx.patients
         for res in mapped.resources:
             rtype = res.get("resourceType", "")
             if rtype == "Patient":
-                if len(patients) > _PATIENT_CACHE:
-                    patients.clear()
-                patients[f"Patient/{res.get('id')}"] = {
-                    "gender": res.get("gender"),
-                    "birthDate": res.get("birthDate"),
-                }
+                summary = {"gender": res.get("gender"), "birthDate": res.get("birthDate")}
+                self._patient_seen(f"Patient/{res.get('id')}", summary)
             for r in self._by_type.get(rtype, ()):
                 outcome = r.check(res, self.ctx)
                 if outcome is not None:
@@ -74,6 +77,35 @@ class QualityCollector:
     def on_quarantined(self, record: Record, reasons: list[dict[str, str]], source: SourceInfo) -> None:
         """A quarantined record fails the record-accepted rule."""
         self._count(source.facility, self._day(time.time()), "conformance.record-accepted", False)
+
+
+class QualityCollector(_Tallies):
+    """Ingest observer (``rhip.ingest.hooks.RecordObserver``) that tallies quality rules.
+
+    A bulk load whose records are prepared by a producer process runs the rules there too:
+    :meth:`split` gives the producer its part, whose counts come back with every chunk and are
+    added by :meth:`merge` before the chunk's transaction writes them.
+    """
+
+    def __init__(self, engine: Engine, tz: str = "Asia/Shanghai") -> None:
+        super().__init__(tz)
+        self.engine = engine
+        ensure_schema(engine)
+
+    def split(self) -> QualityPart:
+        """A database-free copy for a producer process (with the patients seen so far)."""
+        return QualityPart(self.zone.key, dict(self.ctx.patients))
+
+    def merge(self, drained: tuple[dict[tuple[str, str, str], list[float]], dict[str, Any]]) -> None:
+        """Add what a :class:`QualityPart` counted (and the patients it saw) to this collector."""
+        tally, patients = drained
+        for key, (checked, failed, delay) in tally.items():
+            entry = self._tally[key]
+            entry[0] += checked
+            entry[1] += failed
+            entry[2] += delay
+        for ref, summary in patients.items():
+            self._patient_seen(ref, summary)
 
     def on_chunk_end(self) -> None:
         """Add the pending counts to the table in a transaction of its own."""
@@ -108,3 +140,23 @@ class QualityCollector:
             },
         )
         conn.execute(stmt, rows)
+
+
+class QualityPart(_Tallies):
+    """The rules of a :class:`QualityCollector` run in a producer process; see ``split``/``merge``."""
+
+    def __init__(self, tz: str, patients: dict[str, Any]) -> None:
+        super().__init__(tz)
+        self.ctx.patients = patients
+        self._new_patients: dict[str, Any] = {}
+
+    def _patient_seen(self, ref: str, summary: dict[str, Any]) -> None:
+        super()._patient_seen(ref, summary)
+        self._new_patients[ref] = summary
+
+    def drain(self) -> tuple[dict[tuple[str, str, str], list[float]], dict[str, Any]]:
+        """The counts and patients since the last drain, for :meth:`QualityCollector.merge`."""
+        out = (dict(self._tally), self._new_patients)
+        self._tally.clear()
+        self._new_patients = {}
+        return out

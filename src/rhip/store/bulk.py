@@ -65,9 +65,12 @@ class BulkWriteResult:
 
 
 def bulk_write(
-    engine: Engine, resources: Iterable[dict[str, Any]], *, batch_size: int = 2000
+    engine: Engine, resources: Iterable[dict[str, Any] | Ready], *, batch_size: int = 2000
 ) -> BulkWriteResult:
     """Write ``resources`` (create or update by ``resourceType``/``id``; ids assigned when absent).
+
+    A resource may also come as a :class:`Ready` from :func:`prepare_resource` (called ahead, e.g.
+    in an ingest producer process), whose index rows are then not computed again.
 
     Each batch of ``batch_size`` resources is one transaction; a resource appearing twice in a
     batch starts a new batch so the later one wins. Raises InvalidRequest (naming the position
@@ -111,6 +114,32 @@ def bulk_write(
             ahead = following
 
 
+class Ready(NamedTuple):
+    """A resource prepared for storage by :func:`prepare_resource`: its key, body and index rows.
+
+    Plain tuples, dicts and strings, so a producer process can prepare resources and hand them to
+    the writing process through a pipe.
+    """
+
+    key: Key
+    resource: dict[str, Any]
+    rows: indexing.TupleRows | None
+
+
+def prepare_resource(resource: dict[str, Any], *, position: int = 0, rows: bool = True) -> Ready:
+    """Prepare one resource for storage: the single per-resource step before comparison and encoding.
+
+    Checks type and id (raises InvalidRequest naming ``resources[position]``; assigns an id when
+    absent), and with ``rows`` computes the index rows. The content compared with the stored
+    version, the index rows and the encoded body all derive from the returned ``resource``, so a
+    transformation applied to every stored resource belongs here. It is a pure function of the
+    resource: an ingest producer process may run it ahead of the write transaction.
+    """
+    key = _key(resource, position)
+    body = resource if resource.get("id") == key[1] else {**resource, "id": key[1]}
+    return Ready(key, body, indexing.tuple_rows_for(body) if rows else None)
+
+
 class Item(NamedTuple):
     """One resource of a prepared batch.
 
@@ -125,7 +154,7 @@ class Item(NamedTuple):
     unchanged: bool
 
 
-def prepare(engine: Engine, batch: list[tuple[Key, dict[str, Any]]]) -> Prepared:
+def prepare(engine: Engine, batch: list[Ready]) -> Prepared:
     """Pre-read the batch's current versions and compute index rows for what will change.
 
     The pre-read is outside the write transaction; :func:`write_batch` re-checks every version
@@ -133,23 +162,23 @@ def prepare(engine: Engine, batch: list[tuple[Key, dict[str, Any]]]) -> Prepared
     stamps, so they can be computed before the versions are known.
     """
     with read_connection(engine) as conn:
-        currents = _fetch_current(conn, [key for key, _ in batch])
+        currents = _fetch_current(conn, [ready.key for ready in batch])
     crypt = fieldcrypt.of(engine)
     prepared: Prepared = []
-    for key, resource in batch:
+    for key, resource, rows in batch:
         cur = currents.get(key)
         seen = None if cur is None else cur.version_id
         if cur is not None and not cur.deleted and crypt.same_content(cur.body, resource):
             prepared.append(Item(key, resource, None, seen, True))
         else:  # encrypted before the index rows are extracted: no plaintext reaches any table
-            resource = crypt.protect(resource)
-            prepared.append(Item(key, resource, _index_rows(key, resource), seen, False))
+            stored = crypt.protect(resource)
+            rows = rows if stored is resource else None  # a producer's rows saw the plaintext
+            prepared.append(Item(key, stored, _rows(stored, rows), seen, False))
     return prepared
 
 
-def _index_rows(key: Key, resource: dict[str, Any]) -> indexing.TupleRows:
-    body = resource if resource.get("id") == key[1] else {**resource, "id": key[1]}
-    return indexing.tuple_rows_for(body)
+def _rows(resource: dict[str, Any], rows: indexing.TupleRows | None) -> indexing.TupleRows:
+    return rows if rows is not None else indexing.tuple_rows_for(resource)
 
 
 #: A batch ready to write.
@@ -169,16 +198,20 @@ def _write_with_retries(engine: Engine, batch: Prepared) -> BulkWriteResult:
     raise VersionConflict("bulk batch could not be written", status=409)  # not reached
 
 
-def _batches(resources: Iterable[dict[str, Any]], size: int) -> Iterator[list[tuple[Key, dict[str, Any]]]]:
-    batch: list[tuple[Key, dict[str, Any]]] = []
+def _batches(resources: Iterable[dict[str, Any] | Ready], size: int) -> Iterator[list[Ready]]:
+    batch: list[Ready] = []
     seen: set[Key] = set()
     for position, resource in enumerate(resources):
-        key = _key(resource, position)
-        if key in seen:
+        ready = (
+            resource
+            if isinstance(resource, Ready)
+            else prepare_resource(resource, position=position, rows=False)
+        )
+        if ready.key in seen:
             yield batch
             batch, seen = [], set()
-        batch.append((key, resource))
-        seen.add(key)
+        batch.append(ready)
+        seen.add(ready.key)
         if len(batch) >= size:
             yield batch
             batch, seen = [], set()
@@ -235,8 +268,7 @@ def write_batch(conn: Connection, batch: Prepared, *, lock: bool = False) -> Bul
             plan.versions.append((res_type, res_id, version, ts, "PUT", False, encoded))
             plan.reindex.setdefault(res_type, []).append(res_id)
             counts.updated += 1
-        rows = item.rows if item.rows is not None else _index_rows(item.key, resource)
-        indexing.merge_rows(plan.index, rows)
+        indexing.merge_rows(plan.index, _rows(resource, item.rows))
     _execute(conn, plan)
     counts.index_rows = sum(len(rows) for rows in plan.index.values())
     return counts

@@ -7,7 +7,7 @@ from the body cost one dict lookup, which is what keeps indexing in the tens of 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -22,10 +22,12 @@ from rhip.store.search_values import (
     phonetic_key,
 )
 
-__all__ = ["index_rows", "parse_reference", "stored_params"]
+__all__ = ["index_rows", "index_tuples", "parse_reference", "stored_params"]
 
 Row = dict[str, Any]
-Values = Callable[[Any, PathSpec], Iterator[Row]]
+#: Value columns of one index row (the columns after ``res_type``, ``res_id``, ``param``).
+Vals = tuple[Any, ...]
+Convert = Callable[[Any, PathSpec], list[Vals]]
 _TABLE = {
     "string": "idx_string",
     "token": "idx_token",
@@ -62,71 +64,65 @@ def walk(node: Any, steps: tuple[str | tuple[str, str], ...]) -> list[Any]:
     return nodes
 
 
-# --- value converters: element value -> row value columns ---------------------------------------
+# --- value converters: element value -> value tuples in index-table column order ---------------
+# (the columns after res_type, res_id, param; see rhip.store.index_schema)
 
 
-def _strings(v: Any, p: PathSpec) -> Iterator[Row]:
+def _strings(v: Any, p: PathSpec) -> list[Vals]:
     if isinstance(v, str):
-        yield {"norm": normalize(v), "exact": v[:MAX_INDEXED_CHARS]}
-        return
+        return [(normalize(v), v[:MAX_INDEXED_CHARS])]
     if not isinstance(v, dict):
-        return
-    keys = _NAME_PARTS if p.elem_type == "HumanName" else _ADDRESS_PARTS
-    for key in keys:
+        return []
+    out: list[Vals] = []
+    for key in _NAME_PARTS if p.elem_type == "HumanName" else _ADDRESS_PARTS:
         part = v.get(key)
+        if part is None:
+            continue
         for s in part if isinstance(part, list) else (part,):
             if isinstance(s, str) and s:
-                yield {"norm": normalize(s), "exact": s[:MAX_INDEXED_CHARS]}
+                out.append((normalize(s), s[:MAX_INDEXED_CHARS]))
+    return out
 
 
-def _phonetic(v: Any, p: PathSpec) -> Iterator[Row]:
-    for row in _strings(v, p):
-        yield {"norm": phonetic_key(row["exact"]), "exact": row["exact"]}
+def _phonetic(v: Any, p: PathSpec) -> list[Vals]:
+    return [(phonetic_key(exact), exact) for _norm, exact in _strings(v, p)]
 
 
 _NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
 _ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")
 
 
-def _coding(c: dict[str, Any], text: str | None) -> Row:
+def _coding(c: dict[str, Any], text: str | None) -> Vals:
     display = c.get("display")
-    return {
-        "system": c.get("system"),
-        "code": c.get("code"),
-        "text": normalize(display) if isinstance(display, str) else text,
-    }
+    return (c.get("system"), c.get("code"), normalize(display) if isinstance(display, str) else text)
 
 
-def _tokens(v: Any, p: PathSpec) -> Iterator[Row]:
+def _tokens(v: Any, p: PathSpec) -> list[Vals]:
     if p.const is not None:
-        yield {"system": None, "code": p.const, "text": None}
-        return
+        return [(None, p.const, None)]
     t = p.elem_type
     if isinstance(v, bool):
-        yield {"system": None, "code": "true" if v else "false", "text": None}
-    elif isinstance(v, str):
-        yield {"system": None, "code": v[:MAX_INDEXED_CHARS], "text": None}
-    elif not isinstance(v, dict):
-        return
-    elif t == "CodeableConcept":
+        return [(None, "true" if v else "false", None)]
+    if isinstance(v, str):
+        return [(None, v[:MAX_INDEXED_CHARS], None)]
+    if not isinstance(v, dict):
+        return []
+    if t == "CodeableConcept":
         text = v.get("text")
         ntext = normalize(text) if isinstance(text, str) else None
-        for c in v.get("coding") or ():
-            if isinstance(c, dict):
-                yield _coding(c, ntext)
+        out = [_coding(c, ntext) for c in v.get("coding") or () if isinstance(c, dict)]
         if ntext is not None:
-            yield {"system": None, "code": None, "text": ntext}
-    elif t == "Coding":
-        yield _coding(v, None)
-    elif t == "Identifier" and (v.get("value") is not None or v.get("type")):
+            out.append((None, None, ntext))
+        return out
+    if t == "Coding":
+        return [_coding(v, None)]
+    if t == "Identifier" and (v.get("value") is not None or v.get("type")):
         type_text = (v.get("type") or {}).get("text")
-        yield {
-            "system": v.get("system"),
-            "code": v.get("value"),
-            "text": normalize(type_text) if isinstance(type_text, str) else None,
-        }
-    elif t == "ContactPoint" and isinstance(v.get("value"), str):
-        yield {"system": v.get("system"), "code": v["value"], "text": None}
+        ntype = normalize(type_text) if isinstance(type_text, str) else None
+        return [(v.get("system"), v.get("value"), ntype)]
+    if t == "ContactPoint" and isinstance(v.get("value"), str):
+        return [(v.get("system"), v["value"], None)]
+    return []
 
 
 def _period(v: dict[str, Any]) -> tuple[float, float] | None:
@@ -138,7 +134,7 @@ def _period(v: dict[str, Any]) -> tuple[float, float] | None:
     return (lo[0] if lo else TIME_MIN), (hi[1] if hi else TIME_MAX)
 
 
-def _dates(v: Any, p: PathSpec) -> Iterator[Row]:
+def _dates(v: Any, p: PathSpec) -> list[Vals]:
     rng: tuple[float, float] | None = None
     if isinstance(v, str):
         rng = date_range(v)
@@ -151,8 +147,7 @@ def _dates(v: Any, p: PathSpec) -> Iterator[Row]:
             ranges.append(b)
         if ranges:
             rng = min(r[0] for r in ranges), max(r[1] for r in ranges)
-    if rng is not None:
-        yield {"low": rng[0], "high": rng[1]}
+    return [] if rng is None else [rng]
 
 
 @lru_cache(maxsize=1)
@@ -188,87 +183,66 @@ def parse_reference(ref: str) -> tuple[str | None, str | None, str | None]:
     return None, None, ref
 
 
-def _references(v: Any, p: PathSpec) -> Iterator[Row]:
+def _references(v: Any, p: PathSpec) -> list[Vals]:
     if isinstance(v, str):  # canonical / uri
-        yield {
-            "target_type": None,
-            "target_id": None,
-            "url": v.split("|", 1)[0][:MAX_INDEXED_CHARS],
-            "ident_system": None,
-            "ident_value": None,
-        }
-        return
+        return [(None, None, v.split("|", 1)[0][:MAX_INDEXED_CHARS], None, None)]
     if not isinstance(v, dict):
-        return
+        return []
     ref = v.get("reference")
     ttype, tid, url = parse_reference(ref) if isinstance(ref, str) else (None, None, None)
     if ttype is None and isinstance(v.get("type"), str) and tid is None:
         ttype = v["type"] if ref is None else None
     if p.is_type is not None and ttype != p.is_type:
-        return
+        return []
     ident = v.get("identifier")
     isys = ival = None
     if isinstance(ident, dict):
         isys, ival = ident.get("system"), ident.get("value")
     if tid is None and url is None and ival is None:
-        return
-    yield {
-        "target_type": ttype,
-        "target_id": tid,
-        "url": url[:MAX_INDEXED_CHARS] if url else None,
-        "ident_system": isys,
-        "ident_value": ival,
-    }
+        return []
+    return [(ttype, tid, url[:MAX_INDEXED_CHARS] if url else None, isys, ival)]
 
 
 def _num(x: Any) -> float | None:
     return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else None
 
 
-def _quantities(v: Any, p: PathSpec) -> Iterator[Row]:
+def _quantities(v: Any, p: PathSpec) -> list[Vals]:
     if not isinstance(v, dict):
-        return
+        return []
     if p.elem_type == "Range":
         low, high = v.get("low") or {}, v.get("high") or {}
         lo, hi = _num(low.get("value")), _num(high.get("value"))
         if lo is None and hi is None:
-            return
+            return []
         unit = low or high
-        yield {
-            "low": lo if lo is not None else float("-1e300"),
-            "high": hi if hi is not None else 1e300,
-            "system": unit.get("system"),
-            "code": unit.get("code"),
-            "unit": unit.get("unit"),
-        }
-        return
+        return [
+            (
+                lo if lo is not None else float("-1e300"),
+                hi if hi is not None else 1e300,
+                unit.get("system"),
+                unit.get("code"),
+                unit.get("unit"),
+            )
+        ]
     val = _num(v.get("value"))
     if val is None:
-        return
+        return []
     if p.elem_type == "Money":
-        yield {
-            "low": val,
-            "high": val,
-            "system": "urn:iso:std:iso:4217",
-            "code": v.get("currency"),
-            "unit": None,
-        }
-        return
-    yield {"low": val, "high": val, "system": v.get("system"), "code": v.get("code"), "unit": v.get("unit")}
+        return [(val, val, "urn:iso:std:iso:4217", v.get("currency"), None)]
+    return [(val, val, v.get("system"), v.get("code"), v.get("unit"))]
 
 
-def _numbers(v: Any, p: PathSpec) -> Iterator[Row]:
+def _numbers(v: Any, p: PathSpec) -> list[Vals]:
     val = _num(v)
-    if val is not None:
-        yield {"low": val, "high": val}
+    return [] if val is None else [(val, val)]
 
 
-def _uris(v: Any, p: PathSpec) -> Iterator[Row]:
-    if isinstance(v, str):
-        yield {"uri": v[:MAX_INDEXED_CHARS]}
+def _uris(v: Any, p: PathSpec) -> list[Vals]:
+    return [(v[:MAX_INDEXED_CHARS],)] if isinstance(v, str) else []
 
 
-_CONVERT: dict[str, Values] = {
+_CONVERT: dict[str, Convert] = {
     "string": _strings,
     "token": _tokens,
     "date": _dates,
@@ -279,7 +253,8 @@ _CONVERT: dict[str, Values] = {
 }
 
 
-def _composite_rows(resource: dict[str, Any], sp: SearchParamDef) -> Iterator[Row]:
+def _composite_rows(resource: dict[str, Any], sp: SearchParamDef) -> list[Vals]:
+    out: list[Vals] = []
     for ctx_steps, (first, second) in sp.contexts:
         conv = _CONVERT[second.type]
         for node in walk(resource, ctx_steps) if ctx_steps else [resource]:
@@ -287,43 +262,29 @@ def _composite_rows(resource: dict[str, Any], sp: SearchParamDef) -> Iterator[Ro
             if not right:
                 continue
             left = [r for p in first.paths for v in walk(node, p.steps) for r in _tokens(v, p)]
-            for lrow in left:
-                if lrow["code"] is None:
+            for system1, code1, _text in left:
+                if code1 is None:
                     continue
-                for rrow in right:
-                    yield _composite_row(lrow, second.type, rrow)
+                out.extend(_composite_row(system1, code1, second.type, r) for r in right)
+    return out
 
 
-def _composite_row(lrow: Row, kind: str, rrow: Row) -> Row:
-    row: Row = {
-        "system1": lrow["system"],
-        "code1": lrow["code"],
-        "system2": None,
-        "code2": None,
-        "low2": None,
-        "high2": None,
-        "text2": None,
-    }
-    if kind == "token":
-        row.update(system2=rrow["system"], code2=rrow["code"], text2=rrow["text"])
-    elif kind == "quantity":
-        row.update(
-            system2=rrow["system"],
-            code2=rrow["code"],
-            low2=rrow["low"],
-            high2=rrow["high"],
-            text2=rrow["unit"],
-        )
-    elif kind == "date":
-        row.update(low2=rrow["low"], high2=rrow["high"])
-    else:
-        row.update(text2=rrow["norm"], code2=rrow["exact"])
-    return row
+def _composite_row(system1: Any, code1: Any, kind: str, r: Vals) -> Vals:
+    """(system1, code1, system2, code2, low2, high2, text2) from the second component's values."""
+    if kind == "token":  # (system, code, text)
+        return (system1, code1, r[0], r[1], None, None, r[2])
+    if kind == "quantity":  # (low, high, system, code, unit)
+        return (system1, code1, r[2], r[3], r[0], r[1], r[4])
+    if kind in ("date", "number"):  # (low, high)
+        return (system1, code1, None, None, r[0], r[1], None)
+    if kind == "string":  # (norm, exact)
+        return (system1, code1, None, r[1], None, None, r[0])
+    return (system1, code1, None, r[0], None, None, None)  # uri (uri,) / reference: first value
 
 
 # --- compiled plans -------------------------------------------------------------------------------
 
-_Plan = list[tuple[str, str, tuple[str, ...], tuple[PathSpec, ...], Values | None, SearchParamDef]]
+_Plan = list[tuple[str, str, tuple[str, ...], tuple[PathSpec, ...], Convert | None, SearchParamDef]]
 
 
 class _Compiled(NamedTuple):
@@ -394,16 +355,18 @@ def stored_params(res_type: str, name: str) -> StoredAs:
     return _plan(res_type).stored.get(name, ((name, None),))
 
 
-def index_rows(resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Index rows for the current body of ``resource``: table name -> rows.
+def index_tuples(resource: dict[str, Any]) -> dict[str, list[tuple[Any, ...]]]:
+    """Index rows for the current body of ``resource`` as tuples in table column order.
 
-    Every row carries ``res_type``, ``res_id`` and ``param``. Pure and fast: no I/O, no FHIRPath
-    engine; values that do not parse (a malformed date) are skipped, not raised, because
-    validation happens before storage. Resources without ``resourceType`` or ``id`` give no rows.
+    Table name -> rows ``(res_type, res_id, param, *values)``: the form the writers hand to the
+    driver, built directly so that the bulk path creates no per-row dict. Pure and fast: no I/O,
+    no FHIRPath engine; values that do not parse (a malformed date) are skipped, not raised,
+    because validation happens before storage. Resources without ``resourceType`` or ``id`` give
+    no rows. Rows repeating the same values under one parameter are written once.
     """
     res_type = resource.get("resourceType")
     res_id = resource.get("id")
-    out: dict[str, list[dict[str, Any]]] = {}
+    out: dict[str, list[tuple[Any, ...]]] = {}
     if not isinstance(res_type, str) or not isinstance(res_id, str):
         return out
     plan, by_key, always, _stored = _plan(res_type)
@@ -415,11 +378,12 @@ def index_rows(resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     for index in sorted(chosen):
         name, table, _firsts, paths, conv, sp = plan[index]
         if conv is None:  # composite
-            rows = list(_composite_rows(resource, sp))
+            vals = _composite_rows(resource, sp)
         else:
-            rows = []
+            vals = []
             for p in paths:
                 steps = p.steps
+                values: Any
                 if len(steps) == 1 and isinstance(steps[0], str):
                     v = resource.get(steps[0])
                     if v is None:
@@ -430,17 +394,33 @@ def index_rows(resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
                         continue
                     values = walk(resource, steps)
                 for value in values:
-                    rows.extend(conv(value, p))
-        if rows:
-            seen: set[tuple[Any, ...]] = set()
-            bucket = out.setdefault(table, [])
-            for row in rows:
-                values_key = tuple(row.values())
-                if values_key in seen:
-                    continue
-                seen.add(values_key)
-                row["res_type"] = res_type
-                row["res_id"] = res_id
-                row["param"] = name
-                bucket.append(row)
+                    vals.extend(conv(value, p))
+        if not vals:
+            continue
+        key_cols = (res_type, res_id, name)
+        bucket = out.setdefault(table, [])
+        if len(vals) == 1:
+            bucket.append(key_cols + vals[0])
+        else:
+            bucket.extend(key_cols + v for v in dict.fromkeys(vals))
     return out
+
+
+def index_rows(resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Index rows for the current body of ``resource``: table name -> rows as dicts (column -> value).
+
+    The same rows as :func:`index_tuples` (which the writers use), keyed by column name for
+    readers and tests. Every row carries ``res_type``, ``res_id`` and ``param``.
+    """
+    columns = _columns()
+    return {
+        table: [dict(zip(columns[table], row, strict=True)) for row in rows]
+        for table, rows in index_tuples(resource).items()
+    }
+
+
+@lru_cache(maxsize=1)
+def _columns() -> dict[str, tuple[str, ...]]:
+    from rhip.store.index_schema import INDEX_TABLES  # the schema module imports this one
+
+    return {table.name: tuple(c.name for c in table.columns) for table in INDEX_TABLES}

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, delete
 
 from rhip.store import fastinsert
+from rhip.store.index_extract import index_tuples
 from rhip.store.index_schema import INDEX_TABLES, index_rows
 
 TABLES_BY_NAME: dict[str, Table] = {table.name: table for table in INDEX_TABLES}
@@ -68,14 +69,7 @@ def tuple_rows_for(resource: dict[str, Any]) -> TupleRows:
     The bulk path computes these ahead of its write transaction, so the transaction itself only
     concatenates lists and hands them to the driver.
     """
-    out: TupleRows = {}
-    for name, rows in index_rows(resource).items():
-        if rows:
-            table = TABLES_BY_NAME.get(name)
-            if table is None:
-                raise KeyError(f"index_rows produced rows for unknown index table {name!r}")
-            out[name] = fastinsert.as_tuples(table, rows)
-    return out
+    return index_tuples(resource)
 
 
 def insert_tuples(conn: Connection, rows_by_table: TupleRows) -> int:

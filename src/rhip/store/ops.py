@@ -356,7 +356,7 @@ class Ops:
         if self.conn.execute(stmt, values).rowcount != 1:
             return None
         self.conn.execute(_VERSION, {**values, "method": method})
-        indexing.insert_index(self.conn, indexing.rows_for(body))
+        indexing.insert_tuples(self.conn, indexing.tuple_rows_for(body))
         shown = body if stored is resource else stamp(resource, res_id, 1, ts)
         return WriteResult(shown, True, 1, ts, "created")
 
@@ -392,7 +392,7 @@ class Ops:
         )
         indexing.delete_index(self.conn, res_type, [res_id])
         if not deleted:
-            indexing.insert_index(self.conn, indexing.rows_for(body))
+            indexing.insert_tuples(self.conn, indexing.tuple_rows_for(body))
         if resource is None:
             return WriteResult(body, False, version, ts, "deleted")
         shown = body if stored is resource else stamp(resource, res_id, version, ts)

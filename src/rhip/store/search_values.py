@@ -74,20 +74,36 @@ def _normalize_short(text: str) -> str:
 
 def _normalize_unicode(text: str) -> str:
     folded = unicodedata.normalize("NFKD", text)
-    stripped = _combining_marks().sub("", folded)
+    bmp, astral = _combining_marks()
+    stripped = bmp.sub("", folded)
+    if _ASTRAL.search(stripped):  # rare: marks outside the BMP need the slower class
+        stripped = astral.sub("", stripped)
     return unicodedata.normalize("NFC", stripped.casefold())[:MAX_INDEXED_CHARS]
 
 
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
 @lru_cache(maxsize=1)
-def _combining_marks() -> re.Pattern[str]:
-    """One character class of every code point with a non-zero combining class.
+def _combining_marks() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """Character classes of every code point with a non-zero combining class: (BMP, beyond BMP).
 
     Built once from this interpreter's Unicode tables (a few milliseconds), so removing marks is one
-    C-level regex pass instead of a Python call per character.
+    C-level regex pass instead of a Python call per character. The BMP class is kept apart because
+    the regex engine tests a class of BMP characters with one bitmap look-up, but a class that also
+    holds astral characters range by range (hundreds of ranges: ~10x slower per character).
     """
     # planes 0-1 and 14 hold every mark; the others are ideographs, private use or unassigned
     scan = itertools.chain(range(0x20000), range(0xE0000, 0xE1000))
     points = [cp for cp in scan if unicodedata.combining(chr(cp))]
+    return (
+        _char_class([cp for cp in points if cp <= 0xFFFF]),
+        _char_class([cp for cp in points if cp > 0xFFFF]),
+    )
+
+
+def _char_class(points: list[int]) -> re.Pattern[str]:
+    """One regex matching runs of the given (sorted) code points, written as ranges."""
     ranges: list[tuple[int, int]] = []
     for cp in points:
         if ranges and ranges[-1][1] == cp - 1:

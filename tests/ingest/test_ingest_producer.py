@@ -1,0 +1,205 @@
+"""The producer process (two-core bulk NDJSON) stores exactly what one process stores, and stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import text
+
+from rhip.errors import RhipError
+from rhip.ingest.model import Record, SourceInfo
+from rhip.ingest.pipeline import Pipeline
+from rhip.ingest.producer import RecordSource
+from rhip.ingest.runner import _ndjson_records, ingest_file
+from rhip.ingest.validate import ResourceValidator
+from rhip.quality.collector import QualityCollector
+from rhip.store import Store
+from rhip.store.index_schema import INDEX_TABLES
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "synthea-bulk-ndjson"
+BAD_LINES = [
+    b'{"resourceType": "Patient", "id": "broken"',  # not JSON
+    b'{"resourceType": "Patient", "id": "bad id!"}',  # not a FHIR id
+    b'{"resourceType": "Patient", "id": "g1", "gender": "sometimes"}',  # not a sex code
+]
+
+
+def _mixed_file(path: Path) -> int:
+    """Every Synthea sample line (several types) with bad lines spread through; returns the line count."""
+    lines = [
+        line for f in sorted(DATA.glob("*.ndjson")) for line in f.read_bytes().splitlines() if line.strip()
+    ]
+    for i, bad in enumerate(BAD_LINES):
+        lines.insert((i + 1) * len(lines) // (len(BAD_LINES) + 1), bad)
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return len(lines)
+
+
+def _snapshot(store: Store) -> dict[str, Any]:
+    """What a load leaves behind, minus write times: bodies, index rows, quarantine and quality tallies."""
+    with store.engine.connect() as conn:
+        bodies = sorted(
+            (t, i, v, orjson.dumps({**orjson.loads(b), "meta": {}}, option=orjson.OPT_SORT_KEYS))
+            for t, i, v, b in conn.execute(
+                text("SELECT res_type, res_id, version_id, body FROM resource WHERE res_type <> 'Provenance'")
+            )
+        )
+        rows = {
+            table.name: sorted(
+                map(tuple, conn.execute(text(f"SELECT * FROM {table.name} WHERE res_type <> 'Provenance'"))),
+                key=repr,
+            )
+            for table in INDEX_TABLES
+        }
+        quarantine = sorted(conn.execute(text("SELECT position, reasons FROM ingest_quarantine")))
+        tallies = sorted(
+            conn.execute(text("SELECT rule, sum(checked), sum(failed) FROM quality_tally GROUP BY rule"))
+        )
+        targets = conn.execute(
+            text("SELECT count(*) FROM resource WHERE res_type = 'Provenance'")
+        ).scalar_one()
+    return {
+        "bodies": bodies,
+        "rows": rows,
+        "quarantine": quarantine,
+        "quality": tallies,
+        "provenance": targets,
+    }
+
+
+def _load(url: str, path: Path, *, producer: bool) -> tuple[Any, dict[str, Any]]:
+    store = Store(url)
+    try:
+        pipe = Pipeline(store, observers=[QualityCollector(store.engine)], chunk_size=97, producer=producer)
+        records = RecordSource(_ndjson_records, (path,))
+        rep = pipe.run(
+            SourceInfo("SYN", "fhir-ndjson", str(path)), records, track=False, per_record_provenance=False
+        )
+        return rep, _snapshot(store)
+    finally:
+        store.close()
+
+
+def test_producer_stores_what_one_process_stores(db_url: str, tmp_path: Path) -> None:
+    """Same counts, bodies, index rows, quarantine reasons and quality tallies with or without a producer."""
+    path = tmp_path / "mixed.ndjson"
+    total = _mixed_file(path)
+    one_rep, one = _load(f"sqlite:///{tmp_path / 'one.sqlite'}", path, producer=False)
+    two_rep, two = _load(db_url, path, producer=True)
+    counts = (total, total - len(BAD_LINES), len(BAD_LINES), 0)
+    assert (one_rep.received, one_rep.stored, one_rep.quarantined, one_rep.duplicates) == counts
+    assert (two_rep.received, two_rep.stored, two_rep.quarantined, two_rep.duplicates) == counts
+    assert two["bodies"] == one["bodies"]
+    assert sum(len(r) for r in two["rows"].values()) > 5 * total
+    if db_url.startswith("sqlite"):  # PostgreSQL returns booleans and floats in its own types
+        assert two["rows"] == one["rows"]
+    else:
+        assert {k: len(v) for k, v in two["rows"].items()} == {k: len(v) for k, v in one["rows"].items()}
+    assert two["quarantine"] == one["quarantine"] and len(one["quarantine"]) == len(BAD_LINES)
+    assert two["quality"] == one["quality"]
+    assert two["provenance"] == one["provenance"] > 0
+
+
+def test_ingest_file_uses_the_producer_from_the_configured_size(
+    sqlite_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Re-delivering a file through the producer is recognised as unchanged, like in one process."""
+    path = tmp_path / "mixed.ndjson"
+    total = _mixed_file(path)
+    pipe = Pipeline(sqlite_store, observers=[QualityCollector(sqlite_store.engine)])
+    monkeypatch.setenv("RHIP_INGEST_PRODUCER_MIN_BYTES", "1")
+    first = ingest_file(pipe, path, "SYN")
+    monkeypatch.setenv("RHIP_INGEST_PRODUCER_MIN_BYTES", "0")
+    second = ingest_file(pipe, path, "SYN")
+    assert (first.stored, first.quarantined) == (total - len(BAD_LINES), len(BAD_LINES))
+    assert (second.stored, second.duplicates, second.quarantined) == (
+        0,
+        total - len(BAD_LINES),
+        len(BAD_LINES),
+    )
+
+
+def _failing_records(path: Path, after: int) -> Iterator[Record]:
+    """Records of ``path`` until ``after`` of them, then a read error (a file cut short)."""
+    for n, rec in enumerate(_ndjson_records(path)):
+        if n == after:
+            raise OSError("device went away")
+        yield rec
+
+
+def test_a_producer_failure_stops_the_run_and_keeps_what_was_written(tmp_path: Path) -> None:
+    path = tmp_path / "Condition.ndjson"
+    path.write_bytes((DATA / "Condition.000.ndjson").read_bytes())
+    store = Store(f"sqlite:///{tmp_path / 'f.sqlite'}")
+    try:
+        pipe = Pipeline(store, chunk_size=10, producer=True, validator=ResourceValidator(use_platform=False))
+        with pytest.raises(RhipError, match="producer failed: OSError: device went away"):
+            pipe.run(
+                SourceInfo("SYN", "fhir-ndjson", str(path)),
+                RecordSource(_failing_records, (path, 25)),
+                track=False,
+                per_record_provenance=False,
+            )
+        assert store.count("Condition") == 20  # the two whole chunks before the failure
+    finally:
+        store.close()
+
+
+_ORPHAN = """
+import sys, time
+from pathlib import Path
+from rhip.ingest.model import SourceInfo
+from rhip.ingest.canonical import ConceptTranslator
+from rhip.ingest.producer import Producer, ProducerJob, RecordSource
+from rhip.ingest.runner import _ndjson_records
+from rhip.ingest.validate import ResourceValidator
+
+if __name__ == "__main__":
+    path = Path(sys.argv[1])
+    job = ProducerJob(SourceInfo("F", "fhir-ndjson", str(path)), RecordSource(_ndjson_records, (path,)),
+                      "fhir-ndjson", None, "UTC", ConceptTranslator(), ResourceValidator(), {}, 5, True)
+    with Producer(job) as producer:
+        print(producer.pid, flush=True)
+        time.sleep(600)  # never reads: the producer fills the queue and waits
+"""
+
+
+def test_the_producer_exits_when_its_writer_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the writing process must not leave the producer running."""
+    path = tmp_path / "Patient.ndjson"
+    path.write_bytes((DATA / "Patient.000.ndjson").read_bytes())
+    script = tmp_path / "writer.py"
+    script.write_text(textwrap.dedent(_ORPHAN))
+    writer = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE)
+    try:
+        assert writer.stdout is not None
+        child = int(writer.stdout.readline())
+        assert Path(f"/proc/{child}").exists()
+        time.sleep(1.0)
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+        deadline = time.time() + 15
+        while time.time() < deadline and _running(child):
+            time.sleep(0.1)
+        assert not _running(child), "producer outlived its writer"
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
