@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, delete
 
+from rhip.security.fields import PROTECTED_TYPES, TOKEN_PREFIX
 from rhip.store import fastinsert
 from rhip.store.index_extract import index_tuples
 from rhip.store.index_schema import INDEX_TABLES, index_rows
@@ -28,7 +29,16 @@ _DELETE_ONE = {
 
 def rows_for(resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Index rows (table name -> rows) for the current body of ``resource``."""
-    return index_rows(resource)
+    rows = index_rows(resource)
+    if resource.get("resourceType") in PROTECTED_TYPES:
+        return {name: [r for r in table_rows if not _sealed(r.values())] for name, table_rows in rows.items()}
+    return rows
+
+
+def _sealed(values: Any) -> bool:
+    """True for an index row holding an SM4 token: random per write, so useless to search and to keep
+    (the searchable HMAC pseudonyms of those fields are indexed in their own rows)."""
+    return any(isinstance(v, str) and v.startswith(TOKEN_PREFIX) for v in values)
 
 
 def delete_index(conn: Connection, res_type: str, res_ids: Sequence[str]) -> None:
@@ -69,7 +79,10 @@ def tuple_rows_for(resource: dict[str, Any]) -> TupleRows:
     The bulk path computes these ahead of its write transaction, so the transaction itself only
     concatenates lists and hands them to the driver.
     """
-    return index_tuples(resource)
+    rows = index_tuples(resource)
+    if resource.get("resourceType") in PROTECTED_TYPES:
+        return {name: [r for r in table_rows if not _sealed(r)] for name, table_rows in rows.items()}
+    return rows
 
 
 def insert_tuples(conn: Connection, rows_by_table: TupleRows) -> int:
