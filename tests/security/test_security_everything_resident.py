@@ -1,7 +1,8 @@
 """``Patient/{id}/$everything`` over an MPI resident with authentication on, over real HTTP.
 
 One resident has a source record at facility A (er1, where docA treated them) and one at facility
-B (er2), linked by the MPI to a golden Patient; another person (eo1) is also docA's patient. The
+B (er2), linked by the MPI to a golden Patient; a third record (er3, another citizen ID) is linked
+to the same resident by mistake; another person (eo1) is also docA's patient. The
 whole-resident answer passes the policy resource by resource: an administrator gets every record,
 the resident gets their own, a practitioner gets no more than record-by-record requests would give
 them, and one without any relationship gets nothing. The audit names every resident concerned.
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.xdist_group("security_everything_resident")
 AT_A = {"er1", "encE1", "obsE1"}
 AT_B = {"er2", "encE2", "obsE2"}
 OTHER = {"eo1", "encO1", "obsO1"}
+WRONG_CID = make_citizen_id("370102", date(1971, 4, 5), 226, "female")
 DIRECTORY = {"orgA", "orgB", "docA"}
 ACCOUNTS: dict[str, tuple[str, dict[str, str]]] = {
     "admin": ("platform_admin", {}),
@@ -55,12 +57,14 @@ class Linked:
         return httpx.get(f"{self.base}/Patient/{pid}/$everything", params=params, headers=headers, timeout=60)
 
     def ids(self, who: str, pid: str, **params: str) -> set[str]:
-        """The ids ``who`` gets from ``$everything`` (empty on 404)."""
+        """The ids ``who`` gets from ``$everything`` (empty on 404), AuditEvents left out."""
         response = self.everything(who, pid, **params)
         if response.status_code == 404:
             return set()
         assert response.status_code == 200, (who, pid, response.text)
-        return {e["resource"]["id"] for e in response.json().get("entry", [])}
+        # the MPI's AuditEvent of the correction that linked er3 sits in the compartment too
+        entries = [e["resource"] for e in response.json().get("entry", [])]
+        return {r["id"] for r in entries if r["resourceType"] != "AuditEvent"}
 
     def audit(self) -> list[dict[str, Any]]:
         """Every audit entry so far."""
@@ -118,7 +122,17 @@ def _seed(store: Any) -> str:
         if body["resourceType"] == "Patient":
             residents[body["id"]] = match_and_link(store, store.read("Patient", body["id"])).resident_id
     assert residents["er1"] == residents["er2"] != residents["eo1"]
+    store.update("Patient", "er3", _patient("er3", WRONG_CID, "1971-04-05", "orgB", "MZ-34"))
+    match_and_link(store, store.read("Patient", "er3"))
+    _force_link(store, "er3", residents["er1"])
     return residents["er1"]
+
+
+def _force_link(store: Any, record: str, resident: str) -> None:
+    """Link a record to a resident by a reviewer's correction, whatever its evidence (a wrong link)."""
+    from rhip.mpi.corrections import link_record
+
+    link_record(store, record, resident, actor="reviewer")
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -148,7 +162,7 @@ def linked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 def test_admin_gets_the_whole_resident_and_the_audit_names_every_record(linked: Linked) -> None:
     ids = linked.ids("admin", linked.golden)
-    assert ids == {linked.golden} | AT_A | AT_B | DIRECTORY
+    assert ids == {linked.golden} | AT_A | AT_B | {"er3"} | DIRECTORY
     assert linked.ids("admin", "er2", _mdm="true") == ids
     done = [
         e for e in linked.audit()
@@ -164,23 +178,35 @@ def test_resident_sees_their_own_record(linked: Linked) -> None:
     assert own >= AT_A and not own & (OTHER | AT_B)
     whole = linked.ids("resident1", "er1", _mdm="true")
     assert whole >= AT_A  # every record the policy lets them see, never another person's
-    assert whole <= {linked.golden} | AT_A | AT_B | DIRECTORY
+    assert whole <= {linked.golden} | AT_A | AT_B | DIRECTORY and "er3" not in whole
     assert linked.everything("resident1", "eo1", _mdm="true").status_code == 404
 
 
-@pytest.mark.xfail(
-    reason="the resident role's 'self' relation is one Patient id: it does not yet extend over the "
-    "records the MPI links to it (rhip.security.policy), so the golden id answers 404",
-    strict=True,
-)
 def test_resident_sees_their_records_of_every_facility_from_the_golden_id(linked: Linked) -> None:
-    assert linked.ids("resident1", linked.golden) >= AT_A | AT_B
+    whole = linked.ids("resident1", linked.golden)
+    assert whole >= AT_A | AT_B
+    assert "er3" not in whole and not whole & OTHER  # the same citizen ID, not just the MPI link
+
+
+def test_resident_who_read_my_records_covers_every_facility(linked: Linked) -> None:
+    assert linked.ids("admin", "er2")  # a read of the resident's record at facility B
+    headers = {"Authorization": f"Bearer {linked.tokens['resident1']}"}
+    response = httpx.get(f"{linked.base}/AuditEvent", params={"entity": "Patient/er1"}, headers=headers)
+    assert response.status_code == 200, response.text
+    events = [e["resource"] for e in response.json()["entry"]]
+    read_b = [
+        ev for ev in events
+        if ev["agent"][0]["who"]["identifier"]["value"] == "admin"
+        and {"reference": "Patient/er2"} in [x["what"] for x in ev["entity"]]
+    ]  # fmt: skip
+    assert read_b, "the admin's read of er2 is missing from the resident's view"
+    assert len({e["id"] for e in events}) == len(events)  # an entry naming er1 and er2 comes once
 
 
 def test_practitioner_gets_nothing_beyond_record_by_record(linked: Linked) -> None:
     whole = linked.ids("docA", "er1", _mdm="true")
     assert whole >= AT_A and not whole & OTHER
-    one_by_one = linked.ids("docA", "er1") | linked.ids("docA", "er2")
+    one_by_one = linked.ids("docA", "er1") | linked.ids("docA", "er2") | linked.ids("docA", "er3")
     assert whole - {linked.golden} == one_by_one - {linked.golden}
     if "encE2" not in whole:  # a hidden visit must not reveal its facility through a reference
         assert "orgB" not in whole

@@ -205,13 +205,14 @@ async def audit_events(request: Request) -> Response:
         )
     ctx = begin(request, "search-type", "AuditEvent")
     principal = runtime.principal(ctx)
-    if principal.role not in ("platform_admin",) and principal.patient != patient:
+    records = runtime.relations.own_records(patient)  # the person's records at every facility
+    if principal.role not in ("platform_admin",) and principal.patient not in records:
         raise Forbidden("a resident may only see who accessed their own records")
     ctx.extra.setdefault("patients", set()).add(patient)
     runtime.writer.flush()
     from rhip.security.audit import events_for_patient
 
-    total, rows = events_for_patient(runtime.store.engine, patient, count=count, offset=offset)
+    total, rows = events_for_patient(runtime.store.engine, records, count=count, offset=offset)
     runtime.audit(ctx, "search-type", "0", [("Patient", patient)])
     return FhirResponse(audit_event_bundle(base_url(request), rows, total))
 

@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,19 +199,20 @@ def verify_chain(engine: sa.Engine) -> VerifyReport:
 
 
 def events_for_patient(
-    engine: sa.Engine, patient_id: str, *, count: int = 50, offset: int = 0
+    engine: sa.Engine, patient_id: str | Collection[str], *, count: int = 50, offset: int = 0
 ) -> tuple[int, list[tuple[int, dict[str, Any]]]]:
-    """(total, [(seq, entry)]) of the audit entries concerning one resident, newest first."""
+    """(total, [(seq, entry)]) of the audit entries concerning a resident, newest first.
+
+    ``patient_id`` may be several Patient ids (a resident's records at several facilities); an
+    entry naming more than one of them counts once.
+    """
+    ids = [patient_id] if isinstance(patient_id, str) else sorted(set(patient_id))
+    seqs = sa.select(audit_patient.c.seq).where(audit_patient.c.patient_id.in_(ids)).distinct()
     with engine.connect() as conn:
-        total = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(audit_patient)
-            .where(audit_patient.c.patient_id == patient_id)
-        ).scalar_one()
+        total = conn.execute(sa.select(sa.func.count()).select_from(seqs.subquery())).scalar_one()
         stmt = (
             sa.select(audit_log.c.seq, audit_log.c.entry)
-            .join(audit_patient, audit_patient.c.seq == audit_log.c.seq)
-            .where(audit_patient.c.patient_id == patient_id)
+            .where(audit_log.c.seq.in_(seqs))
             .order_by(audit_log.c.seq.desc())
             .limit(count)
             .offset(offset)

@@ -62,6 +62,22 @@ def records_of_sql(residents: Iterable[str]) -> Select[Any]:
     return select(mpi_record.c.record_id, mpi_record.c.resident_id).where(mpi_record.c.resident_id.in_(ids))
 
 
+def same_person_records_sql(patient: str) -> Select[Any]:
+    """Records linked to the same resident as ``patient`` that carry the same citizen ID number.
+
+    A resident's own view follows the MPI only where the citizen ID — the root of trust of the
+    resident's identity — agrees, so a wrong probabilistic link cannot show them a stranger's record.
+    """
+    from rhip.mpi.schema import mpi_record
+
+    own = mpi_record.alias("own")
+    return (
+        select(mpi_record.c.record_id)
+        .join(own, (own.c.resident_id == mpi_record.c.resident_id) & (own.c.cid == mpi_record.c.cid))
+        .where(own.c.record_id == patient, own.c.cid.is_not(None), own.c.cid != "")
+    )
+
+
 def residents_of_sql(patients: Iterable[str]) -> Select[Any]:
     """The residents of these source records (for expanding a set of Patient ids over links)."""
     from rhip.mpi.schema import mpi_record

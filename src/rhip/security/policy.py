@@ -186,7 +186,8 @@ class Policy:
         if role.relation == "all":
             return True
         if role.relation == "self":
-            return principal.patient is not None and patient == principal.patient
+            own = principal.patient
+            return own is not None and (patient == own or patient in self.relations.own_records(own))
         if role.relation == "area":
             return _notifiable(resource) and self.relations.in_area(patient, principal.area)
         return False

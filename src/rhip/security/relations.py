@@ -243,6 +243,22 @@ class Relations:
             return patient, frozenset({patient})
         return resident, frozenset(records | {patient, resident})
 
+    def own_records(self, patient: str) -> frozenset[str]:
+        """The Patient records a resident signed in as ``patient`` may see as their own.
+
+        Their record, the golden Patient of their resident, and every record the MPI linked to it
+        that carries the same citizen ID (see :func:`linkage.same_person_records_sql`).
+        """
+        return frozenset(self._cached(("own", patient), lambda: self._compute_own(patient)))
+
+    def _compute_own(self, patient: str) -> frozenset[str]:
+        resident, group = self.linked(patient)
+        if len(group) == 1:
+            return group
+        with self.store.engine.connect() as conn:
+            same = {str(r[0]) for r in conn.execute(linkage.same_person_records_sql(patient))}
+        return frozenset(same | {patient, resident})
+
     def expand_linked(self, patients: set[str], limit: int) -> set[str] | None:
         """``patients`` with every record linked to them by the MPI; None when more than ``limit``."""
         if not patients or not self._mpi_ready():

@@ -165,7 +165,7 @@ class SecurityRuntime:
             return result
         principal = self.principal(ctx)
         plain = [(n, v) for n, v in params if n.split(":", 1)[0] not in _SHAPING]
-        plain = self._narrow_to_care(principal, res_type, _narrowed(ctx, res_type, plain))
+        plain = self._narrow_to_care(principal, res_type, self._narrow_to_own(principal, res_type, plain))
         want_total = ("_total", "none") not in params
         page, total, has_next = self._scan(principal, res_type, plain, count, offset, want_total)
         page = self.filter_results(ctx, page)
@@ -234,6 +234,26 @@ class SecurityRuntime:
                 res_type, [("_id", ",".join(chunk)), ("_total", "none")], count=len(chunk)
             )
             yield found.matches
+
+    def _narrow_to_own(
+        self, principal: Principal, res_type: str | None, params: list[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """Push a resident's own-records rule into the SQL search (their records at every facility).
+
+        Without it a resident's search would scan the whole region's matches to keep only theirs.
+        The policy filter still runs on the narrowed result, so this can only drop records the
+        resident may not see anyway (those of a type that names no patient at all).
+        """
+        from rhip.fhir.search_params import search_params_for
+
+        if principal.role != "resident" or not principal.patient:
+            return params
+        own = ",".join(sorted(self.relations.own_records(principal.patient)))
+        if res_type == "Patient":
+            return [*params, ("_id", own)]
+        if res_type and "patient" in search_params_for(res_type):
+            return [*params, ("patient", own)]  # bare ids: one IN list on target_id
+        return params
 
     def _narrow_to_care(
         self, principal: Principal, res_type: str | None, params: list[tuple[str, str]]
@@ -317,25 +337,3 @@ class SecurityRuntime:
 def forbid(reason: str) -> None:
     """Raise Forbidden with a reason (helper for routers of this module)."""
     raise Forbidden(reason)
-
-
-def _narrowed(
-    ctx: RequestContext, res_type: str | None, params: list[tuple[str, str]]
-) -> list[tuple[str, str]]:
-    """Push a resident's own-records rule into the SQL search, so the window holds their records.
-
-    Without it a resident's search would read the first RESTRICTED_WINDOW matches of the whole
-    region and keep only theirs, missing records beyond the window. The policy filter still runs
-    on the narrowed result, so this can only drop records the resident may not see anyway (those
-    of the type that name no patient at all, which residents rarely need).
-    """
-    from rhip.fhir.search_params import search_params_for
-
-    principal = ctx.extra.get("principal")
-    if not isinstance(principal, Principal) or principal.role != "resident" or not principal.patient:
-        return params
-    if res_type == "Patient":
-        return [*params, ("_id", principal.patient)]
-    if res_type and "patient" in search_params_for(res_type):
-        return [*params, ("patient", f"Patient/{principal.patient}")]
-    return params
