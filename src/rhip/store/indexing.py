@@ -30,15 +30,34 @@ _DELETE_ONE = {
 def rows_for(resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Index rows (table name -> rows) for the current body of ``resource``."""
     rows = index_rows(resource)
-    if resource.get("resourceType") in PROTECTED_TYPES:
-        return {name: [r for r in table_rows if not _sealed(r.values())] for name, table_rows in rows.items()}
-    return rows
+    if resource.get("resourceType") not in PROTECTED_TYPES:
+        return rows
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, table_rows in rows.items():
+        out[name] = []
+        for row in table_rows:
+            kept = _unsealed(name, tuple(row.values()))
+            if kept is not None:
+                out[name].append(dict(zip(row, kept, strict=True)))
+    return out
 
 
-def _sealed(values: Any) -> bool:
-    """True for an index row holding an SM4 token: random per write, so useless to search and to keep
-    (the searchable HMAC pseudonyms of those fields are indexed in their own rows)."""
-    return any(isinstance(v, str) and v.startswith(TOKEN_PREFIX) for v in values)
+def _sealed(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(TOKEN_PREFIX)
+
+
+def _unsealed(table: str, row: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """An index row without SM4 tokens (random per write, so useless to search and to keep).
+
+    A token row keeps its system with no code, so ``identifier=<system>|`` still finds the record;
+    a row of another table holding a token is dropped. The searchable HMAC pseudonyms of those
+    fields are indexed in rows of their own.
+    """
+    if not any(_sealed(v) for v in row):
+        return row
+    if table != "idx_token":
+        return None
+    return tuple(None if _sealed(v) else v for v in row)
 
 
 def delete_index(conn: Connection, res_type: str, res_ids: Sequence[str]) -> None:
@@ -80,9 +99,12 @@ def tuple_rows_for(resource: dict[str, Any]) -> TupleRows:
     concatenates lists and hands them to the driver.
     """
     rows = index_tuples(resource)
-    if resource.get("resourceType") in PROTECTED_TYPES:
-        return {name: [r for r in table_rows if not _sealed(r)] for name, table_rows in rows.items()}
-    return rows
+    if resource.get("resourceType") not in PROTECTED_TYPES:
+        return rows
+    out: TupleRows = {}
+    for name, table_rows in rows.items():
+        out[name] = [kept for r in table_rows if (kept := _unsealed(name, r)) is not None]
+    return out
 
 
 def insert_tuples(conn: Connection, rows_by_table: TupleRows) -> int:
