@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from rhip.ingest.pipeline import PAUSE_ENV
+from rhip.ingest.chunkwrite import PAUSE_ENV
 
 N_PATIENTS = 3000
 N_MESSAGES = 2500

@@ -33,6 +33,14 @@ from rhip.config import get_settings
 from rhip.errors import Issue, RhipError, VersionConflict
 from rhip.fhir.search_params import registry_version
 from rhip.ingest.canonical import Canonicaliser, ConceptTranslator
+from rhip.ingest.chunkwrite import (
+    ChunkWrite,
+    insert_ignore,
+    prepare_chunk,
+    upsert_source_time,
+    write_chunk_provenance,
+    write_resources,
+)
 from rhip.ingest.hooks import RecordObserver, notify_merge, notify_patients
 from rhip.ingest.model import BatchReport, Mapped, Record, SourceInfo
 from rhip.ingest.provenance import build_provenance, now_instant, scoped_key, source_uri, stable_id
@@ -82,32 +90,6 @@ def reasons_of(issues: Sequence[Issue]) -> list[dict[str, str]]:
     ]
 
 
-def insert_ignore(engine: Engine, table: Any) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING for SQLite and PostgreSQL."""
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table).on_conflict_do_nothing()
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table).on_conflict_do_nothing()
-
-
-def _upsert_source_time(engine: Engine) -> Any:
-    stmt: Any
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        stmt = pg_insert(ingest_source_time)
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        stmt = sqlite_insert(ingest_source_time)
-    return stmt.on_conflict_do_update(
-        index_elements=["res_type", "res_id"], set_={"event_time": stmt.excluded.event_time}
-    )
-
-
 def record_key(rec: Record, source: SourceInfo) -> str:
     """The idempotency key of a record: its own key (or content hash) scoped to its source."""
     return scoped_key(source, rec.key or hashlib.sha256(rec.raw).hexdigest())
@@ -127,39 +109,6 @@ class _Accepted:
     mapped: Mapped
     slot: int
     ready: list[Any]  # rhip.store.bulk.Ready of the resources, when prepared by a producer
-
-
-@dataclass
-class _ChunkWrite:
-    """A chunk's prepared writes: resources with per-record Provenance, then the chunk's Provenance.
-
-    ``chunk_provenance`` (bulk loads) is written only when the chunk changed something or is
-    tracked, so re-loading an unchanged file rewrites nothing.
-    """
-
-    batches: list[bulk.Prepared]
-    provenances: int
-    chunk_provenance: list[bulk.Prepared]
-
-
-#: Test hook for the crash test: "<chunk number>:<file>" makes the given chunk (1-based, counted
-#: per process) create the file and sleep after its resources are written but before its
-#: transaction commits, so a kill lands between the two writes deterministically.
-PAUSE_ENV = "RHIP_INGEST_TEST_PAUSE"
-_chunks_written = 0
-
-
-def _pause_point() -> None:
-    global _chunks_written
-    _chunks_written += 1
-    spec = os.environ.get(PAUSE_ENV)
-    if not spec:
-        return
-    at, _, marker = spec.partition(":")
-    if at.isdigit() and int(at) == _chunks_written and marker:
-        with open(marker, "w", encoding="utf-8") as fh:
-            fh.write(str(os.getpid()))
-        time.sleep(600)
 
 
 class RecordPreparer:
@@ -520,7 +469,7 @@ class Pipeline:
                 known[(r["resourceType"], r["id"])] = t
         return stale
 
-    def _plan(self, source: SourceInfo, fresh: list[_Accepted], per_record: bool) -> _ChunkWrite:
+    def _plan(self, source: SourceInfo, fresh: list[_Accepted], per_record: bool) -> ChunkWrite:
         """Everything the chunk's transaction writes, pre-read and prepared before it opens.
 
         A bundle that needs server logic is processed here by the store, in a transaction of its
@@ -565,11 +514,7 @@ class Pipeline:
                         recorded,
                     )
                 ]
-        return _ChunkWrite(
-            [bulk.prepare(self.engine, b) for b in bulk.split_batches([*latest.values(), *provs])],
-            len(provs),
-            [bulk.prepare(self.engine, b) for b in bulk.split_batches(chunk_prov)],
-        )
+        return prepare_chunk(self.engine, [*latest.values(), *provs], len(provs), chunk_prov)
 
     def _commit(
         self,
@@ -588,7 +533,7 @@ class Pipeline:
         restart re-processes a chunk that did not commit. A transaction that lost a race with a
         concurrent writer is retried whole, with the report's counts put back first.
         """
-        plan = self._plan(source, fresh, per_record) if fresh else _ChunkWrite([], 0, [])
+        plan = self._plan(source, fresh, per_record) if fresh else ChunkWrite([], 0, [])
         before = dataclasses.replace(report)
         for attempt in range(1, bulk.BATCH_ATTEMPTS + 1):
             try:
@@ -608,16 +553,14 @@ class Pipeline:
         self,
         conn: Connection,
         report: BatchReport,
-        plan: _ChunkWrite,
+        plan: ChunkWrite,
         fresh: list[_Accepted],
         *,
         track: bool,
         lock: bool,
     ) -> None:
         """Write the chunk's resources and Provenance in the caller's transaction; count them."""
-        result = bulk.BulkWriteResult()
-        for batch in plan.batches:
-            result.add(bulk.write_batch(conn, batch, lock=lock))
+        result = write_resources(conn, plan, lock=lock)
         # every Provenance is created or updated (its recorded time changes); count only resources
         report.resources_written += max(result.created + result.updated - plan.provenances, 0)
         if track:
@@ -626,10 +569,8 @@ class Pipeline:
             # one resource per record: the store's unchanged count is the re-delivered lines
             report.stored += len(fresh) - result.unchanged
             report.duplicates += result.unchanged
-        _pause_point()
         if result.created + result.updated or track:
-            for batch in plan.chunk_provenance:
-                bulk.write_batch(conn, batch, lock=lock)
+            write_chunk_provenance(conn, plan, lock=lock)
 
     def _process_bundle(self, acc: _Accepted) -> list[dict[str, Any]]:
         """A bundle needing server logic goes through the store's transaction processing."""
@@ -666,7 +607,7 @@ class Pipeline:
         }
         if times:
             conn.execute(
-                _upsert_source_time(self.engine),
+                upsert_source_time(self.engine),
                 [{"res_type": k[0], "res_id": k[1], "event_time": t} for k, t in times.items()],
             )
         if quarantined:
