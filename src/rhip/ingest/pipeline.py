@@ -1,21 +1,24 @@
 """The ingest pipeline: map, canonicalise, validate, de-duplicate, write with provenance, quarantine.
 
 Every connector feeds :class:`Record` objects to :meth:`Pipeline.run`. Records are handled in
-chunks: one idempotency look-up, one ``Store.bulk_write`` of the resources plus their Provenance,
-then one transaction that records delivered keys, quarantined records and the batch counts.
+chunks: one idempotency look-up, then one transaction that writes the chunk's resources, their
+Provenance (per record, or one per chunk for bulk loads), the delivered keys, quarantined records,
+source event times, quality tallies and the batch counts.
 
-Crash safety comes from the order of those steps and from deterministic ids: resources are written
-before their delivery key, and re-writing an identical resource is a no-op in the store
-("unchanged"), so a process killed at any moment and restarted on the same input neither loses nor
-duplicates anything.
+Crash safety comes from that single transaction and from deterministic ids: a process killed at
+any moment leaves each chunk either wholly committed or not at all, and a restart on the same input
+re-processes what did not commit; re-writing an identical resource is a no-op in the store
+("unchanged"), so nothing is lost, duplicated, or left without its Provenance.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,12 +27,20 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import Engine, insert, select, tuple_, update
+from sqlalchemy import Connection, Engine, insert, select, tuple_, update
 
 from rhip.config import get_settings
-from rhip.errors import Issue, RhipError
+from rhip.errors import Issue, RhipError, VersionConflict
 from rhip.fhir.search_params import registry_version
 from rhip.ingest.canonical import Canonicaliser, ConceptTranslator
+from rhip.ingest.chunkwrite import (
+    ChunkWrite,
+    insert_ignore,
+    prepare_chunk,
+    upsert_source_time,
+    write_chunk_provenance,
+    write_resources,
+)
 from rhip.ingest.hooks import RecordObserver, notify_merge, notify_patients
 from rhip.ingest.model import BatchReport, Mapped, Record, SourceInfo
 from rhip.ingest.provenance import build_provenance, now_instant, scoped_key, source_uri, stable_id
@@ -41,6 +52,8 @@ from rhip.ingest.schema import (
     ingest_source_time,
 )
 from rhip.ingest.validate import ResourceValidator, structural_issues
+from rhip.store import bulk
+from rhip.store.engine import write_transaction
 
 if TYPE_CHECKING:
     from rhip.ingest.producer import PreparedRecord
@@ -75,32 +88,6 @@ def reasons_of(issues: Sequence[Issue]) -> list[dict[str, str]]:
         {"rule": i.code, "path": ".".join(i.expression), "message": i.diagnostics, "severity": i.severity}
         for i in issues
     ]
-
-
-def insert_ignore(engine: Engine, table: Any) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING for SQLite and PostgreSQL."""
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table).on_conflict_do_nothing()
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table).on_conflict_do_nothing()
-
-
-def _upsert_source_time(engine: Engine) -> Any:
-    stmt: Any
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        stmt = pg_insert(ingest_source_time)
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        stmt = sqlite_insert(ingest_source_time)
-    return stmt.on_conflict_do_update(
-        index_elements=["res_type", "res_id"], set_={"event_time": stmt.excluded.event_time}
-    )
 
 
 def record_key(rec: Record, source: SourceInfo) -> str:
@@ -405,8 +392,9 @@ class Pipeline:
         for acc in fresh:
             for obs in observers:
                 obs.on_stored(acc.record, acc.mapped, acc.record.source or source, arrival)
-        self._write(report, source, fresh, track, per_record_provenance)
-        self._finish_chunk(report, fresh, quarantined, track, arrival)
+        self._commit(
+            report, source, fresh, quarantined, track=track, per_record=per_record_provenance, now=arrival
+        )
         for src in {a.record.source or source for a in fresh}:
             self._notify(src, [a for a in fresh if (a.record.source or source) == src])
         for obs in self.observers:
@@ -481,11 +469,13 @@ class Pipeline:
                 known[(r["resourceType"], r["id"])] = t
         return stale
 
-    def _write(
-        self, report: BatchReport, source: SourceInfo, fresh: list[_Accepted], track: bool, per_record: bool
-    ) -> None:
-        if not fresh:
-            return
+    def _plan(self, source: SourceInfo, fresh: list[_Accepted], per_record: bool) -> ChunkWrite:
+        """Everything the chunk's transaction writes, pre-read and prepared before it opens.
+
+        A bundle that needs server logic is processed here by the store, in a transaction of its
+        own (see docs/ingest.md: its Provenance and delivery key commit with the chunk, so a crash
+        in between re-delivers the bundle on restart).
+        """
         targets: dict[int, list[dict[str, Any]]] = {}
         latest: dict[tuple[str, str], Any] = {}  # resource, or its bulk.Ready from a producer
         for acc in fresh:
@@ -498,8 +488,8 @@ class Pipeline:
                 latest[(res["resourceType"], res["id"])] = ready.get(id(res), res)
         recorded = now_instant()
         provs: list[dict[str, Any]] = []
+        chunk_prov: list[dict[str, Any]] = []
         if per_record:
-            # written in the same bulk call (one transaction) as the resources they describe
             provs = [
                 build_provenance(
                     stable_id("prov", a.key),
@@ -511,35 +501,76 @@ class Pipeline:
                 for a in fresh
                 if targets[id(a)]
             ]
-        created = updated = unchanged = 0
-        if latest or provs:
-            result = self.store.bulk_write([*latest.values(), *provs])
-            created = int(getattr(result, "created", 0))
-            updated = int(getattr(result, "updated", 0))
-            unchanged = int(getattr(result, "unchanged", 0))
+        else:
+            first, last = fresh[0], fresh[-1]
+            every = [r for a in fresh for r in targets[id(a)]]
+            if every:
+                chunk_prov = [
+                    build_provenance(
+                        stable_id("prov", first.key, last.key, str(len(fresh))),
+                        every,
+                        source,
+                        [f"{source.location}#{first.record.position}..{last.record.position}"],
+                        recorded,
+                    )
+                ]
+        return prepare_chunk(self.engine, [*latest.values(), *provs], len(provs), chunk_prov)
+
+    def _commit(
+        self,
+        report: BatchReport,
+        source: SourceInfo,
+        fresh: list[_Accepted],
+        quarantined: list[dict[str, Any]],
+        *,
+        track: bool,
+        per_record: bool,
+        now: float,
+    ) -> None:
+        """Commit the chunk in one transaction: resources, their Provenance and the bookkeeping rows.
+
+        A process killed at any moment therefore leaves either all of a chunk or none of it; the
+        restart re-processes a chunk that did not commit. A transaction that lost a race with a
+        concurrent writer is retried whole, with the report's counts put back first.
+        """
+        plan = self._plan(source, fresh, per_record) if fresh else ChunkWrite([], 0, [])
+        before = dataclasses.replace(report)
+        for attempt in range(1, bulk.BATCH_ATTEMPTS + 1):
+            try:
+                with write_transaction(self.engine) as conn:
+                    self._write(conn, report, plan, fresh, track=track, lock=attempt > 1)
+                    self._finish_chunk(conn, report, fresh, quarantined, track, now)
+                return
+            except VersionConflict:
+                for f in dataclasses.fields(BatchReport):
+                    setattr(report, f.name, getattr(before, f.name))
+                if attempt == bulk.BATCH_ATTEMPTS:
+                    raise
+                log.info("ingest chunk lost a race with a concurrent writer; retrying (%d)", attempt)
+                time.sleep(random.uniform(0, 0.02 * attempt))
+
+    def _write(
+        self,
+        conn: Connection,
+        report: BatchReport,
+        plan: ChunkWrite,
+        fresh: list[_Accepted],
+        *,
+        track: bool,
+        lock: bool,
+    ) -> None:
+        """Write the chunk's resources and Provenance in the caller's transaction; count them."""
+        result = write_resources(conn, plan, lock=lock)
         # every Provenance is created or updated (its recorded time changes); count only resources
-        report.resources_written += max(created + updated - len(provs), 0)
+        report.resources_written += max(result.created + result.updated - plan.provenances, 0)
         if track:
             report.stored += len(fresh)
         else:
             # one resource per record: the store's unchanged count is the re-delivered lines
-            report.stored += len(fresh) - unchanged
-            report.duplicates += unchanged
-        if not per_record and (created + updated or track):
-            first, last = fresh[0], fresh[-1]
-            every = [r for a in fresh for r in targets[id(a)]]
-            if every:
-                self.store.bulk_write(
-                    [
-                        build_provenance(
-                            stable_id("prov", first.key, last.key, str(len(fresh))),
-                            every,
-                            source,
-                            [f"{source.location}#{first.record.position}..{last.record.position}"],
-                            recorded,
-                        )
-                    ]
-                )
+            report.stored += len(fresh) - result.unchanged
+            report.duplicates += result.unchanged
+        if result.created + result.updated or track:
+            write_chunk_provenance(conn, plan, lock=lock)
 
     def _process_bundle(self, acc: _Accepted) -> list[dict[str, Any]]:
         """A bundle needing server logic goes through the store's transaction processing."""
@@ -555,36 +586,37 @@ class Pipeline:
 
     def _finish_chunk(
         self,
+        conn: Connection,
         report: BatchReport,
         fresh: list[_Accepted],
         quarantined: list[dict[str, Any]],
         track: bool,
         now: float,
     ) -> None:
-        with self.engine.begin() as conn:
-            if track and fresh:
-                conn.execute(
-                    insert_ignore(self.engine, ingest_delivery),
-                    [{"key": a.key, "batch_id": report.batch_id, "received_at": now} for a in fresh],
-                )
-            times = {
-                (r["resourceType"], r["id"]): a.mapped.event_time
-                for a in fresh
-                if a.mapped.ordered and a.mapped.event_time is not None
-                for r in a.mapped.resources
-            }
-            if times:
-                conn.execute(
-                    _upsert_source_time(self.engine),
-                    [{"res_type": k[0], "res_id": k[1], "event_time": t} for k, t in times.items()],
-                )
-            if quarantined:
-                conn.execute(insert_ignore(self.engine, ingest_quarantine), quarantined)
-            self._save_counts(conn, report)
-            for obs in self.observers:
-                flush_into = getattr(obs, "flush_into", None)
-                if flush_into is not None:
-                    flush_into(conn)  # quality counts commit with the chunk they describe
+        """The chunk's delivery keys, source times, quarantine rows, counts and quality tallies."""
+        if track and fresh:
+            conn.execute(
+                insert_ignore(self.engine, ingest_delivery),
+                [{"key": a.key, "batch_id": report.batch_id, "received_at": now} for a in fresh],
+            )
+        times = {
+            (r["resourceType"], r["id"]): a.mapped.event_time
+            for a in fresh
+            if a.mapped.ordered and a.mapped.event_time is not None
+            for r in a.mapped.resources
+        }
+        if times:
+            conn.execute(
+                upsert_source_time(self.engine),
+                [{"res_type": k[0], "res_id": k[1], "event_time": t} for k, t in times.items()],
+            )
+        if quarantined:
+            conn.execute(insert_ignore(self.engine, ingest_quarantine), quarantined)
+        self._save_counts(conn, report)
+        for obs in self.observers:
+            flush_into = getattr(obs, "flush_into", None)
+            if flush_into is not None:
+                flush_into(conn)  # quality counts commit with the chunk they describe
 
     def _notify(self, source: SourceInfo, fresh: list[_Accepted]) -> None:
         patients = [r for a in fresh for r in a.mapped.resources if r.get("resourceType") == "Patient"]

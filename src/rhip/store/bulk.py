@@ -82,7 +82,7 @@ def bulk_write(
     if batch_size < 1:
         raise InvalidRequest("bulk_write: batch_size must be at least 1")
     total = BulkWriteResult()
-    batches = _batches(resources, batch_size)
+    batches = split_batches(resources, batch_size)
     first = next(batches, None)
     if first is None:
         return total
@@ -198,7 +198,14 @@ def _write_with_retries(engine: Engine, batch: Prepared) -> BulkWriteResult:
     raise VersionConflict("bulk batch could not be written", status=409)  # not reached
 
 
-def _batches(resources: Iterable[dict[str, Any] | Ready], size: int) -> Iterator[list[Ready]]:
+def split_batches(resources: Iterable[dict[str, Any] | Ready], size: int = 2000) -> Iterator[list[Ready]]:
+    """``resources`` as batches of distinct keys for :func:`prepare` and :func:`write_batch`.
+
+    A key seen again starts a new batch, so writing the batches in order lets the later resource
+    win. A caller that writes several batches in one transaction of its own (the ingest pipeline
+    commits a chunk's resources with its bookkeeping rows) uses this with :func:`prepare` and
+    :func:`write_batch`; :func:`bulk_write` commits each batch on its own.
+    """
     batch: list[Ready] = []
     seen: set[Key] = set()
     for position, resource in enumerate(resources):

@@ -1,0 +1,106 @@
+"""One ingest chunk's transaction: its prepared writes, the SQL of its bookkeeping rows, a test hook.
+
+The pipeline (:mod:`rhip.ingest.pipeline`) commits a chunk's resources, their Provenance and its
+delivery, quarantine, source-time and count rows in one transaction, so a process killed at any
+moment leaves the chunk wholly committed or not at all. What that transaction writes is prepared
+here before it opens (version pre-reads, index rows), keeping the transaction short.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from rhip.ingest.schema import ingest_source_time
+from rhip.store import bulk
+
+
+def insert_ignore(engine: Engine, table: Any) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING for SQLite and PostgreSQL."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def upsert_source_time(engine: Engine) -> Any:
+    """INSERT ... ON CONFLICT UPDATE of a resource's latest source event time."""
+    stmt: Any
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(ingest_source_time)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(ingest_source_time)
+    return stmt.on_conflict_do_update(
+        index_elements=["res_type", "res_id"], set_={"event_time": stmt.excluded.event_time}
+    )
+
+
+@dataclass
+class ChunkWrite:
+    """A chunk's prepared writes: resources with per-record Provenance, then the chunk's Provenance.
+
+    ``chunk_provenance`` (bulk loads) is written only when the chunk changed something or is
+    tracked, so re-loading an unchanged file rewrites nothing.
+    """
+
+    batches: list[bulk.Prepared]
+    provenances: int
+    chunk_provenance: list[bulk.Prepared]
+
+
+#: Test hook for the crash test: "<chunk number>:<file>" makes the given chunk (1-based, counted
+#: per process) create the file and sleep after its resources are written but before its
+#: transaction commits, so a kill lands between the two writes deterministically.
+PAUSE_ENV = "RHIP_INGEST_TEST_PAUSE"
+_chunks_written = 0
+
+
+def pause_point() -> None:
+    """Sleep here when :data:`PAUSE_ENV` names this chunk (crash test only; unset: a counter)."""
+    global _chunks_written
+    _chunks_written += 1
+    spec = os.environ.get(PAUSE_ENV)
+    if not spec:
+        return
+    at, _, marker = spec.partition(":")
+    if at.isdigit() and int(at) == _chunks_written and marker:
+        with open(marker, "w", encoding="utf-8") as fh:
+            fh.write(str(os.getpid()))
+        time.sleep(600)
+
+
+def prepare_chunk(
+    engine: Engine, resources: list[Any], provenances: int, chunk_provenance: list[dict[str, Any]]
+) -> ChunkWrite:
+    """Pre-read and prepare a chunk's writes (``resources`` ends with its ``provenances``)."""
+    return ChunkWrite(
+        [bulk.prepare(engine, b) for b in bulk.split_batches(resources)],
+        provenances,
+        [bulk.prepare(engine, b) for b in bulk.split_batches(chunk_provenance)],
+    )
+
+
+def write_resources(conn: Connection, plan: ChunkWrite, *, lock: bool) -> bulk.BulkWriteResult:
+    """Write the chunk's resources and per-record Provenance in the caller's transaction."""
+    result = bulk.BulkWriteResult()
+    for batch in plan.batches:
+        result.add(bulk.write_batch(conn, batch, lock=lock))
+    pause_point()
+    return result
+
+
+def write_chunk_provenance(conn: Connection, plan: ChunkWrite, *, lock: bool) -> None:
+    """Write the chunk's own Provenance (bulk loads) in the caller's transaction."""
+    for batch in plan.chunk_provenance:
+        bulk.write_batch(conn, batch, lock=lock)
