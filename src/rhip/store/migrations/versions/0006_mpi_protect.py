@@ -5,7 +5,8 @@
 key version of a row's pseudonyms. A migration holds no keys, so the plaintext of existing rows is
 cleared (with the citizen-ID and phone blocking keys and the citizen-ID cards) and their
 ``key_version`` left NULL: links and residents are kept, and ``rhip link --all`` rebuilds those
-rows protected. Downgrading clears the protected values the same way.
+rows protected. Downgrading clears the protected values the same way. A database whose ``0001``
+built the newer table shape already has the two columns; they are added only when missing.
 
 Revision ID: 0006
 Revises: 0005
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+
+from rhip.store.migrations.guards import column_missing
 
 revision = "0006"
 down_revision = "0005"
@@ -32,8 +35,10 @@ def upgrade() -> None:
         batch.alter_column("cid", type_=sa.String(64), existing_type=sa.String(18))
         batch.alter_column("cid_raw", type_=sa.Text, existing_type=sa.String(32))
         batch.alter_column("phone", type_=sa.String(64), existing_type=sa.String(16))
-        batch.add_column(sa.Column("phone_sm4", sa.Text))
-        batch.add_column(sa.Column("key_version", sa.Integer, nullable=True))
+        if column_missing("mpi_record", "phone_sm4"):
+            batch.add_column(sa.Column("phone_sm4", sa.Text))
+        if column_missing("mpi_record", "key_version"):
+            batch.add_column(sa.Column("key_version", sa.Integer, nullable=True))
 
 
 def downgrade() -> None:
