@@ -24,6 +24,7 @@ from rhip.mpi.batch import cluster_pairs, collect_features, scored_pairs, train
 from rhip.mpi.evaluate import evaluate
 from rhip.mpi.features import RecordFeatures
 from rhip.mpi.model import MatchModel, load_model, score_pair
+from rhip.mpi.protect import MpiSeal
 from rhip.mpi.sample import sample_population
 
 
@@ -114,6 +115,14 @@ def confusions(
     return {"false links": wrong.most_common(8), "missed links": missed.most_common(8)}
 
 
+def _seal() -> MpiSeal:
+    """A seal with fresh keys in a temporary folder (the MPI's own keys are the store's)."""
+    from rhip.security.crypto import FieldCipher
+    from rhip.security.keys import KeyRing
+
+    return MpiSeal(FieldCipher(KeyRing(Path(tempfile.mkdtemp(prefix="rhip-keys-")))))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -125,6 +134,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="Region folder (reused when it already holds a region).")
     parser.add_argument("--max-pairs", type=float, default=5e6)
     parser.add_argument("--save-model", type=Path, help="Write the trained model JSON here.")
+    parser.add_argument(
+        "--sealed", action="store_true", help="Seal the features (pseudonyms, as the MPI stores them)."
+    )
     args = parser.parse_args()
 
     clock = time.perf_counter()
@@ -142,7 +154,7 @@ def main() -> None:
     else:
         patients, truth = sample_population(args.residents, seed=args.seed)
     made = time.perf_counter() - clock
-    table = collect_features(patients)
+    table = collect_features(patients, _seal() if args.sealed else None)
     clock = time.perf_counter()
     model = train(table, load_model(), max_pairs=args.max_pairs)
     trained = time.perf_counter() - clock

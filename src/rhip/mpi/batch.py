@@ -20,6 +20,7 @@ from typing import Any
 from rhip.mpi.features import RecordFeatures, extract_features
 from rhip.mpi.golden import is_golden
 from rhip.mpi.model import COMPARISONS, MODEL_COLUMNS, MatchModel, auto_link_allowed_sql, splink_settings
+from rhip.mpi.protect import MpiSeal
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,17 @@ class FeatureTable:
         return pa.table({k: pa.array(v, type=pa.string()) for k, v in self.columns.items()})
 
 
-def collect_features(patients: Iterable[dict[str, Any]]) -> FeatureTable:
-    """Features of every source Patient (golden Patients and ones without id are skipped)."""
+def collect_features(patients: Iterable[dict[str, Any]], seal: MpiSeal | None = None) -> FeatureTable:
+    """Features of every source Patient (golden Patients and ones without id are skipped).
+
+    With a ``seal`` (the store's keys) they are sealed, so the citizen ID and phone Splink compares
+    exactly are pseudonyms, as in the real-time path and the MPI tables.
+    """
     table = FeatureTable()
     for patient in patients:
         if patient.get("id") and not is_golden(patient):
-            table.add(extract_features(patient))
+            features = extract_features(patient)
+            table.add(seal.features(features) if seal is not None else features)
     return table
 
 

@@ -49,12 +49,15 @@ class RecordFeatures:
     cid_problems: tuple[str, ...] = ()
     cards: tuple[tuple[str, str], ...] = field(default=())
     deceased: bool = False
+    phone_sm4: str | None = None  # the phone SM4-encrypted (rhip.mpi.protect), for the golden Patient
+    cid_raw_key: str | None = None  # blocking key of cid_raw: the value itself, or its pseudonym once sealed
 
     def as_row(self) -> dict[str, Any]:
-        """Columns for the MPI record table and the Splink input frame."""
+        """Columns for the MPI record table (the blocking-key form of the raw ID is not stored)."""
         row = asdict(self)
         row["cid_problems"] = ",".join(self.cid_problems) or None
         row.pop("cards")
+        row.pop("cid_raw_key")
         return row
 
 
@@ -198,6 +201,7 @@ def extract_features(patient: dict[str, Any]) -> RecordFeatures:
         cid_raw=cid_raw,
         cid_problems=problems,
         cards=cards,
+        cid_raw_key=cid_raw,
         deceased=bool(patient.get("deceasedBoolean") or patient.get("deceasedDateTime")),
     )
 
@@ -207,9 +211,11 @@ def blocking_keys(features: RecordFeatures) -> list[str]:
 
     Chosen so that a true match shares at least one key despite any single error: citizen ID
     (also the raw one), birth date and its swap, pinyin name with birth year, phone, person cards.
+    Sealed features (:mod:`rhip.mpi.protect`) carry pseudonyms of the citizen ID and phone, so
+    those keys hold no plaintext.
     """
     keys: set[str] = set()
-    for cid in (features.cid, features.cid_raw):
+    for cid in (features.cid, features.cid_raw_key):
         if cid:
             keys.add(f"c:{cid}")
     if features.dob:

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Engine, select
 
 from rhip.fhir import systems
 from rhip.fhir.identifiers import check_citizen_id
+from rhip.mpi.protect import MpiSeal
 from rhip.mpi.schema import mpi_record, mpi_resident
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,8 @@ def build_golden(resident: dict[str, Any], records: Sequence[dict[str, Any]]) ->
 
 
 def golden_bodies(conn: Connection, resident_ids: Iterable[str]) -> list[dict[str, Any]]:
-    """Golden Patient bodies of the given residents, read from the MPI tables."""
+    """Golden Patient bodies of the given residents, read from the MPI tables (IDs and phones decrypted)."""
+    seal = MpiSeal.of(conn)
     ids = sorted(set(resident_ids))
     out: list[dict[str, Any]] = []
     for start in range(0, len(ids), 500):
@@ -127,13 +129,14 @@ def golden_bodies(conn: Connection, resident_ids: Iterable[str]) -> list[dict[st
         ).mappings()
         by_resident: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
-            by_resident.setdefault(row["resident_id"], []).append(dict(row))
+            by_resident.setdefault(row["resident_id"], []).append(seal.reveal(dict(row)))
         out.extend(build_golden(dict(res), by_resident.get(res["resident_id"], [])) for res in residents)
     return out
 
 
 def iter_golden(conn: Connection, resident_ids: set[str]) -> Iterator[dict[str, Any]]:
     """Golden bodies of many residents from one ordered scan (the batch path: no IN lists)."""
+    seal = MpiSeal.of(conn)
     residents = {
         r["resident_id"]: dict(r)
         for r in conn.execute(select(mpi_resident)).mappings()
@@ -151,7 +154,7 @@ def iter_golden(conn: Connection, resident_ids: set[str]) -> Iterator[dict[str, 
             if current in residents:
                 yield build_golden(residents.pop(current), group)
             current, group = row["resident_id"], []
-        group.append(dict(row))
+        group.append(seal.reveal(dict(row)))
     if current in residents:
         yield build_golden(residents.pop(current), group)
     for resident in residents.values():  # residents left without records (retired)

@@ -25,6 +25,7 @@ from sqlalchemy import Connection, delete, insert, select, text, update
 from rhip.fhir.identifiers import check_digit
 from rhip.mpi.features import RecordFeatures, blocking_keys
 from rhip.mpi.model import MatchModel, PairScore, auto_link_allowed, score_pair
+from rhip.mpi.protect import MpiSeal
 from rhip.mpi.schema import mpi_card, mpi_key, mpi_lock, mpi_record, mpi_resident, mpi_review
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 #: Columns of ``mpi_record`` that mirror :class:`RecordFeatures`.
 FEATURE_COLUMNS = (
     "name", "family", "name_py", "family_py", "dob", "dob_swap", "sex", "phone",
-    "district", "address", "name_a", "address_a", "cid", "cid_raw",
+    "district", "address", "name_a", "address_a", "cid", "cid_raw", "phone_sm4",
 )  # fmt: skip
 
 
@@ -101,20 +102,25 @@ def lock_keys(conn: Connection, keys: Iterable[str]) -> None:
         conn.execute(update(mpi_lock).where(mpi_lock.c.id == 1).values(n=mpi_lock.c.n + 1))
 
 
-def features_from_row(row: Any) -> RecordFeatures:
-    """Rebuild comparison features from an ``mpi_record`` row."""
+def features_from_row(row: Any, seal: MpiSeal) -> RecordFeatures:
+    """Rebuild (sealed) comparison features from an ``mpi_record`` row; the raw ID is decrypted."""
     m = row._mapping
     problems = tuple((m["cid_problems"] or "").split(",")) if m["cid_problems"] else ()
+    values = {c: m[c] for c in FEATURE_COLUMNS}
+    values["cid_raw"] = seal.raw_cid(values["cid_raw"])
     return RecordFeatures(
-        record_id=m["record_id"], **{c: m[c] for c in FEATURE_COLUMNS}, cid_problems=problems,
-        deceased=bool(m["deceased"]),
+        record_id=m["record_id"], **values, cid_problems=problems, deceased=bool(m["deceased"]),
     )  # fmt: skip
 
 
 def find_candidates(
     conn: Connection, features: RecordFeatures, model: MatchModel, weights: dict[str, list[float]]
 ) -> list[Candidate]:
-    """Best-scoring record of every resident sharing a blocking key, best resident first."""
+    """Best-scoring record of every resident sharing a blocking key, best resident first.
+
+    ``features`` are sealed (:meth:`rhip.mpi.protect.MpiSeal.features`), as the stored rows are.
+    """
+    seal = MpiSeal.of(conn)
     keys = blocking_keys(features)
     if not keys:
         return []
@@ -126,7 +132,7 @@ def find_candidates(
     ).all()
     best: dict[str, Candidate] = {}
     for row in rows:
-        other = features_from_row(row)
+        other = features_from_row(row, seal)
         pair: PairScore = score_pair(features, other, model, weights)
         weight, rule = pair.weight, "probabilistic"
         if features.cid is not None and features.cid == other.cid:
@@ -161,8 +167,8 @@ def write_record(
     weight: float | None,
     now: float,
 ) -> None:
-    """Insert or replace the record row, its blocking keys and its cards."""
-    row = features.as_row()
+    """Insert or replace the record row, its blocking keys and its cards (``features`` sealed)."""
+    row = MpiSeal.of(conn).row(features)
     row.update(resident_id=resident_id, link_source=source, link_weight=weight, updated=now)
     conn.execute(delete(mpi_record).where(mpi_record.c.record_id == features.record_id))
     conn.execute(insert(mpi_record).values(**row))
@@ -207,7 +213,10 @@ def _open_reviews(conn: Connection, record_id: str, candidates: list[Candidate],
 def link_features(
     conn: Connection, features: RecordFeatures, model: MatchModel, weights: dict[str, list[float]]
 ) -> LinkDecision:
-    """Decide and write the link of one record inside the caller's transaction (locks taken here)."""
+    """Decide and write the link of one record inside the caller's transaction (locks taken here).
+
+    ``features`` must be sealed with the store's keys (:meth:`rhip.mpi.protect.MpiSeal.features`).
+    """
     now = time.time()
     lock_keys(conn, [*blocking_keys(features), f"r:{features.record_id}"])
     existing = conn.execute(

@@ -22,6 +22,7 @@ from rhip.mpi.features import RecordFeatures, blocking_keys
 from rhip.mpi.golden import StoreLike, golden_bodies, iter_golden
 from rhip.mpi.link import new_vhc
 from rhip.mpi.model import MatchModel, score_pair
+from rhip.mpi.protect import MpiSeal
 from rhip.mpi.schema import mpi_card, mpi_change, mpi_key, mpi_record, mpi_resident, mpi_review
 from rhip.mpi.service import current_model, model_path, ready, reset_model_cache
 
@@ -68,42 +69,41 @@ def _write_links(
     assignment: dict[str, str],
     existing: dict[str, tuple[str, str]],
     now: float,
+    stale: set[str],
 ) -> set[str]:
     """New records get their row, keys and cards; known ones only a changed link; gone ones leave.
 
+    Known records in ``stale`` (sealed under another HMAC key version, or before revision 0006)
+    are written again in full, keeping their link source unless their resident changes.
     Returns the residents whose set of records changed (their golden Patients need rewriting).
     """
     present = set(table.columns["unique_id"])
     gone = [rid for rid in existing if rid not in present]
     touched = {existing[rid][0] for rid in gone}
-    for start in range(0, len(gone), 500):
-        chunk = gone[start : start + 500]
-        for t in (mpi_key, mpi_card, mpi_record):
-            conn.execute(delete(t).where(t.c.record_id.in_(chunk)))
-    record_cols = [
-        *RecordFeatures("").as_row().keys(),
-        "resident_id",
-        "link_source",
-        "link_weight",
-        "updated",
-    ]
-    records: list[tuple[Any, ...]] = []
+    _delete_records(conn, [*gone, *(rid for rid in stale if rid in present)])
+    seal = MpiSeal.of(conn)
+    records: list[dict[str, Any]] = []
     keys: list[tuple[Any, ...]] = []
     cards: list[tuple[Any, ...]] = []
     moved: list[dict[str, Any]] = []
     for feats in table.features:
         rid, resident = feats.record_id, assignment[feats.record_id]
-        if rid in existing:
-            if existing[rid][0] != resident:
+        before = existing.get(rid)
+        if before is not None and before[0] != resident:
+            touched.update((before[0], resident))
+        if before is not None and rid not in stale:
+            if before[0] != resident:
                 moved.append({"rid": rid, "res": resident, "now": now})
-                touched.update((existing[rid][0], resident))
             continue
         touched.add(resident)
-        row = feats.as_row()
-        records.append((*row.values(), resident, "batch", None, now))
+        source = before[1] if before is not None and before[0] == resident else "batch"
+        records.append({**seal.row(feats), "resident_id": resident, "link_source": source,
+                        "link_weight": None, "updated": now})  # fmt: skip
         keys.extend((k, rid) for k in blocking_keys(feats))
         cards.extend((s, v, rid) for s, v in sorted(set(feats.cards)))
-    _bulk_insert(conn, mpi_record, record_cols, records)
+    if records:
+        columns = list(records[0])
+        _bulk_insert(conn, mpi_record, columns, [tuple(r[c] for c in columns) for r in records])
     _bulk_insert(conn, mpi_key, ["bkey", "record_id"], keys)
     _bulk_insert(conn, mpi_card, ["system", "value", "record_id"], cards)
     if moved:
@@ -115,6 +115,13 @@ def _write_links(
         for start in range(0, len(moved), _CHUNK):
             conn.execute(stmt, moved[start : start + _CHUNK])
     return touched
+
+
+def _delete_records(conn: Connection, record_ids: list[str]) -> None:
+    for start in range(0, len(record_ids), 500):
+        chunk = record_ids[start : start + 500]
+        for t in (mpi_key, mpi_card, mpi_record):
+            conn.execute(delete(t).where(t.c.record_id.in_(chunk)))
 
 
 def _new_residents(
@@ -193,7 +200,7 @@ def relink_all(
     """  # fmt: skip
     ready(store.engine)
     report, clock = RelinkReport(), time.perf_counter()
-    table = collect_features(_patients(store))
+    table = collect_features(_patients(store), MpiSeal.of(store.engine))
     report.records, report.seconds["read"] = len(table), round(time.perf_counter() - clock, 2)
     model = model or current_model()[0]
     if retrain and len(table) > 1:
@@ -239,11 +246,14 @@ def _apply(
 
     now = time.time()
     with write_transaction(store.engine) as conn:
-        existing = {r.record_id: (r.resident_id, r.link_source) for r in conn.execute(
-            select(mpi_record.c.record_id, mpi_record.c.resident_id, mpi_record.c.link_source))}  # fmt: skip
+        version = MpiSeal.of(conn).version
+        rows = conn.execute(select(mpi_record.c.record_id, mpi_record.c.resident_id,
+                                   mpi_record.c.link_source, mpi_record.c.key_version)).all()  # fmt: skip
+        existing = {r.record_id: (r.resident_id, r.link_source) for r in rows}
+        stale = {r.record_id for r in rows if r.key_version != version}
         assignment, fresh = assign_residents(result.clusters, existing)
         report.new_residents = _new_residents(conn, result.clusters, assignment, fresh, now)
-        touched = _write_links(conn, table, assignment, existing, now)
+        touched = _write_links(conn, table, assignment, existing, now, stale)
         gone = {r for r, _ in existing.values()} - set(assignment.values())
         for rid in sorted(gone):
             conn.execute(

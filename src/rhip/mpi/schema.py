@@ -5,7 +5,8 @@
 link table the lake reads); ``mpi_key`` indexes records under blocking keys for real-time lookup;
 ``mpi_card`` resolves any card to its source record; ``mpi_review`` is the possible-match queue;
 ``mpi_change`` keeps every link change with its before/after state so that each is reversible.
-The tables and the ``mpi_lock`` row are created by the platform's migrations (revision ``0003``);
+The tables and the ``mpi_lock`` row are created by the platform's migrations (revision ``0003``;
+``0006`` made citizen IDs and phones pseudonyms or SM4 tokens, see :mod:`rhip.mpi.protect`);
 a change here needs a new revision.
 """
 
@@ -40,16 +41,18 @@ mpi_record = Table(
     Column("dob", String(10)),
     Column("dob_swap", String(10)),
     Column("sex", String(8)),
-    Column("phone", String(16)),
+    Column("phone", String(64)),  # HMAC-SM3 pseudonym (rhip.mpi.protect)
     Column("district", Text),
     Column("address", Text),
     Column("name_a", Text),
     Column("address_a", Text),
-    Column("cid", String(18)),
-    Column("cid_raw", String(32)),
+    Column("cid", String(64)),  # HMAC-SM3 pseudonym of the trusted citizen ID
+    Column("cid_raw", Text),  # SM4 token of the raw citizen ID (compared approximately)
     Column("cid_problems", Text),
     Column("deceased", Boolean, nullable=False, default=False),
     Column("updated", Float, nullable=False),
+    Column("phone_sm4", Text),  # SM4 token of the phone, for the golden Patient
+    Column("key_version", Integer, nullable=True),  # HMAC key version of the pseudonyms; NULL: rebuild
     Index("ix_mpi_record_resident", "resident_id"),
 )
 

@@ -20,6 +20,7 @@ from rhip.mpi.features import extract_features
 from rhip.mpi.golden import StoreLike, is_golden, refresh_golden
 from rhip.mpi.link import LinkDecision, link_features
 from rhip.mpi.model import MatchModel, load_model
+from rhip.mpi.protect import MpiSeal
 from rhip.mpi.schema import ensure_schema, mpi_card, mpi_record, mpi_resident
 from rhip.store.engine import write_transaction
 
@@ -79,7 +80,7 @@ def match_and_link(
         model, weights = current_model()
     else:
         weights = model.level_weights()
-    features = extract_features(patient)
+    features = MpiSeal.of(store.engine).features(extract_features(patient))
     with write_transaction(store.engine) as conn:
         decision = link_features(conn, features, model, weights)
     refresh_golden(store, decision.touched_residents)
@@ -137,7 +138,7 @@ def resolve_card(conn: Connection, card: str) -> str:
     row = conn.execute(
         select(mpi_record.c.resident_id)
         .join(mpi_card, mpi_card.c.record_id == mpi_record.c.record_id)
-        .where(mpi_card.c.system == system, mpi_card.c.value == value)
+        .where(mpi_card.c.system == system, mpi_card.c.value.in_(MpiSeal.of(conn).card_values(system, value)))
         .limit(1)
     ).first()
     if row is None:

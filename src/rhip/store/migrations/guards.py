@@ -26,3 +26,8 @@ def insert_row_once(table: sa.TableClause, key: str, row: dict[str, Any]) -> Non
     found = op.get_bind().execute(sa.select(table.c[key]).where(table.c[key] == row[key])).first()
     if found is None:
         op.bulk_insert(table, [row])
+
+
+def column_missing(table: str, column: str) -> bool:
+    """True when ``table`` has no column ``column`` yet (a database whose ``0001`` built the newer shape)."""
+    return column not in {c["name"] for c in sa.inspect(op.get_bind()).get_columns(table)}
