@@ -14,33 +14,9 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
-PG_ADMIN = os.environ.get("RHIP_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-@contextmanager
-def fresh_url(backend: str) -> Iterator[str]:
-    """An empty database of ``backend``: a SQLite file in a temp dir or a new PostgreSQL database."""
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory() as tmp:
-            yield f"sqlite:///{Path(tmp) / 'bench.sqlite'}"
-        return
-    import psycopg
-
-    name = f"rhip_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG_ADMIN.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+from store_bulk import database  # the same scratch database (run from benchmarks/ as a script)
 
 
 def build_seconds(backend: str, how: str) -> float:
@@ -48,7 +24,7 @@ def build_seconds(backend: str, how: str) -> float:
     from rhip.store.engine import make_engine
     from rhip.store.migrations import platform_metadata, upgrade
 
-    with fresh_url(backend) as url:
+    with database(backend) as url:
         engine = make_engine(url)
         try:
             start = time.perf_counter()
@@ -68,7 +44,7 @@ def at_head_seconds(backend: str, calls: int) -> tuple[float, float]:
     from rhip.store.engine import make_engine
     from rhip.store.migrations import upgrade
 
-    with fresh_url(backend) as url:
+    with database(backend) as url:
         engine = make_engine(url)
         try:
             upgrade(engine)

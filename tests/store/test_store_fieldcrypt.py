@@ -45,6 +45,19 @@ def patient(i: int, res_id: str | None = None) -> dict[str, Any]:
     return body
 
 
+def observation(res_id: str | None, subject: str) -> dict[str, Any]:
+    """A final Observation about ``subject`` (a reference string); no id when ``res_id`` is None."""
+    body: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "x"},
+        "subject": {"reference": subject},
+    }
+    if res_id is not None:
+        body["id"] = res_id
+    return body
+
+
 def crypt_for(folder: Path) -> FieldCrypt:
     """Field encryption with the keys of ``folder``."""
     return FieldCrypt(FieldCipher(KeyRing(folder)))
@@ -109,12 +122,7 @@ def test_every_write_path_leaves_no_plaintext(store: Store) -> None:
                 "request": {"method": "POST", "url": "Patient"},
             },
             {
-                "resource": {
-                    "resourceType": "Observation",
-                    "status": "final",
-                    "code": {"text": "x"},
-                    "subject": {"reference": f"Patient?identifier={CITIZEN_ID}|{CIDS[4]}"},
-                },
+                "resource": observation(None, f"Patient?identifier={CITIZEN_ID}|{CIDS[4]}"),
                 "request": {"method": "POST", "url": "Observation"},
             },
         ],
@@ -147,17 +155,7 @@ def test_every_write_path_leaves_no_plaintext(store: Store) -> None:
 def test_reads_return_plaintext(store: Store) -> None:
     store.update("Patient", "p1", patient(1, "p1"))
     store.update("Patient", "p1", {**patient(1, "p1"), "gender": "female"})
-    store.update(
-        "Observation",
-        "o1",
-        {
-            "resourceType": "Observation",
-            "id": "o1",
-            "status": "final",
-            "code": {"text": "x"},
-            "subject": {"reference": "Patient/p1"},
-        },
-    )
+    store.update("Observation", "o1", observation("o1", "Patient/p1"))
     expected = patient(1, "p1")["identifier"]
     assert store.read("Patient", "p1")["identifier"] == expected
     assert store.vread("Patient", "p1", 1)["telecom"][0]["value"] == PHONES[1]
@@ -185,17 +183,7 @@ def test_reads_return_plaintext(store: Store) -> None:
 def test_identifier_and_phone_search_find_the_record(store: Store) -> None:
     store.update("Patient", "p1", patient(1, "p1"))
     store.update("Patient", "p2", patient(2, "p2"))
-    store.update(
-        "Observation",
-        "o1",
-        {
-            "resourceType": "Observation",
-            "id": "o1",
-            "status": "final",
-            "code": {"text": "x"},
-            "subject": {"reference": "Patient/p1"},
-        },
-    )
+    store.update("Observation", "o1", observation("o1", "Patient/p1"))
 
     def ids(params: list[tuple[str, str]], res_type: str = "Patient") -> list[str]:
         return sorted(m["id"] for m in store.search(res_type, params, count=10).matches)

@@ -25,6 +25,7 @@ from sqlalchemy import ARRAY, Connection, Engine, LargeBinary, String, any_, bin
 from sqlalchemy.pool import StaticPool
 
 from rhip.errors import InvalidRequest, RhipError, VersionConflict
+from rhip.security.fields import PROTECTED_TYPES
 from rhip.store import fastinsert, fieldcrypt, indexing
 from rhip.store.engine import read_connection, write_transaction
 from rhip.store.meta import check_id, check_type, new_id, next_timestamp, now, stamp
@@ -130,14 +131,15 @@ def prepare_resource(resource: dict[str, Any], *, position: int = 0, rows: bool 
     """Prepare one resource for storage: the single per-resource step before comparison and encoding.
 
     Checks type and id (raises InvalidRequest naming ``resources[position]``; assigns an id when
-    absent), and with ``rows`` computes the index rows. The content compared with the stored
-    version, the index rows and the encoded body all derive from the returned ``resource``, so a
-    transformation applied to every stored resource belongs here. It is a pure function of the
-    resource: an ingest producer process may run it ahead of the write transaction.
+    absent), and with ``rows`` computes the index rows — except for the person types whose
+    fields the store encrypts: their rows must come from the encrypted body, which only the
+    writer (holding the keys) builds. It is a pure function of the resource: an ingest producer
+    process may run it ahead of the write transaction.
     """
     key = _key(resource, position)
     body = resource if resource.get("id") == key[1] else {**resource, "id": key[1]}
-    return Ready(key, body, indexing.tuple_rows_for(body) if rows else None)
+    ahead = rows and key[0] not in PROTECTED_TYPES
+    return Ready(key, body, indexing.tuple_rows_for(body) if ahead else None)
 
 
 class Item(NamedTuple):
