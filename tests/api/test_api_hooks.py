@@ -145,3 +145,25 @@ def test_unexpected_errors_answer_500_outcome_without_details(client, monkeypatc
     assert "330106198005170027" not in response.text
     assert body["issue"][0]["diagnostics"].startswith("internal server error")
     assert any("unhandled error" in r.getMessage() for r in caplog.records)
+
+
+def test_started_app_keeps_its_long_lived_objects_out_of_the_collector(client):
+    """While the app runs, what existed at start-up is frozen (no full collection walks it again)."""
+    import gc
+
+    assert gc.get_freeze_count() > 0
+    assert client.get("/fhir/metadata").status_code == 200
+
+
+def test_stopped_app_hands_its_objects_back_to_the_collector(db_url, tmp_path):
+    import gc
+
+    from fastapi.testclient import TestClient
+
+    from rhip.api import create_app
+    from rhip.config import Settings
+
+    settings = Settings(data_dir=tmp_path, database_url=db_url, auth_enabled=False)
+    with TestClient(create_app(settings=settings, router_modules=())):
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0

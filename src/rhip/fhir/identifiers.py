@@ -45,9 +45,7 @@ def normalize_citizen_id(value: str) -> str:
     return re.sub(r"\s+", "", folded).upper()
 
 
-def check_citizen_id(
-    value: str, *, birth_date: date | None = None, sex: str | None = None
-) -> CitizenIdCheck:
+def check_citizen_id(value: str, *, birth_date: date | None = None, sex: str | None = None) -> CitizenIdCheck:
     """Check an 18-digit citizen ID against GB 11643 and, when given, the record's birth date and sex.
 
     Problems reported: ``format`` (not 17 digits + digit/X), ``checksum``, ``birth-date`` (not a

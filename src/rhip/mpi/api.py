@@ -44,6 +44,7 @@ def _row_id() -> Any:
     """A fresh path-parameter spec per route (FastAPI must not share one FieldInfo between routes)."""
     return Path(..., ge=0, le=_INT64_MAX)
 
+
 T = TypeVar("T")
 
 
