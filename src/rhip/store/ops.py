@@ -369,9 +369,7 @@ class Ops:
         deleted = resource is None
         stored = None if resource is None else self.fields.protect(resource)
         body = (
-            tombstone(res_type, res_id, version, ts)
-            if stored is None
-            else stamp(stored, res_id, version, ts)
+            tombstone(res_type, res_id, version, ts) if stored is None else stamp(stored, res_id, version, ts)
         )
         encoded = dumps(body)
         key = {"k_type": res_type, "k_id": res_id, "k_version": cur.version_id}
