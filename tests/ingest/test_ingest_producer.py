@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -18,8 +19,8 @@ from sqlalchemy import text
 
 from rhip.errors import RhipError
 from rhip.ingest.model import Record, SourceInfo
-from rhip.ingest.pipeline import Pipeline
-from rhip.ingest.producer import RecordSource
+from rhip.ingest.pipeline import MAPPERS, MapContext, Pipeline, RecordPreparer, chunks
+from rhip.ingest.producer import RecordSource, _observe, compacted, prepare_chunk
 from rhip.ingest.runner import _ndjson_records, ingest_file
 from rhip.ingest.validate import ResourceValidator
 from rhip.quality.collector import QualityCollector
@@ -128,6 +129,52 @@ def test_ingest_file_uses_the_producer_from_the_configured_size(
         total - len(BAD_LINES),
         len(BAD_LINES),
     )
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_whoever_encodes_a_record_the_store_gets_the_same(tmp_path: Path, share: float) -> None:
+    """Chunks prepared as the producer prepares them (encoded share, compact records, pickled)
+    and written by the pipeline leave what one process leaves, whatever share the producer encodes."""
+    path = tmp_path / "mixed.ndjson"
+    total = _mixed_file(path)
+    _, one = _load(f"sqlite:///{tmp_path / 'one.sqlite'}", path, producer=False)
+    store = Store(f"sqlite:///{tmp_path / 'two.sqlite'}")
+    try:
+        pipe = Pipeline(store, observers=[QualityCollector(store.engine)], chunk_size=97)
+        source = SourceInfo("SYN", "fhir-ndjson", str(path))
+        ctx = MapContext(source, pipe.tz, pipe.translator)
+        records = RecordSource(_ndjson_records, (path,))
+        job = pipe._producer_job(ctx, records, MAPPERS[source.connector], list(pipe.observers))
+        assert job is not None and job.compact and job.encrypts and job.field_keys
+        preparer = RecordPreparer(job.translator, job.tz, job.validator)
+        report, compact = pipe.open_batch(source), 0
+        for chunk in chunks(records, 97):
+            ready = _observe(job, prepare_chunk(job, preparer, chunk, share))
+            ready.records = [compacted(p, job.whole_types) for p in ready.records]
+            ready = pickle.loads(pickle.dumps(ready))
+            compact += sum(1 for p in ready.records if p.mapped is not None and not p.record.raw)
+            for obs, part in zip(pipe.observers, ready.observed or (), strict=True):
+                obs.merge(part)
+            pipe.process_chunk(
+                report,
+                ctx,
+                [p.record for p in ready.records],
+                MAPPERS[source.connector],
+                track=False,
+                per_record_provenance=False,
+                prepared=ready.records,
+                observed_by=pipe.observers,
+            )
+        pipe.close_batch(report)
+        assert (report.received, report.stored, report.quarantined) == (
+            total,
+            total - len(BAD_LINES),
+            len(BAD_LINES),
+        )
+        assert compact == (0 if share == 0 else pytest.approx(share * total, abs=60))
+        assert _snapshot(store) == one
+    finally:
+        store.close()
 
 
 def _failing_records(path: Path, after: int) -> Iterator[Record]:
