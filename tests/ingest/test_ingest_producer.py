@@ -213,27 +213,30 @@ from rhip.ingest.runner import _ndjson_records
 from rhip.ingest.validate import ResourceValidator
 
 if __name__ == "__main__":
-    path = Path(sys.argv[1])
+    path, chunk = Path(sys.argv[1]), int(sys.argv[2])
     job = ProducerJob(SourceInfo("F", "fhir-ndjson", str(path)), RecordSource(_ndjson_records, (path,)),
-                      "fhir-ndjson", None, "UTC", ConceptTranslator(), ResourceValidator(), {}, 5, True)
+                      "fhir-ndjson", None, "UTC", ConceptTranslator(), ResourceValidator(), {}, chunk, True)
     with Producer(job) as producer:
         print(producer.pid, flush=True)
-        time.sleep(600)  # never reads: the producer fills the queue and waits
+        time.sleep(600)  # never reads: the producer fills the queue and waits, or queues all and ends
 """
 
 
-def test_the_producer_exits_when_its_writer_is_killed(tmp_path: Path) -> None:
-    """kill -9 of the writing process must not leave the producer running."""
+@pytest.mark.parametrize("chunk", [5, 100_000])
+def test_the_producer_exits_when_its_writer_is_killed(tmp_path: Path, chunk: int) -> None:
+    """kill -9 of the writing process must not leave the producer running: neither one waiting
+    for room in the queue (small chunks) nor one that queued the whole file (one big chunk) and
+    waits for its last bytes to be read."""
     path = tmp_path / "Patient.ndjson"
     path.write_bytes((DATA / "Patient.000.ndjson").read_bytes())
     script = tmp_path / "writer.py"
     script.write_text(textwrap.dedent(_ORPHAN))
-    writer = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE)
+    writer = subprocess.Popen([sys.executable, str(script), str(path), str(chunk)], stdout=subprocess.PIPE)
     try:
         assert writer.stdout is not None
         child = int(writer.stdout.readline())
         assert Path(f"/proc/{child}").exists()
-        time.sleep(1.0)
+        time.sleep(3.0 if chunk > 5 else 1.0)  # the big chunk: prepared and queued by now
         os.kill(writer.pid, signal.SIGKILL)
         writer.wait()
         deadline = time.time() + 15

@@ -19,7 +19,8 @@ Everything that must stay ordered or transactional stays in the writing process:
 ordering checks, quality observers, the store's version look-ups and writes, delivery keys,
 quarantine rows and batch counts. The producer commits nothing, so a crash of either process
 loses nothing that was acknowledged (the writer commits a chunk before counting it), and a
-producer whose parent died (``kill -9``) notices within a second and exits.
+producer whose parent died (``kill -9``) notices within a second and exits, also when it has
+already queued its last chunk (a watchdog thread).
 The child is started with ``spawn`` (no inherited threads or connections).
 """
 
@@ -33,6 +34,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -273,6 +275,7 @@ def _produce(job: ProducerJob, out: Any, parent: int) -> None:
     from rhip.ingest.pipeline import RecordPreparer, chunks
 
     stats = ProducerStats()
+    threading.Thread(target=_exit_with, args=(parent,), name="rhip-producer-watchdog", daemon=True).start()
     try:
         preparer = RecordPreparer(job.translator, job.tz, job.validator)
         # the tables loaded so far (validator, pinyin, search parameters) live as long as the
@@ -314,6 +317,18 @@ def _observe(job: ProducerJob, prepared: list[PreparedRecord]) -> PreparedChunk:
             else:
                 obs.on_stored(p.record, p.mapped, src, arrival)
     return PreparedChunk(prepared, [obs.drain() for obs in job.observers])
+
+
+def _exit_with(parent: int) -> None:
+    """Exit as soon as the writer is gone, whatever the producer is doing.
+
+    Once its last chunks are queued the producer returns, and the process then waits for the
+    queue's feeder thread to hand them to the pipe; with the writer killed nobody reads them,
+    so without this the process would wait for ever.
+    """
+    while os.getppid() == parent:
+        time.sleep(POLL_SECONDS)
+    os._exit(1)
 
 
 def _empty(out: Any) -> bool:
