@@ -20,7 +20,7 @@ from sqlalchemy import text
 from rhip.errors import RhipError
 from rhip.ingest.model import Record, SourceInfo
 from rhip.ingest.pipeline import MAPPERS, MapContext, Pipeline, RecordPreparer, chunks
-from rhip.ingest.producer import RecordSource, _observe, compacted, prepare_chunk
+from rhip.ingest.producer import Balance, RecordSource, _observe, compacted, prepare_chunk
 from rhip.ingest.runner import _ndjson_records, ingest_file
 from rhip.ingest.validate import ResourceValidator
 from rhip.quality.collector import QualityCollector
@@ -175,6 +175,23 @@ def test_whoever_encodes_a_record_the_store_gets_the_same(tmp_path: Path, share:
         assert _snapshot(store) == one
     finally:
         store.close()
+
+
+def test_the_encoded_share_moves_towards_the_idle_side() -> None:
+    balance = Balance(share=0.5, step=0.1)
+    balance.update(writer_starved=True, producer_blocked=False)
+    assert balance.share == pytest.approx(0.4)
+    balance.update(writer_starved=False, producer_blocked=True)
+    balance.update(writer_starved=False, producer_blocked=True)
+    assert balance.share == pytest.approx(0.6)
+    balance.update(writer_starved=False, producer_blocked=False)  # neither waited: keep
+    assert balance.share == pytest.approx(0.6)
+    for _ in range(20):
+        balance.update(writer_starved=True, producer_blocked=False)
+    assert balance.share == 0.0
+    for _ in range(20):
+        balance.update(writer_starved=False, producer_blocked=True)
+    assert balance.share == 1.0
 
 
 def _failing_records(path: Path, after: int) -> Iterator[Record]:
