@@ -8,7 +8,8 @@ Measures, in one run on the same machine:
      resources as the pipeline does, with the real schema and with no secondary index;
   3. the full pipeline (validation, canonicalisation, quality rules, provenance, index rows) into
      SQLite (and PostgreSQL with --pg URL), in one process and with the producer process
-     (``rhip.ingest.producer``: both cores); CPU time counts the producer's too;
+     (``rhip.ingest.producer``: both cores); CPU time counts the producer's too, and the producer
+     run reports its balance (seconds each side waited for the other, the share it encoded);
   4. a cProfile (CPU time) of a smaller one-process run, summed per area.
 
 Usage: .venv/bin/python benchmarks/ingest_ndjson.py [--resources 20000] [--pg postgresql+psycopg://...]
