@@ -3,9 +3,13 @@
 Measures, in one run on the same machine:
   1. raw parse limit: orjson parsing the same file, streamed;
   2. raw insert limit: one SQLite transaction of plain 1.2 KB rows (WAL, executemany);
+     and the store's own rows: exactly the rows the one-process load wrote (bodies, versions,
+     index rows, Provenance) re-inserted with plain executemany, a transaction per 1,000
+     resources as the pipeline does, with the real schema and with no secondary index;
   3. the full pipeline (validation, canonicalisation, quality rules, provenance, index rows) into
      SQLite (and PostgreSQL with --pg URL), in one process and with the producer process
-     (``rhip.ingest.producer``: both cores); CPU time counts the producer's too;
+     (``rhip.ingest.producer``: both cores); CPU time counts the producer's too, and the producer
+     run reports its balance (seconds each side waited for the other, the share it encoded);
   4. a cProfile (CPU time) of a smaller one-process run, summed per area.
 
 Usage: .venv/bin/python benchmarks/ingest_ndjson.py [--resources 20000] [--pg postgresql+psycopg://...]
@@ -122,20 +126,91 @@ def raw_insert(path: Path, tmp: Path) -> float:
     return rate
 
 
+#: Tables holding what the store writes per resource: bodies, versions (Provenance included), index.
+OWN_TABLES = ("resource", "resource_version")
+
+
+def own_rows_limit(
+    loaded: Path, tmp: Path, n: int, *, secondary: bool, per_txn: int = 1000
+) -> tuple[float, float]:
+    """Resources/s (wall, per CPU-s) re-inserting exactly the rows of ``loaded`` (a finished load).
+
+    Same schema (tables, and with ``secondary`` every index of the store), same pragmas as the
+    store's engine (WAL, synchronous NORMAL, 16 MB page cache), one transaction per ``per_txn``
+    resources with one executemany per table: what SQLite itself needs for our rows, without Python.
+    """
+    src = sqlite3.connect(loaded)
+    names = [
+        *OWN_TABLES,
+        *(
+            r[0]
+            for r in src.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'idx_*' ORDER BY name"
+            )
+        ),
+    ]
+    ddl = [
+        src.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (t,)).fetchone()[0]
+        for t in names
+    ]
+    if secondary:
+        ddl += [
+            r[0]
+            for r in src.execute(
+                "SELECT sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN "
+                f"({', '.join('?' for _ in names)})",
+                names,
+            )
+        ]
+    rows = {t: src.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in names}
+    src.close()
+    target = tmp / f"own-{'indexed' if secondary else 'bare'}.sqlite"
+    target.unlink(missing_ok=True)
+    db = sqlite3.connect(target, isolation_level=None)
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "cache_size=-16384"):
+        db.execute(f"PRAGMA {pragma}")
+    for statement in ddl:
+        db.execute(statement)
+    parts = max(1, -(-n // per_txn))
+    sql = {t: f"INSERT INTO {t} VALUES ({', '.join('?' for _ in rows[t][0])})" for t in names if rows[t]}
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    for k in range(parts):
+        db.execute("BEGIN IMMEDIATE")
+        for table, insert in sql.items():
+            part = rows[table]
+            db.executemany(insert, part[k * len(part) // parts : (k + 1) * len(part) // parts])
+        db.execute("COMMIT")
+    rates = n / (time.perf_counter() - t0), n / (time.process_time() - cpu0)
+    db.close()
+    return rates
+
+
+def use_producer(producer: bool) -> None:
+    """Producer process on (any file size) or off for the next loads.
+
+    The settings are cached at the first import of the platform's modules: clear that cache, or
+    the variable set here would not be seen.
+    """
+    from rhip.config import get_settings
+
+    os.environ["RHIP_INGEST_PRODUCER_MIN_BYTES"] = "1" if producer else "0"
+    get_settings.cache_clear()
+
+
 def cpu_seconds() -> float:
     """CPU time of this process plus its finished children (the producer process)."""
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def pipeline_run(path: Path, url: str, n: int, producer: bool) -> tuple[float, float, float, float]:
-    """(wall rate, rate per CPU-second of both processes, peak RSS before, after) of one load."""
+def pipeline_run(path: Path, url: str, n: int, producer: bool) -> tuple[float, float, float, float, Any]:
+    """(wall rate, rate per CPU-second of both processes, peak RSS before, after, producer stats)."""
     from rhip.ingest.pipeline import Pipeline
     from rhip.ingest.runner import ingest_file
     from rhip.quality.collector import QualityCollector
     from rhip.store import Store
 
-    os.environ["RHIP_INGEST_PRODUCER_MIN_BYTES"] = "1" if producer else "0"
+    use_producer(producer)
     store = Store(url)
     pipe = Pipeline(store, observers=[QualityCollector(store.engine)])
     before = rss_mb()
@@ -145,7 +220,7 @@ def pipeline_run(path: Path, url: str, n: int, producer: bool) -> tuple[float, f
     store.close()
     if rep.stored != n:
         raise SystemExit(f"expected {n} stored, got {rep}")
-    return n / elapsed, n / cpu_used, before, rss_mb()
+    return n / elapsed, n / cpu_used, before, rss_mb(), getattr(pipe, "producer_stats", None)
 
 
 def profile(path: Path, tmp: Path) -> list[tuple[str, float]]:
@@ -154,7 +229,7 @@ def profile(path: Path, tmp: Path) -> list[tuple[str, float]]:
     from rhip.quality.collector import QualityCollector
     from rhip.store import Store
 
-    os.environ["RHIP_INGEST_PRODUCER_MIN_BYTES"] = "0"
+    use_producer(False)
     store = Store(f"sqlite:///{tmp / 'prof.sqlite'}")
     pipe = Pipeline(store, observers=[QualityCollector(store.engine)])
     prof = cProfile.Profile(time.process_time)  # CPU time: other load on the machine does not count
@@ -324,21 +399,37 @@ def main() -> None:
             base = args.pg.rsplit("/", 1)[0]
             loads.append(("PostgreSQL", lambda tag: _new_pg(args.pg, base, tag)))
         rss = (0.0, 0.0)
+        balance: list[str] = []
         for backend, url_for in loads:
             for producer in (False, True):
                 tag = "producer" if producer else "one process"
-                rate, cpu_rate, rss0, rss1 = pipeline_run(
+                rate, cpu_rate, rss0, rss1, stats = pipeline_run(
                     path, url_for(tag.replace(" ", "")), args.resources, producer
                 )
+                if stats is not None:
+                    balance.append(
+                        f"{backend}, {args.resources / rate:.1f} s: producer {stats.producer_cpu:.1f} CPU-s, "
+                        f"waited {stats.producer_waited:.1f} s for the writer; "
+                        f"the writer waited {stats.writer_waited:.1f} s for the producer; "
+                        f"the producer encoded {stats.encoded_share:.0%} of the records"
+                    )
                 rows.append((f"pipeline -> {backend}, {tag} (wall)", rate))
                 rows.append((f"pipeline -> {backend}, {tag} (per CPU-s)", cpu_rate))
                 rss = (rss0, rss1) if backend == "SQLite" and not producer else rss
+                if backend == "SQLite" and not producer:
+                    loaded = Path(url_for("oneprocess").removeprefix("sqlite:///"))
+                    for secondary, label in ((True, "schema"), (False, "no 2nd index")):
+                        wall, cpu = own_rows_limit(loaded, tmp, args.resources, secondary=secondary)
+                        rows.append((f"store's own rows, {label} (wall)", wall))
+                        rows.append((f"store's own rows, {label} (per CPU-s)", cpu))
         print(f"\n{args.resources:,} resources, {size / 1e6:.1f} MB ({size / args.resources:.0f} B each)")
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
         print(f"{'measure':<48}{'resources/s':>12}{'x raw insert':>14}{'x raw parse':>13}")
         for name, r in rows:
             print(f"{name:<48}{r:>12,.0f}{r / rows[1][1]:>14.3f}{r / rows[0][1]:>13.3f}")
         print(f"\npeak RSS before/after the one-process SQLite run: {rss[0]:.0f} / {rss[1]:.0f} MB")
+        for line in balance:
+            print(line)
         prof_path = tmp / "prof.ndjson"
         make_file(prof_path, args.profile_resources)
         print(

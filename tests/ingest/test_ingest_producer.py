@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -18,8 +19,8 @@ from sqlalchemy import text
 
 from rhip.errors import RhipError
 from rhip.ingest.model import Record, SourceInfo
-from rhip.ingest.pipeline import Pipeline
-from rhip.ingest.producer import RecordSource
+from rhip.ingest.pipeline import MAPPERS, MapContext, Pipeline, RecordPreparer, chunks
+from rhip.ingest.producer import Balance, RecordSource, _observe, compacted, prepare_chunk
 from rhip.ingest.runner import _ndjson_records, ingest_file
 from rhip.ingest.validate import ResourceValidator
 from rhip.quality.collector import QualityCollector
@@ -130,6 +131,69 @@ def test_ingest_file_uses_the_producer_from_the_configured_size(
     )
 
 
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_whoever_encodes_a_record_the_store_gets_the_same(tmp_path: Path, share: float) -> None:
+    """Chunks prepared as the producer prepares them (encoded share, compact records, pickled)
+    and written by the pipeline leave what one process leaves, whatever share the producer encodes."""
+    path = tmp_path / "mixed.ndjson"
+    total = _mixed_file(path)
+    _, one = _load(f"sqlite:///{tmp_path / 'one.sqlite'}", path, producer=False)
+    store = Store(f"sqlite:///{tmp_path / 'two.sqlite'}")
+    try:
+        pipe = Pipeline(store, observers=[QualityCollector(store.engine)], chunk_size=97)
+        source = SourceInfo("SYN", "fhir-ndjson", str(path))
+        ctx = MapContext(source, pipe.tz, pipe.translator)
+        records = RecordSource(_ndjson_records, (path,))
+        job = pipe._producer_job(ctx, records, MAPPERS[source.connector], list(pipe.observers))
+        assert job is not None and job.compact and job.encrypts and job.field_keys
+        preparer = RecordPreparer(job.translator, job.tz, job.validator)
+        report, compact = pipe.open_batch(source), 0
+        for chunk in chunks(records, 97):
+            ready = _observe(job, prepare_chunk(job, preparer, chunk, share))
+            ready.records = [compacted(p, job.whole_types) for p in ready.records]
+            ready = pickle.loads(pickle.dumps(ready))
+            compact += sum(1 for p in ready.records if p.mapped is not None and not p.record.raw)
+            for obs, part in zip(pipe.observers, ready.observed or (), strict=True):
+                obs.merge(part)
+            pipe.process_chunk(
+                report,
+                ctx,
+                [p.record for p in ready.records],
+                MAPPERS[source.connector],
+                track=False,
+                per_record_provenance=False,
+                prepared=ready.records,
+                observed_by=pipe.observers,
+            )
+        pipe.close_batch(report)
+        assert (report.received, report.stored, report.quarantined) == (
+            total,
+            total - len(BAD_LINES),
+            len(BAD_LINES),
+        )
+        assert compact == (0 if share == 0 else pytest.approx(share * total, abs=60))
+        assert _snapshot(store) == one
+    finally:
+        store.close()
+
+
+def test_the_encoded_share_moves_towards_the_idle_side() -> None:
+    balance = Balance(share=0.5, step=0.1)
+    balance.update(writer_starved=True, producer_blocked=False)
+    assert balance.share == pytest.approx(0.4)
+    balance.update(writer_starved=False, producer_blocked=True)
+    balance.update(writer_starved=False, producer_blocked=True)
+    assert balance.share == pytest.approx(0.6)
+    balance.update(writer_starved=False, producer_blocked=False)  # neither waited: keep
+    assert balance.share == pytest.approx(0.6)
+    for _ in range(20):
+        balance.update(writer_starved=True, producer_blocked=False)
+    assert balance.share == 0.0
+    for _ in range(20):
+        balance.update(writer_starved=False, producer_blocked=True)
+    assert balance.share == 1.0
+
+
 def _failing_records(path: Path, after: int) -> Iterator[Record]:
     """Records of ``path`` until ``after`` of them, then a read error (a file cut short)."""
     for n, rec in enumerate(_ndjson_records(path)):
@@ -166,27 +230,30 @@ from rhip.ingest.runner import _ndjson_records
 from rhip.ingest.validate import ResourceValidator
 
 if __name__ == "__main__":
-    path = Path(sys.argv[1])
+    path, chunk = Path(sys.argv[1]), int(sys.argv[2])
     job = ProducerJob(SourceInfo("F", "fhir-ndjson", str(path)), RecordSource(_ndjson_records, (path,)),
-                      "fhir-ndjson", None, "UTC", ConceptTranslator(), ResourceValidator(), {}, 5, True)
+                      "fhir-ndjson", None, "UTC", ConceptTranslator(), ResourceValidator(), {}, chunk, True)
     with Producer(job) as producer:
         print(producer.pid, flush=True)
-        time.sleep(600)  # never reads: the producer fills the queue and waits
+        time.sleep(600)  # never reads: the producer fills the queue and waits, or queues all and ends
 """
 
 
-def test_the_producer_exits_when_its_writer_is_killed(tmp_path: Path) -> None:
-    """kill -9 of the writing process must not leave the producer running."""
+@pytest.mark.parametrize("chunk", [5, 100_000])
+def test_the_producer_exits_when_its_writer_is_killed(tmp_path: Path, chunk: int) -> None:
+    """kill -9 of the writing process must not leave the producer running: neither one waiting
+    for room in the queue (small chunks) nor one that queued the whole file (one big chunk) and
+    waits for its last bytes to be read."""
     path = tmp_path / "Patient.ndjson"
     path.write_bytes((DATA / "Patient.000.ndjson").read_bytes())
     script = tmp_path / "writer.py"
     script.write_text(textwrap.dedent(_ORPHAN))
-    writer = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE)
+    writer = subprocess.Popen([sys.executable, str(script), str(path), str(chunk)], stdout=subprocess.PIPE)
     try:
         assert writer.stdout is not None
         child = int(writer.stdout.readline())
         assert Path(f"/proc/{child}").exists()
-        time.sleep(1.0)
+        time.sleep(3.0 if chunk > 5 else 1.0)  # the big chunk: prepared and queued by now
         os.kill(writer.pid, signal.SIGKILL)
         writer.wait()
         deadline = time.time() + 15

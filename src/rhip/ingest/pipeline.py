@@ -41,7 +41,7 @@ from rhip.ingest.chunkwrite import (
     write_chunk_provenance,
     write_resources,
 )
-from rhip.ingest.hooks import RecordObserver, notify_merge, notify_patients
+from rhip.ingest.hooks import RecordObserver, notify_merge, notify_patients, patient_sinks
 from rhip.ingest.model import BatchReport, Mapped, Record, SourceInfo
 from rhip.ingest.provenance import build_provenance, now_instant, scoped_key, source_uri, stable_id
 from rhip.ingest.schema import (
@@ -52,11 +52,12 @@ from rhip.ingest.schema import (
     ingest_source_time,
 )
 from rhip.ingest.validate import ResourceValidator, structural_issues
-from rhip.store import bulk
+from rhip.security.keys import KeyRing
+from rhip.store import bulk, fieldcrypt
 from rhip.store.engine import write_transaction
 
 if TYPE_CHECKING:
-    from rhip.ingest.producer import PreparedRecord
+    from rhip.ingest.producer import PreparedRecord, ProducerStats
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,8 @@ class Pipeline:
         self.observers = list(observers)
         self.chunk_size = chunk_size
         self.producer = producer
+        #: How the last run with a producer process shared its work (None: it ran in this process).
+        self.producer_stats: ProducerStats | None = None
 
     # -- batches -------------------------------------------------------------------------------
     def open_batch(self, source: SourceInfo) -> BatchReport:
@@ -272,6 +275,7 @@ class Pipeline:
             from rhip.ingest.producer import Producer, bulk_gc
 
             with bulk_gc(), Producer(job) as produced:
+                self.producer_stats = None
                 for ready in produced:
                     for obs, part in zip(ahead, ready.observed or (), strict=False):
                         obs.merge(part)
@@ -285,6 +289,14 @@ class Pipeline:
                         prepared=ready.records,
                         observed_by=ahead if ready.observed is not None else (),
                     )
+                self.producer_stats = stats = produced.stats
+                log.info(
+                    "ingest producer: %d chunks, producer %.1f CPU-s, waited %.1f s; writer waited %.1f s",
+                    stats.chunks,
+                    stats.producer_cpu,
+                    stats.producer_waited,
+                    stats.writer_waited,
+                )
         else:
             from rhip.ingest.producer import RecordSource, bulk_gc
 
@@ -305,6 +317,9 @@ class Pipeline:
         process has registered search parameters of its own (the child would not know them).
         Observers in ``ahead`` (with ``split``/``merge``, e.g. the quality collector) run their
         part in the producer; only untracked loads qualify, where every mapped record is stored.
+        When every observer runs there, stored records come back compact (encoded, no dicts),
+        except Patients while patient sinks listen; person types are encrypted in the producer
+        when the store's keys come from a data directory it can open too.
         """
         from rhip.ingest.producer import ProducerJob, RecordSource, picklable
 
@@ -312,6 +327,8 @@ class Pipeline:
             return None
         if (os.cpu_count() or 1) < 2:
             return None
+        crypt = fieldcrypt.of(self.engine)
+        keys = getattr(crypt.cipher, "keys", None)
         job = ProducerJob(
             source=ctx.source,
             records=records,
@@ -324,6 +341,10 @@ class Pipeline:
             chunk_size=self.chunk_size,
             index_rows=registry_version() == 0,
             observers=tuple(obs.split() for obs in ahead),
+            compact=len(ahead) == len(self.observers),
+            whole_types=("Patient",) if patient_sinks() else (),
+            encrypts=crypt.protect_writes,
+            field_keys=str(keys.root.parent) if crypt.protect_writes and isinstance(keys, KeyRing) else None,
         )
         return job if picklable(job) else None
 
@@ -353,7 +374,7 @@ class Pipeline:
         for r in chunk:
             if r.source is not None and r.source not in contexts:
                 contexts[r.source] = MapContext(r.source, ctx.tz, ctx.translator, ctx.options)
-        keys = [record_key(r, r.source or source) for r in chunk]
+        keys = [p.key for p in prepared] if prepared else [record_key(r, r.source or source) for r in chunk]
         delivered = self._delivered(keys) if track else set()
         outcomes: list[tuple[str, list[dict[str, str]]]] = []
         accepted: list[_Accepted] = []
@@ -483,9 +504,10 @@ class Pipeline:
                 targets[id(acc)] = self._process_bundle(acc)
                 continue
             targets[id(acc)] = acc.mapped.resources
-            ready = {id(r.resource): r for r in acc.ready}
+            ready = {r.key: r for r in acc.ready}
             for res in acc.mapped.resources:
-                latest[(res["resourceType"], res["id"])] = ready.get(id(res), res)
+                key = (res["resourceType"], res["id"])
+                latest[key] = ready.get(key, res)
         recorded = now_instant()
         provs: list[dict[str, Any]] = []
         chunk_prov: list[dict[str, Any]] = []

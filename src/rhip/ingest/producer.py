@@ -1,36 +1,47 @@
 """A producer process that prepares records for the pipeline, so a bulk load uses two cores.
 
 Reading, parsing, mapping, canonicalisation, validation and the store's per-resource preparation
-(:func:`rhip.store.bulk.prepare_resource`: the index rows) depend on the record alone, so a second
-process can do them while the pipeline's own process writes the previous chunk. The producer reads
-the records itself from a :class:`RecordSource` (a picklable recipe such as "the lines of this
-NDJSON file") and hands back one chunk of :class:`PreparedRecord` at a time through a bounded
-queue, which keeps memory flat whatever the file size.
+(:func:`rhip.store.bulk.encode_resource`: field encryption of person types, the encoded body and
+the index rows) depend on the record alone, so a second process can do them while the pipeline's
+own process writes the previous chunk. The producer reads the records itself from a
+:class:`RecordSource` (a picklable recipe such as "the lines of this NDJSON file") and hands back
+one chunk of :class:`PreparedRecord` at a time through a bounded queue, which keeps memory flat
+whatever the file size.
+
+What crosses the pipe is kept to what the writer needs: when nothing in the writer looks at the
+resources themselves (no patient sink, every observer ran here), a stored record travels as its
+key, position and :class:`rhip.store.bulk.Encoded` resources (body bytes around the version
+stamps, index tuples), not as nested dicts; pickling and unpickling those dicts cost each side
+≈ 30-45 µs per resource. Person types are encrypted here with the keys of the store's data
+directory (the same program and directory; key creation is safe across processes).
 
 Everything that must stay ordered or transactional stays in the writing process: idempotency and
 ordering checks, quality observers, the store's version look-ups and writes, delivery keys,
 quarantine rows and batch counts. The producer commits nothing, so a crash of either process
 loses nothing that was acknowledged (the writer commits a chunk before counting it), and a
-producer whose parent died (``kill -9``) notices within a second and exits.
+producer whose parent died (``kill -9``) notices within a second and exits, also when it has
+already queued its last chunk (a watchdog thread).
 The child is started with ``spawn`` (no inherited threads or connections).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import logging
 import multiprocessing
 import os
 import pickle
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from rhip.errors import RhipError
-from rhip.ingest.model import Record, SourceInfo
+from rhip.ingest.model import Mapped, Record, SourceInfo
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +49,8 @@ log = logging.getLogger(__name__)
 QUEUE_CHUNKS = 2
 #: Seconds between checks that the other process is still alive while waiting on the queue.
 POLL_SECONDS = 1.0
+#: A put that waited longer than this found the queue full: the producer is ahead of the writer.
+BLOCKED_SECONDS = 0.005
 #: Collector thresholds while a bulk load runs: a chunk creates some hundred thousand short-lived,
 #: acyclic objects, and the default (a collection every 700 allocations, a full one every 100
 #: of those) spent a fifth of the writer's CPU time walking them (measured with ``gc`` stats).
@@ -76,14 +89,17 @@ class PreparedRecord:
     """One record after mapping, canonicalisation and validation.
 
     ``mapped`` is None when the record is to be quarantined for ``reasons``; ``ready`` holds the
-    store's prepared form (``rhip.store.bulk.Ready``) of each mapped resource, or is empty when
-    the writer must prepare them itself.
+    store's prepared form (``rhip.store.bulk.Encoded`` or ``Ready``) of each mapped resource, or
+    is empty when the writer must prepare them itself. ``key`` is the record's idempotency key
+    (``record_key``). A compact record (see the module docstring) has no ``raw`` bytes and its
+    ``mapped.resources`` are only ``{"resourceType", "id"}`` stubs naming what ``ready`` holds.
     """
 
     record: Record
     mapped: Any
     reasons: list[dict[str, str]]
     ready: list[Any] = field(default_factory=list)
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -101,6 +117,10 @@ class ProducerJob:
     chunk_size: int
     index_rows: bool  # False when the parent registered its own search parameters (the child has not)
     observers: tuple[Any, ...] = ()  # observer parts run here (``split()`` of the writer's observers)
+    compact: bool = False  # the writer needs no resource dicts of stored records (see PreparedRecord)
+    whole_types: tuple[str, ...] = ()  # ... except of these types (Patient, when patient sinks listen)
+    encrypts: bool = False  # the store encrypts person types on write
+    field_keys: str | None = None  # ... with the keys of this data directory (None: the writer does it)
 
 
 @dataclass
@@ -112,6 +132,40 @@ class PreparedChunk:
     observed: list[Any] | None
 
 
+@dataclass
+class Balance:
+    """Which share of the records the producer encodes (index rows, encryption), chunk by chunk.
+
+    Encoding is the largest per-resource step after mapping and validation; whichever process
+    runs it gives the same rows and bytes. With everything in the producer the writer idled
+    for two thirds of a 20,000-resource load (14.7 of 22 s), so the share follows who waits: the
+    writer found the queue empty (it waits for the producer) → encode less here; the producer
+    found the queue full (it waits for the writer) → encode more. Records left to the writer
+    travel as dicts, as without the producer.
+    """
+
+    share: float = 0.5
+    step: float = 0.1
+
+    def update(self, writer_starved: bool, producer_blocked: bool) -> None:
+        """Move the share one step towards the side that is idle."""
+        if writer_starved and not producer_blocked:
+            self.share = max(0.0, self.share - self.step)
+        elif producer_blocked:
+            self.share = min(1.0, self.share + self.step)
+
+
+@dataclass
+class ProducerStats:
+    """How a load shared its work: seconds each side waited for the other, the producer's CPU."""
+
+    producer_cpu: float = 0.0  # CPU seconds of the producer process (start-up included)
+    producer_waited: float = 0.0  # the producer blocked on a full queue: the writer was slower
+    writer_waited: float = 0.0  # the writer blocked on an empty queue: the producer was slower
+    chunks: int = 0
+    encoded_share: float = 0.0  # mean share of the records whose resources the producer encoded
+
+
 def picklable(job: ProducerJob) -> bool:
     """True when the job can be sent to a child process (custom mappers or validators may not be)."""
     try:
@@ -121,32 +175,98 @@ def picklable(job: ProducerJob) -> bool:
     return True
 
 
-def prepare_chunk(job: ProducerJob, preparer: Any, chunk: list[Record]) -> list[PreparedRecord]:
-    """Map and prepare one chunk of records (what the producer process runs; also usable in-process)."""
+def prepare_chunk(
+    job: ProducerJob, preparer: Any, chunk: list[Record], share: float = 1.0
+) -> list[PreparedRecord]:
+    """Map and prepare one chunk of records (what the producer process runs; also usable in-process).
+
+    The resources of the first ``share`` of the records are encoded for the store here; the
+    writer prepares the others' itself (see :class:`Balance`).
+    """
     from rhip.ingest.pipeline import MAPPERS, MapContext, record_key
 
     fn = job.mapper or MAPPERS[job.connector]
     contexts: dict[SourceInfo, Any] = {}
+    crypt = field_crypt(job)
     out: list[PreparedRecord] = []
-    for rec in chunk:
+    encoded = round(share * len(chunk)) if job.index_rows else 0
+    for i, rec in enumerate(chunk):
         src = rec.source or job.source
         ctx = contexts.get(src)
         if ctx is None:
             ctx = contexts[src] = MapContext(src, job.tz, job.translator, job.options)
-        mapped, reasons = preparer.map_record(rec, record_key(rec, src), ctx, fn)
-        out.append(PreparedRecord(rec, mapped, reasons, _ready(mapped) if job.index_rows else []))
+        key = record_key(rec, src)
+        mapped, reasons = preparer.map_record(rec, key, ctx, fn)
+        ready = _ready(mapped, crypt, job.encrypts and job.field_keys is None) if i < encoded else []
+        out.append(PreparedRecord(rec, mapped, reasons, ready, key))
     return out
 
 
-def _ready(mapped: Any) -> list[Any]:
-    from rhip.store.bulk import prepare_resource
+_CRYPT: dict[str | None, Any] = {}
+
+
+def field_crypt(job: ProducerJob) -> Any:
+    """The field encryption the writer's store applies, rebuilt here from its data directory.
+
+    A store that does not encrypt leaves every resource as it is (``PLAIN``); one whose keys this
+    process cannot rebuild has its person types prepared by the writer (``job.field_keys`` None).
+    """
+    from rhip.store import fieldcrypt
+
+    if not job.encrypts or job.field_keys is None:
+        return fieldcrypt.PLAIN
+    crypt = _CRYPT.get(job.field_keys)
+    if crypt is None:
+        from pathlib import Path
+
+        from rhip.security.crypto import FieldCipher
+        from rhip.security.keys import KeyRing
+
+        crypt = _CRYPT[job.field_keys] = fieldcrypt.FieldCrypt(FieldCipher(KeyRing(Path(job.field_keys))))
+    return crypt
+
+
+def _ready(mapped: Any, crypt: Any, writer_encrypts: bool) -> list[Any]:
+    """Each resource encoded for the store (rows only, as ``Ready``, where it cannot be encoded).
+
+    Empty when the writer must prepare the record itself (a bundle, a resource the store refuses).
+    """
+    from rhip.security.fields import PROTECTED_TYPES
+    from rhip.store.bulk import encode_resource, prepare_resource
 
     if mapped is None or mapped.bundle is not None:
         return []
+    out: list[Any] = []
     try:
-        return [prepare_resource(res) for res in mapped.resources]
+        for res in mapped.resources:
+            person = res.get("resourceType") in PROTECTED_TYPES
+            encoded = None if person and writer_encrypts else encode_resource(res, crypt)
+            out.append(encoded if encoded is not None else prepare_resource(res))
     except RhipError:  # the writer raises it again with its own context
         return []
+    return out
+
+
+def compacted(prepared: PreparedRecord, whole_types: tuple[str, ...] = ()) -> PreparedRecord:
+    """The record as the writer needs it when it looks at no resource itself (see the module docstring).
+
+    Only stored records whose resources are all encoded, none of ``whole_types``, with no
+    event-time ordering and no merge, are compacted; any other record is returned as it is.
+    """
+    from rhip.store.bulk import Encoded
+
+    mapped = prepared.mapped
+    if (
+        mapped is None
+        or mapped.ordered
+        or mapped.merge is not None
+        or not prepared.ready
+        or not all(isinstance(r, Encoded) and r.key[0] not in whole_types for r in prepared.ready)
+    ):
+        return prepared
+    stubs = [{"resourceType": r.key[0], "id": r.key[1]} for r in prepared.ready]
+    record = dataclasses.replace(prepared.record, raw=b"")
+    return PreparedRecord(record, Mapped(stubs, mapped.event_time), [], prepared.ready, prepared.key)
 
 
 def _produce(job: ProducerJob, out: Any, parent: int) -> None:
@@ -154,15 +274,31 @@ def _produce(job: ProducerJob, out: Any, parent: int) -> None:
     from rhip.ingest import runner  # noqa: F401 (registers the built-in mappers in this process)
     from rhip.ingest.pipeline import RecordPreparer, chunks
 
+    stats = ProducerStats()
+    threading.Thread(target=_exit_with, args=(parent,), name="rhip-producer-watchdog", daemon=True).start()
     try:
         preparer = RecordPreparer(job.translator, job.tz, job.validator)
         # the tables loaded so far (validator, pinyin, search parameters) live as long as the
         # process: keep the collector from walking them again and again
         gc.freeze()
         gc.set_threshold(*BULK_GC_THRESHOLDS)
+        balance, shares = Balance(), 0.0
         for chunk in chunks(job.records, job.chunk_size):
-            _put(out, _observe(job, prepare_chunk(job, preparer, chunk)), parent)
-        _put(out, None, parent)
+            ready = _observe(job, prepare_chunk(job, preparer, chunk, balance.share))
+            shares += balance.share
+            if job.compact and ready.observed is not None:
+                ready.records = [compacted(p, job.whole_types) for p in ready.records]
+            # pickled here, not by the queue's feeder thread: one thread, and the writer can time
+            # its unpickling apart from its waiting
+            data = pickle.dumps(ready, protocol=pickle.HIGHEST_PROTOCOL)
+            starved = _empty(out)
+            waited = _put(out, data, parent)
+            balance.update(starved, waited > BLOCKED_SECONDS)
+            stats.producer_waited += waited
+            stats.chunks += 1
+        stats.producer_cpu = time.process_time()
+        stats.encoded_share = shares / max(stats.chunks, 1)
+        _put(out, stats, parent)
     except Exception as exc:  # reported to the writer, which raises it with this text
         log.exception("ingest producer failed")
         _put(out, f"{type(exc).__name__}: {str(exc)[:300]}", parent)
@@ -183,11 +319,33 @@ def _observe(job: ProducerJob, prepared: list[PreparedRecord]) -> PreparedChunk:
     return PreparedChunk(prepared, [obs.drain() for obs in job.observers])
 
 
-def _put(out: Any, item: Any, parent: int) -> None:
+def _exit_with(parent: int) -> None:
+    """Exit as soon as the writer is gone, whatever the producer is doing.
+
+    Once its last chunks are queued the producer returns, and the process then waits for the
+    queue's feeder thread to hand them to the pipe; with the writer killed nobody reads them,
+    so without this the process would wait for ever.
+    """
+    while os.getppid() == parent:
+        time.sleep(POLL_SECONDS)
+    os._exit(1)
+
+
+def _empty(out: Any) -> bool:
+    """Whether the writer has taken every queued chunk (it is waiting, or about to)."""
+    try:
+        return bool(out.qsize() == 0)
+    except NotImplementedError:  # macOS: no sem_getvalue; keep the share where it is
+        return False
+
+
+def _put(out: Any, item: Any, parent: int) -> float:
+    """Queue ``item``; returns the seconds spent waiting for room (the writer was behind)."""
+    started = time.perf_counter()
     while True:
         try:
             out.put(item, timeout=POLL_SECONDS)
-            return
+            return time.perf_counter() - started
         except queue.Full:
             if os.getppid() != parent:  # the writer was killed: nothing will read this any more
                 os._exit(1)
@@ -200,6 +358,7 @@ class Producer:
     """
 
     def __init__(self, job: ProducerJob) -> None:
+        self.stats = ProducerStats()
         ctx = multiprocessing.get_context("spawn")
         self._queue = ctx.Queue(maxsize=QUEUE_CHUNKS)
         self._process = ctx.Process(
@@ -223,34 +382,41 @@ class Producer:
         self._queue.cancel_join_thread()
 
     def __iter__(self) -> Iterator[PreparedChunk]:
+        """Prepared chunks in order; at the end :attr:`stats` holds both sides' waiting times."""
+        writer_waited = 0.0
         while True:
+            started = time.perf_counter()
             try:
-                item = _get(self._queue)
+                item = self._queue.get(timeout=POLL_SECONDS)
             except queue.Empty:
+                writer_waited += time.perf_counter() - started
                 if self._process.is_alive():
                     continue
                 try:  # it may have queued its last items just before it exited
-                    item = _get(self._queue)
+                    item = self._queue.get(timeout=POLL_SECONDS)
                 except queue.Empty:
                     code = self._process.exitcode
                     raise RhipError(f"ingest producer process stopped (exit code {code})") from None
-            if item is None:
+            writer_waited += time.perf_counter() - started
+            if isinstance(item, ProducerStats):
+                self.stats = dataclasses.replace(item, writer_waited=writer_waited)
                 return
             if isinstance(item, str):
                 raise RhipError(f"ingest producer failed: {item}")
-            yield item
+            yield _unpickle(item)
 
 
-def _get(source: Any) -> Any:
-    """The next item of the queue; the collector is paused while a chunk is unpickled.
+def _unpickle(data: bytes) -> PreparedChunk:
+    """A chunk from its pickle, with the collector paused.
 
-    A chunk is some hundred thousand new, acyclic objects: collections triggered while they are
+    A chunk is tens of thousands of new, acyclic objects: collections triggered while they are
     created would walk them again and again (a third of the writer's time in measurements).
     """
     paused = gc.isenabled()
     gc.disable()
     try:
-        return source.get(timeout=POLL_SECONDS)
+        chunk: PreparedChunk = pickle.loads(data)
+        return chunk
     finally:
         if paused:
             gc.enable()

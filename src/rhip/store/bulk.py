@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import orjson
 from sqlalchemy import ARRAY, Connection, Engine, LargeBinary, String, any_, bindparam, literal, select
 from sqlalchemy.pool import StaticPool
 
@@ -28,7 +29,7 @@ from rhip.errors import InvalidRequest, RhipError, VersionConflict
 from rhip.security.fields import PROTECTED_TYPES
 from rhip.store import fastinsert, fieldcrypt, indexing
 from rhip.store.engine import read_connection, write_transaction
-from rhip.store.meta import check_id, check_type, new_id, next_timestamp, now, stamp
+from rhip.store.meta import check_id, check_type, format_instant, new_id, next_timestamp, now, stamp
 from rhip.store.ops import Current, dumps
 from rhip.store.schema import resource as resource_table
 from rhip.store.schema import resource_version
@@ -142,6 +143,55 @@ def prepare_resource(resource: dict[str, Any], *, position: int = 0, rows: bool 
     return Ready(key, body, indexing.tuple_rows_for(body) if ahead else None)
 
 
+class Encoded(NamedTuple):
+    """A resource encoded ahead of its write transaction, by :func:`encode_resource`.
+
+    The stored body is ``head``, the version stamps, ``tail``: the writer only inserts
+    ``"versionId":"<n>","lastUpdated":"<instant>"`` and hands the bytes and ``rows`` to the driver.
+    An ingest producer process sends this instead of the resource: two byte strings and the
+    index tuples cost a fraction of a nested dict to pickle and unpickle, and the writer never
+    builds the dict again. ``head`` and ``tail`` are of the body as stored (person types already
+    encrypted), and so are the ``rows``.
+    """
+
+    key: Key
+    head: bytes
+    tail: bytes
+    rows: indexing.TupleRows
+
+    def body(self, version_id: int, instant: str) -> bytes:
+        """The stored body of version ``version_id`` written at ``instant`` (``format_instant``)."""
+        stamps = f'"versionId":"{version_id}","lastUpdated":"{instant}"'.encode()
+        return b"".join((self.head, stamps, self.tail))
+
+    def resource(self) -> dict[str, Any]:
+        """The stored resource as a dict (for comparing with a stored version; rarely needed)."""
+        decoded: dict[str, Any] = orjson.loads(self.body(0, format_instant(0.0)))
+        return decoded
+
+
+def encode_resource(resource: dict[str, Any], crypt: fieldcrypt.FieldCrypt) -> Encoded | None:
+    """The resource as :class:`Encoded` for a store whose field encryption is ``crypt``.
+
+    Gives the bytes :func:`write_batch` would give (``dumps(stamp(...))``: type, id and meta
+    first, the stamps after the other meta elements) and the rows it would compute, without the
+    version, which only the write transaction knows. None when the resource must go the plain
+    way: its ``meta`` already holds version stamps (they are replaced in place) or is not an object.
+    Raises InvalidRequest / InvalidResource like the write would.
+    """
+    key, plain, _ = prepare_resource(resource, rows=False)
+    stored = crypt.protect(plain)
+    meta = stored.get("meta")
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict) or "versionId" in meta or "lastUpdated" in meta:
+        return None
+    head = dumps({"resourceType": key[0], "id": key[1], "meta": meta})[:-2] + (b"," if meta else b"")
+    rest = {k: v for k, v in stored.items() if k not in ("resourceType", "id", "meta")}
+    tail = b"}," + dumps(rest)[1:] if rest else b"}}"
+    return Encoded(key, head, tail, indexing.tuple_rows_for(stored))
+
+
 class Item(NamedTuple):
     """One resource of a prepared batch.
 
@@ -150,13 +200,13 @@ class Item(NamedTuple):
     """
 
     key: Key
-    resource: dict[str, Any]
+    resource: dict[str, Any] | Encoded
     rows: indexing.TupleRows | None
     seen: int | None
     unchanged: bool
 
 
-def prepare(engine: Engine, batch: list[Ready]) -> Prepared:
+def prepare(engine: Engine, batch: list[Ready | Encoded]) -> Prepared:
     """Pre-read the batch's current versions and compute index rows for what will change.
 
     The pre-read is outside the write transaction; :func:`write_batch` re-checks every version
@@ -167,9 +217,14 @@ def prepare(engine: Engine, batch: list[Ready]) -> Prepared:
         currents = _fetch_current(conn, [ready.key for ready in batch])
     crypt = fieldcrypt.of(engine)
     prepared: Prepared = []
-    for key, resource, rows in batch:
-        cur = currents.get(key)
+    for ready in batch:
+        cur = currents.get(ready.key)
         seen = None if cur is None else cur.version_id
+        if isinstance(ready, Encoded):
+            unchanged = cur is not None and not cur.deleted and crypt.same_content(cur.body, ready.resource())
+            prepared.append(Item(ready.key, ready, ready.rows, seen, unchanged))
+            continue
+        key, resource, rows = ready
         if cur is not None and not cur.deleted and crypt.same_content(cur.body, resource):
             prepared.append(Item(key, resource, None, seen, True))
         else:  # encrypted before the index rows are extracted: no plaintext reaches any table
@@ -200,7 +255,9 @@ def _write_with_retries(engine: Engine, batch: Prepared) -> BulkWriteResult:
     raise VersionConflict("bulk batch could not be written", status=409)  # not reached
 
 
-def split_batches(resources: Iterable[dict[str, Any] | Ready], size: int = 2000) -> Iterator[list[Ready]]:
+def split_batches(
+    resources: Iterable[dict[str, Any] | Ready | Encoded], size: int = 2000
+) -> Iterator[list[Ready | Encoded]]:
     """``resources`` as batches of distinct keys for :func:`prepare` and :func:`write_batch`.
 
     A key seen again starts a new batch, so writing the batches in order lets the later resource
@@ -208,12 +265,12 @@ def split_batches(resources: Iterable[dict[str, Any] | Ready], size: int = 2000)
     commits a chunk's resources with its bookkeeping rows) uses this with :func:`prepare` and
     :func:`write_batch`; :func:`bulk_write` commits each batch on its own.
     """
-    batch: list[Ready] = []
+    batch: list[Ready | Encoded] = []
     seen: set[Key] = set()
     for position, resource in enumerate(resources):
         ready = (
             resource
-            if isinstance(resource, Ready)
+            if isinstance(resource, (Ready, Encoded))
             else prepare_resource(resource, position=position, rows=False)
         )
         if ready.key in seen:
@@ -247,6 +304,7 @@ def write_batch(conn: Connection, batch: Prepared, *, lock: bool = False) -> Bul
     """
     currents = _fetch_current(conn, [item.key for item in batch], lock=lock, bodies=False)
     ts_now = now()
+    instants: dict[float, str] = {}
     plan = _Plan()
     counts = BulkWriteResult(batches=1)
     for item in batch:
@@ -256,7 +314,7 @@ def write_batch(conn: Connection, batch: Prepared, *, lock: bool = False) -> Bul
             if cur.version_id == item.seen:
                 unchanged = item.unchanged
             else:  # written by someone else since the pre-read: compare with what is there now
-                unchanged = fieldcrypt.of(conn).same_content(_body(conn, item.key), item.resource)
+                unchanged = fieldcrypt.of(conn).same_content(_body(conn, item.key), _resource(item))
             if unchanged:
                 counts.unchanged += 1
                 continue
@@ -264,10 +322,13 @@ def write_batch(conn: Connection, batch: Prepared, *, lock: bool = False) -> Bul
             version, ts = 1, ts_now
         else:
             version, ts = cur.version_id + 1, next_timestamp(cur.last_updated, ts_now)
-        # an item found unchanged by the pre-read was not encrypted then (rows None): encrypt it now
-        resource = item.resource if item.rows is not None else fieldcrypt.of(conn).protect(item.resource)
-        body = stamp(resource, res_id, version, ts)
-        encoded = dumps(body)
+        if isinstance(item.resource, Encoded):
+            instant = instants.get(ts) or instants.setdefault(ts, format_instant(ts))
+            encoded, rows = item.resource.body(version, instant), item.resource.rows
+        else:
+            # an item found unchanged by the pre-read was not encrypted then (rows None): encrypt it now
+            resource = item.resource if item.rows is not None else fieldcrypt.of(conn).protect(item.resource)
+            encoded, rows = dumps(stamp(resource, res_id, version, ts)), _rows(resource, item.rows)
         if cur is None:
             plan.inserts.append((res_type, res_id, 1, ts, False, encoded))
             plan.versions.append((res_type, res_id, 1, ts, "POST", False, encoded))
@@ -277,10 +338,14 @@ def write_batch(conn: Connection, batch: Prepared, *, lock: bool = False) -> Bul
             plan.versions.append((res_type, res_id, version, ts, "PUT", False, encoded))
             plan.reindex.setdefault(res_type, []).append(res_id)
             counts.updated += 1
-        indexing.merge_rows(plan.index, _rows(resource, item.rows))
+        indexing.merge_rows(plan.index, rows)
     _execute(conn, plan)
     counts.index_rows = sum(len(rows) for rows in plan.index.values())
     return counts
+
+
+def _resource(item: Item) -> dict[str, Any]:
+    return item.resource.resource() if isinstance(item.resource, Encoded) else item.resource
 
 
 def _body(conn: Connection, key: Key) -> bytes:
@@ -318,6 +383,8 @@ def _fetch_current(
     by_type: dict[str, list[str]] = {}
     for res_type, res_id in keys:
         by_type.setdefault(res_type, []).append(res_id)
+    if conn.dialect.name == "sqlite":
+        return _fetch_current_sqlite(conn, by_type, bodies=bodies)
     t = resource_table
     found: dict[Key, Current] = {}
     postgres = conn.dialect.name == "postgresql"
@@ -335,4 +402,30 @@ def _fetch_current(
             stmt = stmt.order_by(t.c.res_id).with_for_update()
         for res_id, version, ts, deleted, body in conn.execute(stmt, {"ids": ids}):
             found[(res_type, res_id)] = Current(int(version), float(ts), bool(deleted), bytes(body))
+    return found
+
+
+def _fetch_current_sqlite(
+    conn: Connection, by_type: dict[str, list[str]], *, bodies: bool
+) -> dict[Key, Current]:
+    """:func:`_fetch_current` on SQLite: the ids as one JSON array parameter, on the driver's cursor.
+
+    A thousand-id ``IN`` list built and bound by SQLAlchemy cost ≈ 11 µs per id; ``json_each``
+    over one parameter ≈ 4.5 µs (the bulk path reads every batch's versions twice).
+    """
+    body = "body" if bodies else "x''"
+    sql = (
+        f"SELECT res_id, version_id, last_updated, deleted, {body} FROM resource "
+        "WHERE res_type = ? AND res_id IN (SELECT value FROM json_each(?))"
+    )
+    found: dict[Key, Current] = {}
+    cursor = conn.connection.cursor()
+    try:
+        for res_type, ids in by_type.items():
+            for res_id, version, ts, deleted, data in cursor.execute(
+                sql, (res_type, orjson.dumps(ids).decode())
+            ):
+                found[(res_type, res_id)] = Current(int(version), float(ts), bool(deleted), bytes(data))
+    finally:
+        cursor.close()
     return found
