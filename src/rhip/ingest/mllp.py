@@ -100,6 +100,7 @@ class ListenerStats:
 
     received: int = 0
     batches: int = 0
+    prepared: int = 0  # batches (or halves) mapped by the prepare process
     acks: dict[str, int] = field(default_factory=lambda: {"AA": 0, "AE": 0, "AR": 0})
 
 
@@ -342,7 +343,7 @@ class MLLPListener:
         rows = registry_version() == 0  # the child does not know search parameters added here
         cut = (len(records) + 1) // 2 if alone else len(records)
         try:
-            remote = asyncio.to_thread(child.prepare, records[:cut], rows)
+            remote = asyncio.to_thread(self._prepare_remotely, child, records[:cut], rows)
             if cut == len(records):
                 return await remote
             local = asyncio.to_thread(
@@ -359,6 +360,13 @@ class MLLPListener:
                 self._child = None
                 await asyncio.to_thread(child.close)
             return None
+
+    def _prepare_remotely(
+        self, child: PrepareProcess, records: list[Record], rows: bool
+    ) -> list[PreparedRecord]:
+        prepared = child.prepare(records, rows)
+        self.stats.prepared += 1
+        return prepared
 
     async def _write(self, batch: _Batch, prepared: list[PreparedRecord] | None) -> None:
         acks = await asyncio.to_thread(self._run, batch, prepared)
