@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 from collections.abc import Sequence
@@ -40,7 +41,14 @@ from rhip.ingest.hl7v2 import CONNECTOR, ack_code, build_ack, control_id, decode
 from rhip.ingest.mllp_prepare import PrepareProcess
 from rhip.ingest.model import BatchReport, MappingError, Record, SourceInfo
 from rhip.ingest.pipeline import MAPPERS, MapContext, Pipeline
-from rhip.ingest.producer import PreparedRecord, ProducerJob, RecordSource, picklable, prepare_chunk
+from rhip.ingest.producer import (
+    BULK_GC_THRESHOLDS,
+    PreparedRecord,
+    ProducerJob,
+    RecordSource,
+    picklable,
+    prepare_chunk,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +155,7 @@ class MLLPListener:
         self._unanswered: dict[str, int] = {}  # peer -> messages submitted and not yet answered
         self._child: PrepareProcess | None = None
         self._job: ProducerJob | None = None
+        self._gc_before: tuple[int, ...] | None = None  # collector thresholds to restore on stop
 
     @property
     def prepare_pid(self) -> int | None:
@@ -158,6 +167,8 @@ class MLLPListener:
         holds the bound port afterwards."""
         if self.prepare_process and self._child is None:
             await asyncio.to_thread(self._start_child)
+        self._gc_before = gc.get_threshold()
+        gc.set_threshold(*BULK_GC_THRESHOLDS)
         self._queue = asyncio.Queue()
         self._worker = asyncio.create_task(self._work())
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
@@ -183,6 +194,9 @@ class MLLPListener:
         if self._child is not None:
             child, self._child = self._child, None
             await asyncio.to_thread(child.close)
+        if self._gc_before is not None:
+            gc.set_threshold(*self._gc_before)
+            self._gc_before = None
         if self.report is not None:
             await asyncio.to_thread(self.pipeline.close_batch, self.report)
 
@@ -281,11 +295,11 @@ class MLLPListener:
         deadline = loop.time() + self.batch_wait
         while len(items) < self.batch_max:
             if queue.empty():
-                timeout = deadline - loop.time()
-                if timeout <= 0 or len(self._unanswered) >= len(self._writers):
+                if deadline <= loop.time() or len(self._unanswered) >= len(self._writers):
                     break
                 try:
-                    item = await asyncio.wait_for(queue.get(), timeout)
+                    async with asyncio.timeout_at(deadline):  # cheaper than wait_for: no task per item
+                        item = await queue.get()
                 except TimeoutError:
                     break
             else:
