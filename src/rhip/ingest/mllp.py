@@ -16,10 +16,11 @@ With a second core (setting ``mllp_prepare_process``), a child process
 (:mod:`rhip.ingest.mllp_prepare`) parses, maps and validates the next batch while this process
 writes the previous one; the write, duplicates, ordering, Provenance and ACKs stay here, so the
 outcome of every message is the same. Waiting senders only send again after their ACK, so two
-batches are in flight only when the senders form two groups: a batch of at least
-:data:`PIPELINE_MIN_SPLIT` messages arriving while nothing is being written is therefore written
-as two transactions, the second prepared while the first is written. A batch that nothing can
-overlap is prepared half in the child and half here, at the same time.
+batches are in flight only when the senders form two groups: with at least
+:data:`PIPELINE_MIN_SPLIT` connections, a batch of that many messages arriving while nothing is
+being written is written as two transactions, the second prepared while the first is written.
+With fewer connections batches are not overlapped (it would halve every transaction, each with
+its fixed cost); each is prepared half in the child and half here, at the same time.
 """
 
 from __future__ import annotations
@@ -55,9 +56,10 @@ log = logging.getLogger(__name__)
 VT, FS, CR = b"\x0b", b"\x1c", b"\x0d"
 END = FS + CR
 MAX_FRAME = 16 * 1024 * 1024
-#: Smallest batch split in two to start overlapping preparation and writes (with a prepare
-#: process): each transaction has a fixed cost (about as much as mapping ten messages, measured),
-#: which smaller batches would pay more often than the overlap saves.
+#: Fewest connections (and smallest batch) for which preparation and writes overlap, a batch
+#: being split in two to start it (with a prepare process): each transaction has a fixed cost
+#: (about as much as mapping ten messages, measured) that smaller batches pay more often than
+#: the overlap saves.
 PIPELINE_MIN_SPLIT = 16
 
 
@@ -320,7 +322,7 @@ class MLLPListener:
         pending: Sequence[_Item] = ()  # gathered, not yet handed to a write
         try:
             while True:
-                if writing is not None and self._child is None:
+                if writing is not None and not self._overlap():
                     await asyncio.shield(writing)
                 pending = items = await self._gather(self._queue)
                 for part in self._parts(items, idle=writing is None or writing.done()):
@@ -338,9 +340,14 @@ class MLLPListener:
                 await writing
             raise
 
+    def _overlap(self) -> bool:
+        """Whether the next batch is gathered and prepared while one is written: with a prepare
+        process and at least :data:`PIPELINE_MIN_SPLIT` connections (see the module doc)."""
+        return self._child is not None and len(self._writers) >= PIPELINE_MIN_SPLIT
+
     def _parts(self, items: list[_Item], *, idle: bool) -> list[list[_Item]]:
         """The batch as written: in two halves when it can start the overlap (see module doc)."""
-        if self._child is None or not idle or len(items) < PIPELINE_MIN_SPLIT:
+        if not self._overlap() or not idle or len(items) < PIPELINE_MIN_SPLIT:
             return [items]
         half = len(items) // 2
         return [items[:half], items[half:]]
