@@ -49,7 +49,7 @@ class Settings(BaseSettings):
         description="How long the MLLP listener gathers more messages into a batch after the first.",
     )
     mllp_prepare_process: bool = Field(
-        default=True,
+        default=False,
         description="Parse and map HL7 v2 messages in a second process while the MLLP listener writes.",
     )
     ingest_producer_min_bytes: int = Field(

@@ -166,25 +166,30 @@ def test_a_dead_prepare_process_leaves_mapping_to_the_listener(sqlite_pipeline: 
     assert sqlite_pipeline.store.count("Patient") == 2 * PER_CONNECTION
 
 
-def test_setting_turns_the_prepare_process_off(monkeypatch: Any, sqlite_pipeline: Pipeline) -> None:
-    assert MLLPListener(sqlite_pipeline, "127.0.0.1", 0).prepare_process is True  # the default
-    monkeypatch.setenv("RHIP_MLLP_PREPARE_PROCESS", "false")
+def test_the_setting_turns_the_prepare_process_on(monkeypatch: Any, sqlite_pipeline: Pipeline) -> None:
+    default = MLLPListener(sqlite_pipeline, "127.0.0.1", 0)
+    assert default.prepare_process is False
+    assert asyncio.run(_exchange_one(default, 0)) == (["AA"] * PER_CONNECTION, False)
+    assert default.stats.prepared == 0
+    monkeypatch.setenv("RHIP_MLLP_PREPARE_PROCESS", "true")
     get_settings.cache_clear()
     try:
         listener = MLLPListener(sqlite_pipeline, "127.0.0.1", 0)
     finally:
         get_settings.cache_clear()
-    assert listener.prepare_process is False
-    acks = asyncio.run(_exchange_one(listener))
-    assert [ack_of(a)["code"] for a in acks] == ["AA"] * PER_CONNECTION
-    assert listener.stats.prepared == 0
+    assert listener.prepare_process is True
+    assert asyncio.run(_exchange_one(listener, 1)) == (["AA"] * PER_CONNECTION, True)
+    assert listener.stats.prepared > 0
+    assert sqlite_pipeline.store.count("Patient") == 2 * PER_CONNECTION
 
 
-async def _exchange_one(listener: MLLPListener) -> list[str]:
+async def _exchange_one(listener: MLLPListener, connection: int) -> tuple[list[str], bool]:
+    """One connection's ACK codes, and whether a prepare process ran."""
     await listener.start()
     try:
-        assert listener.prepare_pid is None
-        return await send_messages("127.0.0.1", listener.port, _spread(0))
+        running = listener.prepare_pid is not None
+        acks = await send_messages("127.0.0.1", listener.port, _spread(connection))
+        return [ack_of(a)["code"] for a in acks], running
     finally:
         await listener.stop()
 
@@ -199,7 +204,7 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.slow
 def test_the_prepare_process_exits_when_the_listener_is_killed(tmp_path: Path) -> None:
     """kill -9 of `rhip mllp-listen` must not leave its prepare process (or any child) running."""
-    listener = _listen(free_port(), f"sqlite:///{tmp_path / 'mllp.sqlite'}", tmp_path / "data")
+    listener = _listen(free_port(), f"sqlite:///{tmp_path / 'mllp.sqlite'}", tmp_path / "data", True)
     try:
         children = _children(listener.pid)
         assert any("rhip-mllp-prepare" in _cmdline(c) or "spawn_main" in _cmdline(c) for c in children)

@@ -12,7 +12,7 @@ a message waiting for its ACK (no one else can add one). Batches are written one
 arrival order, so the messages of one connection are applied in the order they were sent; a
 sender that does not wait for each ACK (pipelining) gets its ACKs in order too.
 
-With a second core (setting ``mllp_prepare_process``), a child process
+With a second core to spare (setting ``mllp_prepare_process``, off by default), a child process
 (:mod:`rhip.ingest.mllp_prepare`) parses, maps and validates the next batch while this process
 writes the previous one; the write, duplicates, ordering, Provenance and ACKs stay here, so the
 outcome of every message is the same. Waiting senders only send again after their ACK, so two
