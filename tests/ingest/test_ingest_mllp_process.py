@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from test_ingest_mllp import GOOD, ORU
 from test_ingest_mllp_crash import _listen
 from test_ingest_producer import _running, _snapshot
@@ -224,3 +225,28 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+@pytest.mark.parametrize("prepare_process", [False, True], ids=["listener-maps", "prepare-process"])
+def test_a_batch_that_cannot_be_written_is_answered_ae_resend(
+    sqlite_pipeline: Pipeline, prepare_process: bool
+) -> None:
+    """The store fails under the listener (its delivery table is gone): every message gets an AE
+    asking for a resend, in order, nothing is stored, and the listener keeps answering."""
+
+    async def main(listener: MLLPListener) -> list[str]:
+        await listener.start()
+        try:
+            with sqlite_pipeline.engine.begin() as conn:
+                conn.execute(text("DROP TABLE ingest_delivery"))
+            return await send_messages("127.0.0.1", listener.port, _spread(0) + _spread(1))
+        finally:
+            await listener.stop()
+
+    listener = MLLPListener(sqlite_pipeline, "127.0.0.1", 0, prepare_process=prepare_process)
+    acks = [ack_of(a) for a in asyncio.run(main(listener))]
+    assert [a["control_id"] for a in acks] == [m.split("|")[9] for m in _spread(0) + _spread(1)]
+    assert all(
+        a["code"] == "AE" and "internal-error: processing failed; resend" in a["errors"][0] for a in acks
+    )
+    assert sqlite_pipeline.store.count("Patient") == 0

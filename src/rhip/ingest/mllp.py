@@ -326,7 +326,14 @@ class MLLPListener:
                     await asyncio.shield(writing)
                 pending = items = await self._gather(self._queue)
                 for part in self._parts(items, idle=writing is None or writing.done()):
-                    batch = self._batch(part)
+                    try:
+                        batch = self._batch(part)
+                    except Exception:  # answered like a batch whose processing failed
+                        log.exception("MLLP batch failed")
+                        _answer(part, _resend([_text(i.raw) for i in part]))
+                        self._settle(part)
+                        pending = pending[len(part) :]
+                        continue
                     prepared = await self._prepare(batch, alone=writing is None or writing.done())
                     if writing is not None:
                         await asyncio.shield(writing)
@@ -373,13 +380,21 @@ class MLLPListener:
                 self.pipeline.preparer,
                 records[cut:],
             )
-            first, second = await asyncio.gather(remote, local)
+            # both halves finish before anything else touches the records (also when one fails)
+            first, second = await asyncio.gather(remote, local, return_exceptions=True)
+            for part in (first, second):
+                if isinstance(part, BaseException):
+                    raise part
+            assert isinstance(first, list) and isinstance(second, list)
             return first + second
         except RhipError as exc:
             log.warning("%s; messages are mapped in the listener from now on", exc)
             if self._child is child:
                 self._child = None
                 await asyncio.to_thread(child.close)
+            return None
+        except Exception:  # the write maps the batch itself and answers what fails there
+            log.exception("MLLP batch could not be prepared ahead")
             return None
 
     def _prepare_remotely(
@@ -420,14 +435,7 @@ class MLLPListener:
             return self._process(batch, prepared)
         except Exception:
             log.exception("MLLP batch failed")
-            return [
-                build_ack(
-                    text,
-                    "AE",
-                    [{"rule": "internal-error", "path": "", "message": "processing failed; resend"}],
-                )
-                for text in batch.texts
-            ]
+            return _resend(batch.texts)
 
     def _process(self, batch: _Batch, prepared: list[PreparedRecord] | None) -> list[str]:
         """Runs in a worker thread: the whole batch is one pipeline chunk (one source per record)."""
@@ -469,6 +477,12 @@ def _answer(items: Sequence[_Item], acks: Sequence[str]) -> None:
     for item, ack in zip(items, acks, strict=True):
         if not item.future.done():
             item.future.set_result(ack)
+
+
+def _resend(texts: Sequence[str]) -> list[str]:
+    """AE ACKs asking the senders to resend (the batch failed as a whole; nothing was committed)."""
+    reason = {"rule": "internal-error", "path": "", "message": "processing failed; resend"}
+    return [build_ack(text, "AE", [reason]) for text in texts]
 
 
 _FIELD = {"stored": "stored", "duplicate": "duplicates", "quarantined": "quarantined", "stale": "stale"}
