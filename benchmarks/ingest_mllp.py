@@ -1,21 +1,29 @@
 """HL7 v2 over MLLP: messages acknowledged per second end to end (socket -> parse -> store -> ACK).
 
-Starts a real MLLP listener on a free port (SQLite store in a temp dir, or --database-url), then
-N concurrent sender connections each send their messages one at a time and wait for every ACK.
-Also reports the raw limits measured in the same run: python-hl7 parse rate, RHIP's parse rate
-(python-hl7 plus the header and delimiter checks), and the TCP round trip of an echo server doing
-no work (the ceiling for one waiting sender); and the end-to-end rate per CPU-second of the
-process (senders included), which is the figure to compare on a shared machine, with the mean
-batch size (messages per store transaction).
+Starts a real MLLP listener on a free port (SQLite store in a temp dir, or --database-url), then a
+sender process opens N concurrent connections, each sending its messages one at a time and waiting
+for every ACK. Each mode runs with its own listener: ``thread`` maps messages in the listener's
+process, ``process`` in its prepare process (setting ``mllp_prepare_process``); with --rounds the
+modes alternate. Also reports the raw limits measured in the same run: python-hl7 parse rate,
+RHIP's parse rate (python-hl7 plus the header and delimiter checks), and the TCP round trip of an
+echo server doing no work (the ceiling for one waiting sender).
+
+Per run: acknowledged messages per second (wall), per CPU-second of the server (listener process
+plus prepare process: the figure to compare on a shared machine), the CPU milliseconds per message
+of the listener, the prepare process and the senders, and the mean batch (messages per store
+transaction). Prints the load average at the end.
 
 Usage: .venv/bin/python benchmarks/ingest_mllp.py [--messages 5000] [--connections 8]
-       [--batch-wait-ms 2] [--database-url URL]
+       [--batch-wait-ms 2] [--database-url URL] [--modes thread,process] [--rounds 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import multiprocessing
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -35,11 +43,11 @@ def message(i: int) -> str:
 
 async def _echo_limit(n: int) -> float:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.readuntil(b"\x1c\r"):
-            writer.write(b"\x0bMSH|ACK\x1c\r")
-            await writer.drain()
-            if not data:
-                break
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while await reader.readuntil(b"\x1c\r"):
+                writer.write(b"\x0bMSH|ACK\x1c\r")
+                await writer.drain()
+        writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -51,13 +59,44 @@ async def _echo_limit(n: int) -> float:
         await reader.readuntil(b"\x1c\r")
     rate = n / (time.perf_counter() - t)
     writer.close()
+    await writer.wait_closed()
     server.close()
+    await server.wait_closed()
     return rate
 
 
-async def _run(url: str, n: int, connections: int, wait_ms: float | None) -> dict[str, Any]:
+def _send(port: int, first: int, n: int, connections: int, out: Any) -> None:
+    """Sender process body: ``connections`` waiting senders; reports (seconds, CPU seconds, ACKs)."""
+    from rhip.ingest.mllp import send_messages
+
+    async def main() -> list[list[str]]:
+        msgs = [message(i) for i in range(first, first + n)]
+        return await asyncio.gather(
+            *[send_messages("127.0.0.1", port, msgs[c::connections], timeout=600) for c in range(connections)]
+        )
+
+    t, cpu = time.perf_counter(), time.process_time()
+    results = asyncio.run(main())
+    out.send((time.perf_counter() - t, time.process_time() - cpu, [a for r in results for a in r]))
+
+
+def _cpu_of(pid: int | None) -> float:
+    """CPU seconds used so far by another process (Linux /proc; 0 when unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _run(
+    url: str, n: int, connections: int, wait_ms: float | None, process: bool, first: int
+) -> dict[str, Any]:
+    """One end-to-end run; the senders are a separate process, so the listener's CPU is its own."""
     from rhip.ingest import hl7v2_map  # noqa: F401
-    from rhip.ingest.mllp import MLLPListener, ack_of, send_messages
+    from rhip.ingest.mllp import MLLPListener, ack_of
     from rhip.ingest.pipeline import Pipeline
     from rhip.quality.collector import QualityCollector
     from rhip.store import Store
@@ -65,27 +104,34 @@ async def _run(url: str, n: int, connections: int, wait_ms: float | None) -> dic
     store = Store(url)
     wait = None if wait_ms is None else wait_ms / 1000
     pipeline = Pipeline(store, observers=[QualityCollector(store.engine)])
-    listener = MLLPListener(pipeline, "127.0.0.1", 0, batch_wait=wait)
+    listener = MLLPListener(pipeline, "127.0.0.1", 0, batch_wait=wait, prepare_process=process)
     await listener.start()
-    msgs = [message(i) for i in range(n)]
-    t = time.perf_counter()
-    cpu = time.process_time()
-    results = await asyncio.gather(
-        *[
-            send_messages("127.0.0.1", listener.port, msgs[c::connections], timeout=300)
-            for c in range(connections)
-        ]
-    )
-    rate = n / (time.perf_counter() - t)
-    cpu_rate = n / (time.process_time() - cpu)
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    sender = ctx.Process(target=_send, args=(listener.port, first, n, connections, send))
+    cpu, child_cpu = time.process_time(), _cpu_of(listener.prepare_pid)
+    sender.start()
+    send.close()  # the sender's end lives in the sender only: its exit ends the wait
+    seconds, sender_cpu, acks = await asyncio.to_thread(receive.recv)
+    listener_cpu = time.process_time() - cpu
+    child_cpu = _cpu_of(listener.prepare_pid) - child_cpu
+    await asyncio.to_thread(sender.join)
     batches = listener.stats.batches
     await listener.stop()
     codes: dict[str, int] = {}
-    for ack in (a for r in results for a in r):
+    for ack in acks:
         code = ack_of(ack)["code"]
         codes[code] = codes.get(code, 0) + 1
     store.close()
-    return {"rate": rate, "cpu_rate": cpu_rate, "codes": codes, "batch": n / max(batches, 1)}
+    return {
+        "rate": n / seconds,
+        "server_cpu_rate": n / (listener_cpu + child_cpu),
+        "listener_ms": listener_cpu / n * 1000,
+        "child_ms": child_cpu / n * 1000,
+        "sender_ms": sender_cpu / n * 1000,
+        "codes": codes,
+        "batch": n / max(batches, 1),
+    }
 
 
 def main() -> None:
@@ -94,6 +140,10 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--database-url", default=None)
     ap.add_argument("--batch-wait-ms", type=float, default=None, help="default: the setting")
+    ap.add_argument(
+        "--modes", default="thread,process", help="comma-separated: thread (map in the listener), process"
+    )
+    ap.add_argument("--rounds", type=int, default=1, help="runs of each mode, alternating")
     args = ap.parse_args()
     import hl7
 
@@ -109,17 +159,32 @@ def main() -> None:
         hl7v2.parse(hl7v2.normalise(text))
     checked_rate = len(texts) / (time.perf_counter() - t)
     echo = asyncio.run(_echo_limit(2000))
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    runs: list[tuple[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory() as d:
-        url = args.database_url or f"sqlite:///{Path(d) / 'mllp.sqlite'}"
-        run = asyncio.run(_run(url, args.messages, args.connections, args.batch_wait_ms))
-    print(f"\n{args.messages:,} ADT^A04 messages over {args.connections} MLLP connections\n")
+        for _round in range(args.rounds):
+            for mode in modes:
+                url = args.database_url or f"sqlite:///{Path(d) / f'mllp-{mode}.sqlite'}"
+                first = len(runs) * args.messages  # every run sends new control ids
+                run = _run(url, args.messages, args.connections, args.batch_wait_ms, mode == "process", first)
+                runs.append((mode, asyncio.run(run)))
+    load = os.getloadavg()
+    print(f"\n{args.messages:,} ADT^A04 messages over {args.connections} MLLP connections per run")
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
     print(f"{'measure':<48}{'messages/s':>12}")
     print(f"{'raw python-hl7 parse':<48}{parse_rate:>12,.0f}")
     print(f"{'RHIP parse with checks (hl7v2.parse)':<48}{checked_rate:>12,.0f}")
     print(f"{'raw TCP echo round trip (1 connection)':<48}{echo:>12,.0f}")
-    print(f"{'acknowledged end to end (stored + ACK)':<48}{run['rate']:>12,.0f}")
-    print(f"{'  per CPU-second of the process':<48}{run['cpu_rate']:>12,.0f}")
-    print(f"\nmean batch: {run['batch']:.1f} messages; ACK codes: {run['codes']}")
+    print(
+        f"\n{'mode':<9}{'acked/s':>9}{'per server CPU-s':>18}{'listener ms':>13}{'child ms':>10}"
+        f"{'sender ms':>11}{'batch':>7}  ACK codes"
+    )
+    for mode, run in runs:
+        print(
+            f"{mode:<9}{run['rate']:>9,.0f}{run['server_cpu_rate']:>18,.0f}{run['listener_ms']:>13.3f}"
+            f"{run['child_ms']:>10.3f}{run['sender_ms']:>11.3f}{run['batch']:>7.1f}  {run['codes']}"
+        )
+    print("\n(ms: CPU per message; server = listener + prepare process; senders run in their own process)")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
         ge=0,
         description="How long the MLLP listener gathers more messages into a batch after the first.",
     )
+    mllp_prepare_process: bool = Field(
+        default=False,
+        description="Parse and map HL7 v2 messages in a second process while the MLLP listener writes.",
+    )
     ingest_producer_min_bytes: int = Field(
         default=0,
         description="NDJSON files of at least this size are read and prepared in a second process; 0: never.",

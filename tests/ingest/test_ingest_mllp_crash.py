@@ -33,8 +33,12 @@ def _message(n: int) -> str:
     )
 
 
-def _listen(port: int, url: str, data: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "RHIP_DATA_DIR": str(data)}
+def _listen(port: int, url: str, data: Path, prepare_process: bool = False) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "RHIP_DATA_DIR": str(data),
+        "RHIP_MLLP_PREPARE_PROCESS": "true" if prepare_process else "false",
+    }
     args = [sys.executable, "-c", CLI, "mllp-listen", "--port", str(port), "--database-url", url, "--no-link"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.time() + 60
@@ -92,11 +96,12 @@ def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
 
 
 @pytest.mark.slow
-def test_kill_minus_nine_mid_stream_then_resend_everything(tmp_path: Path) -> None:
+@pytest.mark.parametrize("prepare_process", [False, True], ids=["listener-maps", "prepare-process"])
+def test_kill_minus_nine_mid_stream_then_resend_everything(tmp_path: Path, prepare_process: bool) -> None:
     db = tmp_path / "mllp.sqlite"
     url = f"sqlite:///{db}"
     port = free_port()
-    listener = _listen(port, url, tmp_path / "data")
+    listener = _listen(port, url, tmp_path / "data", prepare_process)
     acked: list[str] = []
     threads = _senders(port, acked, stop_on_error=True)
     deadline = time.time() + 120
@@ -118,7 +123,7 @@ def test_kill_minus_nine_mid_stream_then_resend_everything(tmp_path: Path) -> No
         assert stable_id("Patient", "H1", f"HM{control[1:]}") in patients
         assert stable_id("prov", scoped_key(source, control)) in provenances
 
-    listener = _listen(port, url, tmp_path / "data")
+    listener = _listen(port, url, tmp_path / "data", prepare_process)
     try:
         resent: list[str] = []
         for t in _senders(port, resent, stop_on_error=False):

@@ -8,30 +8,59 @@ naming the rule and the segment/field.
 Throughput comes from micro-batching: messages from all open connections that arrive within a few
 milliseconds (``batch_wait``) are one pipeline chunk, i.e. one store transaction, and are
 acknowledged together after its commit. A batch closes early when every open connection already has
-a message in it (no one else can add one while all wait for their ACK). One worker handles batches
-in arrival order, so the messages of one connection are applied in the order they were sent; a
+a message waiting for its ACK (no one else can add one). Batches are written one at a time, in
+arrival order, so the messages of one connection are applied in the order they were sent; a
 sender that does not wait for each ACK (pipelining) gets its ACKs in order too.
+
+With a second core to spare (setting ``mllp_prepare_process``, off by default), a child process
+(:mod:`rhip.ingest.mllp_prepare`) parses, maps and validates the next batch while this process
+writes the previous one; the write, duplicates, ordering, Provenance and ACKs stay here, so the
+outcome of every message is the same. Waiting senders only send again after their ACK, so two
+batches are in flight only when the senders form two groups: with at least
+:data:`PIPELINE_MIN_SPLIT` connections, a batch of that many messages arriving while nothing is
+being written is written as two transactions, the second prepared while the first is written.
+With fewer connections batches are not overlapped (it would halve every transaction, each with
+its fixed cost); each is prepared half in the child and half here, at the same time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import gc
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from rhip.config import get_settings
+from rhip.errors import RhipError
+from rhip.fhir.search_params import registry_version
 from rhip.ingest.hl7v2 import CONNECTOR, ack_code, build_ack, control_id, decode, header_field, split_messages
+from rhip.ingest.mllp_prepare import PrepareProcess
 from rhip.ingest.model import BatchReport, MappingError, Record, SourceInfo
-from rhip.ingest.pipeline import MapContext, Pipeline
+from rhip.ingest.pipeline import MAPPERS, MapContext, Pipeline
+from rhip.ingest.producer import (
+    BULK_GC_THRESHOLDS,
+    PreparedRecord,
+    ProducerJob,
+    RecordSource,
+    picklable,
+    prepare_chunk,
+)
 
 log = logging.getLogger(__name__)
 
 VT, FS, CR = b"\x0b", b"\x1c", b"\x0d"
 END = FS + CR
 MAX_FRAME = 16 * 1024 * 1024
+#: Fewest connections (and smallest batch) for which preparation and writes overlap, a batch
+#: being split in two to start it (with a prepare process): each transaction has a fixed cost
+#: (about as much as mapping ten messages, measured) that smaller batches pay more often than
+#: the overlap saves.
+PIPELINE_MIN_SPLIT = 16
 
 
 def frame(message: str | bytes) -> bytes:
@@ -66,11 +95,22 @@ class _Item:
 
 
 @dataclass
+class _Batch:
+    """A batch's frames as pipeline records: ``owner`` is the frame index of each record."""
+
+    items: Sequence[_Item]
+    texts: list[str]
+    records: list[Record]
+    owner: list[int]
+
+
+@dataclass
 class ListenerStats:
     """Counts since the listener started."""
 
     received: int = 0
     batches: int = 0
+    prepared: int = 0  # batches (or halves) mapped by the prepare process
     acks: dict[str, int] = field(default_factory=lambda: {"AA": 0, "AE": 0, "AR": 0})
 
 
@@ -84,6 +124,8 @@ class MLLPListener:
         facility: facility code for every message; default: each message's MSH-4.
         batch_max: most messages per database batch; batch_wait: seconds to gather a batch
             (defaults: the ``mllp_batch_max`` and ``mllp_batch_wait_ms`` settings).
+        prepare_process: map messages in a second process (default: the ``mllp_prepare_process``
+            setting; used only with two or more cores and a mapper and validator that pickle).
     """
 
     def __init__(
@@ -95,6 +137,7 @@ class MLLPListener:
         facility: str | None = None,
         batch_max: int | None = None,
         batch_wait: float | None = None,
+        prepare_process: bool | None = None,
     ) -> None:
         settings = get_settings()
         self.pipeline = pipeline
@@ -103,6 +146,7 @@ class MLLPListener:
         self.facility = facility
         self.batch_max = max(1, batch_max if batch_max is not None else settings.mllp_batch_max)
         self.batch_wait = batch_wait if batch_wait is not None else settings.mllp_batch_wait_ms / 1000
+        self.prepare_process = settings.mllp_prepare_process if prepare_process is None else prepare_process
         self.stats = ListenerStats()
         self.reports: dict[str, BatchReport] = {}  # per sending facility, in memory
         self.report: BatchReport | None = None  # the listener's persisted batch
@@ -110,9 +154,25 @@ class MLLPListener:
         self._server: asyncio.Server | None = None
         self._worker: asyncio.Task[None] | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._unanswered: dict[str, int] = {}  # peer -> messages submitted and not yet answered
+        self._child: PrepareProcess | None = None
+        self._job: ProducerJob | None = None
+        self._gc_before: tuple[int, ...] | None = None  # collector thresholds to restore on stop
+
+    @property
+    def prepare_pid(self) -> int | None:
+        """Process id of the prepare process, None when messages are mapped in this process."""
+        return self._child.pid if self._child is not None else None
 
     async def start(self) -> None:
-        """Bind and start serving; :attr:`port` holds the bound port afterwards."""
+        """Bind and start serving (after the prepare process, if any, is ready); :attr:`port`
+        holds the bound port afterwards."""
+        if self.prepare_process and self._child is None:
+            await asyncio.to_thread(self._start_child)
+        # batches are many short-lived, acyclic objects: at the default thresholds the collector
+        # took a tenth of the listener's CPU (measured); restored by stop()
+        self._gc_before = gc.get_threshold()
+        gc.set_threshold(*BULK_GC_THRESHOLDS)
         self._queue = asyncio.Queue()
         self._worker = asyncio.create_task(self._work())
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
@@ -120,8 +180,9 @@ class MLLPListener:
         log.info("MLLP listener on %s:%s", self.host, self.port)
 
     async def stop(self) -> None:
-        """Stop accepting, finish the batch in progress (its ACKs are sent), refuse what is still
-        queued (those senders get no ACK and resend), close connections and batch reports."""
+        """Stop accepting, finish the write in progress (its ACKs are sent), refuse what is still
+        queued or only prepared (those senders get no ACK and resend), close connections, the
+        prepare process and batch reports."""
         if self._server is not None:
             self._server.close()
         if self._worker is not None:
@@ -135,8 +196,40 @@ class MLLPListener:
             writer.close()
         if self._server is not None:
             await self._server.wait_closed()
+        if self._child is not None:
+            child, self._child = self._child, None
+            await asyncio.to_thread(child.close)
+        if self._gc_before is not None:
+            gc.set_threshold(*self._gc_before)
+            self._gc_before = None
         if self.report is not None:
             await asyncio.to_thread(self.pipeline.close_batch, self.report)
+
+    def _start_child(self) -> None:
+        """Start the prepare process when it can help (two cores) and work (a picklable job)."""
+        if (os.cpu_count() or 1) < 2:
+            return
+        job = ProducerJob(
+            source=self._source(),
+            records=RecordSource(tuple, parallel=False),  # unused: batches are sent as they come
+            connector=CONNECTOR,
+            mapper=MAPPERS[CONNECTOR],
+            tz=self.pipeline.tz,
+            translator=self.pipeline.translator,
+            validator=self.pipeline.validator,
+            options={},
+            chunk_size=self.batch_max,
+            index_rows=True,
+        )
+        if not picklable(job):
+            log.info("MLLP mapper or validator cannot be pickled; messages are mapped in the listener")
+            return
+        child = PrepareProcess(job)
+        if child.start():
+            self._child, self._job = child, job
+
+    def _source(self) -> SourceInfo:
+        return SourceInfo(self.facility or "*", CONNECTOR, "mllp")
 
     async def serve_forever(self) -> None:
         """Start and serve until cancelled."""
@@ -185,85 +278,178 @@ class MLLPListener:
         if self._queue is None:
             raise RuntimeError("MLLP listener not started")
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._unanswered[peer] = self._unanswered.get(peer, 0) + 1
         self._queue.put_nowait(_Item(raw, peer, future))
         return future
 
+    def _settle(self, items: Sequence[_Item]) -> None:
+        """Forget answered (or refused) items: their senders may send again."""
+        for item in items:
+            left = self._unanswered.get(item.peer, 0) - 1
+            if left > 0:
+                self._unanswered[item.peer] = left
+            else:
+                self._unanswered.pop(item.peer, None)
+
     async def _gather(self, queue: asyncio.Queue[_Item]) -> list[_Item]:
         """The next batch: whatever is queued, then what arrives within ``batch_wait``, up to
-        ``batch_max``; closed early once every open connection has a message in it."""
+        ``batch_max``; closed early once every open connection has a message waiting for its ACK
+        (in this batch or in one being written)."""
         loop = asyncio.get_running_loop()
         items = [await queue.get()]
-        peers = {items[0].peer}
         deadline = loop.time() + self.batch_wait
         while len(items) < self.batch_max:
             if queue.empty():
-                timeout = deadline - loop.time()
-                if timeout <= 0 or len(peers) >= len(self._writers):
+                if deadline <= loop.time() or len(self._unanswered) >= len(self._writers):
                     break
                 try:
-                    item = await asyncio.wait_for(queue.get(), timeout)
+                    async with asyncio.timeout_at(deadline):  # cheaper than wait_for: no task per item
+                        item = await queue.get()
                 except TimeoutError:
                     break
             else:
                 item = queue.get_nowait()
             items.append(item)
-            peers.add(item.peer)
         return items
 
     async def _work(self) -> None:
-        """Batches one at a time, in arrival order; a stop lets the batch in progress finish."""
+        """Gather, prepare and write batches in arrival order, one write at a time.
+
+        With a prepare process the next batch is gathered and prepared while the previous one
+        is written; without, each batch is gathered after the previous one is answered. A stop
+        lets the write in progress finish (its ACKs are sent) and refuses a batch not yet written.
+        """
         if self._queue is None:
             raise RuntimeError("MLLP listener not started")
-        while True:
-            items = await self._gather(self._queue)
-            running = asyncio.ensure_future(asyncio.to_thread(self._run, items))
-            try:
-                acks = await asyncio.shield(running)
-            except asyncio.CancelledError:
-                _answer(items, await running)
-                raise
-            _answer(items, acks)
-
-    def _run(self, items: Sequence[_Item]) -> list[str]:
-        """The ACKs of a batch; a failure of the batch as a whole is an AE asking for a resend."""
+        writing: asyncio.Task[None] | None = None
+        pending: Sequence[_Item] = ()  # gathered, not yet handed to a write
         try:
-            return self._process(items)
-        except Exception:
-            log.exception("MLLP batch failed")
-            return [
-                build_ack(
-                    _text(i.raw),
-                    "AE",
-                    [{"rule": "internal-error", "path": "", "message": "processing failed; resend"}],
-                )
-                for i in items
-            ]
+            while True:
+                if writing is not None and not self._overlap():
+                    await asyncio.shield(writing)
+                pending = items = await self._gather(self._queue)
+                for part in self._parts(items, idle=writing is None or writing.done()):
+                    try:
+                        batch = self._batch(part)
+                    except Exception:  # answered like a batch whose processing failed
+                        log.exception("MLLP batch failed")
+                        _answer(part, _resend([_text(i.raw) for i in part]))
+                        self._settle(part)
+                        pending = pending[len(part) :]
+                        continue
+                    prepared = await self._prepare(batch, alone=writing is None or writing.done())
+                    if writing is not None:
+                        await asyncio.shield(writing)
+                    writing = asyncio.ensure_future(self._write(batch, prepared))
+                    pending = pending[len(part) :]
+        except asyncio.CancelledError:
+            for item in pending:
+                item.future.cancel()
+            self._settle(pending)
+            if writing is not None:
+                await writing
+            raise
 
-    def _process(self, items: Sequence[_Item]) -> list[str]:
-        """Runs in the worker thread: the whole batch is one pipeline chunk (one source per record)."""
-        from rhip.ingest.pipeline import MAPPERS
+    def _overlap(self) -> bool:
+        """Whether the next batch is gathered and prepared while one is written: with a prepare
+        process and at least :data:`PIPELINE_MIN_SPLIT` connections (see the module doc)."""
+        return self._child is not None and len(self._writers) >= PIPELINE_MIN_SPLIT
 
-        if self.report is None:
-            self.report = self.pipeline.open_batch(SourceInfo(self.facility or "*", CONNECTOR, "mllp"))
+    def _parts(self, items: list[_Item], *, idle: bool) -> list[list[_Item]]:
+        """The batch as written: in two halves when it can start the overlap (see module doc)."""
+        if not self._overlap() or not idle or len(items) < PIPELINE_MIN_SPLIT:
+            return [items]
+        half = len(items) // 2
+        return [items[:half], items[half:]]
+
+    async def _prepare(self, batch: _Batch, *, alone: bool) -> list[PreparedRecord] | None:
+        """The batch's records prepared by the prepare process (None: the write maps them).
+
+        ``alone``: nothing is being written, so this process prepares half the batch itself
+        meanwhile. A failed or dead prepare process is stopped; mapping continues in this process.
+        """
+        child, job, records = self._child, self._job, batch.records
+        if child is None or job is None:
+            return None
+        rows = registry_version() == 0  # the child does not know search parameters added here
+        cut = (len(records) + 1) // 2 if alone else len(records)
+        try:
+            remote = asyncio.to_thread(self._prepare_remotely, child, records[:cut], rows)
+            if cut == len(records):
+                return await remote
+            local = asyncio.to_thread(
+                prepare_chunk,
+                dataclasses.replace(job, index_rows=rows),
+                self.pipeline.preparer,
+                records[cut:],
+            )
+            # both halves finish before anything else touches the records (also when one fails)
+            first, second = await asyncio.gather(remote, local, return_exceptions=True)
+            for part in (first, second):
+                if isinstance(part, BaseException):
+                    raise part
+            assert isinstance(first, list) and isinstance(second, list)
+            return first + second
+        except RhipError as exc:
+            log.warning("%s; messages are mapped in the listener from now on", exc)
+            if self._child is child:
+                self._child = None
+                await asyncio.to_thread(child.close)
+            return None
+        except Exception:  # the write maps the batch itself and answers what fails there
+            log.exception("MLLP batch could not be prepared ahead")
+            return None
+
+    def _prepare_remotely(
+        self, child: PrepareProcess, records: list[Record], rows: bool
+    ) -> list[PreparedRecord]:
+        prepared = child.prepare(records, rows)
+        self.stats.prepared += 1
+        return prepared
+
+    async def _write(self, batch: _Batch, prepared: list[PreparedRecord] | None) -> None:
+        acks = await asyncio.to_thread(self._run, batch, prepared)
+        _answer(batch.items, acks)
+        self._settle(batch.items)
+
+    def _batch(self, items: Sequence[_Item]) -> _Batch:
+        """The frames' messages as records (a frame may carry a batch of messages)."""
         texts = [_text(i.raw) for i in items]
         records: list[Record] = []
-        owner: list[int] = []  # item index of each record (a frame may carry a batch of messages)
+        owner: list[int] = []
         for n, text in enumerate(texts):
             for m, msg in enumerate(split_messages(text) if text else [""]):
                 facility = self.facility or header_field(msg, 4) or "unknown"
+                ctrl = control_id(msg)
                 records.append(
                     Record(
                         msg.encode("utf-8") if msg else items[n].raw,
-                        f"{items[n].peer}/{control_id(msg) or n}#{m + 1}",
-                        key=control_id(msg),
+                        f"{items[n].peer}/{ctrl or n}#{m + 1}",
+                        key=ctrl,
                         source=SourceInfo(facility, CONNECTOR, "mllp"),
                     )
                 )
                 owner.append(n)
+        return _Batch(items, texts, records, owner)
+
+    def _run(self, batch: _Batch, prepared: list[PreparedRecord] | None) -> list[str]:
+        """The ACKs of a batch; a failure of the batch as a whole is an AE asking for a resend."""
+        try:
+            return self._process(batch, prepared)
+        except Exception:
+            log.exception("MLLP batch failed")
+            return _resend(batch.texts)
+
+    def _process(self, batch: _Batch, prepared: list[PreparedRecord] | None) -> list[str]:
+        """Runs in a worker thread: the whole batch is one pipeline chunk (one source per record)."""
+        if self.report is None:
+            self.report = self.pipeline.open_batch(self._source())
         ctx = MapContext(self.report.source, self.pipeline.tz, self.pipeline.translator)
-        outcomes = self.pipeline.process_chunk(self.report, ctx, records, MAPPERS[CONNECTOR], track=True)
+        outcomes = self.pipeline.process_chunk(
+            self.report, ctx, batch.records, MAPPERS[CONNECTOR], track=True, prepared=prepared
+        )
         self.stats.batches += 1
-        return self._acks(texts, records, owner, outcomes)
+        return self._acks(batch.texts, batch.records, batch.owner, outcomes)
 
     def _acks(
         self,
@@ -294,6 +480,12 @@ def _answer(items: Sequence[_Item], acks: Sequence[str]) -> None:
     for item, ack in zip(items, acks, strict=True):
         if not item.future.done():
             item.future.set_result(ack)
+
+
+def _resend(texts: Sequence[str]) -> list[str]:
+    """AE ACKs asking the senders to resend (the batch failed as a whole; nothing was committed)."""
+    reason = {"rule": "internal-error", "path": "", "message": "processing failed; resend"}
+    return [build_ack(text, "AE", [reason]) for text in texts]
 
 
 _FIELD = {"stored": "stored", "duplicate": "duplicates", "quarantined": "quarantined", "stale": "stale"}
