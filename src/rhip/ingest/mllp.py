@@ -47,6 +47,7 @@ from rhip.ingest.producer import (
     PreparedRecord,
     ProducerJob,
     RecordSource,
+    field_encryption,
     picklable,
     prepare_chunk,
 )
@@ -220,6 +221,7 @@ class MLLPListener:
             options={},
             chunk_size=self.batch_max,
             index_rows=True,
+            **field_encryption(self.pipeline.engine),
         )
         if not picklable(job):
             log.info("MLLP mapper or validator cannot be pickled; messages are mapped in the listener")

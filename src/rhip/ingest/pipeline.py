@@ -52,8 +52,7 @@ from rhip.ingest.schema import (
     ingest_source_time,
 )
 from rhip.ingest.validate import ResourceValidator, structural_issues
-from rhip.security.keys import KeyRing
-from rhip.store import bulk, fieldcrypt
+from rhip.store import bulk
 from rhip.store.engine import write_transaction
 
 if TYPE_CHECKING:
@@ -321,14 +320,12 @@ class Pipeline:
         except Patients while patient sinks listen; person types are encrypted in the producer
         when the store's keys come from a data directory it can open too.
         """
-        from rhip.ingest.producer import ProducerJob, RecordSource, picklable
+        from rhip.ingest.producer import ProducerJob, RecordSource, field_encryption, picklable
 
         if not isinstance(records, RecordSource) or not (self.producer and records.parallel):
             return None
         if (os.cpu_count() or 1) < 2:
             return None
-        crypt = fieldcrypt.of(self.engine)
-        keys = getattr(crypt.cipher, "keys", None)
         job = ProducerJob(
             source=ctx.source,
             records=records,
@@ -343,8 +340,7 @@ class Pipeline:
             observers=tuple(obs.split() for obs in ahead),
             compact=len(ahead) == len(self.observers),
             whole_types=("Patient",) if patient_sinks() else (),
-            encrypts=crypt.protect_writes,
-            field_keys=str(keys.root.parent) if crypt.protect_writes and isinstance(keys, KeyRing) else None,
+            **field_encryption(self.engine),
         )
         return job if picklable(job) else None
 

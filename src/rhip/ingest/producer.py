@@ -119,7 +119,9 @@ class ProducerJob:
     observers: tuple[Any, ...] = ()  # observer parts run here (``split()`` of the writer's observers)
     compact: bool = False  # the writer needs no resource dicts of stored records (see PreparedRecord)
     whole_types: tuple[str, ...] = ()  # ... except of these types (Patient, when patient sinks listen)
-    encrypts: bool = False  # the store encrypts person types on write
+    # The store encrypts person types on write (see :func:`field_encryption`); by default assumed
+    # so, and with no keys here the writer prepares person types itself: never plaintext stored.
+    encrypts: bool = True
     field_keys: str | None = None  # ... with the keys of this data directory (None: the writer does it)
 
 
@@ -203,6 +205,21 @@ def prepare_chunk(
 
 
 _CRYPT: dict[str | None, Any] = {}
+
+
+def field_encryption(engine: Any) -> dict[str, Any]:
+    """The ``encrypts`` and ``field_keys`` of a job writing into the store on ``engine``.
+
+    Keys are named by their data directory only when the store keeps them in a key ring on disk,
+    which the child rebuilds (:func:`field_crypt`); otherwise the writer encrypts person types.
+    """
+    from rhip.security.keys import KeyRing
+    from rhip.store import fieldcrypt
+
+    crypt = fieldcrypt.of(engine)
+    keys = getattr(crypt.cipher, "keys", None)
+    ring = keys if crypt.protect_writes and isinstance(keys, KeyRing) else None
+    return {"encrypts": crypt.protect_writes, "field_keys": None if ring is None else str(ring.root.parent)}
 
 
 def field_crypt(job: ProducerJob) -> Any:
