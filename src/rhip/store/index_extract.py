@@ -306,20 +306,50 @@ _CONVERT: dict[str, Convert] = {
 }
 
 
-def _composite_rows(resource: dict[str, Any], sp: SearchParamDef) -> list[Vals]:
+#: A composite's compiled context: its reader (None: the resource itself), the second component's
+#: type, converter and path readers, and the first component's path readers.
+_CompositeContext = tuple[
+    Reader | None, str, Convert, tuple[tuple[Reader, PathSpec], ...], tuple[tuple[Reader, PathSpec], ...]
+]
+
+
+def _compile_composite(sp: SearchParamDef) -> tuple[_CompositeContext, ...]:
+    return tuple(
+        (
+            _reader(ctx_steps) if ctx_steps else None,
+            second.type,
+            _CONVERT[second.type],
+            tuple((_reader(p.steps), p) for p in second.paths),
+            tuple((_reader(p.steps), p) for p in first.paths),
+        )
+        for ctx_steps, (first, second) in sp.contexts
+    )
+
+
+def _composite_rows(contexts: tuple[_CompositeContext, ...], resource: dict[str, Any]) -> list[Vals]:
     out: list[Vals] = []
-    for ctx_steps, (first, second) in sp.contexts:
-        conv = _CONVERT[second.type]
-        for node in walk(resource, ctx_steps) if ctx_steps else [resource]:
-            right = [r for p in second.paths for v in walk(node, p.steps) for r in conv(v, p)]
+    for ctx_of, kind, conv, second_reads, first_reads in contexts:
+        for node in ctx_of(resource) if ctx_of is not None else (resource,):
+            right = [r for v, p in _reached(second_reads, node) for r in conv(v, p)]
             if not right:
                 continue
-            left = [r for p in first.paths for v in walk(node, p.steps) for r in _token_codes(v, p)]
+            left = [r for v, p in _reached(first_reads, node) for r in _token_codes(v, p)]
             for system1, code1 in left:
                 if code1 is None:
                     continue
-                out.extend(_composite_row(system1, code1, second.type, r) for r in right)
+                out.extend(_composite_row(system1, code1, kind, r) for r in right)
     return out
+
+
+def _reached(reads: tuple[tuple[Reader, PathSpec], ...], node: Any) -> list[tuple[Any, PathSpec]]:
+    """(value, path) for every value the paths reach from a composite's context node.
+
+    The compiled readers take an object; a context that is not one (malformed data) is walked
+    generically, which is what the readers stand for.
+    """
+    if isinstance(node, dict):
+        return [(v, p) for values_of, p in reads for v in values_of(node)]
+    return [(v, p) for _values_of, p in reads for v in walk(node, p.steps)]
 
 
 def _token_codes(v: Any, p: PathSpec) -> list[tuple[Any, Any]]:
@@ -350,17 +380,57 @@ def _composite_row(system1: Any, code1: Any, kind: str, r: Vals) -> Vals:
 
 # --- compiled plans -------------------------------------------------------------------------------
 
-#: One parameter's entry: name, table, first keys, paths, converter (None: composite), definition,
-#: and each path's reader with the path.
-_Entry = tuple[
-    str,
-    str,
-    tuple[str, ...],
-    tuple[PathSpec, ...],
-    Convert | None,
-    SearchParamDef,
-    tuple[tuple[Reader, PathSpec], ...],
-]
+
+def _rows_of(sp: SearchParamDef, conv: Convert | None) -> RowsOf:
+    """The function giving ``sp``'s value tuples for a resource, specialised on the shape of its paths.
+
+    One call per parameter and resource: a single top-level path converts the element directly,
+    other paths go through their compiled readers, composites through :func:`_composite_rows`.
+    """
+    if conv is None:
+        return partial(_composite_rows, _compile_composite(sp))
+    paths = sp.paths
+    if len(paths) == 1:
+        p = paths[0]
+        if len(p.steps) == 1 and isinstance(p.steps[0], str):
+            return partial(_top_rows, p.steps[0], conv, p)
+        return partial(_path_rows, _reader(p.steps), conv, p)
+    return partial(_paths_rows, tuple((_reader(p.steps), p) for p in paths), conv)
+
+
+def _top_rows(key: str, conv: Convert, p: PathSpec, resource: dict[str, Any]) -> Sequence[Vals]:
+    v = resource.get(key)
+    if v is None:
+        return ()
+    if isinstance(v, list):
+        out: list[Vals] = []
+        for value in v:
+            out.extend(conv(value, p))
+        return out
+    return conv(v, p)
+
+
+def _path_rows(values_of: Reader, conv: Convert, p: PathSpec, resource: dict[str, Any]) -> list[Vals]:
+    out: list[Vals] = []
+    for value in values_of(resource):
+        out.extend(conv(value, p))
+    return out
+
+
+def _paths_rows(
+    reads: tuple[tuple[Reader, PathSpec], ...], conv: Convert, resource: dict[str, Any]
+) -> list[Vals]:
+    out: list[Vals] = []
+    for values_of, p in reads:
+        for value in values_of(resource):
+            out.extend(conv(value, p))
+    return out
+
+
+#: The value tuples one parameter gives for a resource (a compiled plan entry's work).
+RowsOf = Callable[[dict[str, Any]], Sequence[Vals]]
+#: One parameter's plan entry: name, table, the top-level keys that feed it, and its rows function.
+_Entry = tuple[str, str, tuple[str, ...], RowsOf]
 _Plan = list[_Entry]
 
 
@@ -420,8 +490,7 @@ def _plan(res_type: str) -> _Compiled:
             if not firsts:
                 always.append(len(plan))
             conv = _phonetic if sp.algorithm == "pinyin" else _CONVERT.get(sp.type)
-            reads = tuple((_reader(p.steps), p) for p in sp.paths)
-            plan.append((name, _TABLE[sp.type], firsts, sp.paths, conv, sp, reads))
+            plan.append((name, _TABLE[sp.type], firsts, _rows_of(sp, conv)))
         compiled = _plans[res_type] = _Compiled(plan, by_key, always, sharing.stored, {}, {})
     return compiled
 
@@ -469,14 +538,8 @@ def index_tuples(resource: dict[str, Any]) -> dict[str, list[tuple[Any, ...]]]:
     out: dict[str, list[tuple[Any, ...]]] = {}
     if not isinstance(res_type, str) or not isinstance(res_id, str):
         return out
-    for name, table, _firsts, _paths, conv, sp, reads in _entries(res_type, resource):
-        if conv is None:  # composite
-            vals = _composite_rows(resource, sp)
-        else:
-            vals = []
-            for values_of, p in reads:
-                for value in values_of(resource):
-                    vals.extend(conv(value, p))
+    for name, table, _firsts, rows_of in _entries(res_type, resource):
+        vals = rows_of(resource)
         if not vals:
             continue
         key_cols = (res_type, res_id, name)
