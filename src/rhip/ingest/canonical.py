@@ -129,7 +129,7 @@ def to_instant(value: str, tz: str = "Asia/Shanghai") -> str:
 
 #: Distinct values remembered by the timestamp conversions: the times of one batch, visit dates
 #: and birth dates repeat, and a conversion costs a few microseconds of regexes and datetimes.
-_CACHED_TIMES = 65536
+_CACHED_TIMES = 16384
 
 
 @lru_cache(maxsize=_CACHED_TIMES)

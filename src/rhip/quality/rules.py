@@ -328,7 +328,7 @@ def _age_years(patient: dict[str, Any], when: str | None) -> float | None:
 
 
 #: ``date.fromisoformat``, remembering the distinct days it has read (birth and visit days repeat).
-_date_of = lru_cache(maxsize=65536)(date.fromisoformat)
+_date_of = lru_cache(maxsize=16384)(date.fromisoformat)
 
 
 _EVENT_KEYS = (*_WHEN, "recordedDate")

@@ -148,7 +148,7 @@ def date_range(text: str) -> tuple[float, float] | None:
     return _date_range(text)
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=32768)
 def _date_range(text: str) -> tuple[float, float] | None:
     """:func:`date_range`, cached: birth dates, visit days and the times of one batch repeat."""
     m = _DATE_RE.fullmatch(text.strip())
