@@ -9,11 +9,23 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from rhip.fhir.model import COMPLEX, TypeTable, is_resource_type, load_model, resource_types
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rhip.fhir.model import (
+    COMPLEX,
+    STRING_REGEX,
+    TypeTable,
+    fullmatcher,
+    is_resource_type,
+    load_model,
+    resource_types,
+)
 
 SCHEMA = Path(__file__).resolve().parents[1] / "data" / "fhir-r4-schema" / "fhir.schema.json.gz"
 
@@ -116,3 +128,17 @@ def test_choice_types_expanded_and_bindings_compiled() -> None:
 def test_model_file_is_small() -> None:
     path = Path(__file__).resolve().parents[2] / "src" / "rhip" / "fhir" / "data" / "r4_model.json"
     assert path.stat().st_size < 3_000_000
+
+
+_STRING_CHARS = st.characters(blacklist_categories=("Cs",)) | st.sampled_from(
+    " \t\r\n\x0b\x0c\x1c\x85\xa0\u3000"
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(_STRING_CHARS, max_size=60))
+def test_string_matcher_equals_the_r4_regex(text: str) -> None:
+    """The substring test that stands in for the string/markdown regex accepts exactly what it does."""
+    regex = re.compile(STRING_REGEX, re.ASCII).fullmatch
+    assert bool(fullmatcher(STRING_REGEX)(text)) == bool(regex(text))
+    assert fullmatcher(r"\S*")("a b") is None  # other regexes are compiled as they are

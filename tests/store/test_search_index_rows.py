@@ -268,3 +268,34 @@ def test_reference_forms_in_index() -> None:
         ("Practitioner", "", "http://elsewhere.example/fhir/Practitioner/d1", ""),
         ("Practitioner", "d2", "", ""),
     ]
+
+
+def test_token_check_covers_the_elements_encryption_writes() -> None:
+    """Person rows are checked for SM4 tokens only in parameters read from identifier/telecom/contact.
+
+    Those must include every parameter over the encrypted elements, and the dict rows used by
+    re-encryption must be the writer's tuple rows.
+    """
+    from rhip.store.index_extract import params_reading
+    from rhip.store.indexing import SEALED_ELEMENTS, rows_for, tuple_rows_for
+
+    for res_type in ("Patient", "RelatedPerson", "Practitioner"):
+        checked = set().union(*params_reading(res_type, SEALED_ELEMENTS).values())
+        assert {"identifier", "telecom", "phone"} <= checked, res_type
+        assert "name" not in checked
+    patient = {
+        "resourceType": "Patient",
+        "id": "p1",
+        "identifier": [{"system": "urn:oid:2.16.156.10011.1.1", "value": "sm4:v1:abc"}],
+        "telecom": [{"system": "phone", "value": "sm4:v1:def"}],
+        "name": [{"family": "Li"}],
+    }
+    rows = tuple_rows_for(patient)
+    assert ("Patient", "p1", "identifier", "urn:oid:2.16.156.10011.1.1", None, None) in rows["idx_token"]
+    assert not any(isinstance(v, str) and v.startswith("sm4:") for r in rows["idx_token"] for v in r)
+    assert rows_for(patient) == {
+        table: [dict(zip([c.name for c in t.columns], r, strict=True)) for r in rows[table]]
+        for t in INDEX_TABLES
+        for table in [t.name]
+        if table in rows
+    }

@@ -118,10 +118,31 @@ class R4Model:
     value_sets: dict[str, frozenset[str]]
 
 
+#: R4's regex of string and markdown values.
+STRING_REGEX = r"[ \r\n\t\S]+"
+
+
+def fullmatcher(regex: str) -> Callable[[str], Any]:
+    """``fullmatch`` of an R4 regex under re.ASCII (truthy when the whole value matches).
+
+    re.ASCII gives \\s and \\S the meaning they have in the Java/XML Schema regexes R4 was written
+    for (so an ideographic space U+3000 in a Chinese name is a valid string character). The string
+    regex is answered by two substring searches instead: its class admits every character but the
+    ASCII vertical tab and form feed (the only ASCII whitespace it does not list), and free text is
+    the longest input validation sees; ``in`` scans it in C where the regex engine steps through
+    it a character at a time.
+    """
+    if regex == STRING_REGEX:
+        return _is_fhir_string
+    return re.compile(regex, re.ASCII).fullmatch
+
+
+def _is_fhir_string(value: str) -> bool | None:
+    return True if value and "\x0b" not in value and "\x0c" not in value else None
+
+
 def _regex_check(regex: str) -> PrimitiveCheck:
-    # re.ASCII gives \s and \S the meaning they have in the Java/XML Schema regexes R4 was written for
-    # (so an ideographic space U+3000 in a Chinese name is a valid string character).
-    match = re.compile(regex, re.ASCII).fullmatch
+    match = fullmatcher(regex)
 
     def check(value: Any) -> str | None:
         if type(value) is not str:
@@ -221,7 +242,7 @@ def _primitive_checks(spec: dict[str, dict[str, str]]) -> dict[str, PrimitiveChe
 def _compile(raw: dict[str, Any]) -> R4Model:
     primitives = _primitive_checks(raw["primitives"])
     regexes = {
-        name: re.compile(spec["regex"], re.ASCII).fullmatch
+        name: fullmatcher(spec["regex"])
         for name, spec in raw["primitives"].items()
         if spec["regex"] and name not in _NON_STRING
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -123,6 +124,16 @@ def to_instant(value: str, tz: str = "Asia/Shanghai") -> str:
     Dates without a time stay dates (FHIR allows partial dates); a time without an offset is read
     in ``tz``. Raises ValueError when the value is not a timestamp.
     """
+    return _to_instant(value, tz)
+
+
+#: Distinct values remembered by the timestamp conversions: the times of one batch, visit dates
+#: and birth dates repeat, and a conversion costs a few microseconds of regexes and datetimes.
+_CACHED_TIMES = 16384
+
+
+@lru_cache(maxsize=_CACHED_TIMES)
+def _to_instant(value: str, tz: str) -> str:
     text = fold(value)
     if _ISO_OFFSET.match(text) or _DATE.match(text):
         return text
@@ -153,8 +164,13 @@ def epoch(value: str | None, tz: str = "Asia/Shanghai") -> float | None:
     """Epoch seconds of a FHIR date/dateTime (dates at local midnight), None if absent/invalid."""
     if not value:
         return None
+    return _epoch(value, tz)
+
+
+@lru_cache(maxsize=_CACHED_TIMES)
+def _epoch(value: str, tz: str) -> float | None:
     try:
-        text = to_instant(value, tz)
+        text = _to_instant(value, tz)
         if _DATE.match(text):
             parts = [int(p) for p in text.split("-")] + [1, 1]
             return datetime(parts[0], parts[1], parts[2], tzinfo=_tzinfo(tz)).timestamp()

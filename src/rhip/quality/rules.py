@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
 from rhip.fhir import systems
@@ -164,7 +165,10 @@ def _subject(r: dict[str, Any], ctx: RuleContext) -> bool | None:
     "Observation has a value, components or a dataAbsentReason.",
 )
 def _obs_value(r: dict[str, Any], ctx: RuleContext) -> bool | None:
-    return any(k.startswith("value") for k in r) or bool(r.get("component") or r.get("dataAbsentReason"))
+    for key in r:
+        if key.startswith("value"):
+            return True
+    return bool(r.get("component") or r.get("dataAbsentReason"))
 
 
 @rule("completeness.encounter-period", "completeness", ("Encounter",), "Encounter has a start time.")
@@ -317,14 +321,21 @@ def _age_years(patient: dict[str, Any], when: str | None) -> float | None:
     if not (isinstance(born, str) and len(born) >= 10 and isinstance(at, str) and len(at) >= 10):
         return None
     try:
-        b, e = date.fromisoformat(born[:10]), date.fromisoformat(at[:10])
+        b, e = _date_of(born[:10]), _date_of(at[:10])
     except ValueError:
         return None
     return (e - b).days / 365.25
 
 
+#: ``date.fromisoformat``, remembering the distinct days it has read (birth and visit days repeat).
+_date_of = lru_cache(maxsize=16384)(date.fromisoformat)
+
+
+_EVENT_KEYS = (*_WHEN, "recordedDate")
+
+
 def _event_time(r: dict[str, Any]) -> str | None:
-    for key in (*_WHEN, "recordedDate"):
+    for key in _EVENT_KEYS:
         if isinstance(r.get(key), str):
             return str(r[key])
     period = r.get("period") or {}

@@ -7,8 +7,8 @@ from the body cost one dict lookup, which is what keeps indexing in the tens of 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import lru_cache
+from collections.abc import Callable, Sequence
+from functools import lru_cache, partial
 from typing import Any, NamedTuple
 
 from rhip.fhir.search_params import PathSpec, SearchParamDef, registry_version, search_params_for
@@ -22,7 +22,7 @@ from rhip.store.search_values import (
     phonetic_key,
 )
 
-__all__ = ["index_rows", "index_tuples", "parse_reference", "stored_params"]
+__all__ = ["index_rows", "index_tuples", "params_reading", "parse_reference", "stored_params"]
 
 Row = dict[str, Any]
 #: Value columns of one index row (the columns after ``res_type``, ``res_id``, ``param``).
@@ -62,6 +62,59 @@ def walk(node: Any, steps: tuple[str | tuple[str, str], ...]) -> list[Any]:
         if not nodes:
             break
     return nodes
+
+
+#: The values a path reaches in a resource (what :func:`walk` gives from the resource root).
+Reader = Callable[[dict[str, Any]], Sequence[Any]]
+
+
+def _reader(steps: tuple[str | tuple[str, str], ...]) -> Reader:
+    """A function giving ``walk(resource, steps)``, specialised for the common one- and two-key paths.
+
+    Most parameters read one top-level element or one key below it; the readers of those do no
+    per-step type tests and builds no intermediate lists.
+    """
+    first = steps[0] if steps else None
+    if len(steps) == 1 and isinstance(first, str):
+        return partial(_top_values, first)
+    if len(steps) == 2 and isinstance(first, str) and isinstance(steps[1], str):
+        return partial(_child_values, first, steps[1])
+    if isinstance(first, str):
+        return partial(_walk_present, first, steps)
+    return partial(_walk_from, steps)
+
+
+def _top_values(key: str, resource: dict[str, Any]) -> Sequence[Any]:
+    v = resource.get(key)
+    if v is None:
+        return ()
+    return v if isinstance(v, list) else (v,)
+
+
+def _child_values(key: str, child: str, resource: dict[str, Any]) -> Sequence[Any]:
+    v = resource.get(key)
+    if v is None:
+        return ()
+    out: list[Any] = []
+    for node in v if isinstance(v, list) else (v,):
+        if isinstance(node, dict):
+            x = node.get(child)
+            if x is not None:
+                if isinstance(x, list):
+                    out.extend(x)
+                else:
+                    out.append(x)
+    return out
+
+
+def _walk_present(
+    key: str, steps: tuple[str | tuple[str, str], ...], resource: dict[str, Any]
+) -> Sequence[Any]:
+    return walk(resource, steps) if key in resource else ()
+
+
+def _walk_from(steps: tuple[str | tuple[str, str], ...], resource: dict[str, Any]) -> Sequence[Any]:
+    return walk(resource, steps)
 
 
 # --- value converters: element value -> value tuples in index-table column order ---------------
@@ -253,20 +306,63 @@ _CONVERT: dict[str, Convert] = {
 }
 
 
-def _composite_rows(resource: dict[str, Any], sp: SearchParamDef) -> list[Vals]:
+#: A composite's compiled context: its reader (None: the resource itself), the second component's
+#: type, converter and path readers, and the first component's path readers.
+_CompositeContext = tuple[
+    Reader | None, str, Convert, tuple[tuple[Reader, PathSpec], ...], tuple[tuple[Reader, PathSpec], ...]
+]
+
+
+def _compile_composite(sp: SearchParamDef) -> tuple[_CompositeContext, ...]:
+    return tuple(
+        (
+            _reader(ctx_steps) if ctx_steps else None,
+            second.type,
+            _CONVERT[second.type],
+            tuple((_reader(p.steps), p) for p in second.paths),
+            tuple((_reader(p.steps), p) for p in first.paths),
+        )
+        for ctx_steps, (first, second) in sp.contexts
+    )
+
+
+def _composite_rows(contexts: tuple[_CompositeContext, ...], resource: dict[str, Any]) -> list[Vals]:
     out: list[Vals] = []
-    for ctx_steps, (first, second) in sp.contexts:
-        conv = _CONVERT[second.type]
-        for node in walk(resource, ctx_steps) if ctx_steps else [resource]:
-            right = [r for p in second.paths for v in walk(node, p.steps) for r in conv(v, p)]
+    for ctx_of, kind, conv, second_reads, first_reads in contexts:
+        for node in ctx_of(resource) if ctx_of is not None else (resource,):
+            right = [r for v, p in _reached(second_reads, node) for r in conv(v, p)]
             if not right:
                 continue
-            left = [r for p in first.paths for v in walk(node, p.steps) for r in _tokens(v, p)]
-            for system1, code1, _text in left:
+            left = [r for v, p in _reached(first_reads, node) for r in _token_codes(v, p)]
+            for system1, code1 in left:
                 if code1 is None:
                     continue
-                out.extend(_composite_row(system1, code1, second.type, r) for r in right)
+                out.extend(_composite_row(system1, code1, kind, r) for r in right)
     return out
+
+
+def _reached(reads: tuple[tuple[Reader, PathSpec], ...], node: Any) -> list[tuple[Any, PathSpec]]:
+    """(value, path) for every value the paths reach from a composite's context node.
+
+    The compiled readers take an object; a context that is not one (malformed data) is walked
+    generically, which is what the readers stand for.
+    """
+    if isinstance(node, dict):
+        return [(v, p) for values_of, p in reads for v in values_of(node)]
+    return [(v, p) for _values_of, p in reads for v in walk(node, p.steps)]
+
+
+def _token_codes(v: Any, p: PathSpec) -> list[tuple[Any, Any]]:
+    """(system, code) of the token rows of ``v``: what a composite's first component uses.
+
+    Codings are read directly, so their display and text are not normalised only to be dropped.
+    """
+    if p.const is None and isinstance(v, dict):
+        if p.elem_type == "CodeableConcept":
+            return [(c.get("system"), c.get("code")) for c in v.get("coding") or () if isinstance(c, dict)]
+        if p.elem_type == "Coding":
+            return [(v.get("system"), v.get("code"))]
+    return [(r[0], r[1]) for r in _tokens(v, p)]
 
 
 def _composite_row(system1: Any, code1: Any, kind: str, r: Vals) -> Vals:
@@ -284,7 +380,58 @@ def _composite_row(system1: Any, code1: Any, kind: str, r: Vals) -> Vals:
 
 # --- compiled plans -------------------------------------------------------------------------------
 
-_Plan = list[tuple[str, str, tuple[str, ...], tuple[PathSpec, ...], Convert | None, SearchParamDef]]
+
+def _rows_of(sp: SearchParamDef, conv: Convert | None) -> RowsOf:
+    """The function giving ``sp``'s value tuples for a resource, specialised on the shape of its paths.
+
+    One call per parameter and resource: a single top-level path converts the element directly,
+    other paths go through their compiled readers, composites through :func:`_composite_rows`.
+    """
+    if conv is None:
+        return partial(_composite_rows, _compile_composite(sp))
+    paths = sp.paths
+    if len(paths) == 1:
+        p = paths[0]
+        if len(p.steps) == 1 and isinstance(p.steps[0], str):
+            return partial(_top_rows, p.steps[0], conv, p)
+        return partial(_path_rows, _reader(p.steps), conv, p)
+    return partial(_paths_rows, tuple((_reader(p.steps), p) for p in paths), conv)
+
+
+def _top_rows(key: str, conv: Convert, p: PathSpec, resource: dict[str, Any]) -> Sequence[Vals]:
+    v = resource.get(key)
+    if v is None:
+        return ()
+    if isinstance(v, list):
+        out: list[Vals] = []
+        for value in v:
+            out.extend(conv(value, p))
+        return out
+    return conv(v, p)
+
+
+def _path_rows(values_of: Reader, conv: Convert, p: PathSpec, resource: dict[str, Any]) -> list[Vals]:
+    out: list[Vals] = []
+    for value in values_of(resource):
+        out.extend(conv(value, p))
+    return out
+
+
+def _paths_rows(
+    reads: tuple[tuple[Reader, PathSpec], ...], conv: Convert, resource: dict[str, Any]
+) -> list[Vals]:
+    out: list[Vals] = []
+    for values_of, p in reads:
+        for value in values_of(resource):
+            out.extend(conv(value, p))
+    return out
+
+
+#: The value tuples one parameter gives for a resource (a compiled plan entry's work).
+RowsOf = Callable[[dict[str, Any]], Sequence[Vals]]
+#: One parameter's plan entry: name, table, the top-level keys that feed it, and its rows function.
+_Entry = tuple[str, str, tuple[str, ...], RowsOf]
+_Plan = list[_Entry]
 
 
 class _Compiled(NamedTuple):
@@ -295,6 +442,10 @@ class _Compiled(NamedTuple):
     by_key: dict[str, list[int]]
     always: list[int]
     stored: dict[str, StoredAs]
+    #: :func:`params_reading` answers, filled on first use
+    reading: dict[frozenset[str], dict[str, frozenset[str]]]
+    #: the entries to run, in plan order, for each sequence of top-level keys met so far (bounded)
+    entries_by_keys: dict[tuple[str, ...], tuple[_Entry, ...]]
 
 
 _plans: dict[str, _Compiled] = {}
@@ -339,9 +490,27 @@ def _plan(res_type: str) -> _Compiled:
             if not firsts:
                 always.append(len(plan))
             conv = _phonetic if sp.algorithm == "pinyin" else _CONVERT.get(sp.type)
-            plan.append((name, _TABLE[sp.type], firsts, sp.paths, conv, sp))
-        compiled = _plans[res_type] = _Compiled(plan, by_key, always, sharing.stored)
+            plan.append((name, _TABLE[sp.type], firsts, _rows_of(sp, conv)))
+        compiled = _plans[res_type] = _Compiled(plan, by_key, always, sharing.stored, {}, {})
     return compiled
+
+
+def params_reading(res_type: str, elements: frozenset[str]) -> dict[str, frozenset[str]]:
+    """Index table -> the parameters of ``res_type`` in it whose rows can hold values of ``elements``.
+
+    A parameter counts when one of its paths starts at one of the given top-level elements, or
+    when its paths cannot be checked in advance (it is evaluated on every resource). Tables with
+    no such parameter are left out.
+    """
+    compiled = _plan(res_type)
+    found = compiled.reading.get(elements)
+    if found is None:
+        by_table: dict[str, set[str]] = {}
+        for name, table, firsts, *_rest in compiled.plan:
+            if not firsts or elements.intersection(firsts):
+                by_table.setdefault(table, set()).add(name)
+        found = compiled.reading[elements] = {table: frozenset(names) for table, names in by_table.items()}
+    return found
 
 
 def stored_params(res_type: str, name: str) -> StoredAs:
@@ -369,32 +538,8 @@ def index_tuples(resource: dict[str, Any]) -> dict[str, list[tuple[Any, ...]]]:
     out: dict[str, list[tuple[Any, ...]]] = {}
     if not isinstance(res_type, str) or not isinstance(res_id, str):
         return out
-    plan, by_key, always, _stored = _plan(res_type)
-    chosen = set(always)
-    for key in resource:
-        hit = by_key.get(key)
-        if hit is not None:
-            chosen.update(hit)
-    for index in sorted(chosen):
-        name, table, _firsts, paths, conv, sp = plan[index]
-        if conv is None:  # composite
-            vals = _composite_rows(resource, sp)
-        else:
-            vals = []
-            for p in paths:
-                steps = p.steps
-                values: Any
-                if len(steps) == 1 and isinstance(steps[0], str):
-                    v = resource.get(steps[0])
-                    if v is None:
-                        continue
-                    values = v if isinstance(v, list) else (v,)
-                else:
-                    if isinstance(steps[0], str) and steps[0] not in resource:
-                        continue
-                    values = walk(resource, steps)
-                for value in values:
-                    vals.extend(conv(value, p))
+    for name, table, _firsts, rows_of in _entries(res_type, resource):
+        vals = rows_of(resource)
         if not vals:
             continue
         key_cols = (res_type, res_id, name)
@@ -404,6 +549,31 @@ def index_tuples(resource: dict[str, Any]) -> dict[str, list[tuple[Any, ...]]]:
         else:
             bucket.extend(key_cols + v for v in dict.fromkeys(vals))
     return out
+
+
+#: Distinct key sequences remembered per resource type; a feed's resources share a few layouts.
+_KEY_LAYOUTS_KEPT = 1024
+
+
+def _entries(res_type: str, resource: dict[str, Any]) -> tuple[_Entry, ...]:
+    """The plan entries that can give rows for ``resource``: those fed by its keys, and the always-run ones.
+
+    They depend only on the resource's top-level keys, so they are chosen once per key layout.
+    """
+    compiled = _plan(res_type)
+    layout = tuple(resource)
+    found = compiled.entries_by_keys.get(layout)
+    if found is None:
+        chosen = set(compiled.always)
+        for key in layout:
+            hit = compiled.by_key.get(key)
+            if hit is not None:
+                chosen.update(hit)
+        found = tuple(compiled.plan[index] for index in sorted(chosen))
+        if len(compiled.entries_by_keys) >= _KEY_LAYOUTS_KEPT:
+            compiled.entries_by_keys.clear()
+        compiled.entries_by_keys[layout] = found
+    return found
 
 
 def index_rows(resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:

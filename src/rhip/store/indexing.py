@@ -15,10 +15,14 @@ from sqlalchemy import Connection, Table, bindparam, delete
 
 from rhip.security.fields import PROTECTED_TYPES, TOKEN_PREFIX
 from rhip.store import fastinsert
-from rhip.store.index_extract import index_tuples
-from rhip.store.index_schema import INDEX_TABLES, index_rows
+from rhip.store.index_extract import index_tuples, params_reading
+from rhip.store.index_schema import INDEX_TABLES
 
 TABLES_BY_NAME: dict[str, Table] = {table.name: table for table in INDEX_TABLES}
+#: Column names of each index table, in the order of the tuple rows.
+INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
+    table.name: tuple(c.name for c in table.columns) for table in INDEX_TABLES
+}
 _DELETE_ONE = {
     table.name: delete(table).where(
         table.c.res_type == bindparam("k_type"), table.c.res_id == bindparam("k_id")
@@ -28,18 +32,21 @@ _DELETE_ONE = {
 
 
 def rows_for(resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Index rows (table name -> rows) for the current body of ``resource``."""
-    rows = index_rows(resource)
-    if resource.get("resourceType") not in PROTECTED_TYPES:
-        return rows
-    out: dict[str, list[dict[str, Any]]] = {}
-    for name, table_rows in rows.items():
-        out[name] = []
-        for row in table_rows:
-            kept = _unsealed(name, tuple(row.values()))
-            if kept is not None:
-                out[name].append(dict(zip(row, kept, strict=True)))
-    return out
+    """Index rows (table name -> rows) for the current body of ``resource``.
+
+    The rows of :func:`tuple_rows_for` keyed by column name, so that re-encryption and the bulk
+    path index a record alike.
+    """
+    return {
+        table: [dict(zip(INDEX_COLUMNS[table], row, strict=True)) for row in rows]
+        for table, rows in tuple_rows_for(resource).items()
+    }
+
+
+#: The top-level elements of a protected resource where :func:`rhip.security.fields.protect` puts
+#: SM4 tokens (citizen-ID identifiers, phone numbers, a Patient's contacts' phone numbers). Only
+#: parameters read from these can index a token, so only their rows are checked for one.
+SEALED_ELEMENTS = frozenset({"identifier", "telecom", "contact"})
 
 
 def _sealed(value: Any) -> bool:
@@ -53,7 +60,10 @@ def _unsealed(table: str, row: tuple[Any, ...]) -> tuple[Any, ...] | None:
     a row of another table holding a token is dropped. The searchable HMAC pseudonyms of those
     fields are indexed in rows of their own.
     """
-    if not any(_sealed(v) for v in row):
+    for value in row:  # a plain loop rather than any() over a generator: it runs for every such row
+        if isinstance(value, str) and value.startswith(TOKEN_PREFIX):
+            break
+    else:
         return row
     if table != "idx_token":
         return None
@@ -99,11 +109,29 @@ def tuple_rows_for(resource: dict[str, Any]) -> TupleRows:
     concatenates lists and hands them to the driver.
     """
     rows = index_tuples(resource)
-    if resource.get("resourceType") not in PROTECTED_TYPES:
+    res_type = resource.get("resourceType")
+    if res_type not in PROTECTED_TYPES:
         return rows
+    sealable = params_reading(res_type, SEALED_ELEMENTS)
     out: TupleRows = {}
     for name, table_rows in rows.items():
-        out[name] = [kept for r in table_rows if (kept := _unsealed(name, r)) is not None]
+        params = sealable.get(name)
+        out[name] = table_rows if params is None else _without_tokens(name, table_rows, params)
+    return out
+
+
+def _without_tokens(
+    table: str, rows: list[tuple[Any, ...]], sealable: frozenset[str]
+) -> list[tuple[Any, ...]]:
+    """``rows`` through :func:`_unsealed`, looking only at rows of parameters that can hold a token."""
+    out: list[tuple[Any, ...]] = []
+    for row in rows:
+        if row[2] in sealable:
+            kept = _unsealed(table, row)
+            if kept is None:
+                continue
+            row = kept
+        out.append(row)
     return out
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import re
 import unicodedata
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -57,18 +57,30 @@ def normalize(text: str) -> str:
     """Lower-case, accent-free, width-folded form used for string matching (NFKD + casefold)."""
     if text.isascii():
         return text.lower()[:MAX_INDEXED_CHARS]
-    if len(text) <= _CACHED_CHARS:
+    size = len(text)
+    if size <= _CACHED_CHARS:
         return _normalize_short(text)
+    if size <= _CACHED_LONG_CHARS:
+        return _normalize_long(text)
     return _normalize_unicode(text)
 
 
 #: Non-ASCII strings up to this length are cached: names, places and display texts repeat across
 #: resources far more than they vary; long free text rarely repeats and would only fill memory.
 _CACHED_CHARS = 64
+#: Longer non-ASCII strings up to this length (code texts, long display names: they repeat with
+#: their code) get a small cache of their own, so they cannot push the short names out. Their
+#: regex passes cost ~40 ns a character, so one hit saves tens of microseconds.
+_CACHED_LONG_CHARS = MAX_INDEXED_CHARS
 
 
 @lru_cache(maxsize=16384)
 def _normalize_short(text: str) -> str:
+    return _normalize_unicode(text)
+
+
+@lru_cache(maxsize=1024)
+def _normalize_long(text: str) -> str:
     return _normalize_unicode(text)
 
 
@@ -126,23 +138,6 @@ def _local_zone() -> tzinfo:
         return UTC
 
 
-def _tz(text: str | None) -> tzinfo:
-    if text is None:
-        return _local_zone()
-    if text == "Z":
-        return UTC
-    sign = 1 if text[0] == "+" else -1
-    hours, minutes = int(text[1:3]), int(text[4:6])
-    return _fixed_tz(sign * (hours * 60 + minutes))
-
-
-@lru_cache(maxsize=64)
-def _fixed_tz(minutes: int) -> tzinfo:
-    from datetime import timezone
-
-    return timezone(timedelta(minutes=minutes))
-
-
 def date_range(text: str) -> tuple[float, float] | None:
     """The range ``[low, high)`` in epoch seconds that a FHIR date/dateTime/instant covers.
 
@@ -150,12 +145,20 @@ def date_range(text: str) -> tuple[float, float] | None:
     ``...:05.123`` a millisecond. Values without a zone are read in the configured local zone.
     Returns None when the text is not a FHIR date.
     """
+    return _date_range(text)
+
+
+@lru_cache(maxsize=32768)
+def _date_range(text: str) -> tuple[float, float] | None:
+    """:func:`date_range`, cached: birth dates, visit days and the times of one batch repeat."""
     m = _DATE_RE.fullmatch(text.strip())
     if m is None:
         return None
     year, month, day, hour, minute, sec, frac, zone = m.groups()
     try:
-        tz = _tz(zone)
+        if zone is not None:  # day, hour and minute are there too: the regex nests them
+            return _offset_range(int(year), int(month), int(day), int(hour), int(minute), sec, frac, zone)
+        tz = _local_zone()
         y = int(year)
         if month is None:
             lo = datetime(y, 1, 1, tzinfo=tz)
@@ -174,12 +177,59 @@ def date_range(text: str) -> tuple[float, float] | None:
                     hi = lo + timedelta(minutes=1)
                 elif frac:
                     lo = lo + timedelta(seconds=float(frac))
-                    hi = lo + timedelta(seconds=10.0 ** -(len(frac) - 1))
+                    hi = lo + timedelta(seconds=_width_seconds(frac))
                 else:
                     hi = lo + timedelta(seconds=1)
     except (ValueError, OverflowError):
         return None
     return lo.timestamp(), (hi.timestamp() if hi is not None else TIME_MAX)
+
+
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
+#: Wall-clock microseconds (from 1970-01-01) of 10000-01-01: datetime arithmetic overflows there.
+_WALL_END_US = (date(9999, 12, 31).toordinal() + 1 - _EPOCH_DAY) * 86_400_000_000
+_ONE_US = timedelta(microseconds=1)
+
+
+def _width_seconds(frac: str) -> float:
+    """The width of a time written with fraction ``frac`` (``.123``: a millisecond)."""
+    return 10.0 ** -(len(frac) - 1)
+
+
+def _micros(seconds: float) -> int:
+    """Whole microseconds of a float number of seconds, rounded as ``timedelta`` rounds them."""
+    return timedelta(seconds=seconds) // _ONE_US
+
+
+def _offset_range(
+    y: int, mo: int, d: int, hour: int, minute: int, sec: str | None, frac: str | None, zone: str
+) -> tuple[float, float] | None:
+    """:func:`date_range` of a time with an explicit offset, in integer microseconds.
+
+    The same numbers as building aware datetimes and calling ``timestamp()`` (which divides the
+    microseconds since the epoch by 10**6): the bounds are the same integers, divided the same way,
+    and values datetime refuses (hour 24, second 60, offsets of a day or more, times past year
+    9999) give None as they did. Four times faster, which matters because measurement times rarely
+    repeat. Raises ValueError for a date that does not exist.
+    """
+    second = int(sec or 0)
+    offset = 0 if zone == "Z" else (1 if zone[0] == "+" else -1) * (int(zone[1:3]) * 60 + int(zone[4:6]))
+    if hour > 23 or minute > 59 or second > 59 or abs(offset) >= 1440:
+        return None
+    days = date(y, mo, d).toordinal() - _EPOCH_DAY
+    lo = (days * 86_400 + hour * 3_600 + minute * 60 + second) * 1_000_000
+    if sec is None:
+        width = 60_000_000
+    elif frac:
+        lo += _micros(float(frac))
+        width = _micros(_width_seconds(frac))
+    else:
+        width = 1_000_000
+    hi = lo + width
+    if hi >= _WALL_END_US:
+        return None
+    shift = offset * 60_000_000
+    return (lo - shift) / 1_000_000, (hi - shift) / 1_000_000
 
 
 def number_range(text: str) -> tuple[float, float, float]:
