@@ -4,8 +4,9 @@ For every resource of the corpus (the bulk benchmark's Patients and Observations
 examples, the Synthea bundles and bulk NDJSON under tests/data, plus edge cases of dates and
 strings) it writes, one line each: the canonicalised body and its findings, the validation issues,
 the index rows (``index_tuples``), the writer's rows of the field-protected body
-(``tuple_rows_for``), the protected body (tokens masked) and every quality rule's outcome, then the
-quality collector's tallies. Run it before and after a change and compare the files::
+(``tuple_rows_for``), the protected body (tokens masked), what the pipeline's preparer makes of
+the resource as an NDJSON line (mapped body, or quarantine reasons) and every quality rule's
+outcome, then the quality collector's tallies. Run it before and after a change and compare the files::
 
     .venv/bin/python tests/ingest_equivalence.py /tmp/before.txt
     ... change ...
@@ -208,11 +209,31 @@ def _revealed_same(crypt: Any, protected: dict[str, Any], plain: dict[str, Any])
         return str(exc).split(":", 1)[0]
 
 
+def _map_record(preparer: Any, raw: dict[str, Any], n: int) -> tuple[Any, ...]:
+    """What the pipeline's preparer makes of the resource as an NDJSON line: body, reasons, warnings."""
+    from rhip.ingest.fhir_files import map_ndjson
+    from rhip.ingest.model import Record, SourceInfo
+    from rhip.ingest.pipeline import MapContext
+
+    ctx = MapContext(
+        SourceInfo(facility="EQ", connector="fhir-ndjson"),
+        preparer.canonicaliser.tz,
+        preparer.canonicaliser.translator,
+    )
+    mapped, reasons = preparer.map_record(
+        Record(orjson.dumps(raw), f"eq.ndjson:{n}"), f"k{n}", ctx, map_ndjson
+    )
+    if mapped is None:
+        return (None, reasons)
+    return ([orjson.dumps(r) for r in mapped.resources], reasons, mapped.warnings)
+
+
 def dump(out: Path, n_bench: int) -> int:
     """Write the dump of the corpus to ``out``; returns the number of resources."""
     from rhip.fhir.validation import validate_resource
     from rhip.ingest.canonical import Canonicaliser, ConceptTranslator
     from rhip.ingest.model import Mapped, Record, SourceInfo
+    from rhip.ingest.pipeline import RecordPreparer
     from rhip.ingest.validate import ResourceValidator
     from rhip.quality.collector import _Tallies
     from rhip.quality.rules import RULES, RuleContext
@@ -233,6 +254,7 @@ def dump(out: Path, n_bench: int) -> int:
         ]
     )
     canon, validator = Canonicaliser(translator), ResourceValidator()
+    preparer = RecordPreparer(translator, "Asia/Shanghai", validator)
     tallies = _Tallies("Asia/Shanghai")
     source = SourceInfo(facility="EQ", connector="fhir-ndjson")
     n = 0
@@ -256,6 +278,7 @@ def dump(out: Path, n_bench: int) -> int:
             w("revealed-same", _revealed_same(crypt, protected, res))
             w("writer-rows", tuple_rows_for(protected))
             w("rows-for", rows_for(protected))
+            w("map-record", _map_record(preparer, raw, n))
             n += 1
             if errors:  # quarantined: the quality rules never see it
                 continue

@@ -155,7 +155,7 @@ class RecordPreparer:
             if "id" not in res:
                 res["id"] = stable_id(key, str(i))
             res.setdefault("meta", {})["source"] = source_uri(ctx.source, rec.position)
-            problems.extend(self.validator.errors(res))
+            problems.extend(self.validator.content_errors(res))
         if problems:
             return None, reasons_of(problems)
         return mapped, []

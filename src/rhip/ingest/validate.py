@@ -49,9 +49,16 @@ class ResourceValidator:
 
     def errors(self, resource: Any) -> list[Issue]:
         """Blocking issues of one resource (empty when it may be stored)."""
-        found = structural_issues(resource)
-        if found or self._validator is None:
-            return found
+        return structural_issues(resource) or self.content_errors(resource)
+
+    def content_errors(self, resource: dict[str, Any]) -> list[Issue]:
+        """Blocking issues of a resource that already passed :func:`structural_issues`.
+
+        The ingest pipeline checks structure before canonicalising (which keeps resourceType and
+        id, and only adds a valid id), so it asks for the rest alone instead of checking twice.
+        """
+        if self._validator is None:
+            return []
         try:
             issues = self._validator(resource)
         except Exception as exc:  # a validator failure must not lose the record

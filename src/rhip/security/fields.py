@@ -90,8 +90,8 @@ def _protect_point(
     value = point.get("value")
     if not isinstance(value, str) or is_token(value):
         return point
-    if pseudonyms is not None and phone_digits(value):
-        pseudonyms.append({"system": PHONE_PSEUDONYM, "value": cipher.pseudonym(phone_digits(value))})
+    if pseudonyms is not None and (digits := phone_digits(value)):
+        pseudonyms.append({"system": PHONE_PSEUDONYM, "value": cipher.pseudonym(digits)})
     return {**point, "value": cipher.encrypt(value, context=context)}
 
 
