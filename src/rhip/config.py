@@ -52,6 +52,11 @@ class Settings(BaseSettings):
         default=False,
         description="Parse and map HL7 v2 messages in a second process while the MLLP listener writes.",
     )
+    ingest_wal_autocheckpoint: int = Field(
+        default=10_000,
+        ge=0,
+        description="WAL pages between SQLite checkpoints while a bulk load writes; 0: SQLite's default.",
+    )
     ingest_producer_min_bytes: int = Field(
         default=0,
         description="NDJSON files of at least this size are read and prepared in a second process; 0: never.",

@@ -53,7 +53,7 @@ from rhip.ingest.schema import (
 )
 from rhip.ingest.validate import ResourceValidator, structural_issues
 from rhip.store import bulk
-from rhip.store.engine import write_transaction
+from rhip.store.engine import truncate_wal, write_transaction
 
 if TYPE_CHECKING:
     from rhip.ingest.producer import PreparedRecord, ProducerStats
@@ -203,6 +203,8 @@ class Pipeline:
         self.producer = producer
         #: How the last run with a producer process shared its work (None: it ran in this process).
         self.producer_stats: ProducerStats | None = None
+        #: WAL autocheckpoint of the chunks' write transactions (0: SQLite's; see _bulk_load).
+        self._wal_pages = 0
 
     # -- batches -------------------------------------------------------------------------------
     def open_batch(self, source: SourceInfo) -> BatchReport:
@@ -271,9 +273,9 @@ class Pipeline:
         )
         job = self._producer_job(ctx, records, fn, ahead)
         if job is not None:
-            from rhip.ingest.producer import Producer, bulk_gc
+            from rhip.ingest.producer import Producer
 
-            with bulk_gc(), Producer(job) as produced:
+            with self._bulk_load(), Producer(job) as produced:
                 self.producer_stats = None
                 for ready in produced:
                     for obs, part in zip(ahead, ready.observed or (), strict=False):
@@ -297,9 +299,9 @@ class Pipeline:
                     stats.writer_waited,
                 )
         else:
-            from rhip.ingest.producer import RecordSource, bulk_gc
+            from rhip.ingest.producer import RecordSource
 
-            with bulk_gc() if isinstance(records, RecordSource) else contextlib.nullcontext():
+            with self._bulk_load() if isinstance(records, RecordSource) else contextlib.nullcontext():
                 for chunk in chunks(records, self.chunk_size):
                     self.process_chunk(
                         rep, ctx, chunk, fn, track=track, per_record_provenance=per_record_provenance
@@ -307,6 +309,24 @@ class Pipeline:
         if own:
             self.close_batch(rep)
         return rep
+
+    @contextlib.contextmanager
+    def _bulk_load(self) -> Iterator[None]:
+        """While a bulk load runs: fewer collections and (SQLite) fewer WAL checkpoints.
+
+        The chunks' write transactions checkpoint every ``RHIP_INGEST_WAL_AUTOCHECKPOINT`` pages
+        instead of SQLite's 1,000 (each checkpoint rewrites the hot index pages to the database
+        file); afterwards the grown WAL is checkpointed and truncated so the file does not stay big.
+        """
+        from rhip.ingest.producer import bulk_gc
+
+        self._wal_pages = get_settings().ingest_wal_autocheckpoint
+        try:
+            with bulk_gc():
+                yield
+        finally:
+            self._wal_pages = 0
+            truncate_wal(self.engine)
 
     def _producer_job(self, ctx: MapContext, records: Iterable[Record], fn: MapFn, ahead: list[Any]) -> Any:
         """The job for a producer process, or None when records are prepared in this process.
@@ -555,7 +575,7 @@ class Pipeline:
         before = dataclasses.replace(report)
         for attempt in range(1, bulk.BATCH_ATTEMPTS + 1):
             try:
-                with write_transaction(self.engine) as conn:
+                with write_transaction(self.engine, wal_pages=self._wal_pages) as conn:
                     self._write(conn, report, plan, fresh, track=track, lock=attempt > 1)
                     self._finish_chunk(conn, report, fresh, quarantined, track, now)
                 return

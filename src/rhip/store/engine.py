@@ -33,6 +33,9 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_CACHE_KIB = 16_384
 #: Execution option that marks a connection's transaction as a write transaction.
 WRITE_OPTION = "rhip_write"
+#: A WAL larger than this after a bulk load is truncated (about what SQLite's default
+#: autocheckpoint of 1,000 pages of 4 KiB lets it reach).
+WAL_TRUNCATE_BYTES = 4 * 1024 * 1024
 
 
 class StoreBusy(RhipError):
@@ -105,17 +108,18 @@ def is_sqlite(engine_or_conn: Engine | Connection) -> bool:
 
 
 @contextlib.contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
+def write_transaction(engine: Engine, *, wal_pages: int = 0) -> Iterator[Connection]:
     """A connection inside a write transaction, committed on success and rolled back on error.
 
     Database-level contention (deadlock, serialization failure, duplicate key from a concurrent
     writer, SQLite lock timeout) is turned into VersionConflict (409) or StoreBusy (503) so callers
-    see a platform error rather than a driver one.
+    see a platform error rather than a driver one. ``wal_pages`` (SQLite, bulk loads): the WAL
+    autocheckpoint of this transaction's connection, restored after the commit.
     """
     try:
         with engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
-            with conn.begin():
+            with _wal_autocheckpoint(conn, wal_pages), conn.begin():
                 yield conn
     except IntegrityError as exc:
         log.info("write conflict: %s", type(exc.orig).__name__)
@@ -125,6 +129,52 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
         if translated is None:
             raise
         raise translated from exc
+
+
+@contextlib.contextmanager
+def _wal_autocheckpoint(conn: Connection, pages: int) -> Iterator[None]:
+    """Checkpoint the WAL every ``pages`` pages on this connection only, for one transaction.
+
+    A bulk writer's commits touch the same index pages again and again; checkpointing less often
+    writes each of them to the database file fewer times. The pooled connection goes back with its
+    setting restored, so other writers keep SQLite's default. Set on the driver connection: a
+    statement through SQLAlchemy would open the transaction before ``BEGIN IMMEDIATE``.
+    """
+    if not pages or not is_sqlite(conn):
+        yield
+        return
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    before = raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    raw.execute(f"PRAGMA wal_autocheckpoint={int(pages):d}")
+    try:
+        yield
+    finally:
+        raw.execute(f"PRAGMA wal_autocheckpoint={int(before):d}")
+
+
+def truncate_wal(engine: Engine, *, timeout_ms: int = 2_000) -> bool:
+    """Checkpoint a SQLite file's WAL and truncate it, when it grew past WAL_TRUNCATE_BYTES.
+
+    Called after a bulk load that checkpointed rarely: SQLite reuses a WAL file without shrinking
+    it, so it would otherwise keep the load's size. Waits at most ``timeout_ms`` for readers (the
+    API's); returns whether the WAL was emptied (False: small, not SQLite, or readers in the way).
+    """
+    wal = Path(f"{engine.url.database or ''}-wal") if is_sqlite(engine) else None
+    if wal is None or not wal.is_file() or wal.stat().st_size <= WAL_TRUNCATE_BYTES:
+        return False
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        wait = raw.execute("PRAGMA busy_timeout").fetchone()[0]
+        raw.execute(f"PRAGMA busy_timeout={int(timeout_ms):d}")
+        try:
+            busy = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        finally:
+            raw.execute(f"PRAGMA busy_timeout={int(wait):d}")
+    if busy:
+        log.info("WAL of %s not truncated after a bulk load: readers were busy", engine.url.database)
+    return not busy
 
 
 @contextlib.contextmanager
