@@ -128,17 +128,50 @@ def raw_insert(path: Path, tmp: Path) -> float:
 
 #: Tables holding what the store writes per resource: bodies, versions (Provenance included), index.
 OWN_TABLES = ("resource", "resource_version")
+#: Layouts of the store's own rows: the real schema, no secondary index, one B-tree per index row.
+OWN_LAYOUTS = ("schema", "bare", "clustered")
 
 
 def own_rows_limit(
-    loaded: Path, tmp: Path, n: int, *, secondary: bool, per_txn: int = 1000
+    loaded: Path, tmp: Path, n: int, *, layout: str, per_txn: int = 1000, wal_pages: int = 0
 ) -> tuple[float, float]:
     """Resources/s (wall, per CPU-s) re-inserting exactly the rows of ``loaded`` (a finished load).
 
-    Same schema (tables, and with ``secondary`` every index of the store), same pragmas as the
-    store's engine (WAL, synchronous NORMAL, 16 MB page cache), one transaction per ``per_txn``
-    resources with one executemany per table: what SQLite itself needs for our rows, without Python.
+    Same pragmas as the store's engine (WAL, synchronous NORMAL, 16 MB page cache; ``wal_pages``:
+    the WAL autocheckpoint, 0 for SQLite's 1,000), one transaction per ``per_txn`` resources with
+    one executemany per table: what SQLite itself needs for our rows, without Python. ``layout``:
+    ``schema`` the store's tables and every index; ``bare`` the same tables with no secondary
+    index; ``clustered`` the design study of :func:`clustered_tables`.
     """
+    ddl, rows = _own_rows(loaded, secondary=layout == "schema")
+    if layout == "clustered":
+        ddl, rows = clustered_tables(loaded, rows)
+    target = tmp / f"own-{layout}.sqlite"
+    for stale in (target, Path(f"{target}-wal"), Path(f"{target}-shm")):
+        stale.unlink(missing_ok=True)
+    db = sqlite3.connect(target, isolation_level=None)
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "cache_size=-16384"):
+        db.execute(f"PRAGMA {pragma}")
+    if wal_pages:
+        db.execute(f"PRAGMA wal_autocheckpoint={wal_pages:d}")
+    for statement in ddl:
+        db.execute(statement)
+    parts = max(1, -(-n // per_txn))
+    sql = {t: f"INSERT INTO {t} VALUES ({', '.join('?' for _ in r[0])})" for t, r in rows.items() if r}
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    for k in range(parts):
+        db.execute("BEGIN IMMEDIATE")
+        for table, insert in sql.items():
+            part = rows[table]
+            db.executemany(insert, part[k * len(part) // parts : (k + 1) * len(part) // parts])
+        db.execute("COMMIT")
+    rates = n / (time.perf_counter() - t0), n / (time.process_time() - cpu0)
+    db.close()
+    return rates
+
+
+def _own_rows(loaded: Path, *, secondary: bool) -> tuple[list[str], dict[str, list[Any]]]:
+    """DDL (tables, and with ``secondary`` their indexes) and rows, in insertion order, of a load."""
     src = sqlite3.connect(loaded)
     names = [
         *OWN_TABLES,
@@ -164,25 +197,68 @@ def own_rows_limit(
         ]
     rows = {t: src.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in names}
     src.close()
-    target = tmp / f"own-{'indexed' if secondary else 'bare'}.sqlite"
-    target.unlink(missing_ok=True)
-    db = sqlite3.connect(target, isolation_level=None)
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "cache_size=-16384"):
-        db.execute(f"PRAGMA {pragma}")
-    for statement in ddl:
-        db.execute(statement)
-    parts = max(1, -(-n // per_txn))
-    sql = {t: f"INSERT INTO {t} VALUES ({', '.join('?' for _ in rows[t][0])})" for t in names if rows[t]}
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    for k in range(parts):
-        db.execute("BEGIN IMMEDIATE")
-        for table, insert in sql.items():
-            part = rows[table]
-            db.executemany(insert, part[k * len(part) // parts : (k + 1) * len(part) // parts])
-        db.execute("COMMIT")
-    rates = n / (time.perf_counter() - t0), n / (time.process_time() - cpu0)
-    db.close()
-    return rates
+    return ddl, rows
+
+
+def clustered_tables(loaded: Path, rows: dict[str, list[Any]]) -> tuple[list[str], dict[str, list[Any]]]:
+    """The design study: each index table ``WITHOUT ROWID``, one B-tree entry per index row.
+
+    The primary key is the columns of the table's value index (``ix_<table>_value``), then
+    ``res_id`` and ``n``, the row's ordinal among its resource's rows of that table; key columns
+    that may be NULL hold '' instead (such a table needs NOT NULL keys). No per-resource index:
+    ``idx_keys`` holds one packed row per resource listing its rows' keys (JSON), which is what a
+    delete or update of the resource would read to find them. The reference table's second index
+    (by target) is dropped too. Bodies and versions keep the real schema with its indexes.
+    """
+    src = sqlite3.connect(loaded)
+    ddl = [
+        r[0]
+        for r in src.execute(
+            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND tbl_name IN (?, ?) ORDER BY type DESC",
+            OWN_TABLES,
+        )
+    ]
+    out = {t: rows[t] for t in OWN_TABLES}
+    keys: dict[tuple[str, str], dict[str, list[Any]]] = {}
+    for table in (t for t in rows if t not in OWN_TABLES):
+        cols = [r[1] for r in src.execute(f"PRAGMA table_info({table})")]
+        value = [r[2] for r in src.execute(f"PRAGMA index_info(ix_{table}_value)")]
+        pk = [*value, *(["res_id"] if "res_id" not in value else []), "n"]
+        ddl.append(
+            f"CREATE TABLE {table} ({', '.join(cols)}, n INTEGER NOT NULL, "
+            f"PRIMARY KEY ({', '.join(pk)})) WITHOUT ROWID"
+        )
+        out[table] = _clustered_rows(table, cols, pk, rows[table], keys)
+    src.close()
+    ddl.append(
+        "CREATE TABLE idx_keys (res_type TEXT NOT NULL, res_id TEXT NOT NULL, keys BLOB NOT NULL, "
+        "PRIMARY KEY (res_type, res_id)) WITHOUT ROWID"
+    )
+    out["idx_keys"] = [(t, i, orjson.dumps(k)) for (t, i), k in keys.items()]
+    return ddl, out
+
+
+def _clustered_rows(
+    table: str,
+    cols: list[str],
+    pk: list[str],
+    rows: list[Any],
+    keys: dict[tuple[str, str], dict[str, list[Any]]],
+) -> list[tuple[Any, ...]]:
+    """``rows`` with NULL key columns as '' and their ordinal ``n``; records each row's key in ``keys``."""
+    where = [cols.index(c) for c in pk if c != "n"]
+    own = [i for i in where if cols[i] not in ("res_type", "res_id")]
+    type_at, id_at = cols.index("res_type"), cols.index("res_id")
+    out = []
+    for row in rows:
+        values = list(row)
+        for i in where:
+            if values[i] is None:
+                values[i] = ""
+        listed = keys.setdefault((values[type_at], values[id_at]), {}).setdefault(table, [])
+        listed.append([values[i] for i in own] + [len(listed)])
+        out.append((*values, len(listed) - 1))
+    return out
 
 
 def use_producer(producer: bool) -> None:
@@ -375,6 +451,13 @@ def main() -> None:
     ap.add_argument("--resources", type=int, default=20_000)
     ap.add_argument("--pg", help="PostgreSQL URL (postgresql+psycopg://...) of an empty database")
     ap.add_argument("--profile-resources", type=int, default=5_000)
+    ap.add_argument(
+        "--wal-pages",
+        type=int,
+        default=0,
+        help="WAL autocheckpoint of the store's own rows runs (0: SQLite's 1,000; the pipeline "
+        "follows RHIP_INGEST_WAL_AUTOCHECKPOINT)",
+    )
     ap.add_argument("--stream-gb", type=float, default=0.0, help="only the streamed-file memory test")
     ap.add_argument(
         "--long", type=int, default=0, help="only a long run of this many resources (SQLite, or --pg)"
@@ -418,8 +501,12 @@ def main() -> None:
                 rss = (rss0, rss1) if backend == "SQLite" and not producer else rss
                 if backend == "SQLite" and not producer:
                     loaded = Path(url_for("oneprocess").removeprefix("sqlite:///"))
-                    for secondary, label in ((True, "schema"), (False, "no 2nd index")):
-                        wall, cpu = own_rows_limit(loaded, tmp, args.resources, secondary=secondary)
+                    for layout, label in zip(
+                        OWN_LAYOUTS, ("schema", "no 2nd index", "1 B-tree/row"), strict=True
+                    ):
+                        wall, cpu = own_rows_limit(
+                            loaded, tmp, args.resources, layout=layout, wal_pages=args.wal_pages
+                        )
                         rows.append((f"store's own rows, {label} (wall)", wall))
                         rows.append((f"store's own rows, {label} (per CPU-s)", cpu))
         print(f"\n{args.resources:,} resources, {size / 1e6:.1f} MB ({size / args.resources:.0f} B each)")
