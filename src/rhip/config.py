@@ -52,6 +52,10 @@ class Settings(BaseSettings):
         default=False,
         description="Parse and map HL7 v2 messages in a second process while the MLLP listener writes.",
     )
+    mllp_uvloop: bool = Field(
+        default=True,
+        description="Run the MLLP listener on uvloop's event loop (asyncio's own where uvloop is missing).",
+    )
     ingest_producer_min_bytes: int = Field(
         default=0,
         description="NDJSON files of at least this size are read and prepared in a second process; 0: never.",

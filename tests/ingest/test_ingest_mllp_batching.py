@@ -143,3 +143,46 @@ def test_frame_arriving_in_pieces_and_oversize_frame(sqlite_pipeline: Pipeline, 
 
     ack, rest = asyncio.run(main(MLLPListener(sqlite_pipeline, "127.0.0.1", 0)))
     assert ack_of(ack[1:-2])["code"] == "AA" and rest == b""
+
+
+def _loop_and_acks(pipeline: Pipeline) -> tuple[str, list[str]]:
+    """The loop class :func:`mllp.run` runs on, and the ACK codes of two messages sent through it."""
+    from rhip.ingest import mllp
+
+    async def main() -> tuple[str, list[str]]:
+        listener = MLLPListener(pipeline, "127.0.0.1", 0)
+        await listener.start()
+        try:
+            acks = await send_messages("127.0.0.1", listener.port, [adt(n) for n in (71, 72)])
+        finally:
+            await listener.stop()
+        return type(asyncio.get_running_loop()).__module__, [ack_of(a)["code"] for a in acks]
+
+    return mllp.run(main())
+
+
+def test_listener_runs_on_uvloop_unless_the_setting_says_asyncio(
+    monkeypatch: Any, sqlite_pipeline: Pipeline
+) -> None:
+    from rhip.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        module, codes = _loop_and_acks(sqlite_pipeline)
+        assert module.startswith("uvloop") and codes == ["AA", "AA"]
+        monkeypatch.setenv("RHIP_MLLP_UVLOOP", "false")
+        get_settings.cache_clear()
+        module, codes = _loop_and_acks(sqlite_pipeline)
+        assert module.startswith("asyncio") and codes == ["AA", "AA"]
+    finally:
+        get_settings.cache_clear()
+
+
+def test_without_uvloop_the_listener_falls_back_to_asyncio(monkeypatch: Any) -> None:
+    """Where uvloop does not import (e.g. Windows) the factory is asyncio's default."""
+    import sys
+
+    from rhip.ingest.mllp import loop_factory
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # makes ``import uvloop`` raise ImportError
+    assert loop_factory() is None
