@@ -186,3 +186,30 @@ def test_without_uvloop_the_listener_falls_back_to_asyncio(monkeypatch: Any) -> 
 
     monkeypatch.setitem(sys.modules, "uvloop", None)  # makes ``import uvloop`` raise ImportError
     assert loop_factory() is None
+
+
+def test_listener_checkpoints_the_sqlite_log_itself_while_it_runs(sqlite_pipeline: Pipeline) -> None:
+    """Commits of the listener's batches do not checkpoint (a thread does); stop gives it back."""
+    from rhip.store.walcheckpoint import DEFAULT_AUTOCHECKPOINT
+
+    engine = sqlite_pipeline.engine
+    listener = MLLPListener(sqlite_pipeline, "127.0.0.1", 0)
+
+    def autocheckpoint() -> int:
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one())
+
+    async def main() -> tuple[int, list[str]]:
+        await listener.start()
+        try:
+            acks = await send_messages("127.0.0.1", listener.port, [adt(n) for n in (81, 82, 83)])
+            return autocheckpoint(), [ack_of(a)["code"] for a in acks]
+        finally:
+            await listener.stop()
+
+    during, codes = asyncio.run(main())
+    assert codes == ["AA", "AA", "AA"] and during == 0
+    assert listener._checkpoints.checkpoints >= 1 and autocheckpoint() == DEFAULT_AUTOCHECKPOINT
+    with engine.connect() as conn:
+        busy, log, done = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+    assert busy == 0 and log == done

@@ -51,6 +51,7 @@ from rhip.ingest.producer import (
     picklable,
     prepare_chunk,
 )
+from rhip.store.walcheckpoint import BackgroundCheckpoints
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,6 +64,10 @@ MAX_FRAME = 16 * 1024 * 1024
 #: (about as much as mapping ten messages, measured) that smaller batches pay more often than
 #: the overlap saves.
 PIPELINE_MIN_SPLIT = 16
+#: Seconds between checkpoints of an SQLite store's log while the listener runs: a page that
+#: several batches dirty in that time is copied back once (less CPU than a checkpoint per batch,
+#: measured), and the log stays within roughly this many seconds of writes.
+CHECKPOINT_INTERVAL = 0.5
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -184,6 +189,7 @@ class MLLPListener:
         self._child: PrepareProcess | None = None
         self._job: ProducerJob | None = None
         self._gc_before: tuple[int, ...] | None = None  # collector thresholds to restore on stop
+        self._checkpoints = BackgroundCheckpoints(pipeline.engine, CHECKPOINT_INTERVAL)
 
     @property
     def prepare_pid(self) -> int | None:
@@ -199,6 +205,9 @@ class MLLPListener:
         # took a tenth of the listener's CPU (measured); restored by stop()
         self._gc_before = gc.get_threshold()
         gc.set_threshold(*BULK_GC_THRESHOLDS)
+        # an SQLite store's log is copied back by a thread of its own, not inside each batch's
+        # commit (which took a fifth of the listener's CPU per message; see rhip.store.walcheckpoint)
+        await asyncio.to_thread(self._checkpoints.start)
         self._queue = asyncio.Queue()
         self._worker = asyncio.create_task(self._work())
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
@@ -230,6 +239,7 @@ class MLLPListener:
             self._gc_before = None
         if self.report is not None:
             await asyncio.to_thread(self.pipeline.close_batch, self.report)
+        await asyncio.to_thread(self._checkpoints.stop)
 
     def _start_child(self) -> None:
         """Start the prepare process when it can help (two cores) and work (a picklable job)."""
@@ -475,6 +485,7 @@ class MLLPListener:
         outcomes = self.pipeline.process_chunk(
             self.report, ctx, batch.records, MAPPERS[CONNECTOR], track=True, prepared=prepared
         )
+        self._checkpoints.committed()
         self.stats.batches += 1
         return self._acks(batch.texts, batch.records, batch.owner, outcomes)
 
