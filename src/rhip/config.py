@@ -57,6 +57,10 @@ class Settings(BaseSettings):
         ge=0,
         description="WAL pages between SQLite checkpoints while a bulk load writes; 0: SQLite's default.",
     )
+    mllp_uvloop: bool = Field(
+        default=True,
+        description="Run the MLLP listener on uvloop's event loop (asyncio's own where uvloop is missing).",
+    )
     ingest_producer_min_bytes: int = Field(
         default=0,
         description="NDJSON files of at least this size are read and prepared in a second process; 0: never.",

@@ -143,3 +143,73 @@ def test_frame_arriving_in_pieces_and_oversize_frame(sqlite_pipeline: Pipeline, 
 
     ack, rest = asyncio.run(main(MLLPListener(sqlite_pipeline, "127.0.0.1", 0)))
     assert ack_of(ack[1:-2])["code"] == "AA" and rest == b""
+
+
+def _loop_and_acks(pipeline: Pipeline) -> tuple[str, list[str]]:
+    """The loop class :func:`mllp.run` runs on, and the ACK codes of two messages sent through it."""
+    from rhip.ingest import mllp
+
+    async def main() -> tuple[str, list[str]]:
+        listener = MLLPListener(pipeline, "127.0.0.1", 0)
+        await listener.start()
+        try:
+            acks = await send_messages("127.0.0.1", listener.port, [adt(n) for n in (71, 72)])
+        finally:
+            await listener.stop()
+        return type(asyncio.get_running_loop()).__module__, [ack_of(a)["code"] for a in acks]
+
+    return mllp.run(main())
+
+
+def test_listener_runs_on_uvloop_unless_the_setting_says_asyncio(
+    monkeypatch: Any, sqlite_pipeline: Pipeline
+) -> None:
+    from rhip.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        module, codes = _loop_and_acks(sqlite_pipeline)
+        assert module.startswith("uvloop") and codes == ["AA", "AA"]
+        monkeypatch.setenv("RHIP_MLLP_UVLOOP", "false")
+        get_settings.cache_clear()
+        module, codes = _loop_and_acks(sqlite_pipeline)
+        assert module.startswith("asyncio") and codes == ["AA", "AA"]
+    finally:
+        get_settings.cache_clear()
+
+
+def test_without_uvloop_the_listener_falls_back_to_asyncio(monkeypatch: Any) -> None:
+    """Where uvloop does not import (e.g. Windows) the factory is asyncio's default."""
+    import sys
+
+    from rhip.ingest.mllp import loop_factory
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # makes ``import uvloop`` raise ImportError
+    assert loop_factory() is None
+
+
+def test_listener_checkpoints_the_sqlite_log_itself_while_it_runs(sqlite_pipeline: Pipeline) -> None:
+    """Commits of the listener's batches do not checkpoint (a thread does); stop gives it back."""
+    from rhip.store.walcheckpoint import DEFAULT_AUTOCHECKPOINT
+
+    engine = sqlite_pipeline.engine
+    listener = MLLPListener(sqlite_pipeline, "127.0.0.1", 0)
+
+    def autocheckpoint() -> int:
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one())
+
+    async def main() -> tuple[int, list[str]]:
+        await listener.start()
+        try:
+            acks = await send_messages("127.0.0.1", listener.port, [adt(n) for n in (81, 82, 83)])
+            return autocheckpoint(), [ack_of(a)["code"] for a in acks]
+        finally:
+            await listener.stop()
+
+    during, codes = asyncio.run(main())
+    assert codes == ["AA", "AA", "AA"] and during == 0
+    assert listener._checkpoints.checkpoints >= 1 and autocheckpoint() == DEFAULT_AUTOCHECKPOINT
+    with engine.connect() as conn:
+        busy, log, done = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+    assert busy == 0 and log == done

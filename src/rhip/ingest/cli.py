@@ -134,15 +134,13 @@ def mllp_listen(
     link: bool = typer.Option(True, "--link/--no-link", help="Hand Patients to the identity layer (MPI)."),
 ) -> None:
     """Run the HL7 v2 MLLP listener until interrupted (ACK AA/AE/AR with ERR segments)."""
-    import asyncio
-
     from rhip.ingest import hl7v2_map  # noqa: F401 (registers the mapper)
-    from rhip.ingest.mllp import MLLPListener
+    from rhip.ingest.mllp import MLLPListener, run
 
     listener = MLLPListener(_pipeline(database_url, link), host, port, facility=facility)
     typer.echo(f"MLLP listener on {host}:{listener.port}")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(listener.serve_forever())
+        run(listener.serve_forever())
 
 
 def mqtt_subscribe(

@@ -31,9 +31,9 @@ import dataclasses
 import gc
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from rhip.config import get_settings
 from rhip.errors import RhipError
@@ -51,8 +51,10 @@ from rhip.ingest.producer import (
     picklable,
     prepare_chunk,
 )
+from rhip.store.walcheckpoint import BackgroundCheckpoints
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 VT, FS, CR = b"\x0b", b"\x1c", b"\x0d"
 END = FS + CR
@@ -62,6 +64,34 @@ MAX_FRAME = 16 * 1024 * 1024
 #: (about as much as mapping ten messages, measured) that smaller batches pay more often than
 #: the overlap saves.
 PIPELINE_MIN_SPLIT = 16
+#: Seconds between checkpoints of an SQLite store's log while the listener runs: a page that
+#: several batches dirty in that time is copied back once (less CPU than a checkpoint per batch,
+#: measured), and the log stays within roughly this many seconds of writes.
+CHECKPOINT_INTERVAL = 0.5
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when the ``mllp_uvloop`` setting asks for it and uvloop imports (it
+    does not on Windows), else None: asyncio's own loop.
+
+    The listener's sockets, framing and ACKs cost about 0.17 ms of CPU per message on asyncio's
+    loop (docs/benchmarks.md); uvloop does the same work in C.
+    """
+    if not get_settings().mllp_uvloop:
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` to completion on a new event loop of :func:`loop_factory`'s kind (as
+    :func:`asyncio.run` does), for the listener and its client."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(main)
 
 
 def frame(message: str | bytes) -> bytes:
@@ -159,6 +189,7 @@ class MLLPListener:
         self._child: PrepareProcess | None = None
         self._job: ProducerJob | None = None
         self._gc_before: tuple[int, ...] | None = None  # collector thresholds to restore on stop
+        self._checkpoints = BackgroundCheckpoints(pipeline.engine, CHECKPOINT_INTERVAL)
 
     @property
     def prepare_pid(self) -> int | None:
@@ -174,6 +205,9 @@ class MLLPListener:
         # took a tenth of the listener's CPU (measured); restored by stop()
         self._gc_before = gc.get_threshold()
         gc.set_threshold(*BULK_GC_THRESHOLDS)
+        # an SQLite store's log is copied back by a thread of its own, not inside each batch's
+        # commit (which took a fifth of the listener's CPU per message; see rhip.store.walcheckpoint)
+        await asyncio.to_thread(self._checkpoints.start)
         self._queue = asyncio.Queue()
         self._worker = asyncio.create_task(self._work())
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
@@ -205,6 +239,7 @@ class MLLPListener:
             self._gc_before = None
         if self.report is not None:
             await asyncio.to_thread(self.pipeline.close_batch, self.report)
+        await asyncio.to_thread(self._checkpoints.stop)
 
     def _start_child(self) -> None:
         """Start the prepare process when it can help (two cores) and work (a picklable job)."""
@@ -450,6 +485,7 @@ class MLLPListener:
         outcomes = self.pipeline.process_chunk(
             self.report, ctx, batch.records, MAPPERS[CONNECTOR], track=True, prepared=prepared
         )
+        self._checkpoints.committed()
         self.stats.batches += 1
         return self._acks(batch.texts, batch.records, batch.owner, outcomes)
 
@@ -521,7 +557,7 @@ async def send_messages(
 
 def send_sync(host: str, port: int, messages: Sequence[str | bytes], timeout: float = 30.0) -> list[str]:
     """Blocking :func:`send_messages` for scripts and tests."""
-    return asyncio.run(send_messages(host, port, messages, timeout=timeout))
+    return run(send_messages(host, port, messages, timeout=timeout))
 
 
 def ack_of(ack: str) -> dict[str, Any]:

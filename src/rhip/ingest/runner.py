@@ -170,7 +170,7 @@ def ingest_region(
 
 def _via_mllp(pipeline: Pipeline, hl7_root: Path, port: int) -> list[BatchReport]:
     """Send every facility's messages over its own MLLP connection to a listener on 127.0.0.1."""
-    from rhip.ingest.mllp import MLLPListener, send_messages
+    from rhip.ingest.mllp import MLLPListener, run, send_messages
 
     async def main() -> list[BatchReport]:
         listener = MLLPListener(pipeline, "127.0.0.1", port)
@@ -187,4 +187,4 @@ def _via_mllp(pipeline: Pipeline, hl7_root: Path, port: int) -> list[BatchReport
             await listener.stop()
         return list(listener.reports.values())
 
-    return asyncio.run(main())
+    return run(main())
