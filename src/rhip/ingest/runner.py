@@ -77,10 +77,21 @@ def connector_for(path: Path) -> str:
 
 
 def ingest_file(
-    pipeline: Pipeline, path: Path, facility: str, *, connector: str | None = None, mapping: str | None = None
+    pipeline: Pipeline,
+    path: Path,
+    facility: str | None,
+    *,
+    connector: str | None = None,
+    mapping: str | None = None,
 ) -> BatchReport:
-    """Ingest one file with its connector; returns the batch's reconciliation counts."""
+    """Ingest one file with its connector; returns the batch's reconciliation counts.
+
+    Without a ``facility``, an HL7 file is credited to the sender its first message names
+    (MSH-4), as the MLLP listener does; other files to ``unknown``.
+    """
     name = connector or connector_for(path)
+    if not facility:
+        facility = (hl7v2.file_sender(path) if name == hl7v2.CONNECTOR else "") or "unknown"
     source = SourceInfo(facility, name, str(path))
     if name == fhir_files.NDJSON:
         threshold = get_settings().ingest_producer_min_bytes
