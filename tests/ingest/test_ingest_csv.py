@@ -154,3 +154,48 @@ def test_redelivered_csv_is_duplicate(sqlite_pipeline: Pipeline, tmp_path: Path)
     ingest_file(sqlite_pipeline, path, "F1")
     rep = ingest_file(sqlite_pipeline, path, "F1")
     assert (rep.stored, rep.duplicates) == (0, 1)
+
+
+def test_header_in_another_encoding_is_named_and_replays_once_the_mapping_is_fixed(
+    sqlite_pipeline: Pipeline, tmp_path: Path
+) -> None:
+    from rhip.ingest.quarantine import list_entries, replay
+
+    mapping = tmp_path / "clinic.yaml"
+    mapping.write_text(
+        "name: clinic\nencoding: gbk\ntables:\n  person.csv:\n    required_columns: [档案编号, 姓名]\n"
+        "    resources:\n      - type: Patient\n        id_from: [档案编号]\n        fields:\n"
+        "          name[0].text: {column: 姓名}\n",
+        encoding="utf-8",
+    )
+    path = _write(tmp_path / "person.csv", ["档案编号,姓名", "0001,王芳", "0002,李四"], "utf-8")
+    rep = ingest_file(sqlite_pipeline, path, "F1", mapping=str(mapping))
+    assert (rep.received, rep.quarantined) == (2, 2) and rep.reconciled
+    reasons = _reasons(sqlite_pipeline)
+    assert reasons[0][0]["rule"] == "encoding" and reasons[0][0]["path"] == "header"
+    assert "reads as utf-8" in reasons[0][0]["message"]  # not "column 档案编号 missing"
+    mapping.write_text(mapping.read_text(encoding="utf-8").replace("gbk", "utf-8"), encoding="utf-8")
+    fixed = replay(sqlite_pipeline, list_entries(sqlite_pipeline.engine))
+    assert (fixed.stored, fixed.quarantined) == (2, 0)
+    names = {p["name"][0]["text"] for p, *_ in sqlite_pipeline.store.iter_current("Patient") if p}
+    assert names == {"王芳", "李四"}
+
+
+def test_undecodable_header_is_an_encoding_reason(sqlite_pipeline: Pipeline, tmp_path: Path) -> None:
+    mapping = tmp_path / "strict.yaml"
+    mapping.write_text(
+        "name: strict\nencoding: utf-8\ntables:\n  person.csv:\n    resources:\n"
+        "      - type: Patient\n        id_from: [id]\n        fields:\n"
+        "          name[0].text: {column: name}\n",
+        encoding="utf-8",
+    )
+    path = tmp_path / "person.csv"
+    path.write_bytes("id,name,备注\r\n".encode("gb18030") + b"1,Wang,x\r\n")
+    rep = ingest_file(sqlite_pipeline, path, "F1", mapping=str(mapping))
+    assert rep.quarantined == 1
+    assert _reasons(sqlite_pipeline)[0][0] == {
+        "rule": "encoding",
+        "path": "header",
+        "message": "header is not utf-8",
+        "severity": "error",
+    }

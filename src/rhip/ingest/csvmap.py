@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -86,30 +87,74 @@ def _decode(line: bytes, encoding: str) -> str:
 
 
 def iter_csv(path: Path, mapping: CsvMapping) -> Iterator[Record]:
-    """One record per data row; the header and mapping name go into each record's context."""
+    """One record per data row; the header and mapping name go into each record's context.
+
+    The header travels as its bytes too (``header_hex``), so the mapper reads it with the
+    mapping's encoding at the time it runs: a replay after the encoding was fixed in the mapping
+    reads both header and row anew.
+    """
     with path.open("rb") as fh:
         header_line = fh.readline()
         if header_line.startswith(b"\xef\xbb\xbf"):
             header_line = header_line[3:]
         if not header_line.strip():
             return
+        header_bytes = header_line.rstrip(b"\r\n")
         try:
-            header = next(
-                csv.reader(
-                    [_decode(header_line, mapping.encoding).strip("\r\n")], delimiter=mapping.delimiter
-                )
-            )
+            header = _header(header_bytes, mapping.encoding, mapping.delimiter)
         except UnicodeDecodeError:
             header = []
-        header = [fold(h) for h in header]
+        context = {
+            "mapping": mapping.path or mapping.name,
+            "table": path.name,
+            "header": header,
+            "header_hex": header_bytes.hex(),
+        }
         for lineno, line in enumerate(fh, 2):
             if not line.strip():
                 continue
-            yield Record(
-                line.rstrip(b"\r\n"),
-                f"{path.name}:{lineno}",
-                context={"mapping": mapping.path or mapping.name, "table": path.name, "header": header},
+            yield Record(line.rstrip(b"\r\n"), f"{path.name}:{lineno}", context=dict(context))
+
+
+def _header(raw: bytes, encoding: str, delimiter: str) -> list[str]:
+    """The column names of a header line (folded); UnicodeDecodeError when not in ``encoding``."""
+    return [fold(h) for h in next(csv.reader([_decode(raw, encoding)], delimiter=delimiter))]
+
+
+@lru_cache(maxsize=64)
+def _header_of(header_hex: str, encoding: str, delimiter: str) -> tuple[str, ...] | None:
+    """The header of a file as the mapping reads it now (None: not in that encoding); cached."""
+    try:
+        return tuple(_header(bytes.fromhex(header_hex), encoding, delimiter))
+    except UnicodeDecodeError:
+        return None
+
+
+def _row_header(record: Record, mapping: CsvMapping, required: list[str]) -> list[str]:
+    """The header a row is read with; an undecodable or mis-decoded header quarantines the row.
+
+    A header that lacks required columns under the mapping's encoding but has them all under
+    another one was written in that other encoding: the reason says so (rule ``encoding``, path
+    ``header``) instead of naming columns that are in fact there.
+    """
+    header_hex = record.context.get("header_hex")
+    if not isinstance(header_hex, str):
+        return list(record.context.get("header") or [])  # rows quarantined before header_hex
+    header = _header_of(header_hex, mapping.encoding, mapping.delimiter)
+    if header is not None and all(c in header for c in required):
+        return list(header)
+    for other in ("utf-8", "gb18030"):
+        found = _header_of(header_hex, other, mapping.delimiter) if other != mapping.encoding else None
+        if found is not None and required and all(c in found for c in required):
+            raise MappingError(
+                "header in another encoding",
+                [issue("encoding", "header", f"header is not {mapping.encoding}; it reads as {other}")],
             )
+    if header is None:
+        raise MappingError(
+            "wrong character encoding", [issue("encoding", "header", f"header is not {mapping.encoding}")]
+        )
+    return list(header)
 
 
 def _convert(value: str, rule: dict[str, Any], column: str, mapping: CsvMapping, ctx: MapContext) -> Any:
@@ -189,14 +234,15 @@ def map_row(record: Record, ctx: MapContext) -> Mapped:
                 )
             ],
         )
-    header: list[str] = record.context.get("header") or []
+    required = [str(c) for c in table.get("required_columns", [])]
+    header = _row_header(record, mapping, required)
     try:
         text = _decode(record.raw, mapping.encoding)
     except UnicodeDecodeError:
         raise MappingError(
             "wrong character encoding", [issue("encoding", "", f"row is not {mapping.encoding}")]
         ) from None
-    missing = [c for c in table.get("required_columns", []) if c not in header]
+    missing = [c for c in required if c not in header]
     if missing:
         raise MappingError(
             "required columns missing",
