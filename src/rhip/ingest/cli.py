@@ -48,6 +48,9 @@ def ingest_command(
     ),
     mapping: str | None = typer.Option(None, "--mapping", help="CSV mapping name or YAML path."),
     via_mllp: bool = typer.Option(False, "--via-mllp", help="Send HL7 v2 through a real MLLP listener."),
+    via_http: bool = typer.Option(
+        False, "--via-http", help="Post device readings to the real HTTP endpoint (region folders)."
+    ),
     link: bool = typer.Option(True, "--link/--no-link", help="Hand Patients to the identity layer (MPI)."),
     database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
 ) -> None:
@@ -58,6 +61,7 @@ def ingest_command(
         connector=connector,
         mapping=mapping,
         via_mllp=via_mllp,
+        via_http=via_http,
         link=link,
         database_url=database_url,
     )
@@ -70,6 +74,7 @@ def run_ingest(
     connector: str | None = None,
     mapping: str | None = None,
     via_mllp: bool = False,
+    via_http: bool = False,
     link: bool = True,
     database_url: str | None = None,
     console: Any = None,
@@ -94,7 +99,7 @@ def run_ingest(
                 progress.update(task, description=label[-60:], advance=1)
 
             if _is_region(path):
-                report = ingest_region(pipeline, path, via_mllp=via_mllp, progress=tick)
+                report = ingest_region(pipeline, path, via_mllp=via_mllp, via_http=via_http, progress=tick)
             else:
                 for file in _input_files(console, path, connector):
                     rep = ingest_file(pipeline, file, facility, connector=connector, mapping=mapping)

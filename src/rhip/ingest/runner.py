@@ -4,7 +4,8 @@
 ``.hl7`` HL7 v2, ``.csv`` CSV mapping, ``.dcm`` DICOM, ``.jsonl`` device readings);
 ``ingest_region`` walks the generator's layout (``fhir/<facility>/``, ``fhir-bundles/<facility>/``,
 ``hl7v2/<facility>/``, ``csv/<facility>/``, ``dicom/<facility>/<study>/``, ``wearable/``,
-``region/``, ``claims/``) and, with ``via_mllp``, sends the HL7 messages through a real MLLP listener.
+``region/``, ``claims/``); with ``via_mllp`` it sends the HL7 messages through a real MLLP listener,
+with ``via_http`` the device readings to the real HTTP endpoint.
 """
 
 from __future__ import annotations
@@ -131,9 +132,15 @@ def ingest_region(
     *,
     via_mllp: bool = False,
     mllp_port: int = 0,
+    via_http: bool = False,
     progress: Progress | None = None,
 ) -> RegionReport:
-    """Ingest a generated region folder with every connector (see module docstring)."""
+    """Ingest a generated region folder with every connector (see module docstring).
+
+    ``via_mllp`` sends the HL7 v2 messages through a real MLLP listener and ``via_http`` posts
+    the device readings to the real ``POST /ingest/device/{facility}`` endpoint, instead of
+    reading both from their files.
+    """
     report = RegionReport()
 
     def done(label: str, rep: BatchReport) -> None:
@@ -174,8 +181,12 @@ def ingest_region(
                 options={"store": pipeline.store},
             )
             done(f"dicom/{fac.name}", rep)
-    for path in _files(root / "wearable", "*.jsonl") if (root / "wearable").is_dir() else []:
-        done(str(path.relative_to(root)), ingest_file(pipeline, path, "wearable"))
+    wearables = _files(root / "wearable", "*.jsonl") if (root / "wearable").is_dir() else []
+    if via_http and wearables:
+        done("wearable (HTTP)", device.post_files(pipeline, wearables, "wearable"))
+    else:
+        for path in wearables:
+            done(str(path.relative_to(root)), ingest_file(pipeline, path, "wearable"))
     return report
 
 
