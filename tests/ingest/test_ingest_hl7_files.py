@@ -61,7 +61,7 @@ def test_segment_endings_and_reads_cut_anywhere_give_the_same_messages(ending: b
         ["FHS|^~\\&|HIS", "BHS|^~\\&|HIS", *_msg(1).split("\r")[:2], "", *_msg(2).split("\r")[:2], "BTS|2"]
     )
     data = text.encode().replace(b"\r\n", ending)
-    want = [(3, _msg(1).rstrip("\r").encode()), (6, _msg(2).rstrip("\r").encode())]
+    want = [(3, _msg(1).rstrip("\r").encode(), 0), (6, _msg(2).rstrip("\r").encode(), 0)]
     assert list(hl7v2.message_bytes([data])) == want
     for cut in range(1, len(data)):  # a CRLF split between two reads is still one line break
         assert list(hl7v2.message_bytes([data[:cut], data[cut:]])) == want, cut

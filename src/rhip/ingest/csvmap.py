@@ -24,6 +24,7 @@ import yaml
 from rhip.errors import InvalidRequest
 from rhip.fhir import systems
 from rhip.ingest.canonical import fold, to_instant
+from rhip.ingest.lines import OVERLONG, read_lines
 from rhip.ingest.model import Mapped, MappingError, Record, issue
 from rhip.ingest.pipeline import MapContext, register_mapper
 from rhip.ingest.provenance import stable_id
@@ -94,7 +95,8 @@ def iter_csv(path: Path, mapping: CsvMapping) -> Iterator[Record]:
     reads both header and row anew.
     """
     with path.open("rb") as fh:
-        header_line = fh.readline()
+        lines = read_lines(fh)
+        _first, header_line, _size = next(lines, (1, b"", 0))
         if header_line.startswith(b"\xef\xbb\xbf"):
             header_line = header_line[3:]
         if not header_line.strip():
@@ -110,10 +112,13 @@ def iter_csv(path: Path, mapping: CsvMapping) -> Iterator[Record]:
             "header": header,
             "header_hex": header_bytes.hex(),
         }
-        for lineno, line in enumerate(fh, 2):
+        for lineno, line, size in lines:
             if not line.strip():
                 continue
-            yield Record(line.rstrip(b"\r\n"), f"{path.name}:{lineno}", context=dict(context))
+            rec = Record(line.rstrip(b"\r\n"), f"{path.name}:{lineno}", context=dict(context))
+            if size > len(line):
+                rec.context[OVERLONG] = size
+            yield rec
 
 
 def _header(raw: bytes, encoding: str, delimiter: str) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import hl7
 
+from rhip.ingest.lines import KEPT, MAX_LINE, OVERLONG
 from rhip.ingest.model import MappingError, Record, issue
 
 CONNECTOR = "hl7v2"
@@ -73,37 +74,54 @@ _ENVELOPE_BYTES = tuple(e.encode() for e in _ENVELOPE)
 _READ_SIZE = 1 << 20
 
 
-def _segment_lines(blocks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
-    """(line number, bytes) of every segment in a byte stream cut anywhere (CR, LF or CRLF ends).
+def _segment_lines(blocks: Iterable[bytes], limit: int = MAX_LINE) -> Iterator[tuple[int, bytes, int]]:
+    """(line number, bytes, full length) of every segment of a byte stream cut anywhere.
 
-    A CR at the end of a block is held back until the next block shows whether an LF follows,
-    so a CRLF split across two reads still counts as one line break.
+    Segments end with CR, LF or CRLF. A CR at the end of a block is held back until the next
+    block shows whether an LF follows, so a CRLF split across two reads is one line break. A
+    segment longer than ``limit`` is not held: its first KEPT bytes stand for it, with its length.
+    Blocks without a line break are collected, not concatenated, so a long line costs no copies.
     """
-    rest = b""
-    line = 1
+    pieces: list[bytes] = []  # the unfinished segment, in the blocks it came in
+    held, head, dropped, line = 0, b"", 0, 1
     for block in blocks:
-        data = rest + block
-        cut = len(data) - 1 if data.endswith(b"\r") else len(data)
-        parts = _LINE_BREAK.split(data[:cut])
-        rest = parts.pop() + data[cut:]
-        for part in parts:
-            yield line, part
-            line += 1
-    for part in _LINE_BREAK.split(rest):
-        yield line, part
-        line += 1
+        if b"\r" not in block and b"\n" not in block and not (pieces and pieces[-1].endswith(b"\r")):
+            if dropped:
+                dropped += len(block)
+                continue
+            pieces.append(block)
+            held += len(block)
+        else:
+            data = b"".join(pieces) + block
+            cut = len(data) - 1 if data.endswith(b"\r") else len(data)
+            parts = _LINE_BREAK.split(data[:cut])
+            rest = parts.pop() + data[cut:]
+            pieces, held = [rest], len(rest)
+            for part in parts:
+                yield (line, head, dropped + len(part)) if dropped else (line, part, len(part))
+                head, dropped, line = b"", 0, line + 1
+        if held > limit:  # no line break for a whole limit: keep the head, drop the rest
+            rest = b"".join(pieces)
+            keep = b"\r" if rest.endswith(b"\r") else b""
+            head, dropped = rest[:KEPT], held - len(keep)
+            pieces, held = [keep] if keep else [], len(keep)
+    for part in _LINE_BREAK.split(b"".join(pieces)):
+        yield (line, head, dropped + len(part)) if dropped else (line, part, len(part))
+        head, dropped, line = b"", 0, line + 1
 
 
-def message_bytes(blocks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
-    """(line of its MSH, original bytes) of each message in a byte stream, segments joined by CR.
+def message_bytes(blocks: Iterable[bytes]) -> Iterator[tuple[int, bytes, int]]:
+    """(line of its MSH, original bytes, over-long size) of each message in a byte stream.
 
-    The bytes stay as sent, undecoded: each message is decoded on its own (its MSH-18 decides),
-    so a file mixing encodings, or holding one message with broken bytes, loses only that one.
-    Blank lines, a BOM, MLLP framing bytes and FHS/BHS/BTS/FTS envelopes are dropped.
+    Segments are joined by CR. The bytes stay as sent, undecoded: each message is decoded on its
+    own (its MSH-18 decides), so a file mixing encodings, or holding one message with broken
+    bytes, loses only that one. Blank lines, a BOM, MLLP framing bytes and FHS/BHS/BTS/FTS
+    envelopes are dropped. The third value is 0, or the length of a segment longer than the line
+    limit of :mod:`rhip.ingest.lines` (the message then holds only that segment's first bytes).
     """
-    first = 0
+    first, overlong = 0, 0
     current: list[bytes] = []
-    for line, seg in _segment_lines(blocks):
+    for line, seg, size in _segment_lines(blocks):
         seg = seg.strip(_EDGE)
         if line == 1 and seg.startswith(b"\xef\xbb\xbf"):
             seg = seg[3:].strip(_EDGE)
@@ -111,12 +129,14 @@ def message_bytes(blocks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
             continue
         if seg.startswith(b"MSH") or not current:
             if current:
-                yield first, b"\r".join(current)
-            first, current = line, [seg]
+                yield first, b"\r".join(current), overlong
+            first, overlong, current = line, 0, [seg]
         else:
             current.append(seg)
+        if size > MAX_LINE:
+            overlong = max(overlong, size)
     if current:
-        yield first, b"\r".join(current)
+        yield first, b"\r".join(current), overlong
 
 
 def _blocks(path: Path) -> Iterator[bytes]:
@@ -131,17 +151,20 @@ def iter_hl7_file(path: Path) -> Iterator[Record]:
     Each record keeps the message's original bytes and names its file and the line of its MSH;
     its key is MSH-10 when the message can be decoded (else its content hash).
     """
-    for line, raw in message_bytes(_blocks(path)):
+    for line, raw, overlong in message_bytes(_blocks(path)):
         try:
             key = control_id(normalise(decode(raw)))
         except MappingError:
             key = None
-        yield Record(raw, f"{path.name}:{line}", key=key)
+        record = Record(raw, f"{path.name}:{line}", key=key)
+        if overlong:
+            record.context[OVERLONG] = overlong
+        yield record
 
 
 def file_sender(path: Path) -> str:
     """MSH-4 (sending facility) of the first readable message of a file, '' when there is none."""
-    for _line, raw in message_bytes(_blocks(path)):
+    for _line, raw, _overlong in message_bytes(_blocks(path)):
         try:
             return header_field(normalise(decode(raw)), 4)
         except MappingError:

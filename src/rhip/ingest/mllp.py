@@ -432,8 +432,8 @@ class MLLPListener:
         records: list[Record] = []
         owner: list[int] = []
         for n, text in enumerate(texts):
-            messages = list(message_bytes([items[n].raw])) or [(0, items[n].raw)]
-            for m, (_line, raw) in enumerate(messages):
+            messages = list(message_bytes([items[n].raw])) or [(0, items[n].raw, 0)]
+            for m, (_line, raw, _overlong) in enumerate(messages):  # frames are < MAX_FRAME
                 msg = text if len(messages) == 1 else _text(raw)
                 facility = self.facility or header_field(msg, 4) or "unknown"
                 ctrl = control_id(msg)

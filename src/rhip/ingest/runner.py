@@ -21,6 +21,7 @@ from typing import Any
 from rhip.config import get_settings
 from rhip.errors import InvalidRequest
 from rhip.ingest import csvmap, device, dicom, fhir_files, hl7v2, hl7v2_map  # noqa: F401 (registers mappers)
+from rhip.ingest.lines import OVERLONG, read_lines
 from rhip.ingest.model import BatchReport, Record, SourceInfo
 from rhip.ingest.pipeline import Pipeline
 from rhip.ingest.producer import RecordSource
@@ -57,7 +58,7 @@ def _ndjson_records(path: Path) -> Iterator[Record]:
     m = _TYPE_FILE.match(path.name)
     for rec in fhir_files.iter_ndjson(path):
         if m:
-            rec.context = {"resourceType": m.group(1)}
+            rec.context["resourceType"] = m.group(1)
         yield rec
 
 
@@ -117,9 +118,12 @@ def ingest_file(
 
 def _jsonl(path: Path) -> Iterator[Record]:
     with path.open("rb") as fh:
-        for lineno, line in enumerate(fh, 1):
+        for lineno, line, size in read_lines(fh):
             if line.strip():
-                yield Record(line.strip(), f"{path.name}:{lineno}")
+                rec = Record(line.strip(), f"{path.name}:{lineno}")
+                if size > len(line):
+                    rec.context[OVERLONG] = size
+                yield rec
 
 
 def _files(folder: Path, pattern: str) -> list[Path]:
