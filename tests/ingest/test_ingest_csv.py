@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
+from rhip.errors import InvalidRequest
 from rhip.fhir import systems
 from rhip.fhir.identifiers import make_citizen_id
+from rhip.ingest.csvmap import load_mapping
 from rhip.ingest.pipeline import Pipeline
 from rhip.ingest.runner import ingest_file
 from rhip.ingest.schema import ingest_quarantine
@@ -199,3 +202,36 @@ def test_undecodable_header_is_an_encoding_reason(sqlite_pipeline: Pipeline, tmp
         "message": "header is not utf-8",
         "severity": "error",
     }
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: x\ntables:\n  person.csv:\n    resources: [\n", "is not valid YAML at line 5, column 1"),
+        (
+            "name: x\nencoding: latin9x\ntables:\n  person.csv:\n    resources: []\n",
+            "encoding 'latin9x' is not known",
+        ),
+        (
+            "name: x\ntables:\n  person.csv:\n    resources:\n      - id_from: [id]\n",
+            "tables.person.csv.resources[0].type is missing",
+        ),
+        (
+            "name: x\ntables:\n  person.csv:\n    resources:\n      - type: Patient\n        fields:\n"
+            "          name[0].text: {colum: name}\n",
+            "tables.person.csv.resources[0].fields.name[0].text needs one of column, const or reference",
+        ),
+    ],
+    ids=["yaml-syntax", "encoding", "no-type", "field-rule"],
+)
+def test_an_unusable_mapping_is_refused_with_its_place(tmp_path: Path, text: str, message: str) -> None:
+    """A typo in a mapping stops the load naming where it is, instead of failing every row."""
+    mapping = tmp_path / "bad.yaml"
+    mapping.write_text(text, encoding="utf-8")
+    with pytest.raises(InvalidRequest) as err:
+        load_mapping(str(mapping))
+    assert message in err.value.diagnostics
+
+
+def test_the_shipped_mapping_passes_the_load_checks() -> None:
+    assert load_mapping("community-centre").table("person.csv") is not None

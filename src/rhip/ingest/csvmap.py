@@ -9,6 +9,7 @@ character), so any file size streams in bounded memory. See docs/ingest.md for t
 
 from __future__ import annotations
 
+import codecs
 import csv
 import re
 from collections.abc import Iterator
@@ -70,12 +71,60 @@ def load_mapping(name_or_path: str | Path) -> CsvMapping:
             raise InvalidRequest(f"unknown CSV mapping '{name_or_path}'")
         text = entry.read_text(encoding="utf-8")
         where = ""
-    spec = yaml.safe_load(text)
+    try:
+        spec = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise InvalidRequest(f"mapping '{name_or_path}' is not valid YAML{at}") from None
     if not isinstance(spec, dict) or not (
         isinstance(spec.get("resources"), list) or isinstance(spec.get("tables"), dict)
     ):
         raise InvalidRequest(f"mapping '{name_or_path}' has neither 'tables' nor 'resources'")
+    problem = _spec_problem(spec)
+    if problem:
+        raise InvalidRequest(f"mapping '{name_or_path}': {problem}")
     return CsvMapping(str(spec.get("name", path.stem)), spec, where)
+
+
+def _spec_problem(spec: dict[str, Any]) -> str:
+    """What makes a mapping unusable, named by its place in the file ('' when it is usable).
+
+    Checked when the mapping is loaded, so a typo stops the run with its location instead of
+    quarantining every row with a mapper error.
+    """
+    encoding = str(spec.get("encoding", "auto")).lower()
+    if encoding != "auto":
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            return f"encoding '{encoding}' is not known (utf-8, gbk, gb18030 or auto)"
+    tables = spec["tables"] if isinstance(spec.get("tables"), dict) else {"": spec}
+    for name, table in tables.items():
+        where = f"tables.{name}." if name else ""
+        if not isinstance(table, dict) or not isinstance(table.get("resources"), list):
+            return f"{where}resources must be a list"
+        for i, res in enumerate(table["resources"]):
+            problem = _resource_problem(res, f"{where}resources[{i}]")
+            if problem:
+                return problem
+    return ""
+
+
+def _resource_problem(res: Any, where: str) -> str:
+    if not isinstance(res, dict) or not isinstance(res.get("type"), str):
+        return f"{where}.type is missing"
+    each = res.get("foreach")
+    if each is not None and not (isinstance(each, dict) and each.get("column")):
+        return f"{where}.foreach needs a column"
+    for path, rule in (res.get("fields") or {}).items():
+        kinds = [k for k in ("column", "const", "reference") if isinstance(rule, dict) and k in rule]
+        if len(kinds) != 1:
+            return f"{where}.fields.{path} needs one of column, const or reference"
+    for n, ident in enumerate(res.get("identifiers") or []):
+        if not (isinstance(ident, dict) and ident.get("column") and ident.get("system")):
+            return f"{where}.identifiers[{n}] needs a column and a system"
+    return ""
 
 
 def _decode(line: bytes, encoding: str) -> str:
