@@ -132,14 +132,21 @@ def test_missing_and_extra_columns_and_bad_values(sqlite_pipeline: Pipeline, tmp
     assert rules == ["column-count", "column-count", "value-map", "data-type"]
 
 
-def test_wrong_encoding_is_quarantined(sqlite_pipeline: Pipeline, tmp_path: Path) -> None:
-    mapping = tmp_path / "strict.yaml"
-    mapping.write_text(
-        "name: strict\nencoding: utf-8\ntables:\n  person.csv:\n    resources:\n"
-        "      - type: Patient\n        id_from: [档案编号]\n        fields:\n"
-        "          name[0].text: {column: 姓名}\n",
+def _mapping(folder: Path, encoding: str, key: str, name: str, required: str = "") -> Path:
+    """A one-table mapping (person.csv -> Patient) in ``encoding``, for the encoding tests."""
+    path = folder / "person-mapping.yaml"
+    path.write_text(
+        f"name: person\nencoding: {encoding}\ntables:\n  person.csv:\n"
+        + (f"    required_columns: [{required}]\n" if required else "")
+        + f"    resources:\n      - type: Patient\n        id_from: [{key}]\n        fields:\n"
+        f"          name[0].text: {{column: {name}}}\n",
         encoding="utf-8",
     )
+    return path
+
+
+def test_wrong_encoding_is_quarantined(sqlite_pipeline: Pipeline, tmp_path: Path) -> None:
+    mapping = _mapping(tmp_path, "utf-8", "档案编号", "姓名")
     path = tmp_path / "person.csv"
     path.write_bytes("档案编号,姓名\r\n".encode() + "0001,王芳\r\n".encode("gbk"))
     rep = ingest_file(sqlite_pipeline, path, "F1", mapping=str(mapping))
@@ -164,13 +171,7 @@ def test_header_in_another_encoding_is_named_and_replays_once_the_mapping_is_fix
 ) -> None:
     from rhip.ingest.quarantine import list_entries, replay
 
-    mapping = tmp_path / "clinic.yaml"
-    mapping.write_text(
-        "name: clinic\nencoding: gbk\ntables:\n  person.csv:\n    required_columns: [档案编号, 姓名]\n"
-        "    resources:\n      - type: Patient\n        id_from: [档案编号]\n        fields:\n"
-        "          name[0].text: {column: 姓名}\n",
-        encoding="utf-8",
-    )
+    mapping = _mapping(tmp_path, "gbk", "档案编号", "姓名", required="档案编号, 姓名")
     path = _write(tmp_path / "person.csv", ["档案编号,姓名", "0001,王芳", "0002,李四"], "utf-8")
     rep = ingest_file(sqlite_pipeline, path, "F1", mapping=str(mapping))
     assert (rep.received, rep.quarantined) == (2, 2) and rep.reconciled
@@ -185,13 +186,7 @@ def test_header_in_another_encoding_is_named_and_replays_once_the_mapping_is_fix
 
 
 def test_undecodable_header_is_an_encoding_reason(sqlite_pipeline: Pipeline, tmp_path: Path) -> None:
-    mapping = tmp_path / "strict.yaml"
-    mapping.write_text(
-        "name: strict\nencoding: utf-8\ntables:\n  person.csv:\n    resources:\n"
-        "      - type: Patient\n        id_from: [id]\n        fields:\n"
-        "          name[0].text: {column: name}\n",
-        encoding="utf-8",
-    )
+    mapping = _mapping(tmp_path, "utf-8", "id", "name")
     path = tmp_path / "person.csv"
     path.write_bytes("id,name,备注\r\n".encode("gb18030") + b"1,Wang,x\r\n")
     rep = ingest_file(sqlite_pipeline, path, "F1", mapping=str(mapping))
