@@ -123,3 +123,27 @@ def test_discharge_disposition_is_translated() -> None:
     canon.apply(enc)
     codes = enc["hospitalization"]["dischargeDisposition"]["coding"]
     assert {"system": "http://terminology.hl7.org/CodeSystem/discharge-disposition", "code": "exp"} in codes
+
+
+def test_every_local_code_the_generator_writes_has_a_shipped_mapping() -> None:
+    """Drugs, vaccines, the lab order code and discharge codes, read from the generator's tables."""
+    from rhip.synth.reference import load_reference
+
+    ref = load_reference()
+    translator = ConceptTranslator(shipped_conceptmaps())
+    local = {
+        "drug": {str(row[0]) for row in ref.catalog["drugs"].values()},
+        "vaccine": {row["abbr"] for row in ref.schedule},
+        "lab-panel": {"LAB"},  # OBR-4 of the generator's ORU^R01 (hl7v2 writer)
+        "discharge": {"1", "5"},  # 离院方式 of the community-centre extract
+    }
+    missing = [
+        (domain, code)
+        for domain, codes in local.items()
+        for code in sorted(codes)
+        if translator.translate(systems.local_code_system("ANY-FACILITY", domain), code) is None
+    ]
+    assert len(local["drug"]) >= 20 and len(local["vaccine"]) >= 10
+    assert not missing, missing
+    v2_0112 = "http://terminology.hl7.org/CodeSystem/v2-0112"  # PV1-36 of the generator's ADT
+    assert all(translator.translate(v2_0112, code) for code in ("01", "20"))

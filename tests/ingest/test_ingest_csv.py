@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
+from rhip.errors import InvalidRequest
 from rhip.fhir import systems
 from rhip.fhir.identifiers import make_citizen_id
+from rhip.ingest.csvmap import load_mapping
 from rhip.ingest.pipeline import Pipeline
 from rhip.ingest.runner import ingest_file
 from rhip.ingest.schema import ingest_quarantine
@@ -129,14 +132,21 @@ def test_missing_and_extra_columns_and_bad_values(sqlite_pipeline: Pipeline, tmp
     assert rules == ["column-count", "column-count", "value-map", "data-type"]
 
 
-def test_wrong_encoding_is_quarantined(sqlite_pipeline: Pipeline, tmp_path: Path) -> None:
-    mapping = tmp_path / "strict.yaml"
-    mapping.write_text(
-        "name: strict\nencoding: utf-8\ntables:\n  person.csv:\n    resources:\n"
-        "      - type: Patient\n        id_from: [档案编号]\n        fields:\n"
-        "          name[0].text: {column: 姓名}\n",
+def _mapping(folder: Path, encoding: str, key: str, name: str, required: str = "") -> Path:
+    """A one-table mapping (person.csv -> Patient) in ``encoding``, for the encoding tests."""
+    path = folder / "person-mapping.yaml"
+    path.write_text(
+        f"name: person\nencoding: {encoding}\ntables:\n  person.csv:\n"
+        + (f"    required_columns: [{required}]\n" if required else "")
+        + f"    resources:\n      - type: Patient\n        id_from: [{key}]\n        fields:\n"
+        f"          name[0].text: {{column: {name}}}\n",
         encoding="utf-8",
     )
+    return path
+
+
+def test_wrong_encoding_is_quarantined(sqlite_pipeline: Pipeline, tmp_path: Path) -> None:
+    mapping = _mapping(tmp_path, "utf-8", "档案编号", "姓名")
     path = tmp_path / "person.csv"
     path.write_bytes("档案编号,姓名\r\n".encode() + "0001,王芳\r\n".encode("gbk"))
     rep = ingest_file(sqlite_pipeline, path, "F1", mapping=str(mapping))
@@ -154,3 +164,69 @@ def test_redelivered_csv_is_duplicate(sqlite_pipeline: Pipeline, tmp_path: Path)
     ingest_file(sqlite_pipeline, path, "F1")
     rep = ingest_file(sqlite_pipeline, path, "F1")
     assert (rep.stored, rep.duplicates) == (0, 1)
+
+
+def test_header_in_another_encoding_is_named_and_replays_once_the_mapping_is_fixed(
+    sqlite_pipeline: Pipeline, tmp_path: Path
+) -> None:
+    from rhip.ingest.quarantine import list_entries, replay
+
+    mapping = _mapping(tmp_path, "gbk", "档案编号", "姓名", required="档案编号, 姓名")
+    path = _write(tmp_path / "person.csv", ["档案编号,姓名", "0001,王芳", "0002,李四"], "utf-8")
+    rep = ingest_file(sqlite_pipeline, path, "F1", mapping=str(mapping))
+    assert (rep.received, rep.quarantined) == (2, 2) and rep.reconciled
+    reasons = _reasons(sqlite_pipeline)
+    assert reasons[0][0]["rule"] == "encoding" and reasons[0][0]["path"] == "header"
+    assert "reads as utf-8" in reasons[0][0]["message"]  # not "column 档案编号 missing"
+    mapping.write_text(mapping.read_text(encoding="utf-8").replace("gbk", "utf-8"), encoding="utf-8")
+    fixed = replay(sqlite_pipeline, list_entries(sqlite_pipeline.engine))
+    assert (fixed.stored, fixed.quarantined) == (2, 0)
+    names = {p["name"][0]["text"] for p, *_ in sqlite_pipeline.store.iter_current("Patient") if p}
+    assert names == {"王芳", "李四"}
+
+
+def test_undecodable_header_is_an_encoding_reason(sqlite_pipeline: Pipeline, tmp_path: Path) -> None:
+    mapping = _mapping(tmp_path, "utf-8", "id", "name")
+    path = tmp_path / "person.csv"
+    path.write_bytes("id,name,备注\r\n".encode("gb18030") + b"1,Wang,x\r\n")
+    rep = ingest_file(sqlite_pipeline, path, "F1", mapping=str(mapping))
+    assert rep.quarantined == 1
+    assert _reasons(sqlite_pipeline)[0][0] == {
+        "rule": "encoding",
+        "path": "header",
+        "message": "header is not utf-8",
+        "severity": "error",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: x\ntables:\n  person.csv:\n    resources: [\n", "is not valid YAML at line 5, column 1"),
+        (
+            "name: x\nencoding: latin9x\ntables:\n  person.csv:\n    resources: []\n",
+            "encoding 'latin9x' is not known",
+        ),
+        (
+            "name: x\ntables:\n  person.csv:\n    resources:\n      - id_from: [id]\n",
+            "tables.person.csv.resources[0].type is missing",
+        ),
+        (
+            "name: x\ntables:\n  person.csv:\n    resources:\n      - type: Patient\n        fields:\n"
+            "          name[0].text: {colum: name}\n",
+            "tables.person.csv.resources[0].fields.name[0].text needs one of column, const or reference",
+        ),
+    ],
+    ids=["yaml-syntax", "encoding", "no-type", "field-rule"],
+)
+def test_an_unusable_mapping_is_refused_with_its_place(tmp_path: Path, text: str, message: str) -> None:
+    """A typo in a mapping stops the load naming where it is, instead of failing every row."""
+    mapping = tmp_path / "bad.yaml"
+    mapping.write_text(text, encoding="utf-8")
+    with pytest.raises(InvalidRequest) as err:
+        load_mapping(str(mapping))
+    assert message in err.value.diagnostics
+
+
+def test_the_shipped_mapping_passes_the_load_checks() -> None:
+    assert load_mapping("community-centre").table("person.csv") is not None

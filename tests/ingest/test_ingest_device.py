@@ -69,6 +69,7 @@ def test_http_readings_and_quality_api(server: str, sqlite_store: Store) -> None
     assert r.status_code == 200, r.text
     body = r.json()
     assert (body["received"], body["stored"], body["quarantined"]) == (5, 4, 1)
+    assert body["resources"] == 4  # one Observation per reading (blood pressure as components)
     again = httpx.post(f"{server}/ingest/device/WEAR", content=orjson.dumps(payload), timeout=30).json()
     assert (again["stored"], again["duplicates"], again["quarantined"]) == (0, 4, 1)
     obs = [o for o, *_ in sqlite_store.iter_current("Observation") if o]

@@ -66,3 +66,17 @@ def test_bad_dicom_is_quarantined(sqlite_pipeline: Pipeline, tmp_path: Path) -> 
     assert ingest_file(sqlite_pipeline, bad, "F1").quarantined == 1
     assert ingest_file(sqlite_pipeline, no_uid, "F1").quarantined == 1
     assert sqlite_pipeline.store.count("ImagingStudy") == 0
+
+
+def test_records_carry_the_header_never_the_pixels(tmp_path: Path) -> None:
+    from rhip.ingest.dicom import UNREADABLE_KEPT, iter_dicom_files
+
+    path = _dicom(tmp_path / "1.dcm", generate_uid(), generate_uid(), 1)
+    (record,) = iter_dicom_files([path])
+    whole = path.read_bytes()
+    assert whole.startswith(record.raw) and len(record.raw) < len(whole)
+    assert b"\xe0\x7f\x10\x00" not in record.raw  # the (7FE0,0010) Pixel Data tag
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"x" * (UNREADABLE_KEPT + 10))
+    (kept,) = iter_dicom_files([junk])
+    assert len(kept.raw) == UNREADABLE_KEPT

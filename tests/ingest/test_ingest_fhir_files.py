@@ -105,7 +105,7 @@ def test_typed_file_rejects_other_types(sqlite_pipeline: Pipeline, tmp_path: Pat
 
 
 def test_empty_file_is_an_empty_batch(sqlite_pipeline: Pipeline, tmp_path: Path) -> None:
-    for name in ("Patient.ndjson", "empty.json", "empty.hl7", "empty.csv"):
+    for name in ("Patient.ndjson", "empty.json", "empty.hl7", "empty.csv", "empty.jsonl", "empty.dcm"):
         path = tmp_path / name
         path.write_bytes(b"")
         rep = ingest_file(sqlite_pipeline, path, "F1")

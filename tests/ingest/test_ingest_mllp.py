@@ -112,3 +112,28 @@ def test_batch_frame_stores_every_message(sqlite_pipeline: Pipeline) -> None:
     (ack,) = _run(sqlite_pipeline, [batch])
     assert ack_of(ack)["code"] == "AA"
     assert sqlite_pipeline.store.count("Patient") == 2
+
+
+def test_gb18030_message_is_stored_as_its_header_declares(sqlite_pipeline: Pipeline) -> None:
+    """The listener hands the mapper the bytes as sent, so MSH-18 still describes them."""
+    msg = (
+        "MSH|^~\\&|HIS|H002|RHIP|R|20261101083000||ADT^A28^ADT_A05|GB-1|P|2.5|||||CHN|GB 18030-2000\r"
+        "PID|1||M1^^^H002^MR||王^芳||19800506|F\r"
+    )
+    (ack,) = _run(sqlite_pipeline, [msg.encode("gb18030")])
+    assert ack_of(ack)["code"] == "AA", ack
+    assert "|ACK^A28^ACK|" in ack  # MSH-9 of the ACK names the event it answers
+    patient = next(iter(sqlite_pipeline.store.iter_current("Patient")))[0]
+    assert patient is not None and patient["name"][0]["text"] == "王芳"
+
+
+def test_invalid_encoding_characters_and_bad_dates_name_their_hl7_error_codes(
+    sqlite_pipeline: Pipeline,
+) -> None:
+    clashing = GOOD.format(n=80).replace("MSH|^~\\&|", "MSH|^^\\&|", 1)  # component = repetition
+    bad_date = GOOD.format(n=81).replace("|19900307|", "|1990-3-7|", 1)
+    delims, date = _run(sqlite_pipeline, [clashing, bad_date])
+    assert ack_of(delims)["code"] == "AR" and "|102^Data type error^HL70357|" in delims
+    assert "delimiters:" in delims
+    assert ack_of(date)["code"] == "AE" and "ERR||PID-7|102^Data type error^HL70357|" in date
+    assert sqlite_pipeline.store.count("Patient") == 0

@@ -79,10 +79,15 @@ def _ingest(ctx: DemoContext) -> str:
     from rhip.ingest.cli import run_ingest
 
     report = run_ingest(
-        ctx.region_dir, via_mllp=True, link=True, database_url=ctx.database_url, console=ctx.console
+        ctx.region_dir,
+        via_mllp=True,
+        via_http=True,
+        link=True,
+        database_url=ctx.database_url,
+        console=ctx.console,
     )
     ctx.results["ingest"] = report
-    return "ingested through the FHIR, HL7 v2/MLLP, CSV, DICOM and device connectors"
+    return "ingested: FHIR files, HL7 v2 over MLLP, CSV, DICOM, device JSON over HTTP"
 
 
 def _link(ctx: DemoContext) -> str:

@@ -49,6 +49,7 @@ async def post_device(facility: str, request: Request) -> dict[str, Any]:
         "quarantined": report.quarantined,
         "duplicates": report.duplicates,
         "stale": report.stale,
+        "resources": report.resources_written,
     }
 
 

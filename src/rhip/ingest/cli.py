@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from rhip.errors import RhipError
+
 quarantine_app = typer.Typer(
     help="Records that could not be stored: list, show, replay.", no_args_is_help=True
 )
@@ -35,14 +37,20 @@ def _is_region(path: Path) -> bool:
 
 def ingest_command(
     path: Path = typer.Argument(..., exists=True, help="File, folder, or generated region folder."),
-    facility: str = typer.Option(
-        "unknown", "--facility", "-f", help="Facility code (files and plain folders)."
+    facility: str | None = typer.Option(
+        None,
+        "--facility",
+        "-f",
+        help="Facility code (files and plain folders; default: MSH-4 for HL7, else 'unknown').",
     ),
     connector: str | None = typer.Option(
         None, "--connector", help="Force a connector (default: by extension)."
     ),
     mapping: str | None = typer.Option(None, "--mapping", help="CSV mapping name or YAML path."),
     via_mllp: bool = typer.Option(False, "--via-mllp", help="Send HL7 v2 through a real MLLP listener."),
+    via_http: bool = typer.Option(
+        False, "--via-http", help="Post device readings to the real HTTP endpoint (region folders)."
+    ),
     link: bool = typer.Option(True, "--link/--no-link", help="Hand Patients to the identity layer (MPI)."),
     database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
 ) -> None:
@@ -53,6 +61,7 @@ def ingest_command(
         connector=connector,
         mapping=mapping,
         via_mllp=via_mllp,
+        via_http=via_http,
         link=link,
         database_url=database_url,
     )
@@ -61,10 +70,11 @@ def ingest_command(
 def run_ingest(
     path: Path,
     *,
-    facility: str = "unknown",
+    facility: str | None = None,
     connector: str | None = None,
     mapping: str | None = None,
     via_mllp: bool = False,
+    via_http: bool = False,
     link: bool = True,
     database_url: str | None = None,
     console: Any = None,
@@ -89,10 +99,9 @@ def run_ingest(
                 progress.update(task, description=label[-60:], advance=1)
 
             if _is_region(path):
-                report = ingest_region(pipeline, path, via_mllp=via_mllp, progress=tick)
+                report = ingest_region(pipeline, path, via_mllp=via_mllp, via_http=via_http, progress=tick)
             else:
-                files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-                for file in files:
+                for file in _input_files(console, path, connector):
                     rep = ingest_file(pipeline, file, facility, connector=connector, mapping=mapping)
                     report.add(rep)
                     tick(file.name, rep)
@@ -101,6 +110,30 @@ def run_ingest(
         return report
     finally:
         pipeline.store.close()
+
+
+def _input_files(console: Any, path: Path, connector: str | None) -> list[Path]:
+    """The files to ingest: ``path`` itself, or every file of a folder that has a connector.
+
+    A folder's files without a connector (a README, a ``.txt`` export) are named and skipped, so
+    one stray file does not stop the run half-way; a folder with nothing to ingest is said so.
+    A single file given by name keeps its error (no connector for its extension).
+    """
+    from rhip.ingest.runner import connector_for
+
+    if not path.is_dir():
+        return [path]
+    files: list[Path] = []
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        try:
+            connector or connector_for(file)
+        except RhipError:
+            console.print(f"skipped {file}: no connector for '{file.suffix}' files", markup=False)
+            continue
+        files.append(file)
+    if not files:
+        console.print(f"nothing to ingest in {path}: no file with a known extension", markup=False)
+    return files
 
 
 def _print_reconciliation(console: Any, report: Any) -> None:

@@ -9,11 +9,13 @@ character), so any file size streams in bounded memory. See docs/ingest.md for t
 
 from __future__ import annotations
 
+import codecs
 import csv
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import yaml
 from rhip.errors import InvalidRequest
 from rhip.fhir import systems
 from rhip.ingest.canonical import fold, to_instant
+from rhip.ingest.lines import OVERLONG, read_lines
 from rhip.ingest.model import Mapped, MappingError, Record, issue
 from rhip.ingest.pipeline import MapContext, register_mapper
 from rhip.ingest.provenance import stable_id
@@ -68,12 +71,60 @@ def load_mapping(name_or_path: str | Path) -> CsvMapping:
             raise InvalidRequest(f"unknown CSV mapping '{name_or_path}'")
         text = entry.read_text(encoding="utf-8")
         where = ""
-    spec = yaml.safe_load(text)
+    try:
+        spec = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise InvalidRequest(f"mapping '{name_or_path}' is not valid YAML{at}") from None
     if not isinstance(spec, dict) or not (
         isinstance(spec.get("resources"), list) or isinstance(spec.get("tables"), dict)
     ):
         raise InvalidRequest(f"mapping '{name_or_path}' has neither 'tables' nor 'resources'")
+    problem = _spec_problem(spec)
+    if problem:
+        raise InvalidRequest(f"mapping '{name_or_path}': {problem}")
     return CsvMapping(str(spec.get("name", path.stem)), spec, where)
+
+
+def _spec_problem(spec: dict[str, Any]) -> str:
+    """What makes a mapping unusable, named by its place in the file ('' when it is usable).
+
+    Checked when the mapping is loaded, so a typo stops the run with its location instead of
+    quarantining every row with a mapper error.
+    """
+    encoding = str(spec.get("encoding", "auto")).lower()
+    if encoding != "auto":
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            return f"encoding '{encoding}' is not known (utf-8, gbk, gb18030 or auto)"
+    tables = spec["tables"] if isinstance(spec.get("tables"), dict) else {"": spec}
+    for name, table in tables.items():
+        where = f"tables.{name}." if name else ""
+        if not isinstance(table, dict) or not isinstance(table.get("resources"), list):
+            return f"{where}resources must be a list"
+        for i, res in enumerate(table["resources"]):
+            problem = _resource_problem(res, f"{where}resources[{i}]")
+            if problem:
+                return problem
+    return ""
+
+
+def _resource_problem(res: Any, where: str) -> str:
+    if not isinstance(res, dict) or not isinstance(res.get("type"), str):
+        return f"{where}.type is missing"
+    each = res.get("foreach")
+    if each is not None and not (isinstance(each, dict) and each.get("column")):
+        return f"{where}.foreach needs a column"
+    for path, rule in (res.get("fields") or {}).items():
+        kinds = [k for k in ("column", "const", "reference") if isinstance(rule, dict) and k in rule]
+        if len(kinds) != 1:
+            return f"{where}.fields.{path} needs one of column, const or reference"
+    for n, ident in enumerate(res.get("identifiers") or []):
+        if not (isinstance(ident, dict) and ident.get("column") and ident.get("system")):
+            return f"{where}.identifiers[{n}] needs a column and a system"
+    return ""
 
 
 def _decode(line: bytes, encoding: str) -> str:
@@ -86,30 +137,78 @@ def _decode(line: bytes, encoding: str) -> str:
 
 
 def iter_csv(path: Path, mapping: CsvMapping) -> Iterator[Record]:
-    """One record per data row; the header and mapping name go into each record's context."""
+    """One record per data row; the header and mapping name go into each record's context.
+
+    The header travels as its bytes too (``header_hex``), so the mapper reads it with the
+    mapping's encoding at the time it runs: a replay after the encoding was fixed in the mapping
+    reads both header and row anew.
+    """
     with path.open("rb") as fh:
-        header_line = fh.readline()
+        lines = read_lines(fh)
+        _first, header_line, _size = next(lines, (1, b"", 0))
         if header_line.startswith(b"\xef\xbb\xbf"):
             header_line = header_line[3:]
         if not header_line.strip():
             return
+        header_bytes = header_line.rstrip(b"\r\n")
         try:
-            header = next(
-                csv.reader(
-                    [_decode(header_line, mapping.encoding).strip("\r\n")], delimiter=mapping.delimiter
-                )
-            )
+            header = _header(header_bytes, mapping.encoding, mapping.delimiter)
         except UnicodeDecodeError:
             header = []
-        header = [fold(h) for h in header]
-        for lineno, line in enumerate(fh, 2):
+        context = {
+            "mapping": mapping.path or mapping.name,
+            "table": path.name,
+            "header": header,
+            "header_hex": header_bytes.hex(),
+        }
+        for lineno, line, size in lines:
             if not line.strip():
                 continue
-            yield Record(
-                line.rstrip(b"\r\n"),
-                f"{path.name}:{lineno}",
-                context={"mapping": mapping.path or mapping.name, "table": path.name, "header": header},
+            rec = Record(line.rstrip(b"\r\n"), f"{path.name}:{lineno}", context=dict(context))
+            if size > len(line):
+                rec.context[OVERLONG] = size
+            yield rec
+
+
+def _header(raw: bytes, encoding: str, delimiter: str) -> list[str]:
+    """The column names of a header line (folded); UnicodeDecodeError when not in ``encoding``."""
+    return [fold(h) for h in next(csv.reader([_decode(raw, encoding)], delimiter=delimiter))]
+
+
+@lru_cache(maxsize=64)
+def _header_of(header_hex: str, encoding: str, delimiter: str) -> tuple[str, ...] | None:
+    """The header of a file as the mapping reads it now (None: not in that encoding); cached."""
+    try:
+        return tuple(_header(bytes.fromhex(header_hex), encoding, delimiter))
+    except UnicodeDecodeError:
+        return None
+
+
+def _row_header(record: Record, mapping: CsvMapping, required: list[str]) -> list[str]:
+    """The header a row is read with; an undecodable or mis-decoded header quarantines the row.
+
+    A header that lacks required columns under the mapping's encoding but has them all under
+    another one was written in that other encoding: the reason says so (rule ``encoding``, path
+    ``header``) instead of naming columns that are in fact there.
+    """
+    header_hex = record.context.get("header_hex")
+    if not isinstance(header_hex, str):
+        return list(record.context.get("header") or [])  # rows quarantined before header_hex
+    header = _header_of(header_hex, mapping.encoding, mapping.delimiter)
+    if header is not None and all(c in header for c in required):
+        return list(header)
+    for other in ("utf-8", "gb18030"):
+        found = _header_of(header_hex, other, mapping.delimiter) if other != mapping.encoding else None
+        if found is not None and required and all(c in found for c in required):
+            raise MappingError(
+                "header in another encoding",
+                [issue("encoding", "header", f"header is not {mapping.encoding}; it reads as {other}")],
             )
+    if header is None:
+        raise MappingError(
+            "wrong character encoding", [issue("encoding", "header", f"header is not {mapping.encoding}")]
+        )
+    return list(header)
 
 
 def _convert(value: str, rule: dict[str, Any], column: str, mapping: CsvMapping, ctx: MapContext) -> Any:
@@ -189,14 +288,15 @@ def map_row(record: Record, ctx: MapContext) -> Mapped:
                 )
             ],
         )
-    header: list[str] = record.context.get("header") or []
+    required = [str(c) for c in table.get("required_columns", [])]
+    header = _row_header(record, mapping, required)
     try:
         text = _decode(record.raw, mapping.encoding)
     except UnicodeDecodeError:
         raise MappingError(
             "wrong character encoding", [issue("encoding", "", f"row is not {mapping.encoding}")]
         ) from None
-    missing = [c for c in table.get("required_columns", []) if c not in header]
+    missing = [c for c in required if c not in header]
     if missing:
         raise MappingError(
             "required columns missing",

@@ -19,6 +19,8 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -181,6 +183,74 @@ def ingest_payload(pipeline: Pipeline, payload: bytes, facility: str, origin: st
     """Ingest one HTTP/MQTT payload of readings as one batch."""
     source = SourceInfo(facility, CONNECTOR, origin)
     return pipeline.run(source, reading_records(payload, origin), per_record_provenance=False)
+
+
+def post_files(pipeline: Pipeline, paths: list[Path], facility: str, per_post: int = 500) -> BatchReport:
+    """Send the readings of ``.jsonl`` files to ``POST /ingest/device/{facility}`` over real HTTP.
+
+    A uvicorn server with the ingest router runs on a free 127.0.0.1 port for the duration, on
+    this pipeline (its store and quality observers), and each post of ``per_post`` readings is
+    one batch, exactly as a facility's gateway would deliver them. Returns the summed counts.
+    """
+    import httpx
+
+    total = BatchReport("http", SourceInfo(facility, CONNECTOR, "http"))
+    with _device_server(pipeline) as base, httpx.Client(base_url=base, timeout=120) as client:
+        for path in paths:
+            for payload in _payloads(path, per_post):
+                response = client.post(f"/ingest/device/{facility}", content=payload)
+                response.raise_for_status()
+                counts = response.json()
+                for name in ("received", "stored", "quarantined", "duplicates", "stale"):
+                    setattr(total, name, getattr(total, name) + int(counts[name]))
+                total.resources_written += int(counts.get("resources", 0))
+    return total
+
+
+def _payloads(path: Path, per_post: int) -> Iterator[bytes]:
+    """JSON arrays of up to ``per_post`` readings, one per non-blank line of a ``.jsonl`` file."""
+    batch: list[bytes] = []
+    with path.open("rb") as fh:
+        for line in fh:
+            if line.strip():
+                batch.append(line.strip())
+            if len(batch) == per_post:
+                yield b"[" + b",".join(batch) + b"]"
+                batch = []
+    if batch:
+        yield b"[" + b",".join(batch) + b"]"
+
+
+@contextmanager
+def _device_server(pipeline: Pipeline) -> Iterator[str]:
+    """A uvicorn server with the ingest router on a free 127.0.0.1 port; yields its base URL."""
+    import socket
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from rhip.ingest import api
+
+    app = FastAPI()
+    app.state.store = pipeline.store
+    app.state.ingest_pipeline = pipeline
+    app.include_router(api.router)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the device HTTP server did not start")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
 
 
 class MqttSubscriber:

@@ -26,12 +26,33 @@ log = logging.getLogger(__name__)
 CONNECTOR = "dicom"
 
 
+#: How much of a file pydicom cannot read is kept for quarantine (its start says what it is).
+UNREADABLE_KEPT = 1 << 20
+
+
 def iter_dicom_files(paths: list[Path]) -> Iterator[Record]:
-    """One record per DICOM file (header bytes only are kept for quarantine)."""
+    """One record per DICOM file: its bytes up to the pixel data, never the pixels themselves.
+
+    Memory stays bounded by the header whatever the image size, and a quarantined file does not
+    carry image data into the quarantine table. A file pydicom cannot read keeps its first MiB.
+    """
     for path in paths:
-        with path.open("rb") as fh:
-            raw = fh.read()
-        yield Record(raw, path.name)
+        yield Record(_header_bytes(path), path.name)
+
+
+def _header_bytes(path: Path) -> bytes:
+    import pydicom
+
+    with path.open("rb") as fh:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pydicom.dcmread(fh, stop_before_pixels=True)
+            end = fh.tell()  # at the pixel data element, or the end of a file without one
+        except Exception:  # not readable as DICOM: the mapper names the reason from these bytes
+            end = UNREADABLE_KEPT
+        fh.seek(0)
+        return fh.read(end)
 
 
 def _read(raw: bytes) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from rhip.ingest.lines import KEPT, MAX_LINE, OVERLONG, read_lines
 from rhip.ingest.model import Mapped, MappingError, Record, issue
 from rhip.ingest.pipeline import MapContext, register_mapper
 
@@ -27,14 +28,17 @@ _UUID_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
 def iter_ndjson(path: Path) -> Iterator[Record]:
-    """One record per non-blank line of an NDJSON file, streamed (bounded memory)."""
+    """One record per non-blank line of an NDJSON file, streamed (bounded memory, even per line)."""
     name = path.name
     with path.open("rb") as fh:
-        for lineno, line in enumerate(fh, 1):
+        for lineno, line, size in read_lines(fh):
             stripped = line.strip()
             if not stripped:
                 continue
-            yield Record(stripped, f"{name}:{lineno}")
+            rec = Record(stripped, f"{name}:{lineno}")
+            if size > len(line):
+                rec.context[OVERLONG] = size
+            yield rec
 
 
 def _parse_json(raw: bytes, what: str) -> Any:
@@ -138,8 +142,18 @@ def map_bundle(record: Record, ctx: MapContext) -> Mapped:
 
 
 def iter_bundle_files(paths: list[Path]) -> Iterator[Record]:
-    """One record per bundle file (its content hash is the idempotency key)."""
+    """One record per bundle file (its content hash is the idempotency key).
+
+    A bundle is one JSON document, parsed whole: a file larger than the line limit of
+    :mod:`rhip.ingest.lines` is not read into memory but quarantined (its first bytes kept).
+    """
     for path in paths:
+        size = path.stat().st_size
+        if size > MAX_LINE:
+            with path.open("rb") as fh:
+                head = fh.read(KEPT)
+            yield Record(head, path.name, context={OVERLONG: size})
+            continue
         raw = path.read_bytes()
         yield Record(raw, path.name, key=hashlib.sha256(raw).hexdigest())
 

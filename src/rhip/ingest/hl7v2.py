@@ -10,7 +10,7 @@ unwrapped into their messages.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 
 import hl7
 
+from rhip.ingest.lines import KEPT, MAX_LINE, OVERLONG
 from rhip.ingest.model import MappingError, Record, issue
 
 CONNECTOR = "hl7v2"
@@ -67,30 +68,108 @@ def normalise(text: str) -> str:
     return "\r".join(line for line in lines if line.strip())
 
 
-def split_messages(text: str) -> list[str]:
-    """The messages of a file or stream: split at each MSH, dropping FHS/BHS/BTS/FTS envelopes."""
-    messages: list[list[str]] = []
-    for seg in normalise(text).split("\r"):
-        if seg[:3] in _ENVELOPE:
-            continue
-        if seg.startswith("MSH") or not messages:
-            messages.append([seg])
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_EDGE = b" \t\x0b\x1c"
+_ENVELOPE_BYTES = tuple(e.encode() for e in _ENVELOPE)
+_READ_SIZE = 1 << 20
+
+
+def _segment_lines(blocks: Iterable[bytes], limit: int = MAX_LINE) -> Iterator[tuple[int, bytes, int]]:
+    """(line number, bytes, full length) of every segment of a byte stream cut anywhere.
+
+    Segments end with CR, LF or CRLF. A CR at the end of a block is held back until the next
+    block shows whether an LF follows, so a CRLF split across two reads is one line break. A
+    segment longer than ``limit`` is not held: its first KEPT bytes stand for it, with its length.
+    Blocks without a line break are collected, not concatenated, so a long line costs no copies.
+    """
+    pieces: list[bytes] = []  # the unfinished segment, in the blocks it came in
+    held, head, dropped, line = 0, b"", 0, 1
+    for block in blocks:
+        if b"\r" not in block and b"\n" not in block and not (pieces and pieces[-1].endswith(b"\r")):
+            if dropped:
+                dropped += len(block)
+                continue
+            pieces.append(block)
+            held += len(block)
         else:
-            messages[-1].append(seg)
-    return ["\r".join(m) for m in messages]
+            data = b"".join(pieces) + block
+            cut = len(data) - 1 if data.endswith(b"\r") else len(data)
+            parts = _LINE_BREAK.split(data[:cut])
+            rest = parts.pop() + data[cut:]
+            pieces, held = [rest], len(rest)
+            for part in parts:
+                yield (line, head, dropped + len(part)) if dropped else (line, part, len(part))
+                head, dropped, line = b"", 0, line + 1
+        if held > limit:  # no line break for a whole limit: keep the head, drop the rest
+            rest = b"".join(pieces)
+            keep = b"\r" if rest.endswith(b"\r") else b""
+            head, dropped = rest[:KEPT], held - len(keep)
+            pieces, held = [keep] if keep else [], len(keep)
+    for part in _LINE_BREAK.split(b"".join(pieces)):
+        yield (line, head, dropped + len(part)) if dropped else (line, part, len(part))
+        head, dropped, line = b"", 0, line + 1
+
+
+def message_bytes(blocks: Iterable[bytes]) -> Iterator[tuple[int, bytes, int]]:
+    """(line of its MSH, original bytes, over-long size) of each message in a byte stream.
+
+    Segments are joined by CR. The bytes stay as sent, undecoded: each message is decoded on its
+    own (its MSH-18 decides), so a file mixing encodings, or holding one message with broken
+    bytes, loses only that one. Blank lines, a BOM, MLLP framing bytes and FHS/BHS/BTS/FTS
+    envelopes are dropped. The third value is 0, or the length of a segment longer than the line
+    limit of :mod:`rhip.ingest.lines` (the message then holds only that segment's first bytes).
+    """
+    first, overlong = 0, 0
+    current: list[bytes] = []
+    for line, seg, size in _segment_lines(blocks):
+        seg = seg.strip(_EDGE)
+        if line == 1 and seg.startswith(b"\xef\xbb\xbf"):
+            seg = seg[3:].strip(_EDGE)
+        if not seg.strip() or seg[:3] in _ENVELOPE_BYTES:
+            continue
+        if seg.startswith(b"MSH") or not current:
+            if current:
+                yield first, b"\r".join(current), overlong
+            first, overlong, current = line, 0, [seg]
+        else:
+            current.append(seg)
+        if size > MAX_LINE:
+            overlong = max(overlong, size)
+    if current:
+        yield first, b"\r".join(current), overlong
+
+
+def _blocks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        while block := fh.read(_READ_SIZE):
+            yield block
 
 
 def iter_hl7_file(path: Path) -> Iterator[Record]:
-    """One record per message of an HL7 file (whole file read: HL7 files are small)."""
-    raw = path.read_bytes()
-    try:
-        text = decode(raw)
-    except MappingError:
-        yield Record(raw, f"{path.name}:1")
-        return
-    for i, message in enumerate(split_messages(text), 1):
-        data = message.encode("utf-8")
-        yield Record(data, f"{path.name}#{i}", key=control_id(message))
+    """One record per message of an HL7 file, streamed (bounded memory whatever the file size).
+
+    Each record keeps the message's original bytes and names its file and the line of its MSH;
+    its key is MSH-10 when the message can be decoded (else its content hash).
+    """
+    for line, raw, overlong in message_bytes(_blocks(path)):
+        try:
+            key = control_id(normalise(decode(raw)))
+        except MappingError:
+            key = None
+        record = Record(raw, f"{path.name}:{line}", key=key)
+        if overlong:
+            record.context[OVERLONG] = overlong
+        yield record
+
+
+def file_sender(path: Path) -> str:
+    """MSH-4 (sending facility) of the first readable message of a file, '' when there is none."""
+    for _line, raw, _overlong in message_bytes(_blocks(path)):
+        try:
+            return header_field(normalise(decode(raw)), 4)
+        except MappingError:
+            continue
+    return ""
 
 
 def control_id(message: str) -> str | None:
@@ -203,6 +282,9 @@ _ERR_CODES = {
     "hl7-syntax": ("102", "Data type error"),
     "encoding": ("102", "Data type error"),
     "required": ("101", "Required field missing"),
+    "datetime-format": ("102", "Data type error"),
+    "data-type": ("102", "Data type error"),
+    "value-set": ("103", "Table value not found"),
 }
 _REJECT_RULES = {"unsupported-message-type", "unsupported-event", "msh-missing", "delimiters", "encoding"}
 
@@ -237,7 +319,8 @@ def build_ack(message: str, code: str, reasons: list[dict[str, str]] | None = No
 
     now = datetime.now(UTC).strftime("%Y%m%d%H%M%S+0000")
     ctrl = f(10)
-    event = f(9).split("^")[1] if "^" in f(9) else ""
+    kind = fields[8].split(message[4]) if len(fields) > 8 and sep == "|" and len(message) > 4 else []
+    event = _esc(kind[1]) if len(kind) > 1 else ""  # MSH-9.2, read before escaping
     version = f(12) or "2.5"
     segs = [
         f"MSH|^~\\&|RHIP|RHIP|{f(3)}|{f(4)}|{now}||ACK^{event}^ACK|ACK{ctrl or now}|P|{version}",

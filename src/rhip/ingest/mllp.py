@@ -38,7 +38,15 @@ from typing import Any, TypeVar
 from rhip.config import get_settings
 from rhip.errors import RhipError
 from rhip.fhir.search_params import registry_version
-from rhip.ingest.hl7v2 import CONNECTOR, ack_code, build_ack, control_id, decode, header_field, split_messages
+from rhip.ingest.hl7v2 import (
+    CONNECTOR,
+    ack_code,
+    build_ack,
+    control_id,
+    decode,
+    header_field,
+    message_bytes,
+)
 from rhip.ingest.mllp_prepare import PrepareProcess
 from rhip.ingest.model import BatchReport, MappingError, Record, SourceInfo
 from rhip.ingest.pipeline import MAPPERS, MapContext, Pipeline
@@ -450,17 +458,23 @@ class MLLPListener:
         self._settle(batch.items)
 
     def _batch(self, items: Sequence[_Item]) -> _Batch:
-        """The frames' messages as records (a frame may carry a batch of messages)."""
+        """The frames' messages as records (a frame may carry a batch of messages).
+
+        Each record keeps the message's bytes as sent: the mapper decodes them by their own
+        MSH-18, so a GB18030 message is not re-encoded into bytes its header no longer describes.
+        """
         texts = [_text(i.raw) for i in items]
         records: list[Record] = []
         owner: list[int] = []
         for n, text in enumerate(texts):
-            for m, msg in enumerate(split_messages(text) if text else [""]):
+            messages = list(message_bytes([items[n].raw])) or [(0, items[n].raw, 0)]
+            for m, (_line, raw, _overlong) in enumerate(messages):  # frames are < MAX_FRAME
+                msg = text if len(messages) == 1 else _text(raw)
                 facility = self.facility or header_field(msg, 4) or "unknown"
                 ctrl = control_id(msg)
                 records.append(
                     Record(
-                        msg.encode("utf-8") if msg else items[n].raw,
+                        raw,
                         f"{items[n].peer}/{ctrl or n}#{m + 1}",
                         key=ctrl,
                         source=SourceInfo(facility, CONNECTOR, "mllp"),

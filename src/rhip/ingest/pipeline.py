@@ -42,6 +42,7 @@ from rhip.ingest.chunkwrite import (
     write_resources,
 )
 from rhip.ingest.hooks import RecordObserver, notify_merge, notify_patients, patient_sinks
+from rhip.ingest.lines import OVERLONG, size_reason
 from rhip.ingest.model import BatchReport, Mapped, Record, SourceInfo
 from rhip.ingest.provenance import build_provenance, now_instant, scoped_key, source_uri, stable_id
 from rhip.ingest.schema import (
@@ -126,6 +127,9 @@ class RecordPreparer:
         self, rec: Record, key: str, ctx: MapContext, mapper: MapFn
     ) -> tuple[Mapped | None, list[dict[str, str]]]:
         """The record's mapped resources, or None and the quarantine reasons (``key``: record_key)."""
+        overlong = rec.context.get(OVERLONG)
+        if overlong:  # a line cut by the reader (rhip.ingest.lines): not mappable as it stands
+            return None, [size_reason(int(overlong))]
         try:
             mapped = mapper(rec, ctx)
         except RhipError as exc:

@@ -4,7 +4,8 @@
 ``.hl7`` HL7 v2, ``.csv`` CSV mapping, ``.dcm`` DICOM, ``.jsonl`` device readings);
 ``ingest_region`` walks the generator's layout (``fhir/<facility>/``, ``fhir-bundles/<facility>/``,
 ``hl7v2/<facility>/``, ``csv/<facility>/``, ``dicom/<facility>/<study>/``, ``wearable/``,
-``region/``, ``claims/``) and, with ``via_mllp``, sends the HL7 messages through a real MLLP listener.
+``region/``, ``claims/``); with ``via_mllp`` it sends the HL7 messages through a real MLLP listener,
+with ``via_http`` the device readings to the real HTTP endpoint.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from rhip.config import get_settings
 from rhip.errors import InvalidRequest
 from rhip.ingest import csvmap, device, dicom, fhir_files, hl7v2, hl7v2_map  # noqa: F401 (registers mappers)
+from rhip.ingest.lines import OVERLONG, read_lines
 from rhip.ingest.model import BatchReport, Record, SourceInfo
 from rhip.ingest.pipeline import Pipeline
 from rhip.ingest.producer import RecordSource
@@ -56,7 +58,7 @@ def _ndjson_records(path: Path) -> Iterator[Record]:
     m = _TYPE_FILE.match(path.name)
     for rec in fhir_files.iter_ndjson(path):
         if m:
-            rec.context = {"resourceType": m.group(1)}
+            rec.context["resourceType"] = m.group(1)
         yield rec
 
 
@@ -77,10 +79,21 @@ def connector_for(path: Path) -> str:
 
 
 def ingest_file(
-    pipeline: Pipeline, path: Path, facility: str, *, connector: str | None = None, mapping: str | None = None
+    pipeline: Pipeline,
+    path: Path,
+    facility: str | None,
+    *,
+    connector: str | None = None,
+    mapping: str | None = None,
 ) -> BatchReport:
-    """Ingest one file with its connector; returns the batch's reconciliation counts."""
+    """Ingest one file with its connector; returns the batch's reconciliation counts.
+
+    Without a ``facility``, an HL7 file is credited to the sender its first message names
+    (MSH-4), as the MLLP listener does; other files to ``unknown``.
+    """
     name = connector or connector_for(path)
+    if not facility:
+        facility = (hl7v2.file_sender(path) if name == hl7v2.CONNECTOR else "") or "unknown"
     source = SourceInfo(facility, name, str(path))
     if name == fhir_files.NDJSON:
         threshold = get_settings().ingest_producer_min_bytes
@@ -105,9 +118,12 @@ def ingest_file(
 
 def _jsonl(path: Path) -> Iterator[Record]:
     with path.open("rb") as fh:
-        for lineno, line in enumerate(fh, 1):
+        for lineno, line, size in read_lines(fh):
             if line.strip():
-                yield Record(line.strip(), f"{path.name}:{lineno}")
+                rec = Record(line.strip(), f"{path.name}:{lineno}")
+                if size > len(line):
+                    rec.context[OVERLONG] = size
+                yield rec
 
 
 def _files(folder: Path, pattern: str) -> list[Path]:
@@ -120,9 +136,15 @@ def ingest_region(
     *,
     via_mllp: bool = False,
     mllp_port: int = 0,
+    via_http: bool = False,
     progress: Progress | None = None,
 ) -> RegionReport:
-    """Ingest a generated region folder with every connector (see module docstring)."""
+    """Ingest a generated region folder with every connector (see module docstring).
+
+    ``via_mllp`` sends the HL7 v2 messages through a real MLLP listener and ``via_http`` posts
+    the device readings to the real ``POST /ingest/device/{facility}`` endpoint, instead of
+    reading both from their files.
+    """
     report = RegionReport()
 
     def done(label: str, rep: BatchReport) -> None:
@@ -163,8 +185,12 @@ def ingest_region(
                 options={"store": pipeline.store},
             )
             done(f"dicom/{fac.name}", rep)
-    for path in _files(root / "wearable", "*.jsonl") if (root / "wearable").is_dir() else []:
-        done(str(path.relative_to(root)), ingest_file(pipeline, path, "wearable"))
+    wearables = _files(root / "wearable", "*.jsonl") if (root / "wearable").is_dir() else []
+    if via_http and wearables:
+        done("wearable (HTTP)", device.post_files(pipeline, wearables, "wearable"))
+    else:
+        for path in wearables:
+            done(str(path.relative_to(root)), ingest_file(pipeline, path, "wearable"))
     return report
 
 

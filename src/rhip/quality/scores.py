@@ -46,13 +46,22 @@ def rule_scores(
 
 
 def _merge_days(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Sum the days of each facility and rule (day shown as first..last)."""
+    """Sum the days of each facility and rule; the day shown is the facility's first..last.
+
+    The span is the facility's, not the rule's: rules that apply on different days (Patients
+    one day, Observations the next) still give the facility one row over all days.
+    """
+    span: dict[str, tuple[str, str]] = {}
+    for r in rows:
+        first, last = span.get(r["facility"], (r["day"], r["day"]))
+        span[r["facility"]] = (min(first, r["day"]), max(last, r["day"]))
     merged: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:
-        m = merged.setdefault((r["facility"], r["rule"]), {**r, "checked": 0, "failed": 0, "first": r["day"]})
+        m = merged.setdefault((r["facility"], r["rule"]), {**r, "checked": 0, "failed": 0})
         m["checked"] += r["checked"]
         m["failed"] += r["failed"]
-        m["day"] = f"{m['first']}..{r['day']}" if r["day"] != m["first"] else r["day"]
+        first, last = span[r["facility"]]
+        m["day"] = first if first == last else f"{first}..{last}"
     for m in merged.values():
         m["score"] = round(100.0 * (m["checked"] - m["failed"]) / m["checked"], 2) if m["checked"] else None
     return list(merged.values())
