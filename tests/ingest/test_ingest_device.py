@@ -123,3 +123,26 @@ def test_mqtt_readings_from_real_broker(sqlite_pipeline: Pipeline) -> None:
     assert sqlite_pipeline.store.count("Observation") == 3
     obs = next(iter(sqlite_pipeline.store.iter_current("Observation")))[0]
     assert obs is not None and "WEAR2" in obs["meta"]["source"]
+
+
+def test_demo_gateway_posts_are_authenticated_and_audited(sqlite_store: Store, tmp_path) -> None:
+    """post_files runs the platform's API with authentication on: a post without the gateway's
+    token is refused (401), the gateway's posts are stored and each is in the audit chain."""
+    from rhip.ingest.device import _device_server, post_files
+    from rhip.security.audit import iter_entries
+
+    readings = tmp_path / "W-1.jsonl"
+    readings.write_bytes(b"\n".join(orjson.dumps(_reading(m)) for m in range(3)) + b"\n")
+    pipeline = Pipeline(sqlite_store)
+    with _device_server(pipeline) as (base, headers):
+        assert headers["Authorization"].startswith("Bearer ")
+        refused = httpx.post(f"{base}/ingest/device/F1", content=b"[]", timeout=30)
+        assert refused.status_code == 401
+    report = post_files(pipeline, [readings], "F1", per_post=2)
+    assert (report.received, report.stored) == (3, 3)
+    posts = [
+        e
+        for _, e in iter_entries(sqlite_store.engine)
+        if e.get("actor") == "device-gateway" and e.get("path") == "/ingest/device/F1"
+    ]
+    assert len(posts) == 2 and all(e["outcome"] == "0" for e in posts)

@@ -188,14 +188,17 @@ def ingest_payload(pipeline: Pipeline, payload: bytes, facility: str, origin: st
 def post_files(pipeline: Pipeline, paths: list[Path], facility: str, per_post: int = 500) -> BatchReport:
     """Send the readings of ``.jsonl`` files to ``POST /ingest/device/{facility}`` over real HTTP.
 
-    A uvicorn server with the ingest router runs on a free 127.0.0.1 port for the duration, on
+    The platform's API (authentication on) runs on a free 127.0.0.1 port for the duration, on
     this pipeline (its store and quality observers), and each post of ``per_post`` readings is
     one batch, exactly as a facility's gateway would deliver them. Returns the summed counts.
     """
     import httpx
 
     total = BatchReport("http", SourceInfo(facility, CONNECTOR, "http"))
-    with _device_server(pipeline) as base, httpx.Client(base_url=base, timeout=120) as client:
+    with (
+        _device_server(pipeline) as (base, headers),
+        httpx.Client(base_url=base, headers=headers, timeout=120) as client,
+    ):
         for path in paths:
             for payload in _payloads(path, per_post):
                 response = client.post(f"/ingest/device/{facility}", content=payload)
@@ -222,22 +225,25 @@ def _payloads(path: Path, per_post: int) -> Iterator[bytes]:
 
 
 @contextmanager
-def _device_server(pipeline: Pipeline) -> Iterator[str]:
-    """A uvicorn server with the ingest router on a free 127.0.0.1 port; yields its base URL."""
+def _device_server(pipeline: Pipeline) -> Iterator[tuple[str, dict[str, str]]]:
+    """The platform's API (authentication on, ingest router) on a free 127.0.0.1 port.
+
+    Yields its base URL and the headers a device gateway sends: a short-lived bearer token of a
+    ``system`` client (what the ``/ingest/`` gate admits), so every post is authenticated and
+    audited exactly as a facility's gateway would be. With ``auth_enabled`` off there is no token.
+    """
     import socket
 
     import uvicorn
-    from fastapi import FastAPI
 
-    from rhip.ingest import api
+    from rhip.api.app import create_app
 
-    app = FastAPI()
-    app.state.store = pipeline.store
+    app = create_app(pipeline.store, router_modules=("rhip.security.api", "rhip.ingest.api"))
     app.state.ingest_pipeline = pipeline
-    app.include_router(api.router)
+    headers = _gateway_headers(app)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -246,11 +252,25 @@ def _device_server(pipeline: Pipeline) -> Iterator[str]:
             if time.monotonic() > deadline or not thread.is_alive():
                 raise RuntimeError("the device HTTP server did not start")
             time.sleep(0.02)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", headers
     finally:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+def _gateway_headers(app: Any) -> dict[str, str]:
+    """Authorization of the demo's device gateway: a 10-minute token of a ``system`` client."""
+    runtime = getattr(app.state, "security", None)
+    if runtime is None:  # auth_enabled off
+        return {}
+    from rhip.security.tokens import issue_token
+    from rhip.security.users import Account
+
+    gateway = Account(username="device-gateway", kind="system", role="system")
+    return {
+        "Authorization": f"Bearer {issue_token(runtime.keys, gateway, 'system/Observation.write', ttl=600)}"
+    }
 
 
 class MqttSubscriber:
