@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ from sqlalchemy import text
 from rhip.errors import RhipError
 from rhip.ingest.model import Record, SourceInfo
 from rhip.ingest.pipeline import MAPPERS, MapContext, Pipeline, RecordPreparer, chunks
-from rhip.ingest.producer import Balance, RecordSource, _observe, compacted, prepare_chunk
+from rhip.ingest.producer import Balance, RecordSource, _observe, compacted, prepare_chunk, start_method
 from rhip.ingest.runner import _ndjson_records, ingest_file
 from rhip.ingest.validate import ResourceValidator
 from rhip.quality.collector import QualityCollector
@@ -92,12 +94,29 @@ def _load(url: str, path: Path, *, producer: bool) -> tuple[Any, dict[str, Any]]
         store.close()
 
 
-def test_producer_stores_what_one_process_stores(db_url: str, tmp_path: Path) -> None:
-    """Same counts, bodies, index rows, quarantine reasons and quality tallies with or without a producer."""
+@contextlib.contextmanager
+def _other_thread() -> Iterator[None]:
+    """A second thread running in this process while the block runs (the producer is then spawned)."""
+    done = threading.Event()
+    thread = threading.Thread(target=done.wait, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["forked", "spawned"])
+def test_producer_stores_what_one_process_stores(db_url: str, tmp_path: Path, threaded: bool) -> None:
+    """Same counts, bodies, index rows, quarantine reasons and quality tallies with or without a
+    producer, whether it was forked (the writer runs one thread) or spawned (it runs others)."""
     path = tmp_path / "mixed.ndjson"
     total = _mixed_file(path)
     one_rep, one = _load(f"sqlite:///{tmp_path / 'one.sqlite'}", path, producer=False)
-    two_rep, two = _load(db_url, path, producer=True)
+    with _other_thread() if threaded else contextlib.nullcontext():
+        assert start_method() == ("spawn" if threaded or sys.platform != "linux" else "fork")
+        two_rep, two = _load(db_url, path, producer=True)
     counts = (total, total - len(BAD_LINES), len(BAD_LINES), 0)
     assert (one_rep.received, one_rep.stored, one_rep.quarantined, one_rep.duplicates) == counts
     assert (two_rep.received, two_rep.stored, two_rep.quarantined, two_rep.duplicates) == counts
