@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,17 @@ from sqlalchemy import text
 from rhip.errors import RhipError
 from rhip.ingest.model import Record, SourceInfo
 from rhip.ingest.pipeline import MAPPERS, MapContext, Pipeline, RecordPreparer, chunks
-from rhip.ingest.producer import Balance, RecordSource, _observe, compacted, prepare_chunk, start_method
+from rhip.ingest.producer import (
+    Balance,
+    PreparedChunk,
+    RecordSource,
+    _observe,
+    compacted,
+    from_wire,
+    prepare_chunk,
+    start_method,
+    to_wire,
+)
 from rhip.ingest.runner import _ndjson_records, ingest_file
 from rhip.ingest.validate import ResourceValidator
 from rhip.quality.collector import QualityCollector
@@ -169,8 +179,7 @@ def test_whoever_encodes_a_record_the_store_gets_the_same(tmp_path: Path, share:
         report, compact = pipe.open_batch(source), 0
         for chunk in chunks(records, 97):
             ready = _observe(job, prepare_chunk(job, preparer, chunk, share))
-            ready.records = [compacted(p, job.whole_types) for p in ready.records]
-            ready = pickle.loads(pickle.dumps(ready))
+            ready = from_wire(to_wire(ready, True, job.whole_types))
             compact += sum(1 for p in ready.records if p.mapped is not None and not p.record.raw)
             for obs, part in zip(pipe.observers, ready.observed or (), strict=True):
                 obs.merge(part)
@@ -194,6 +203,34 @@ def test_whoever_encodes_a_record_the_store_gets_the_same(tmp_path: Path, share:
         assert _snapshot(store) == one
     finally:
         store.close()
+
+
+def test_the_wire_form_gives_the_compacted_records(tmp_path: Path) -> None:
+    """What the writer decodes equals the compacted records, whether they crossed as marshalled
+    tuples or, with a value marshal cannot carry, pickled."""
+    path = tmp_path / "mixed.ndjson"
+    _mixed_file(path)
+    store = Store(f"sqlite:///{tmp_path / 'wire.sqlite'}")
+    try:
+        pipe = Pipeline(store, observers=[QualityCollector(store.engine)], chunk_size=97)
+        source = SourceInfo("SYN", "fhir-ndjson", str(path))
+        records = RecordSource(_ndjson_records, (path,))
+        job = pipe._producer_job(
+            MapContext(source, pipe.tz, pipe.translator), records, MAPPERS[source.connector], []
+        )
+        assert job is not None
+        preparer = RecordPreparer(job.translator, job.tz, job.validator)
+        chunk = _observe(job, prepare_chunk(job, preparer, next(chunks(records, 400)), 0.7))
+    finally:
+        store.close()
+    expected = [compacted(p) for p in chunk.records]
+    assert sum(1 for p in expected if p.mapped is not None and not p.record.raw) > 200
+    assert from_wire(to_wire(chunk, True)) == PreparedChunk(expected, chunk.observed)
+    assert from_wire(to_wire(chunk, False)) == chunk  # not compact: every record as it is
+    chunk.records[5].record.context["amount"] = Decimal("1.5")  # marshal refuses: all pickled
+    assert from_wire(to_wire(chunk, True)) == PreparedChunk(
+        [compacted(p) for p in chunk.records], chunk.observed
+    )
 
 
 def test_the_encoded_share_moves_towards_the_idle_side() -> None:

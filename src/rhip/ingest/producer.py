@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import marshal
 import multiprocessing
 import os
 import pickle
@@ -266,26 +267,84 @@ def _ready(mapped: Any, crypt: Any, writer_encrypts: bool) -> list[Any]:
     return out
 
 
+def _compactable(prepared: PreparedRecord, whole_types: tuple[str, ...]) -> bool:
+    """Whether the writer needs nothing of the record but its key, position and encoded resources."""
+    from rhip.store.bulk import Encoded
+
+    mapped = prepared.mapped
+    return not (
+        mapped is None
+        or mapped.ordered
+        or mapped.merge is not None
+        or not prepared.ready
+        or not all(isinstance(r, Encoded) and r.key[0] not in whole_types for r in prepared.ready)
+    )
+
+
 def compacted(prepared: PreparedRecord, whole_types: tuple[str, ...] = ()) -> PreparedRecord:
     """The record as the writer needs it when it looks at no resource itself (see the module docstring).
 
     Only stored records whose resources are all encoded, none of ``whole_types``, with no
     event-time ordering and no merge, are compacted; any other record is returned as it is.
     """
-    from rhip.store.bulk import Encoded
-
-    mapped = prepared.mapped
-    if (
-        mapped is None
-        or mapped.ordered
-        or mapped.merge is not None
-        or not prepared.ready
-        or not all(isinstance(r, Encoded) and r.key[0] not in whole_types for r in prepared.ready)
-    ):
+    if not _compactable(prepared, whole_types):
         return prepared
     stubs = [{"resourceType": r.key[0], "id": r.key[1]} for r in prepared.ready]
     record = dataclasses.replace(prepared.record, raw=b"")
-    return PreparedRecord(record, Mapped(stubs, mapped.event_time), [], prepared.ready, prepared.key)
+    return PreparedRecord(record, Mapped(stubs, prepared.mapped.event_time), [], prepared.ready, prepared.key)
+
+
+def to_wire(chunk: PreparedChunk, compact: bool, whole_types: tuple[str, ...] = ()) -> bytes:
+    """The chunk as the bytes that cross the pipe; ``compact``: compact its records (:func:`compacted`).
+
+    Compact records travel as plain tuples in one ``marshal`` blob (slot, key, position, the
+    record's own key and context, event time, each ``Encoded`` as a tuple) instead of pickled
+    objects: ≈ 6 instead of 12 µs per record here, ≈ 5 instead of 9 in the writer, which builds
+    the same objects :func:`compacted` gives. Any other record, and every record of a chunk
+    holding a value marshal cannot carry (it takes exact built-in types only), is pickled.
+    """
+    flat: list[tuple[Any, ...]] = []
+    others: list[tuple[int, PreparedRecord]] = []
+    for i, p in enumerate(chunk.records):
+        if compact and p.record.source is None and _compactable(p, whole_types):
+            rec = p.record
+            ready = [tuple(r) for r in p.ready]
+            flat.append((i, p.key, rec.position, rec.key, rec.context, p.mapped.event_time, ready))
+        else:
+            others.append((i, p))
+    try:
+        blob = marshal.dumps(flat)
+    except ValueError:
+        blob = marshal.dumps([])
+        others = [(i, compacted(p, whole_types) if compact else p) for i, p in enumerate(chunk.records)]
+    return pickle.dumps((blob, others, chunk.observed), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def from_wire(data: bytes) -> PreparedChunk:
+    """A chunk from :func:`to_wire`'s bytes, with the collector paused.
+
+    A chunk is tens of thousands of new, acyclic objects: collections triggered while they are
+    created would walk them again and again (a third of the writer's time in measurements).
+    """
+    from rhip.store.bulk import Encoded
+
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        blob, others, observed = pickle.loads(data)
+        flat = marshal.loads(blob)
+        records: list[Any] = [None] * (len(flat) + len(others))
+        for i, prepared in others:
+            records[i] = prepared
+        for i, key, position, own_key, context, event_time, ready in flat:
+            encoded = [Encoded(*r) for r in ready]
+            stubs = [{"resourceType": r.key[0], "id": r.key[1]} for r in encoded]
+            record = Record(b"", position, own_key, context)
+            records[i] = PreparedRecord(record, Mapped(stubs, event_time), [], encoded, key)
+        return PreparedChunk(records, observed)
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _produce(job: ProducerJob, out: Any, parent: int) -> None:
@@ -305,11 +364,9 @@ def _produce(job: ProducerJob, out: Any, parent: int) -> None:
         for chunk in chunks(job.records, job.chunk_size):
             ready = _observe(job, prepare_chunk(job, preparer, chunk, balance.share))
             shares += balance.share
-            if job.compact and ready.observed is not None:
-                ready.records = [compacted(p, job.whole_types) for p in ready.records]
-            # pickled here, not by the queue's feeder thread: one thread, and the writer can time
-            # its unpickling apart from its waiting
-            data = pickle.dumps(ready, protocol=pickle.HIGHEST_PROTOCOL)
+            # serialised here, not by the queue's feeder thread: one thread, and the writer can
+            # time its decoding apart from its waiting
+            data = to_wire(ready, job.compact and ready.observed is not None, job.whole_types)
             starved = _empty(out)
             waited = _put(out, data, parent)
             balance.update(starved, waited > BLOCKED_SECONDS)
@@ -441,20 +498,4 @@ class Producer:
                 return
             if isinstance(item, str):
                 raise RhipError(f"ingest producer failed: {item}")
-            yield _unpickle(item)
-
-
-def _unpickle(data: bytes) -> PreparedChunk:
-    """A chunk from its pickle, with the collector paused.
-
-    A chunk is tens of thousands of new, acyclic objects: collections triggered while they are
-    created would walk them again and again (a third of the writer's time in measurements).
-    """
-    paused = gc.isenabled()
-    gc.disable()
-    try:
-        chunk: PreparedChunk = pickle.loads(data)
-        return chunk
-    finally:
-        if paused:
-            gc.enable()
+            yield from_wire(item)
