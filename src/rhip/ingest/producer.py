@@ -11,8 +11,9 @@ whatever the file size.
 What crosses the pipe is kept to what the writer needs: when nothing in the writer looks at the
 resources themselves (no patient sink, every observer ran here), a stored record travels as its
 key, position and :class:`rhip.store.bulk.Encoded` resources (body bytes around the version
-stamps, index tuples), not as nested dicts; pickling and unpickling those dicts cost each side
-≈ 30-45 µs per resource. Person types are encrypted here with the keys of the store's data
+stamps, index tuples) in one ``marshal`` blob of plain tuples (:func:`to_wire`), not as nested
+dicts or pickled objects; pickling and unpickling those dicts cost each side ≈ 30-45 µs per
+resource. Person types are encrypted here with the keys of the store's data
 directory (the same program and directory; key creation is safe across processes).
 
 Everything that must stay ordered or transactional stays in the writing process: idempotency and
