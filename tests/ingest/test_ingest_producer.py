@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import pickle
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,17 @@ from sqlalchemy import text
 from rhip.errors import RhipError
 from rhip.ingest.model import Record, SourceInfo
 from rhip.ingest.pipeline import MAPPERS, MapContext, Pipeline, RecordPreparer, chunks
-from rhip.ingest.producer import Balance, RecordSource, _observe, compacted, prepare_chunk
+from rhip.ingest.producer import (
+    Balance,
+    PreparedChunk,
+    RecordSource,
+    _observe,
+    compacted,
+    from_wire,
+    prepare_chunk,
+    start_method,
+    to_wire,
+)
 from rhip.ingest.runner import _ndjson_records, ingest_file
 from rhip.ingest.validate import ResourceValidator
 from rhip.quality.collector import QualityCollector
@@ -92,12 +104,29 @@ def _load(url: str, path: Path, *, producer: bool) -> tuple[Any, dict[str, Any]]
         store.close()
 
 
-def test_producer_stores_what_one_process_stores(db_url: str, tmp_path: Path) -> None:
-    """Same counts, bodies, index rows, quarantine reasons and quality tallies with or without a producer."""
+@contextlib.contextmanager
+def _other_thread() -> Iterator[None]:
+    """A second thread running in this process while the block runs (the producer is then spawned)."""
+    done = threading.Event()
+    thread = threading.Thread(target=done.wait, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["forked", "spawned"])
+def test_producer_stores_what_one_process_stores(db_url: str, tmp_path: Path, threaded: bool) -> None:
+    """Same counts, bodies, index rows, quarantine reasons and quality tallies with or without a
+    producer, whether it was forked (the writer runs one thread) or spawned (it runs others)."""
     path = tmp_path / "mixed.ndjson"
     total = _mixed_file(path)
     one_rep, one = _load(f"sqlite:///{tmp_path / 'one.sqlite'}", path, producer=False)
-    two_rep, two = _load(db_url, path, producer=True)
+    with _other_thread() if threaded else contextlib.nullcontext():
+        assert start_method() == ("spawn" if threaded or sys.platform != "linux" else "fork")
+        two_rep, two = _load(db_url, path, producer=True)
     counts = (total, total - len(BAD_LINES), len(BAD_LINES), 0)
     assert (one_rep.received, one_rep.stored, one_rep.quarantined, one_rep.duplicates) == counts
     assert (two_rep.received, two_rep.stored, two_rep.quarantined, two_rep.duplicates) == counts
@@ -150,8 +179,7 @@ def test_whoever_encodes_a_record_the_store_gets_the_same(tmp_path: Path, share:
         report, compact = pipe.open_batch(source), 0
         for chunk in chunks(records, 97):
             ready = _observe(job, prepare_chunk(job, preparer, chunk, share))
-            ready.records = [compacted(p, job.whole_types) for p in ready.records]
-            ready = pickle.loads(pickle.dumps(ready))
+            ready = from_wire(to_wire(ready, True, job.whole_types))
             compact += sum(1 for p in ready.records if p.mapped is not None and not p.record.raw)
             for obs, part in zip(pipe.observers, ready.observed or (), strict=True):
                 obs.merge(part)
@@ -175,6 +203,34 @@ def test_whoever_encodes_a_record_the_store_gets_the_same(tmp_path: Path, share:
         assert _snapshot(store) == one
     finally:
         store.close()
+
+
+def test_the_wire_form_gives_the_compacted_records(tmp_path: Path) -> None:
+    """What the writer decodes equals the compacted records, whether they crossed as marshalled
+    tuples or, with a value marshal cannot carry, pickled."""
+    path = tmp_path / "mixed.ndjson"
+    _mixed_file(path)
+    store = Store(f"sqlite:///{tmp_path / 'wire.sqlite'}")
+    try:
+        pipe = Pipeline(store, observers=[QualityCollector(store.engine)], chunk_size=97)
+        source = SourceInfo("SYN", "fhir-ndjson", str(path))
+        records = RecordSource(_ndjson_records, (path,))
+        job = pipe._producer_job(
+            MapContext(source, pipe.tz, pipe.translator), records, MAPPERS[source.connector], []
+        )
+        assert job is not None
+        preparer = RecordPreparer(job.translator, job.tz, job.validator)
+        chunk = _observe(job, prepare_chunk(job, preparer, next(chunks(records, 400)), 0.7))
+    finally:
+        store.close()
+    expected = [compacted(p) for p in chunk.records]
+    assert sum(1 for p in expected if p.mapped is not None and not p.record.raw) > 200
+    assert from_wire(to_wire(chunk, True)) == PreparedChunk(expected, chunk.observed)
+    assert from_wire(to_wire(chunk, False)) == chunk  # not compact: every record as it is
+    chunk.records[5].record.context["amount"] = Decimal("1.5")  # marshal refuses: all pickled
+    assert from_wire(to_wire(chunk, True)) == PreparedChunk(
+        [compacted(p) for p in chunk.records], chunk.observed
+    )
 
 
 def test_the_encoded_share_moves_towards_the_idle_side() -> None:
