@@ -27,7 +27,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import Connection, Engine, insert, select, tuple_, update
+from sqlalchemy import Connection, Engine, insert, update
 
 from rhip.config import get_settings
 from rhip.errors import Issue, RhipError, VersionConflict
@@ -35,8 +35,10 @@ from rhip.fhir.search_params import registry_version
 from rhip.ingest.canonical import Canonicaliser, ConceptTranslator
 from rhip.ingest.chunkwrite import (
     ChunkWrite,
+    delivered_keys,
     insert_ignore,
     prepare_chunk,
+    source_times,
     upsert_source_time,
     write_chunk_provenance,
     write_resources,
@@ -50,7 +52,6 @@ from rhip.ingest.schema import (
     ingest_batch,
     ingest_delivery,
     ingest_quarantine,
-    ingest_source_time,
 )
 from rhip.ingest.validate import ResourceValidator, structural_issues
 from rhip.store import bulk
@@ -469,11 +470,7 @@ class Pipeline:
         }
 
     def _delivered(self, keys: list[str]) -> set[str]:
-        if not keys:
-            return set()
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(ingest_delivery.c.key).where(ingest_delivery.c.key.in_(keys)))
-            return {r[0] for r in rows}
+        return delivered_keys(self.engine, keys) if keys else set()
 
     def _stale(self, accepted: list[_Accepted]) -> set[int]:
         """Drop resources older (source event time) than what is already applied; returns the
@@ -483,17 +480,11 @@ class Pipeline:
         ]
         if not timed:
             return set()
-        pairs = sorted({(r["resourceType"], r["id"]) for a in timed for r in a.mapped.resources})
-        known: dict[tuple[str, str], float] = {}
-        with self.engine.connect() as conn:
-            for start in range(0, len(pairs), 400):
-                part = pairs[start : start + 400]
-                rows = conn.execute(
-                    select(ingest_source_time).where(
-                        tuple_(ingest_source_time.c.res_type, ingest_source_time.c.res_id).in_(part)
-                    )
-                )
-                known.update({(r.res_type, r.res_id): r.event_time for r in rows})
+        ids: dict[str, set[str]] = {}
+        for a in timed:
+            for r in a.mapped.resources:
+                ids.setdefault(r["resourceType"], set()).add(r["id"])
+        known = source_times(self.engine, ids)
         stale: set[int] = set()
         for acc in timed:
             t = acc.mapped.event_time
