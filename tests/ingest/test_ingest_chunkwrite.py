@@ -5,7 +5,13 @@ from __future__ import annotations
 from sqlalchemy import insert, text
 
 from rhip.ingest import chunkwrite
-from rhip.ingest.chunkwrite import LOOKUP_PART, delivered_keys, source_times
+from rhip.ingest.chunkwrite import (
+    LOOKUP_PART,
+    delivered_keys,
+    source_times,
+    write_deliveries,
+    write_source_times,
+)
 from rhip.ingest.schema import ingest_delivery, ingest_source_time
 from rhip.store import Store
 
@@ -51,3 +57,21 @@ def test_sqlite_lookups_search_the_primary_key(sqlite_store: Store) -> None:
             plan = " / ".join(row[3] for row in raw.execute(f"EXPLAIN QUERY PLAN {sql}", args))
             assert "SEARCH ingest_" in plan and "SCAN ingest_" not in plan, plan
         assert conn.execute(text("SELECT count(*) FROM ingest_source_time")).scalar_one() == 2 * COUNT
+
+
+def test_a_delivery_key_is_kept_and_a_source_time_replaced(store: Store) -> None:
+    with store.engine.begin() as conn:
+        write_deliveries(conn, [("k1", "first", 1.0), ("k2", "first", 1.0)])
+        write_source_times(conn, [("Patient", "p1", 10.0)])
+    with store.engine.begin() as conn:
+        write_deliveries(conn, [("k1", "second", 2.0), ("k3", "second", 2.0)])
+        write_source_times(conn, [("Patient", "p1", 5.0), ("Encounter", "e1", 7.0)])
+    with store.engine.connect() as conn:
+        keys = sorted(
+            map(tuple, conn.execute(text("SELECT key, batch_id, received_at FROM ingest_delivery")))
+        )
+        times = sorted(
+            map(tuple, conn.execute(text("SELECT res_type, res_id, event_time FROM ingest_source_time")))
+        )
+    assert keys == [("k1", "first", 1.0), ("k2", "first", 1.0), ("k3", "second", 2.0)]
+    assert times == [("Encounter", "e1", 7.0), ("Patient", "p1", 5.0)]  # the caller decides what is newer

@@ -18,9 +18,16 @@ import orjson
 from sqlalchemy import Connection, Engine, select
 
 from rhip.ingest.schema import ingest_delivery, ingest_source_time
-from rhip.store import bulk
+from rhip.store import bulk, fastinsert
 from rhip.store.engine import is_sqlite
 
+_DELIVERY_SQL = (
+    "INSERT INTO ingest_delivery (key, batch_id, received_at) VALUES ({m}, {m}, {m}) ON CONFLICT DO NOTHING"
+)
+_SOURCE_TIME_SQL = (
+    "INSERT INTO ingest_source_time (res_type, res_id, event_time) VALUES ({m}, {m}, {m}) "
+    "ON CONFLICT (res_type, res_id) DO UPDATE SET event_time = excluded.event_time"
+)
 #: Ids per look-up statement.
 LOOKUP_PART = 400
 _DELIVERED_SQLITE = "SELECT key FROM ingest_delivery WHERE key IN (SELECT value FROM json_each(?))"
@@ -41,20 +48,18 @@ def insert_ignore(engine: Engine, table: Any) -> Any:
     return sqlite_insert(table).on_conflict_do_nothing()
 
 
-def upsert_source_time(engine: Engine) -> Any:
-    """INSERT ... ON CONFLICT UPDATE of a resource's latest source event time."""
-    stmt: Any
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+def write_deliveries(conn: Connection, rows: list[tuple[str, str, float]]) -> None:
+    """Record delivery keys (key, batch id, time received); a key already there is kept."""
+    fastinsert.update_rows(conn, _DELIVERY_SQL.format(m=fastinsert.placeholder(conn)), rows)
 
-        stmt = pg_insert(ingest_source_time)
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        stmt = sqlite_insert(ingest_source_time)
-    return stmt.on_conflict_do_update(
-        index_elements=["res_type", "res_id"], set_={"event_time": stmt.excluded.event_time}
-    )
+def write_source_times(conn: Connection, rows: list[tuple[str, str, float]]) -> None:
+    """Set the latest source event time of resources (type, id, time), inserted or replaced.
+
+    Both statements go to the driver's executemany with tuples: SQLAlchemy's per-row parameter
+    processing cost more than SQLite's own work on these rows (docs/benchmarks.md).
+    """
+    fastinsert.update_rows(conn, _SOURCE_TIME_SQL.format(m=fastinsert.placeholder(conn)), rows)
 
 
 @dataclass

@@ -39,9 +39,10 @@ from rhip.ingest.chunkwrite import (
     insert_ignore,
     prepare_chunk,
     source_times,
-    upsert_source_time,
     write_chunk_provenance,
+    write_deliveries,
     write_resources,
+    write_source_times,
 )
 from rhip.ingest.hooks import RecordObserver, notify_merge, notify_patients, patient_sinks
 from rhip.ingest.lines import OVERLONG, size_reason
@@ -50,7 +51,6 @@ from rhip.ingest.provenance import build_provenance, now_instant, scoped_key, so
 from rhip.ingest.schema import (
     ensure_schema,
     ingest_batch,
-    ingest_delivery,
     ingest_quarantine,
 )
 from rhip.ingest.validate import ResourceValidator, structural_issues
@@ -628,10 +628,7 @@ class Pipeline:
     ) -> None:
         """The chunk's delivery keys, source times, quarantine rows, counts and quality tallies."""
         if track and fresh:
-            conn.execute(
-                insert_ignore(self.engine, ingest_delivery),
-                [{"key": a.key, "batch_id": report.batch_id, "received_at": now} for a in fresh],
-            )
+            write_deliveries(conn, [(a.key, report.batch_id, now) for a in fresh])
         times = {
             (r["resourceType"], r["id"]): a.mapped.event_time
             for a in fresh
@@ -639,10 +636,7 @@ class Pipeline:
             for r in a.mapped.resources
         }
         if times:
-            conn.execute(
-                upsert_source_time(self.engine),
-                [{"res_type": k[0], "res_id": k[1], "event_time": t} for k, t in times.items()],
-            )
+            write_source_times(conn, [(k[0], k[1], t) for k, t in times.items()])
         if quarantined:
             conn.execute(insert_ignore(self.engine, ingest_quarantine), quarantined)
         self._save_counts(conn, report)
