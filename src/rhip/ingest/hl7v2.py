@@ -248,9 +248,7 @@ def parse(text: str) -> Parsed:
 
 def _get(segment: Any, field: int, comp: int = 1, rep: int = 1, sub: int = 1) -> str:
     """Component value of a field (1-based, MSH numbered as in the standard), '' when absent."""
-    if field >= len(segment):
-        return ""
-    text = str(segment[field])
+    text = _field_text(segment, field)
     if not text:
         return ""
     seps = segment.separators
@@ -267,11 +265,20 @@ def _get(segment: Any, field: int, comp: int = 1, rep: int = 1, sub: int = 1) ->
 get = _get
 
 
+def _field_text(segment: Any, field: int) -> str:
+    """A field's text as sent ('' when absent). A field without separators is parsed into one
+    string, which is its text: only a field with repetitions or components is joined back."""
+    if field >= len(segment):
+        return ""
+    value = segment[field]
+    if len(value) == 1 and isinstance(value[0], str):
+        return value[0]
+    return str(value)
+
+
 def field_reps(segment: Any, field: int) -> list[list[str]]:
     """Each repetition of a field as its list of components."""
-    if field >= len(segment):
-        return []
-    text = str(segment[field])
+    text = _field_text(segment, field)
     seps = segment.separators
     if not text:
         return []
