@@ -63,3 +63,17 @@ def test_make_citizen_id_round_trips() -> None:
         make_citizen_id("4403", date(1988, 1, 1), 1, "male")
     with pytest.raises(ValueError):
         check_digit("123")
+
+
+def test_a_remembered_check_still_depends_on_the_day() -> None:
+    """Checks without a record's birth date or sex are remembered per number and day: a number
+    born on a date that is still to come is a problem until that day, and fine after it."""
+    from rhip.fhir.identifiers import _check_number
+
+    number = make_citizen_id("330402", date(2030, 1, 2), 123, "male")
+    assert _check_number(number, date(2030, 1, 1)).problems == ("birth-date",)
+    assert _check_number(number, date(2030, 1, 2)).valid
+    assert check_citizen_id(number) == _check_number(number, date.today())
+    assert check_citizen_id(number) is check_citizen_id(number)  # the second is not computed again
+    with_record = check_citizen_id(PUBLISHED, birth_date=date(1949, 12, 30), sex="male")
+    assert with_record.problems == ("birth-date-mismatch", "sex-mismatch")

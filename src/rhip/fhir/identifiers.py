@@ -6,6 +6,7 @@ number that fails any of the standard's rules: an invalid one is flagged, not us
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -52,6 +53,19 @@ def check_citizen_id(value: str, *, birth_date: date | None = None, sex: str | N
     real date, or in the future), ``region`` (first two digits not a province code),
     ``birth-date-mismatch`` and ``sex-mismatch`` against the record.
     """
+    if birth_date is None and sex is None:
+        # ingest checks each number twice (canonicalisation, then the quality rule): remembered
+        # per day, since "in the future" depends on it
+        return _check_number(value, date.today())
+    return _check(value, birth_date, sex, date.today())
+
+
+@functools.lru_cache(maxsize=4096)
+def _check_number(value: str, today: date) -> CitizenIdCheck:
+    return _check(value, None, None, today)
+
+
+def _check(value: str, birth_date: date | None, sex: str | None, today: date) -> CitizenIdCheck:
     number = normalize_citizen_id(value)
     if not _SHAPE.match(number):
         return CitizenIdCheck(number, ("format",))
@@ -61,7 +75,7 @@ def check_citizen_id(value: str, *, birth_date: date | None = None, sex: str | N
     born: date | None
     try:
         born = date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
-        if born > date.today() or born.year < 1880:
+        if born > today or born.year < 1880:
             problems.append("birth-date")
     except ValueError:
         born = None

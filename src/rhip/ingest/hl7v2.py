@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -204,6 +204,12 @@ class Parsed:
     version: str
     timestamp: str
     sending_facility: str
+    by_id: dict[str, list[Any]] = field(default_factory=dict, repr=False)
+
+    def segments(self, name: str) -> list[Any]:
+        """All segments with this id, in order (as :func:`segments`, from an index built once
+        per message: the mappers look segments up several times, each a scan of the message)."""
+        return self.by_id.get(name, [])
 
 
 def parse(text: str) -> Parsed:
@@ -225,6 +231,9 @@ def parse(text: str) -> Parsed:
         message = hl7.parse(text)
     except Exception as exc:
         raise MappingError("HL7 parse failed", [issue("hl7-syntax", "MSH", type(exc).__name__)]) from None
+    by_id: dict[str, list[Any]] = {}
+    for seg in message:
+        by_id.setdefault(str(seg[0]), []).append(seg)
     msh = message.segment("MSH")
     msg_type = _get(msh, 9, 1)
     event = _get(msh, 9, 2)
@@ -232,14 +241,14 @@ def parse(text: str) -> Parsed:
         raise MappingError(
             "MSH-9 message type missing", [issue("required", "MSH-9", "message type is empty")]
         )
-    return Parsed(message, text, msg_type, event, _get(msh, 10), _get(msh, 12), _get(msh, 7), _get(msh, 4))
+    return Parsed(
+        message, text, msg_type, event, _get(msh, 10), _get(msh, 12), _get(msh, 7), _get(msh, 4), by_id
+    )
 
 
 def _get(segment: Any, field: int, comp: int = 1, rep: int = 1, sub: int = 1) -> str:
     """Component value of a field (1-based, MSH numbered as in the standard), '' when absent."""
-    if field >= len(segment):
-        return ""
-    text = str(segment[field])
+    text = _field_text(segment, field)
     if not text:
         return ""
     seps = segment.separators
@@ -256,11 +265,20 @@ def _get(segment: Any, field: int, comp: int = 1, rep: int = 1, sub: int = 1) ->
 get = _get
 
 
+def _field_text(segment: Any, field: int) -> str:
+    """A field's text as sent ('' when absent). A field without separators is parsed into one
+    string, which is its text: only a field with repetitions or components is joined back."""
+    if field >= len(segment):
+        return ""
+    value = segment[field]
+    if len(value) == 1 and isinstance(value[0], str):
+        return value[0]
+    return str(value)
+
+
 def field_reps(segment: Any, field: int) -> list[list[str]]:
     """Each repetition of a field as its list of components."""
-    if field >= len(segment):
-        return []
-    text = str(segment[field])
+    text = _field_text(segment, field)
     seps = segment.separators
     if not text:
         return []

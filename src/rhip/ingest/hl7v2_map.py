@@ -12,7 +12,7 @@ from typing import Any
 
 from rhip.fhir import systems
 from rhip.ingest.canonical import epoch, sex_codes, to_instant
-from rhip.ingest.hl7v2 import CONNECTOR, Parsed, decode, field_reps, get, normalise, parse, segments
+from rhip.ingest.hl7v2 import CONNECTOR, Parsed, decode, field_reps, get, normalise, parse
 from rhip.ingest.model import Mapped, MappingError, Record, issue
 from rhip.ingest.pipeline import MapContext, register_mapper
 from rhip.ingest.provenance import stable_id
@@ -153,7 +153,7 @@ def _pid_addresses(pid: Any) -> list[dict[str, Any]]:
 
 
 def _patient(p: Parsed, ctx: MapContext, facility: str) -> dict[str, Any]:
-    pids = segments(p.message, "PID")
+    pids = p.segments("PID")
     if not pids:
         raise MappingError("PID segment missing", [issue("required", "PID", "message has no PID segment")])
     pid = pids[0]
@@ -190,11 +190,11 @@ def _patient(p: Parsed, ctx: MapContext, facility: str) -> dict[str, Any]:
 
 
 def _encounter(p: Parsed, ctx: MapContext, facility: str, patient: dict[str, Any]) -> dict[str, Any] | None:
-    pv1s = segments(p.message, "PV1")
+    pv1s = p.segments("PV1")
     if not pv1s:
         return None
     pv1 = pv1s[0]
-    visit = get(pv1, 19) or get(segments(p.message, "PID")[0], 18)
+    visit = get(pv1, 19) or get(p.segments("PID")[0], 18)
     if not visit:
         return None
     klass = _CLASS.get(get(pv1, 2).upper(), ("AMB", "ambulatory"))
@@ -245,7 +245,7 @@ def _conditions(
 ) -> list[dict[str, Any]]:
     """DG1 diagnoses -> Conditions (encounter diagnoses), ids from the visit and the code."""
     out = []
-    for n, dg1 in enumerate(segments(p.message, "DG1"), 1):
+    for n, dg1 in enumerate(p.segments("DG1"), 1):
         code = _concept(dg1, 3, facility, "diagnosis")
         if code is None:
             continue
@@ -453,7 +453,7 @@ def _qty(value: str, unit: str, path: str) -> dict[str, Any]:
 
 def _immunization(p: Parsed, ctx: MapContext, facility: str, patient: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for n, rxa in enumerate(segments(p.message, "RXA"), 1):
+    for n, rxa in enumerate(p.segments("RXA"), 1):
         vaccine = _concept(rxa, 5, facility, "vaccine")
         when = _ts(get(rxa, 3), ctx, f"RXA[{n}]-3")
         if vaccine is None or when is None:
@@ -489,7 +489,7 @@ def map_message(record: Record, ctx: MapContext) -> Mapped:
     event_time = epoch(to_instant(p.timestamp, ctx.tz)) if p.timestamp else None
     if p.msg_type == "ADT" and p.event == "A40":
         patient = _patient(p, ctx, facility)
-        mrg = segments(p.message, "MRG")
+        mrg = p.segments("MRG")
         old = get(mrg[0], 1) if mrg else ""
         if not old:
             raise MappingError(

@@ -27,7 +27,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import Connection, Engine, insert, select, tuple_, update
+from sqlalchemy import Connection, Engine, insert, update
 
 from rhip.config import get_settings
 from rhip.errors import Issue, RhipError, VersionConflict
@@ -35,11 +35,14 @@ from rhip.fhir.search_params import registry_version
 from rhip.ingest.canonical import Canonicaliser, ConceptTranslator
 from rhip.ingest.chunkwrite import (
     ChunkWrite,
+    delivered_keys,
     insert_ignore,
     prepare_chunk,
-    upsert_source_time,
+    source_times,
     write_chunk_provenance,
+    write_deliveries,
     write_resources,
+    write_source_times,
 )
 from rhip.ingest.hooks import RecordObserver, notify_merge, notify_patients, patient_sinks
 from rhip.ingest.lines import OVERLONG, size_reason
@@ -48,9 +51,7 @@ from rhip.ingest.provenance import build_provenance, now_instant, scoped_key, so
 from rhip.ingest.schema import (
     ensure_schema,
     ingest_batch,
-    ingest_delivery,
     ingest_quarantine,
-    ingest_source_time,
 )
 from rhip.ingest.validate import ResourceValidator, structural_issues
 from rhip.store import bulk
@@ -469,11 +470,7 @@ class Pipeline:
         }
 
     def _delivered(self, keys: list[str]) -> set[str]:
-        if not keys:
-            return set()
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(ingest_delivery.c.key).where(ingest_delivery.c.key.in_(keys)))
-            return {r[0] for r in rows}
+        return delivered_keys(self.engine, keys) if keys else set()
 
     def _stale(self, accepted: list[_Accepted]) -> set[int]:
         """Drop resources older (source event time) than what is already applied; returns the
@@ -483,17 +480,11 @@ class Pipeline:
         ]
         if not timed:
             return set()
-        pairs = sorted({(r["resourceType"], r["id"]) for a in timed for r in a.mapped.resources})
-        known: dict[tuple[str, str], float] = {}
-        with self.engine.connect() as conn:
-            for start in range(0, len(pairs), 400):
-                part = pairs[start : start + 400]
-                rows = conn.execute(
-                    select(ingest_source_time).where(
-                        tuple_(ingest_source_time.c.res_type, ingest_source_time.c.res_id).in_(part)
-                    )
-                )
-                known.update({(r.res_type, r.res_id): r.event_time for r in rows})
+        ids: dict[str, set[str]] = {}
+        for a in timed:
+            for r in a.mapped.resources:
+                ids.setdefault(r["resourceType"], set()).add(r["id"])
+        known = source_times(self.engine, ids)
         stale: set[int] = set()
         for acc in timed:
             t = acc.mapped.event_time
@@ -637,10 +628,7 @@ class Pipeline:
     ) -> None:
         """The chunk's delivery keys, source times, quarantine rows, counts and quality tallies."""
         if track and fresh:
-            conn.execute(
-                insert_ignore(self.engine, ingest_delivery),
-                [{"key": a.key, "batch_id": report.batch_id, "received_at": now} for a in fresh],
-            )
+            write_deliveries(conn, [(a.key, report.batch_id, now) for a in fresh])
         times = {
             (r["resourceType"], r["id"]): a.mapped.event_time
             for a in fresh
@@ -648,10 +636,7 @@ class Pipeline:
             for r in a.mapped.resources
         }
         if times:
-            conn.execute(
-                upsert_source_time(self.engine),
-                [{"res_type": k[0], "res_id": k[1], "event_time": t} for k, t in times.items()],
-            )
+            write_source_times(conn, [(k[0], k[1], t) for k, t in times.items()])
         if quarantined:
             conn.execute(insert_ignore(self.engine, ingest_quarantine), quarantined)
         self._save_counts(conn, report)

@@ -17,10 +17,18 @@ from sqlalchemy import Engine
 
 from rhip.ingest.model import Mapped, Record, SourceInfo
 from rhip.quality.rules import RULES, Check, RuleContext
-from rhip.quality.schema import ensure_schema, quality_tally
+from rhip.quality.schema import ensure_schema
+from rhip.store import fastinsert
 
 TIMELY_SECONDS = 24 * 3600
 _PATIENT_CACHE = 200_000
+#: Adds a chunk's counts to a (facility, day, rule) row, creating it when it is the first.
+_ADD_TALLY = (
+    "INSERT INTO quality_tally (facility, day, rule, checked, failed, delay_sum) "
+    "VALUES ({m}, {m}, {m}, {m}, {m}, {m}) ON CONFLICT (facility, day, rule) DO UPDATE SET "
+    "checked = quality_tally.checked + excluded.checked, failed = quality_tally.failed + excluded.failed, "
+    "delay_sum = quality_tally.delay_sum + excluded.delay_sum"
+)
 
 
 def _zero() -> list[float]:
@@ -131,29 +139,11 @@ class QualityCollector(_Tallies):
         """Add the pending counts inside the caller's transaction (the ingest chunk's own)."""
         if not self._tally:
             return
-        rows = [
-            {"facility": f, "day": d, "rule": r, "checked": int(v[0]), "failed": int(v[1]), "delay_sum": v[2]}
-            for (f, d, r), v in self._tally.items()
-        ]
+        rows = [(f, d, r, int(v[0]), int(v[1]), v[2]) for (f, d, r), v in self._tally.items()]
         self._tally.clear()
-        stmt: Any
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            stmt = pg_insert(quality_tally)
-        else:
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            stmt = sqlite_insert(quality_tally)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["facility", "day", "rule"],
-            set_={
-                "checked": quality_tally.c.checked + stmt.excluded.checked,
-                "failed": quality_tally.c.failed + stmt.excluded.failed,
-                "delay_sum": quality_tally.c.delay_sum + stmt.excluded.delay_sum,
-            },
-        )
-        conn.execute(stmt, rows)
+        # tuples to the driver's executemany: SQLAlchemy's per-row parameter processing cost more
+        # than the database's work on these rows, once per ingest chunk
+        fastinsert.update_rows(conn, _ADD_TALLY.format(m=fastinsert.placeholder(conn)), rows)
 
 
 class QualityPart(_Tallies):

@@ -49,6 +49,11 @@ def update_current_sql(paramstyle: str) -> str:
     )
 
 
+def placeholder(conn: Connection) -> str:
+    """The driver's positional parameter mark for hand-written SQL: ``?`` (SQLite) or ``%s``."""
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
 def update_rows(conn: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
     """Run ``sql`` once per tuple with the driver's executemany; return the total rows changed."""
     if not rows:
