@@ -25,6 +25,17 @@ DATA_DIR = Path(__file__).parent / "data"
 os.environ.setdefault("RHIP_DATA_DIR", tempfile.mkdtemp(prefix="rhip-test-data-"))
 
 
+@pytest.fixture(autouse=True)
+def _settings_from_this_tests_environment() -> Iterator[None]:
+    """``get_settings`` is cached per process: a test that sets ``RHIP_*`` (monkeypatch.setenv)
+    must see its own values, and the next test must not see them."""
+    from rhip.config import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def pg_database_url() -> Iterator[str]:
     """A brand-new PostgreSQL database for this worker, as a SQLAlchemy psycopg URL; dropped after."""

@@ -62,8 +62,10 @@ class Settings(BaseSettings):
         description="Run the MLLP listener on uvloop's event loop (asyncio's own where uvloop is missing).",
     )
     ingest_producer_min_bytes: int = Field(
-        default=0,
-        description="NDJSON files of at least this size are read and prepared in a second process; 0: never.",
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="NDJSON files of at least this size are read and prepared in a second process "
+        "(hosts with two or more cores); 0: never.",
     )
 
     @property

@@ -47,6 +47,16 @@ BAD_LINES = [
 ]
 
 
+def _producer_from(monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    """Files of ``size`` bytes or more get the producer process from now on in this test (0: none).
+
+    The settings are cached per process and a store fixture has already read them: drop them."""
+    from rhip.config import get_settings
+
+    monkeypatch.setenv("RHIP_INGEST_PRODUCER_MIN_BYTES", str(size))
+    get_settings.cache_clear()
+
+
 def _mixed_file(path: Path) -> int:
     """Every Synthea sample line (several types) with bad lines spread through; returns the line count."""
     lines = [
@@ -148,10 +158,12 @@ def test_ingest_file_uses_the_producer_from_the_configured_size(
     path = tmp_path / "mixed.ndjson"
     total = _mixed_file(path)
     pipe = Pipeline(sqlite_store, observers=[QualityCollector(sqlite_store.engine)])
-    monkeypatch.setenv("RHIP_INGEST_PRODUCER_MIN_BYTES", "1")
+    _producer_from(monkeypatch, 1)
     first = ingest_file(pipe, path, "SYN")
-    monkeypatch.setenv("RHIP_INGEST_PRODUCER_MIN_BYTES", "0")
+    first_stats = pipe.producer_stats
+    _producer_from(monkeypatch, 0)
     second = ingest_file(pipe, path, "SYN")
+    assert first_stats is not None and pipe.producer_stats is first_stats  # the second ran in-process
     assert (first.stored, first.quarantined) == (total - len(BAD_LINES), len(BAD_LINES))
     assert (second.stored, second.duplicates, second.quarantined) == (
         0,
@@ -327,3 +339,28 @@ def _running(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+def test_producer_is_used_for_big_files_on_two_cores_only(
+    sqlite_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file at or over the threshold (64 MiB by default) gets the producer process, on a host
+    with a second core only."""
+    from rhip.config import Settings
+
+    assert Settings().ingest_producer_min_bytes == 64 * 1024 * 1024
+    path = tmp_path / "mixed.ndjson"
+    _mixed_file(path)
+    _producer_from(monkeypatch, path.stat().st_size)
+    single = Store(f"sqlite:///{tmp_path / 'single.sqlite'}")
+    try:
+        on_one_core = Pipeline(single)
+        with monkeypatch.context() as one_core:
+            one_core.setattr(os, "cpu_count", lambda: 1)
+            assert ingest_file(on_one_core, path, "SYN").stored > 0
+        assert on_one_core.producer_stats is None
+    finally:
+        single.close()
+    on_two_cores = Pipeline(sqlite_store)
+    assert ingest_file(on_two_cores, path, "SYN").stored > 0
+    assert on_two_cores.producer_stats is not None

@@ -94,14 +94,17 @@ def _sparse(path: Path, head: bytes, tail: bytes, hole: int = 2 * 1024**3) -> Pa
     [(".ndjson", 2 * 1024**3), (".hl7", 2 * 1024**3), (".csv", 80 * 1024**2), (".jsonl", 80 * 1024**2)],
 )
 def test_an_over_long_line_is_quarantined_in_bounded_memory(
-    sqlite_pipeline: Pipeline, tmp_path: Path, suffix: str, hole: int
+    sqlite_pipeline: Pipeline, tmp_path: Path, suffix: str, hole: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A file whose middle has no line break (2 GB for FHIR and HL7; past the 64 MiB line limit
     for CSV and devices, which share the FHIR reader): the records around it are stored, memory
     stays bounded by the line limit, and the long line is one quarantined record with its size."""
+    from rhip.config import get_settings
     from rhip.ingest.lines import KEPT
     from rhip.ingest.quarantine import list_entries
 
+    monkeypatch.setenv("RHIP_INGEST_PRODUCER_MIN_BYTES", "0")  # this process's reader (its peak memory)
+    get_settings.cache_clear()  # the pipeline fixture has read the settings already
     good = _GOOD[suffix]
     head = b"id,name\n" + good("a1") if suffix == ".csv" else good("a1")
     path = _sparse(tmp_path / f"big{suffix}", head, good("a2"), hole)
