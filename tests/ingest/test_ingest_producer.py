@@ -127,15 +127,32 @@ def _other_thread() -> Iterator[None]:
         thread.join()
 
 
+def test_a_writer_forks_its_producer_only_while_it_runs_one_thread() -> None:
+    """A fresh process (one thread) forks on Linux; with a second thread alive it spawns."""
+    code = "from rhip.ingest.producer import start_method; print(start_method())"
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert fresh.stdout.strip() == ("fork" if sys.platform == "linux" else "spawn")
+    with _other_thread():
+        assert start_method() == "spawn"
+
+
 @pytest.mark.parametrize("threaded", [False, True], ids=["forked", "spawned"])
-def test_producer_stores_what_one_process_stores(db_url: str, tmp_path: Path, threaded: bool) -> None:
+def test_producer_stores_what_one_process_stores(
+    db_url: str, tmp_path: Path, threaded: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Same counts, bodies, index rows, quarantine reasons and quality tallies with or without a
-    producer, whether it was forked (the writer runs one thread) or spawned (it runs others)."""
+    producer, whether it was forked or spawned. The forked case is forced: threads that earlier
+    tests of this worker left idling (a web client's pool) would otherwise make it spawn."""
+    from rhip.ingest import producer as producer_module
+
     path = tmp_path / "mixed.ndjson"
     total = _mixed_file(path)
     one_rep, one = _load(f"sqlite:///{tmp_path / 'one.sqlite'}", path, producer=False)
+    if not threaded and sys.platform == "linux":
+        monkeypatch.setattr(producer_module, "start_method", lambda: "fork")
     with _other_thread() if threaded else contextlib.nullcontext():
-        assert start_method() == ("spawn" if threaded or sys.platform != "linux" else "fork")
+        if threaded:
+            assert start_method() == "spawn"
         two_rep, two = _load(db_url, path, producer=True)
     counts = (total, total - len(BAD_LINES), len(BAD_LINES), 0)
     assert (one_rep.received, one_rep.stored, one_rep.quarantined, one_rep.duplicates) == counts
