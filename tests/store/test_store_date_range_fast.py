@@ -2,23 +2,18 @@
 
 Times with an explicit offset are computed in integer microseconds instead of through
 ``datetime``; whatever the input (valid or not, fractions of any length, offsets up to 99:99,
-years 1 and 9999), the result must equal the definition below, float for float.
+years 1 and 9999), the result must equal the definition (``aware_range`` in the offset's zone),
+float for float.
 """
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, timedelta, timezone, tzinfo
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rhip.store.search_values import TIME_MAX, _local_zone, date_range
-
-_DATE_RE = re.compile(
-    r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?"
-    r"(Z|[+-]\d{2}:\d{2})?)?)?)?"
-)
+from rhip.store.search_values import _DATE_RE, _local_zone, aware_range, date_range
 
 
 def _by_datetime(text: str) -> tuple[float, float] | None:
@@ -26,39 +21,18 @@ def _by_datetime(text: str) -> tuple[float, float] | None:
     m = _DATE_RE.fullmatch(text.strip())
     if m is None:
         return None
-    year, month, day, hour, minute, sec, frac, zone = m.groups()
+    *parts, zone = m.groups()
     try:
         if zone is None:
-            tz: timezone | object = _local_zone()
+            tz: tzinfo = _local_zone()
         elif zone == "Z":
             tz = UTC
         else:
             sign = 1 if zone[0] == "+" else -1
             tz = timezone(timedelta(minutes=sign * (int(zone[1:3]) * 60 + int(zone[4:6]))))
-        y = int(year)
-        if month is None:
-            lo = datetime(y, 1, 1, tzinfo=tz)  # type: ignore[arg-type]
-            hi = datetime(y + 1, 1, 1, tzinfo=tz) if y < 9999 else None  # type: ignore[arg-type]
-        elif day is None:
-            mo = int(month)
-            lo = datetime(y, mo, 1, tzinfo=tz)  # type: ignore[arg-type]
-            hi = datetime(y + (mo == 12), mo % 12 + 1, 1, tzinfo=tz) if y < 9999 or mo < 12 else None  # type: ignore[arg-type]
-        else:
-            lo = datetime(y, int(month), int(day), tzinfo=tz)  # type: ignore[arg-type]
-            if hour is None:
-                hi = lo + timedelta(days=1)
-            else:
-                lo = lo.replace(hour=int(hour), minute=int(minute), second=int(sec or 0))
-                if sec is None:
-                    hi = lo + timedelta(minutes=1)
-                elif frac:
-                    lo = lo + timedelta(seconds=float(frac))
-                    hi = lo + timedelta(seconds=10.0 ** -(len(frac) - 1))
-                else:
-                    hi = lo + timedelta(seconds=1)
+        return aware_range(*parts, tz)
     except (ValueError, OverflowError):
         return None
-    return lo.timestamp(), (hi.timestamp() if hi is not None else TIME_MAX)
 
 
 _digits = st.text("0123456789", min_size=1, max_size=12)

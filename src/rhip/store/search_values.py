@@ -158,30 +158,49 @@ def _date_range(text: str) -> tuple[float, float] | None:
     try:
         if zone is not None:  # day, hour and minute are there too: the regex nests them
             return _offset_range(int(year), int(month), int(day), int(hour), int(minute), sec, frac, zone)
-        tz = _local_zone()
-        y = int(year)
-        if month is None:
-            lo = datetime(y, 1, 1, tzinfo=tz)
-            hi = datetime(y + 1, 1, 1, tzinfo=tz) if y < 9999 else None
-        elif day is None:
-            mo = int(month)
-            lo = datetime(y, mo, 1, tzinfo=tz)
-            hi = datetime(y + (mo == 12), mo % 12 + 1, 1, tzinfo=tz) if y < 9999 or mo < 12 else None
-        else:
-            lo = datetime(y, int(month), int(day), tzinfo=tz)
-            if hour is None:
-                hi = lo + timedelta(days=1)
-            else:
-                lo = lo.replace(hour=int(hour), minute=int(minute), second=int(sec or 0))
-                if sec is None:
-                    hi = lo + timedelta(minutes=1)
-                elif frac:
-                    lo = lo + timedelta(seconds=float(frac))
-                    hi = lo + timedelta(seconds=_width_seconds(frac))
-                else:
-                    hi = lo + timedelta(seconds=1)
+        return aware_range(year, month, day, hour, minute, sec, frac, _local_zone())
     except (ValueError, OverflowError):
         return None
+
+
+def aware_range(
+    year: str,
+    month: str | None,
+    day: str | None,
+    hour: str | None,
+    minute: str | None,
+    sec: str | None,
+    frac: str | None,
+    tz: tzinfo,
+) -> tuple[float, float]:
+    """``[low, high)`` in epoch seconds of a date written to some precision, read in ``tz``.
+
+    The definition through aware datetimes: values without a zone use it, and the integer fast
+    path for explicit offsets must give the same floats (tests compare the two). Raises ValueError
+    or OverflowError for dates that do not exist.
+    """
+    y = int(year)
+    hi: datetime | None
+    if month is None:
+        lo = datetime(y, 1, 1, tzinfo=tz)
+        hi = datetime(y + 1, 1, 1, tzinfo=tz) if y < 9999 else None
+    elif day is None:
+        mo = int(month)
+        lo = datetime(y, mo, 1, tzinfo=tz)
+        hi = datetime(y + (mo == 12), mo % 12 + 1, 1, tzinfo=tz) if y < 9999 or mo < 12 else None
+    else:
+        lo = datetime(y, int(month), int(day), tzinfo=tz)
+        if hour is None:
+            hi = lo + timedelta(days=1)
+        else:
+            lo = lo.replace(hour=int(hour), minute=int(minute or 0), second=int(sec or 0))
+            if sec is None:
+                hi = lo + timedelta(minutes=1)
+            elif frac:
+                lo = lo + timedelta(seconds=float(frac))
+                hi = lo + timedelta(seconds=_width_seconds(frac))
+            else:
+                hi = lo + timedelta(seconds=1)
     return lo.timestamp(), (hi.timestamp() if hi is not None else TIME_MAX)
 
 
