@@ -129,7 +129,7 @@ def delivered_keys(engine: Engine, keys: list[str]) -> set[str]:
         for part in _parts(keys):
             rows: Iterable[Any]
             if is_sqlite(conn):
-                rows = _sqlite_rows(conn, _DELIVERED_SQLITE, (orjson.dumps(part).decode(),))
+                rows = fastinsert.fetch_rows(conn, _DELIVERED_SQLITE, (orjson.dumps(part).decode(),))
             else:
                 rows = conn.execute(select(ingest_delivery.c.key).where(ingest_delivery.c.key.in_(part)))
             found.update(r[0] for r in rows)
@@ -151,7 +151,9 @@ def source_times(engine: Engine, ids: dict[str, set[str]]) -> dict[tuple[str, st
             for part in _parts(sorted(found)):
                 rows: Iterable[Any]
                 if is_sqlite(conn):
-                    rows = _sqlite_rows(conn, _SOURCE_TIMES_SQLITE, (res_type, orjson.dumps(part).decode()))
+                    rows = fastinsert.fetch_rows(
+                        conn, _SOURCE_TIMES_SQLITE, (res_type, orjson.dumps(part).decode())
+                    )
                 else:
                     match = (col.res_type == res_type, col.res_id.in_(part))
                     rows = conn.execute(select(col.res_id, col.event_time).where(*match))
@@ -161,12 +163,3 @@ def source_times(engine: Engine, ids: dict[str, set[str]]) -> dict[tuple[str, st
 
 def _parts(values: list[str]) -> list[list[str]]:
     return [values[start : start + LOOKUP_PART] for start in range(0, len(values), LOOKUP_PART)]
-
-
-def _sqlite_rows(conn: Connection, sql: str, args: tuple[str, ...]) -> list[Any]:
-    """One read on the driver's cursor: no statement compiled or parameters bound by SQLAlchemy."""
-    cursor = conn.connection.cursor()
-    try:
-        return cursor.execute(sql, args).fetchall()
-    finally:
-        cursor.close()

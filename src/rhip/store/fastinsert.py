@@ -66,6 +66,15 @@ def update_rows(conn: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> 
         cursor.close()
 
 
+def fetch_rows(conn: Connection, sql: str, args: Sequence[Any]) -> list[Any]:
+    """One read on the driver's cursor: no statement compiled or parameters bound by SQLAlchemy."""
+    cursor = conn.connection.cursor()
+    try:
+        return list(cursor.execute(sql, tuple(args)).fetchall())
+    finally:
+        cursor.close()
+
+
 def as_tuples(table: Table, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
     """Dict rows to tuples in column order (missing keys become NULL)."""
     names = columns(table)
