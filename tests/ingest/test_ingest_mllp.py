@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from sqlalchemy import func, select
+
 from rhip.ingest.mllp import MLLPListener, ack_of, frame, send_messages
 from rhip.ingest.pipeline import Pipeline
+from rhip.store.schema import resource as resource_table
 
 GOOD = (
     "MSH|^~\\&|HIS|H001|RHIP|REGION|20261101083000||ADT^A01^ADT_A01|CTRL-{n}|P|2.5|||||CHN||UNICODE UTF-8\r"
@@ -137,3 +140,35 @@ def test_invalid_encoding_characters_and_bad_dates_name_their_hl7_error_codes(
     assert "delimiters:" in delims
     assert ack_of(date)["code"] == "AE" and "ERR||PID-7|102^Data type error^HL70357|" in date
     assert sqlite_pipeline.store.count("Patient") == 0
+
+
+def _facility_reports(pipeline: Pipeline, messages: list[str]) -> dict[str, Any]:
+    """The listener's per-sending-facility reports after ``messages`` went over one connection."""
+
+    async def main() -> dict[str, Any]:
+        listener = MLLPListener(pipeline, "127.0.0.1", 0)
+        await listener.start()
+        try:
+            await send_messages("127.0.0.1", listener.port, messages)
+        finally:
+            await listener.stop()
+        return listener.reports
+
+    return asyncio.run(main())
+
+
+def test_each_facility_is_credited_the_resources_its_messages_wrote(sqlite_pipeline: Pipeline) -> None:
+    """The reconciliation's "resources" column per facility: what its messages created or updated."""
+    other = [GOOD.format(n=n).replace("|HIS|H001|", "|HIS|H002|").replace("^H001^", "^H002^") for n in (4, 5)]
+    first = _facility_reports(sqlite_pipeline, [GOOD.format(n=n) for n in (1, 2, 3)] + other)
+    with sqlite_pipeline.store.engine.connect() as conn:
+        stored = conn.execute(
+            select(func.count()).select_from(resource_table).where(resource_table.c.res_type != "Provenance")
+        ).scalar_one()
+    assert first["H001"].resources_written > 0 and first["H002"].resources_written > 0
+    assert first["H001"].resources_written + first["H002"].resources_written == stored
+    per_message = first["H002"].resources_written // 2
+    resent = GOOD.format(n=1).replace("|CTRL-1|", "|CTRL-1-AGAIN|")  # a new message: new versions
+    again = _facility_reports(sqlite_pipeline, [resent])
+    assert (again["H001"].stored, again["H001"].resources_written) == (1, per_message)
+    assert set(again) == {"H001"}

@@ -39,6 +39,7 @@ def test_generated_region_via_mllp(tmp_path: Path) -> None:
         assert total.quarantined == 0, report.by_connector
         for name in ("fhir-ndjson", "hl7v2", "csv", "dicom", "device-json"):
             assert report.by_connector[name].stored > 0, name
+            assert report.by_connector[name].resources_written > 0, name  # the table's "resources"
         with store.engine.connect() as conn:
             where = select(ingest_batch.c.location).where(ingest_batch.c.connector == "device-json")
             assert set(conn.execute(where).scalars()) == {"http"}  # posted over HTTP, not read

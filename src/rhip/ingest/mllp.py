@@ -496,12 +496,19 @@ class MLLPListener:
         if self.report is None:
             self.report = self.pipeline.open_batch(self._source())
         ctx = MapContext(self.report.source, self.pipeline.tz, self.pipeline.translator)
+        written: list[int] = []
         outcomes = self.pipeline.process_chunk(
-            self.report, ctx, batch.records, MAPPERS[CONNECTOR], track=True, prepared=prepared
+            self.report,
+            ctx,
+            batch.records,
+            MAPPERS[CONNECTOR],
+            track=True,
+            prepared=prepared,
+            written=written,
         )
         self._checkpoints.committed()
         self.stats.batches += 1
-        return self._acks(batch.texts, batch.records, batch.owner, outcomes)
+        return self._acks(batch.texts, batch.records, batch.owner, outcomes, written)
 
     def _acks(
         self,
@@ -509,14 +516,16 @@ class MLLPListener:
         records: list[Record],
         owner: list[int],
         outcomes: list[tuple[str, list[dict[str, str]]]],
+        written: list[int],
     ) -> list[str]:
         """One ACK per frame (the worst code of its messages) and the per-facility counts."""
         per_item: list[list[tuple[str, list[dict[str, str]]]]] = [[] for _ in texts]
-        for rec, n, (outcome, reasons) in zip(records, owner, outcomes, strict=True):
+        for rec, n, (outcome, reasons), resources in zip(records, owner, outcomes, written, strict=True):
             per_item[n].append((outcome, reasons))
             source = rec.source or SourceInfo("unknown", CONNECTOR, "mllp")
             fac = self.reports.setdefault(source.facility, BatchReport("mllp", source))
             fac.received += 1
+            fac.resources_written += resources
             setattr(fac, _FIELD[outcome], getattr(fac, _FIELD[outcome]) + 1)
         acks: list[str] = []
         for text, results in zip(texts, per_item, strict=True):

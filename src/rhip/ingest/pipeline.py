@@ -382,12 +382,15 @@ class Pipeline:
         keep_quarantine: bool = True,
         prepared: Sequence[PreparedRecord] | None = None,
         observed_by: Sequence[Any] = (),
+        written: list[int] | None = None,
     ) -> list[tuple[str, list[dict[str, str]]]]:
         """Process one chunk; returns each record's (outcome, quarantine reasons).
 
         The outcome is ``stored``, ``duplicate``, ``quarantined`` or ``stale``. ``prepared`` holds
         the chunk's records already mapped by a producer process (same order as ``chunk``);
-        ``observed_by`` names the observers whose producer part has already seen them.
+        ``observed_by`` names the observers whose producer part has already seen them. ``written``,
+        when given, is filled with the number of resources each record had created or updated, for
+        callers that report per sender (the MLLP listener's per-facility counts).
         """
         observers = [o for o in self.observers if all(o is not done for done in observed_by)]
         source = ctx.source
@@ -434,9 +437,11 @@ class Pipeline:
         for acc in fresh:
             for obs in observers:
                 obs.on_stored(acc.record, acc.mapped, acc.record.source or source, arrival)
-        self._commit(
+        result = self._commit(
             report, source, fresh, quarantined, track=track, per_record=per_record_provenance, now=arrival
         )
+        if written is not None:
+            written[:] = _written_per_record(len(chunk), fresh, result.unchanged_keys)
         for src in {a.record.source or source for a in fresh}:
             self._notify(src, [a for a in fresh if (a.record.source or source) == src])
         for obs in self.observers:
@@ -559,7 +564,7 @@ class Pipeline:
         track: bool,
         per_record: bool,
         now: float,
-    ) -> None:
+    ) -> bulk.BulkWriteResult:
         """Commit the chunk in one transaction: resources, their Provenance and the bookkeeping rows.
 
         A process killed at any moment therefore leaves either all of a chunk or none of it; the
@@ -571,9 +576,9 @@ class Pipeline:
         for attempt in range(1, bulk.BATCH_ATTEMPTS + 1):
             try:
                 with write_transaction(self.engine, wal_pages=self._wal_pages) as conn:
-                    self._write(conn, report, plan, fresh, track=track, lock=attempt > 1)
+                    result = self._write(conn, report, plan, fresh, track=track, lock=attempt > 1)
                     self._finish_chunk(conn, report, fresh, quarantined, track, now)
-                return
+                return result
             except VersionConflict:
                 for f in dataclasses.fields(BatchReport):
                     setattr(report, f.name, getattr(before, f.name))
@@ -581,6 +586,7 @@ class Pipeline:
                     raise
                 log.info("ingest chunk lost a race with a concurrent writer; retrying (%d)", attempt)
                 time.sleep(random.uniform(0, 0.02 * attempt))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _write(
         self,
@@ -591,7 +597,7 @@ class Pipeline:
         *,
         track: bool,
         lock: bool,
-    ) -> None:
+    ) -> bulk.BulkWriteResult:
         """Write the chunk's resources and Provenance in the caller's transaction; count them."""
         result = write_resources(conn, plan, lock=lock)
         # every Provenance is created or updated (its recorded time changes); count only resources
@@ -604,6 +610,7 @@ class Pipeline:
             report.duplicates += result.unchanged
         if result.created + result.updated or track:
             write_chunk_provenance(conn, plan, lock=lock)
+        return result
 
     def _process_bundle(self, acc: _Accepted) -> list[dict[str, Any]]:
         """A bundle needing server logic goes through the store's transaction processing."""
@@ -652,3 +659,21 @@ class Pipeline:
         for acc in fresh:
             if acc.mapped.merge is not None:
                 notify_merge(self.store, acc.mapped.merge[0], acc.mapped.merge[1], source)
+
+
+def _written_per_record(slots: int, fresh: list[_Accepted], unchanged: set[bulk.Key]) -> list[int]:
+    """The resources each record of a chunk had created or updated.
+
+    A resource carried by several records of the chunk is written once, with the last record's
+    content, so it is credited to that record; one found unchanged is credited to none. Records
+    whose bundle the store processed on its own are not credited.
+    """
+    last_carrier: dict[bulk.Key, int] = {}
+    for acc in fresh:
+        for res in acc.mapped.resources:
+            last_carrier[(res["resourceType"], res["id"])] = acc.slot
+    counts = [0] * slots
+    for key, slot in last_carrier.items():
+        if key not in unchanged:
+            counts[slot] += 1
+    return counts

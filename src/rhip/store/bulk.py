@@ -51,6 +51,8 @@ class BulkWriteResult:
     unchanged: int = 0
     batches: int = 0
     index_rows: int = 0
+    #: the resources found unchanged (nothing written), so a caller can credit what was written
+    unchanged_keys: set[Key] = field(default_factory=set)
 
     @property
     def total(self) -> int:
@@ -64,6 +66,7 @@ class BulkWriteResult:
         self.unchanged += other.unchanged
         self.batches += other.batches
         self.index_rows += other.index_rows
+        self.unchanged_keys |= other.unchanged_keys
 
 
 def bulk_write(
@@ -317,6 +320,7 @@ def write_batch(conn: Connection, batch: Prepared, *, lock: bool = False) -> Bul
                 unchanged = fieldcrypt.of(conn).same_content(_body(conn, item.key), _resource(item))
             if unchanged:
                 counts.unchanged += 1
+                counts.unchanged_keys.add(item.key)
                 continue
         if cur is None:
             version, ts = 1, ts_now
