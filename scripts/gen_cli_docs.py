@@ -18,6 +18,8 @@ INTRO = """# Command line reference
 `rhip` is the one command-line entry point of the platform. Every command reads its settings from
 the environment (see [configuration.md](configuration.md)); `rhip COMMAND --help` shows the same
 text as below. Errors end with exit code 2 and a message naming the file, line or element at fault.
+Tables fit an 80-column terminal; written to a file or a pipe they are laid out 160 columns wide
+(`COLUMNS=N` chooses another width).
 
 This page is generated from the code by `scripts/gen_cli_docs.py`.
 """

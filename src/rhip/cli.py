@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 import typer
@@ -69,8 +70,23 @@ def _register_all() -> None:
 _register_all()
 
 
+#: Columns of rich output written to a file or a pipe (a log, CI), where 80 would cut codes and secrets.
+PIPED_WIDTH = 160
+
+
+def _widen_piped_output() -> None:
+    """Rich lays tables out for 80 columns when stdout is no terminal; a log has no such limit.
+
+    ``COLUMNS`` is rich's own setting, so every console of the process follows it; a value the
+    user set is kept. Only the console entry point does this, never a caller importing the app.
+    """
+    if "COLUMNS" not in os.environ and not sys.stdout.isatty():
+        os.environ["COLUMNS"] = str(PIPED_WIDTH)
+
+
 def main() -> None:
     """Console entry point: runs the app and turns platform errors into a message and exit code 2."""
+    _widen_piped_output()
     try:
         app()
     except RhipError as exc:

@@ -6,7 +6,8 @@ import importlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,11 +98,45 @@ def _link(ctx: DemoContext) -> str:
 
     store = Store(ctx.database_url)
     try:
-        report = relink_all(store, retrain=True, backend="duckdb", spark=None, golden=True)
+        with _quiet("splink"):  # its training notes on a small region are not the reader's concern
+            report = relink_all(store, retrain=True, backend="duckdb", spark=None, golden=True)
         _print_accuracy(store, ctx.region_dir)
     finally:
         store.close()
-    return f"identity linkage: {json.dumps(report.__dict__, ensure_ascii=False, default=str)}"
+    phases = ", ".join(f"{name} {sec:.1f} s" for name, sec in report.seconds.items())
+    return (
+        f"identity linkage: {report.records:,} source records -> {report.residents:,} residents "
+        f"({report.review_items:,} pairs for clerical review; {phases})"
+    )
+
+
+@contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Warnings of ``logger_name`` and its children held back for the duration (errors still show).
+
+    A filter on the root handlers, not a logger level: the library sets its own level when used.
+    """
+    hold_back = _BelowError(logger_name)
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(hold_back)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(hold_back)
+
+
+class _BelowError(logging.Filter):
+    """Drops records under ERROR from one logger tree."""
+
+    def __init__(self, logger_name: str) -> None:
+        super().__init__()
+        self.logger_name = logger_name
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        mine = record.name == self.logger_name or record.name.startswith(self.logger_name + ".")
+        return record.levelno >= logging.ERROR or not mine
 
 
 def _lake(ctx: DemoContext) -> str:
@@ -137,7 +172,8 @@ def _accounts(ctx: DemoContext) -> str:
     ctx.console.print(
         "Get a token, then call the API with it:\n"
         f"  curl -s {base}/auth/token -d grant_type=password -d username=demo-doctor -d password=<secret>\n"
-        f"  curl -s -H 'Authorization: Bearer <access_token>' {base}/fhir/Patient?_count=5"
+        f"  curl -s -H 'Authorization: Bearer <access_token>' {base}/fhir/Patient?_count=5",
+        soft_wrap=True,  # a command is copied whole: the terminal may fold it, no line break is added
     )
     return "one demo account per role: resident, doctor, facility admin, public health, insurer, ..."
 

@@ -136,27 +136,39 @@ def _input_files(console: Any, path: Path, connector: str | None) -> list[Path]:
     return files
 
 
-def _print_reconciliation(console: Any, report: Any) -> None:
-    from rich.table import Table
+#: The reconciliation table's count columns: (header, report attribute).
+_COUNT_COLUMNS = (
+    ("received\n接收", "received"),
+    ("stored\n入库", "stored"),
+    ("quarantined\n隔离", "quarantined"),
+    ("duplicates\n重复", "duplicates"),
+    ("stale\n过期", "stale"),
+    ("resources\n资源", "resources_written"),
+)
 
-    table = Table(title="Ingest reconciliation (received = stored + quarantined + duplicates + stale)")
-    for col in ("source", "received", "stored", "quarantined", "duplicates", "stale", "resources", "ok"):
-        table.add_column(col, justify="right" if col != "source" else "left")
-    rows = [(f"connector {k}", v) for k, v in sorted(report.by_connector.items())]
-    rows += [(f"facility {k}", v) for k, v in sorted(report.by_facility.items())]
-    rows.append(("total", report.total))
-    for label, r in rows:
-        table.add_row(
-            label,
-            str(r.received),
-            str(r.stored),
-            str(r.quarantined),
-            str(r.duplicates),
-            str(r.stale),
-            str(r.resources_written),
-            "yes" if r.reconciled else "NO",
-        )
+
+def _print_reconciliation(console: Any, report: Any) -> None:
+    """Counts per connector, per facility and in total; fits 80 columns without cutting a code."""
+    from rhip.tables import compact_table
+
+    table = compact_table("Ingest reconciliation 对账\nreceived = stored + quarantined + duplicates + stale")
+    table.add_column("source\n来源", overflow="fold", min_width=11)
+    for header, _attr in _COUNT_COLUMNS:
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("ok\n平衡", justify="right", no_wrap=True)
+    groups = (("connector 接入", report.by_connector), ("facility 机构", report.by_facility))
+    for title, reports in groups:
+        table.add_row(f"[bold]{title}[/bold]")
+        for name, counts in sorted(reports.items()):
+            table.add_row(name, *_counts(counts))
+        table.add_section()
+    table.add_row("[bold]total 合计[/bold]", *_counts(report.total))
     console.print(table)
+
+
+def _counts(report: Any) -> list[str]:
+    cells = [f"{getattr(report, attr):,}" for _header, attr in _COUNT_COLUMNS]
+    return [*cells, "yes" if report.reconciled else "[bold red]NO[/bold red]"]
 
 
 def mllp_listen(

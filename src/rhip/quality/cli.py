@@ -6,26 +6,36 @@ from typing import Any
 
 import typer
 
+#: Table headers of the quality dimensions (数据质量维度), short enough for 80 columns.
+_DIMENSION_HEADERS = {
+    "completeness": "complete\n完整性",
+    "conformance": "conform\n规范性",
+    "plausibility": "plausible\n合理性",
+    "timeliness": "timely\n及时性",
+}
+
 
 def print_facility_table(
     console: Any, engine: Any, facility: str | None = None, by_day: bool = False
 ) -> None:
     """Print overall and per-dimension scores per facility (and per day with ``by_day``)."""
-    from rich.table import Table
-
     from rhip.quality.rules import DIMENSIONS
     from rhip.quality.scores import facility_scores
+    from rhip.tables import compact_table
 
-    table = Table(title="Data quality per facility" + (" and day" if by_day else "") + " (0-100)")
-    for col in ("facility", "day", "score", *DIMENSIONS, "checks"):
-        table.add_column(col, justify="left" if col in ("facility", "day") else "right")
+    title = "Data quality per facility" + (" and day" if by_day else "") + " (0-100) 数据质量"
+    table = compact_table(title)
+    table.add_column("facility\n机构", no_wrap=True)
+    table.add_column("day\n日期", min_width=10)
+    for header in ("score\n总分", *(_DIMENSION_HEADERS[d] for d in DIMENSIONS), "checks\n检查数"):
+        table.add_column(header, justify="right", no_wrap=True)
     for row in facility_scores(engine, facility=facility, by_day=by_day):
         table.add_row(
             row["facility"],
-            row["day"],
+            row["day"].replace("..", " .. "),  # a span wraps between its two days, not inside one
             f"{row['score']:.1f}",
             *[("-" if row[d] is None else f"{row[d]:.1f}") for d in DIMENSIONS],
-            str(row["checks"]),
+            f"{row['checks']:,}",
         )
     console.print(table)
 

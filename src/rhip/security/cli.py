@@ -110,15 +110,16 @@ def users_create_demo() -> None:
     Passwords are random unless RHIP_DEMO_PASSWORD is set. Existing demo accounts are replaced.
     """
     from rich.console import Console
-    from rich.table import Table
 
     from rhip.security.demo import create_demo_accounts
+    from rhip.tables import compact_table
 
     rows = create_demo_accounts(_engine(), os.environ.get("RHIP_DEMO_PASSWORD"))
     _policy_change("account-create", f"{len(rows)} demo accounts")
-    table = Table(title="RHIP demo accounts (token endpoint: POST /auth/token)")
-    for col in ("username", "role", "grant", "secret", "bound to"):
-        table.add_column(col)
+    table = compact_table("RHIP demo accounts 演示账号 (token endpoint: POST /auth/token)")
+    for col in ("username\n用户名", "role\n角色", "grant\n授权方式", "secret\n密码", "bound to\n绑定"):
+        # what is typed at the token endpoint wraps on a narrow terminal, it is never cut short
+        table.add_column(col, overflow="fold", no_wrap=col.startswith(("username", "secret")))
     for row in rows:
         table.add_row(*row)
     Console().print(table)

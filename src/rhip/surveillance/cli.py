@@ -265,19 +265,21 @@ def print_demo_alerts(
 def _print_alert_table(
     console: Any, alerts: list[Any], matched: dict[str, str], findings: list[Any], label: Any
 ) -> None:
-    from rich.table import Table
+    from rhip.tables import compact_table
 
     starts = {f.outbreak.outbreak_id: f.outbreak.first_week for f in findings}
-    table = Table(title="Surveillance alerts (injected outbreak and detection delay)")
-    for col in ("disease", "district", "weeks", "method", "cases", "outbreak", "delay (weeks)"):
+    table = compact_table("Surveillance alerts 预警信号 (injected outbreak and detection delay)")
+    for col in ("disease\n病种", "district\n地区", "weeks\n周", "method\n方法", "cases\n病例"):
         table.add_column(col)
+    table.add_column("outbreak\n暴发")
+    table.add_column("delay\n(weeks)\n延迟")
     for a in sorted(alerts, key=lambda x: (x["first_period"], x["disease"], x["area"])):
         ob = matched.get(a["id"])
         first = dt.date.fromisoformat(a["first_period"][:10])
         table.add_row(
             a["disease"],
             label(a["area"]),
-            f"{a['first_period'][:10]}..{a['last_period'][:10]}",
+            f"{a['first_period'][:10]} .. {a['last_period'][:10]}",
             a["method"],
             str(a["case_count"]),
             ob or "-",
@@ -287,19 +289,19 @@ def _print_alert_table(
 
 
 def _print_outbreak_table(console: Any, findings: list[Any], label: Any) -> None:
-    from rich.table import Table
+    from rhip.tables import compact_table
 
-    table = Table(title="Injected outbreaks (generator truth) and their first alarm")
+    table = compact_table("Injected outbreaks 模拟暴发 (generator truth) and their first alarm")
     for col in (
-        "outbreak",
-        "disease",
-        "district",
-        "weeks",
-        "extra cases",
-        "detected",
-        "method",
-        "first alarm",
-        "delay (weeks)",
+        "outbreak\n暴发",
+        "disease\n病种",
+        "district\n地区",
+        "weeks\n周",
+        "extra\ncases\n病例",
+        "detected\n发现",
+        "method\n方法",
+        "first\nalarm\n首次预警",
+        "delay\n(weeks)\n延迟",
     ):
         table.add_column(col)
     for f in sorted(findings, key=lambda x: x.outbreak.first_week):
@@ -308,7 +310,7 @@ def _print_outbreak_table(console: Any, findings: list[Any], label: Any) -> None
             ob.outbreak_id,
             ob.disease,
             label(ob.district),
-            f"{ob.first_week.isoformat()}..{ob.last_week.isoformat()}",
+            f"{ob.first_week.isoformat()} .. {ob.last_week.isoformat()}",
             str(ob.extra_cases),
             "yes" if f.first_alarm else "no",
             f.method or "-",
