@@ -106,7 +106,7 @@ def run_ingest(
                     report.add(rep)
                     tick(file.name, rep)
         _print_reconciliation(console, report)
-        print_facility_table(console, pipeline.store.engine)
+        print_facility_table(console, pipeline.store.engine, facilities=set(report.by_facility))
         return report
     finally:
         pipeline.store.close()
@@ -223,9 +223,9 @@ def quarantine_list(
 ) -> None:
     """List quarantined records with their first reason."""
     from rich.console import Console
-    from rich.table import Table
 
     from rhip.ingest.quarantine import list_entries
+    from rhip.tables import compact_table
 
     pipeline = _pipeline(database_url, link=False)
     entries = list_entries(
@@ -235,9 +235,12 @@ def quarantine_list(
         connector=connector,
         limit=limit,
     )
-    table = Table(title=f"Quarantine ({len(entries)} shown)")
-    for col in ("id", "facility", "connector", "position", "rule", "path", "status"):
-        table.add_column(col)
+    table = compact_table(
+        f"Quarantine 隔离区 ({len(entries)} shown; `rhip quarantine show ID` for every reason)"
+    )
+    for col in ("id", "facility\n机构", "connector\n接入", "position\n位置", "rule\n规则", "path\n路径"):
+        table.add_column(col, overflow="fold")  # a file:line or element path is wrapped, never cut
+    table.add_column("status\n状态")
     for e in entries:
         first = e.reasons[0] if e.reasons else {}
         table.add_row(

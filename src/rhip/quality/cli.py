@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import typer
@@ -16,9 +17,16 @@ _DIMENSION_HEADERS = {
 
 
 def print_facility_table(
-    console: Any, engine: Any, facility: str | None = None, by_day: bool = False
+    console: Any,
+    engine: Any,
+    facility: str | None = None,
+    by_day: bool = False,
+    facilities: Collection[str] | None = None,
 ) -> None:
-    """Print overall and per-dimension scores per facility (and per day with ``by_day``)."""
+    """Print overall and per-dimension scores per facility (and per day with ``by_day``).
+
+    ``facilities`` keeps the table to those (``rhip ingest`` shows the sources it just loaded).
+    """
     from rhip.quality.rules import DIMENSIONS
     from rhip.quality.scores import facility_scores
     from rhip.tables import compact_table
@@ -30,6 +38,8 @@ def print_facility_table(
     for header in ("score\n总分", *(_DIMENSION_HEADERS[d] for d in DIMENSIONS), "checks\n检查数"):
         table.add_column(header, justify="right", no_wrap=True)
     for row in facility_scores(engine, facility=facility, by_day=by_day):
+        if facilities is not None and row["facility"] not in facilities:
+            continue
         table.add_row(
             row["facility"],
             row["day"].replace("..", " .. "),  # a span wraps between its two days, not inside one
