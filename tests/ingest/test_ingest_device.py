@@ -146,3 +146,20 @@ def test_demo_gateway_posts_are_authenticated_and_audited(sqlite_store: Store, t
         if e.get("actor") == "device-gateway" and e.get("path") == "/ingest/device/F1"
     ]
     assert len(posts) == 2 and all(e["outcome"] == "0" for e in posts)
+
+
+def test_a_gateway_bound_to_a_facility_sends_for_that_facility_only(sqlite_store: Store) -> None:
+    from rhip.api.app import create_app
+    from rhip.security.testing import issue_token
+    from rhip_testkit import running_server
+
+    app = create_app(sqlite_store, router_modules=("rhip.security.api", "rhip.ingest.api"))
+    token = issue_token(app, role="system", organization_id="F2", scope="system/Observation.write")
+    headers = {"Authorization": f"Bearer {token}"}
+    body = orjson.dumps([_reading(0)])
+    with running_server(app) as base:
+        other = httpx.post(f"{base}/ingest/device/F1", content=body, headers=headers, timeout=30)
+        own = httpx.post(f"{base}/ingest/device/F2", content=body, headers=headers, timeout=30)
+    assert other.status_code == 403 and "'F2' only" in other.json()["issue"][0]["diagnostics"]
+    assert own.status_code == 200 and own.json()["stored"] == 1
+    assert sqlite_store.count("Observation") == 1

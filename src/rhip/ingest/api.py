@@ -39,6 +39,7 @@ async def post_device(facility: str, request: Request) -> dict[str, Any]:
     """Ingest device readings for ``facility``; quarantined readings are counted, not rejected."""
     from rhip.ingest import device
 
+    _check_sender(request, facility)
     payload = await request.body()
     pipeline = await run_in_threadpool(_pipeline, request)
     report = await run_in_threadpool(device.ingest_payload, pipeline, payload, facility, "http")
@@ -51,6 +52,20 @@ async def post_device(facility: str, request: Request) -> dict[str, Any]:
         "stale": report.stale,
         "resources": report.resources_written,
     }
+
+
+def _check_sender(request: Request, facility: str) -> None:
+    """A ``system`` account bound to a facility sends readings for that facility only.
+
+    An unbound one (a regional device hub) sends for any; with authentication off nobody is bound.
+    """
+    from rhip.errors import Forbidden
+
+    ctx = getattr(request.state, "rhip_ctx", None)
+    principal = ctx.extra.get("principal") if ctx is not None else None
+    bound = getattr(principal, "organization", None)
+    if bound and getattr(principal, "role", None) == "system" and bound != facility:
+        raise Forbidden(f"this account sends for facility {bound!r} only, not for {facility!r}")
 
 
 def _batches(engine: Any, facility: str | None, limit: int) -> list[dict[str, Any]]:
