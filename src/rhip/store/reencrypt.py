@@ -87,9 +87,7 @@ def reencrypt(
     if batch_size < 1:
         raise InvalidRequest("reencrypt: batch_size must be at least 1")
     newest_sm4, _ = crypt.cipher.keys.current("sm4")
-    newest_hmac, _ = crypt.cipher.keys.current("hmac")
-    hmac_keys = [(newest_hmac, crypt.cipher.keys.get("hmac", newest_hmac))]
-    run = _Run(newest_sm4, hmac_keys, force, ReencryptResult())
+    run = _Run(newest_sm4, [crypt.cipher.keys.current("hmac")], force, ReencryptResult())
     for res_type in sorted(fields.PROTECTED_TYPES):
         for table in (resource, resource_version):
             rewrite = partial(_batch, crypt=crypt, res_type=res_type, table=table, run=run)
