@@ -48,3 +48,48 @@ def test_rotate_then_reencrypt_from_the_command_line(tmp_path: Path) -> None:
         assert store.read("Patient", "p1")["identifier"][0]["value"] == CID
     audit = _rhip(tmp_path, "audit", "verify")
     assert audit.returncode == 0, audit.stdout
+
+
+def test_reencrypt_covers_the_mpi_and_status_shows_old_keys_may_go(tmp_path: Path) -> None:
+    import json
+
+    from rhip.mpi.service import match_and_link
+    from rhip.security.audit import iter_entries
+
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'rhip.sqlite'}")
+    with Store.from_settings(settings) as store:
+        for pid in ("p1", "p2"):
+            body = {
+                "resourceType": "Patient",
+                "id": pid,
+                "identifier": [{"system": CITIZEN_ID, "value": CID}],
+                "telecom": [{"system": "phone", "value": "13912345678"}],
+                "birthDate": "1980-05-17",
+                "gender": "female",
+            }
+            store.update("Patient", pid, body)
+            match_and_link(store, store.read("Patient", pid))
+    for kind in ("sm4", "hmac"):
+        assert _rhip(tmp_path, "keys", "rotate", kind).returncode == 0
+    before = json.loads(_rhip(tmp_path, "keys", "status", "--json").stdout)
+    in_use = {(s["kind"], s["version"]): s for s in before}
+    assert in_use[("sm4", 1)]["mpi"] == 2 and in_use[("sm4", 1)]["verdict"] == "in use"
+    assert in_use[("hmac", 1)]["mpi"] == 2 and in_use[("hmac", 2)]["current"]
+    done = _rhip(tmp_path, "keys", "reencrypt", "--batch-size", "1")
+    assert done.returncode == 0, done.stderr
+    assert "MPI rows: 2 re-sealed, 0 re-encrypted, 0 missing" in done.stdout
+    after = {
+        (s["kind"], s["version"]): s for s in json.loads(_rhip(tmp_path, "keys", "status", "--json").stdout)
+    }
+    for kind in ("sm4", "hmac"):
+        assert (after[(kind, 1)]["left"], after[(kind, 1)]["verdict"]) == (0, "may be archived")
+        assert after[(kind, 2)]["mpi"] == 2
+    table = _rhip(tmp_path, "keys", "status")
+    assert table.returncode == 0 and "可归档 may be archived" in table.stdout and "剩余" in table.stdout
+    with Store.from_settings(settings) as store:
+        details = [
+            e.get("detail", "") for _, e in iter_entries(store.engine) if e.get("action") == "key-reencrypt"
+        ]
+    # p1, p2 and their golden Patient (two versions: written after each link)
+    assert details == ["3 current rows, 4 versions; MPI rows: 2 re-sealed, 0 re-encrypted, 0 missing"]
+    assert _rhip(tmp_path, "audit", "verify").returncode == 0

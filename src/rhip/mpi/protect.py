@@ -10,8 +10,9 @@ so they get the store's protection (:mod:`rhip.store.fieldcrypt`, the same key r
 * the raw citizen ID (``cid_raw``) is compared approximately (one digit wrong still counts), so it
   stays plaintext in memory and is stored SM4-encrypted, decrypted only to be compared;
   the phone is also stored SM4-encrypted (``phone_sm4``) for the golden Patient.
-* ``key_version`` records the HMAC key version of a row's pseudonyms; ``rhip link --all`` rewrites
-  rows of another version (rows from before revision 0006, or after an ``hmac`` key rotation).
+* ``key_version`` records the HMAC key version of a row's pseudonyms; ``rhip keys reencrypt``
+  (:mod:`rhip.mpi.rekey`) and ``rhip link --all`` rewrite rows of another version (rows from
+  before revision 0006, or after an ``hmac`` key rotation); the SM4 tokens name their own version.
 
 An engine no Store opened has no keys: its MPI rows stay plaintext (as the store's rows do).
 """
@@ -19,11 +20,13 @@ An engine no Store opened has no keys: its MPI rows stay plaintext (as the store
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from rhip.fhir.identifiers import normalize_citizen_id
 from rhip.fhir.systems import CITIZEN_ID
 from rhip.mpi.features import RecordFeatures
+from rhip.security.fields import token_version
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
 
 _CID_CONTEXT = "mpi_record.cid_raw"
 _PHONE_CONTEXT = "mpi_record.phone"
+#: The SM4-encrypted columns of ``mpi_record`` and the associated data bound to each.
+SM4_COLUMNS = {"cid_raw": _CID_CONTEXT, "phone_sm4": _PHONE_CONTEXT}
 
 
 class MpiSeal:
@@ -99,3 +104,25 @@ class MpiSeal:
         if self.cipher is None or system != CITIZEN_ID:
             return [value]
         return self.cipher.pseudonyms(normalize_citizen_id(value)) or [value]
+
+    def renewed_tokens(self, row: Mapping[Any, Any]) -> dict[str, str]:
+        """The row's SM4 columns that are not under the newest SM4 key, re-encrypted under it.
+
+        Decrypted with the version each token names and encrypted again with the same associated
+        data, so the row reads as before; values in clear (a row written without keys) are left
+        to a re-seal, which also rebuilds their pseudonyms.
+        """
+        if self.cipher is None:
+            return {}
+        newest, _ = self.cipher.keys.current("sm4")
+        out: dict[str, str] = {}
+        for column, context in SM4_COLUMNS.items():
+            token = row[column]
+            if token and token_version(token) not in (None, newest):
+                out[column] = self.cipher.reencrypt(token, context=context)
+        return out
+
+
+def sm4_versions(row: Mapping[Any, Any]) -> set[int | None]:
+    """The SM4 key versions of a stored row's tokens; None for a value in clear."""
+    return {token_version(row[column]) for column in SM4_COLUMNS if row[column]}

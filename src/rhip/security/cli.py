@@ -143,19 +143,21 @@ def keys_reencrypt(
     force: bool = typer.Option(
         False,
         "--force",
-        help="Rewrite every body, also those under the newest SM4 key (after an hmac rotation).",
+        help="Rewrite every FHIR body, also those already under the newest keys.",
     ),
     batch_size: int = typer.Option(500, "--batch-size", help="Rows per transaction."),
 ) -> None:
     """Re-encrypt stored citizen IDs and phone numbers under the newest keys, protect plaintext rows.
 
-    Run after `rhip keys rotate sm4` (or `hmac`, with --force) and after switching field encryption
-    on for a store written before. Old key versions stay readable either way; once this has run they
-    are no longer needed.
+    Covers the FHIR bodies (current and history) and the master patient index. Run after
+    `rhip keys rotate sm4` or `hmac` and after switching field encryption on for a store written
+    before; a run stopped half-way is finished by running it again. Then `rhip keys status` shows
+    which old key versions may be archived.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from rhip.config import get_settings
+    from rhip.mpi import rekey
     from rhip.store import Store
     from rhip.store.reencrypt import reencrypt, rows_to_examine
 
@@ -163,17 +165,82 @@ def keys_reencrypt(
     try:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns) as bar:
-            task = bar.add_task("re-encrypting person resources", total=rows_to_examine(store))
+            fhir = bar.add_task("re-encrypting person resources", total=rows_to_examine(store))
+            mpi = bar.add_task("re-encrypting MPI rows", total=rekey.rows_to_examine(store.engine))
             result = reencrypt(
-                store, force=force, batch_size=batch_size, on_rows=lambda n: bar.advance(task, n)
+                store, force=force, batch_size=batch_size, on_rows=lambda n: bar.advance(fhir, n)
             )
+            linked = rekey.reencrypt_mpi(store, batch_size=batch_size, on_rows=lambda n: bar.advance(mpi, n))
     finally:
         store.close()
-    _policy_change("key-reencrypt", f"{result.current} current rows, {result.versions} versions")
+    mpi_detail = (
+        f"MPI rows: {linked.resealed} re-sealed, {linked.reencrypted} re-encrypted, {linked.missing} missing"
+    )
+    _policy_change(
+        "key-reencrypt", f"{result.current} current rows, {result.versions} versions; {mpi_detail}"
+    )
     typer.echo(
         f"re-encrypted {result.current} current resources and {result.versions} history versions "
         f"({result.skipped} already under the newest key)"
     )
+    typer.echo(f"{mpi_detail} ({linked.skipped} already under the newest keys)")
+    if linked.missing:
+        typer.echo(
+            "missing: MPI rows whose source Patient is not in the store (`rhip link --all` drops them)"
+        )
+
+
+#: Column labels of `rhip keys status` (Chinese and English) and whether they hold numbers.
+_STATUS_COLUMNS = (
+    ("密钥 kind", False),
+    ("版本 version", True),
+    ("文件 file", False),
+    ("资源 bodies", True),
+    ("历史 history", True),
+    ("MPI 行 rows", True),
+    ("剩余 left", True),
+    ("结论 verdict", False),
+)
+
+
+@keys_app.command("status")
+def keys_status(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
+) -> None:
+    """Key versions per kind, the current one, and the stored rows still using each.
+
+    Counts FHIR bodies (current and history) and MPI rows per sm4 and hmac version, so an old
+    version with 0 left may be archived. jwt versions sign tokens that expire within an hour.
+    """
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from rhip.config import get_settings
+    from rhip.security.rotation import PLACES, VERDICT_ZH, key_status
+    from rhip.store import Store
+
+    with Store.from_settings(get_settings()) as store:
+        statuses = key_status(store)
+    if as_json:
+        typer.echo(json.dumps([s.as_json() for s in statuses], ensure_ascii=False, indent=2))
+        return
+    table = Table(title="Key versions and the stored values still using them (密钥版本与使用情况)")
+    for label, numeric in _STATUS_COLUMNS:
+        table.add_column(label, justify="right" if numeric else "left", no_wrap=label.endswith("verdict"))
+    for s in statuses:
+        counts = ["-"] * len(PLACES) if s.counts is None else [str(s.counts[p]) for p in PLACES]
+        version = "clear" if s.version is None else f"v{s.version}"
+        table.add_row(
+            s.kind,
+            version,
+            "yes" if s.on_disk else "no",
+            *counts,
+            "-" if s.left is None else str(s.left),
+            f"{VERDICT_ZH[s.verdict]} {s.verdict}",
+        )
+    Console().print(table)
 
 
 @keys_app.command("sm2-generate")

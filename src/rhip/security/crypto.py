@@ -120,6 +120,10 @@ class FieldCipher:
         _, key = self.keys.current("hmac")
         return sm3_hmac(key, value.encode("utf-8"))
 
+    def hmac_keys(self) -> list[tuple[int, bytes]]:
+        """Every kept HMAC key, newest first, as ``(version, key)`` (none before the first key)."""
+        return [(v, self.keys.get("hmac", v)) for v in reversed(self.keys.versions("hmac"))]
+
     def pseudonyms(self, value: str) -> list[str]:
         """The pseudonyms of a value under every kept HMAC key version (none before the first key).
 

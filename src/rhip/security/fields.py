@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from rhip.fhir.systems import CITIZEN_ID, CITIZEN_ID_PSEUDONYM, PHONE_PSEUDONYM
-from rhip.security.crypto import FieldCipher
+from rhip.security.crypto import FieldCipher, sm3_hmac
 
 #: The resource types whose citizen IDs and phone numbers are encrypted.
 PROTECTED_TYPES = frozenset({"Patient", "RelatedPerson", "Practitioner"})
@@ -157,10 +157,67 @@ def token_versions(resource: dict[str, Any]) -> set[int] | None:
     for value in values:
         if not isinstance(value, str):
             continue
-        if not is_token(value):
+        version = token_version(value)
+        if version is None:
             return None
-        versions.add(int(value[len(TOKEN_PREFIX) :].partition(":")[0]))
+        versions.add(version)
     return versions
+
+
+def token_version(value: str) -> int | None:
+    """The SM4 key version an ``sm4:v<N>:...`` token names; None for a value in clear."""
+    if not is_token(value):
+        return None
+    return int(value[len(TOKEN_PREFIX) :].partition(":")[0])
+
+
+def pseudonym_versions(
+    stored: dict[str, Any], revealed: dict[str, Any], hmac_keys: list[tuple[int, bytes]]
+) -> set[int | None]:
+    """The HMAC key versions of a stored resource's pseudonym identifiers.
+
+    A pseudonym does not name its key, so each one is recomputed from the plaintext (``revealed``)
+    under the kept keys (``hmac_keys``, newest first: :meth:`FieldCipher.hmac_keys`) until all are
+    accounted for; None stands for a pseudonym no kept key made. Re-encryption uses it to skip
+    bodies already under the newest key after an ``hmac`` rotation, ``rhip keys status`` to count
+    what each version still protects.
+    """
+    left = stored_pseudonyms(stored)
+    sources = [s.encode("utf-8") for s in _pseudonym_sources(revealed)]
+    found: set[int | None] = set()
+    for version, key in hmac_keys:
+        if not left:
+            break
+        made = left.intersection(sm3_hmac(key, source) for source in sources)
+        if made:
+            found.add(version)
+            left -= made
+    if left:
+        found.add(None)
+    return found
+
+
+def stored_pseudonyms(stored: dict[str, Any]) -> set[str]:
+    """The pseudonym identifier values :func:`protect` added to a stored resource."""
+    return {
+        i["value"]
+        for i in stored.get("identifier") or []
+        if isinstance(i, dict) and i.get("system") in PSEUDONYM_SYSTEMS and isinstance(i.get("value"), str)
+    }
+
+
+def _pseudonym_sources(revealed: dict[str, Any]) -> list[str]:
+    """The plaintext values :func:`protect` makes pseudonyms of: citizen IDs and phone digits."""
+    sources = [
+        i["value"]
+        for i in revealed.get("identifier") or []
+        if isinstance(i, dict) and i.get("system") == CITIZEN_ID and isinstance(i.get("value"), str)
+    ]
+    for point in revealed.get("telecom") or []:
+        value = point.get("value") if isinstance(point, dict) else None
+        if isinstance(value, str) and point.get("system") in PHONE_SYSTEMS:
+            sources.append(phone_digits(value))
+    return [s for s in sources if s]
 
 
 def pseudonym_query(citizen_id: str, cipher: FieldCipher) -> tuple[str, str]:

@@ -3,17 +3,20 @@
 A rotation only changes what new writes use; old key versions stay so that what they encrypted
 remains readable. :func:`reencrypt` moves every stored body of the protected types (current rows
 and every version in ``resource_version``) to the newest SM4 and HMAC keys, and protects bodies
-written in clear before field encryption was switched on, so that an old key version can
-eventually be retired. The version stays the same: the content does not change, only its form at
-rest. Current rows are rewritten with a version-checked update (a concurrent write wins and is
-protected by its writer) and their index rows rebuilt, since the pseudonyms they carry change
-with the HMAC key.
+written in clear before field encryption was switched on, so that an old key version can be
+retired once :func:`fhir_key_usage` (``rhip keys status``) counts nothing left under it; the MPI's
+rows are moved by :mod:`rhip.mpi.rekey`. The version stays the same: the content does not change,
+only its form at rest. Current rows are rewritten with a version-checked update (a concurrent
+write wins and is protected by its writer) and their index rows rebuilt, since the pseudonyms
+they carry change with the HMAC key. Pseudonyms do not name their key, so a body's HMAC version
+is found by recomputing them from its plaintext (:func:`rhip.security.fields.pseudonym_versions`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -27,6 +30,8 @@ from rhip.store.ops import dumps
 from rhip.store.schema import resource, resource_version
 
 if TYPE_CHECKING:
+    from rhip.security.crypto import FieldCipher
+    from rhip.security.rotation import KeyUsage
     from rhip.store.fieldcrypt import FieldCrypt
     from rhip.store.store import Store
 
@@ -67,9 +72,10 @@ def reencrypt(
 ) -> ReencryptResult:
     """Rewrite stored person resources under the newest SM4 and HMAC key versions.
 
-    Bodies whose encrypted values are all under the newest SM4 version are skipped unless
-    ``force`` (needed after rotating only the ``hmac`` key, whose version the pseudonyms do not
-    show). ``on_rows`` is called with the number of rows examined after each batch. Raises
+    Bodies whose encrypted values are all under the newest SM4 version and whose pseudonyms are
+    all made with the newest HMAC key are skipped unless ``force``, so a run stopped half-way is
+    finished by running it again without redoing what is done. ``on_rows`` is called with the
+    number of rows examined after each batch (each batch is its own transaction). Raises
     InvalidRequest when the store does not encrypt on write (``RHIP_FIELD_ENCRYPTION=false``)
     and FieldKeyError when a stored value cannot be decrypted with the keys at hand.
     """
@@ -80,25 +86,83 @@ def reencrypt(
         )
     if batch_size < 1:
         raise InvalidRequest("reencrypt: batch_size must be at least 1")
-    current_version, _ = crypt.cipher.keys.current("sm4")
-    result = ReencryptResult()
+    newest_sm4, _ = crypt.cipher.keys.current("sm4")
+    run = _Run(newest_sm4, [crypt.cipher.keys.current("hmac")], force, ReencryptResult())
     for res_type in sorted(fields.PROTECTED_TYPES):
         for table in (resource, resource_version):
-            _pass(store, crypt, res_type, table, _Run(current_version, force, batch_size, on_rows, result))
-    return result
+            rewrite = partial(_batch, crypt=crypt, res_type=res_type, table=table, run=run)
+            _pages(store, res_type, table, batch_size, write=True, handle=rewrite, on_rows=on_rows)
+    return run.result
+
+
+def fhir_key_usage(store: Store, usage: KeyUsage, *, batch_size: int = 2000) -> None:
+    """Count into ``usage`` the SM4 and HMAC key versions every stored person body uses.
+
+    Current rows count as ``fhir_current``, history versions (the current one included, as
+    :func:`rows_to_examine` counts them) as ``fhir_history``. A body in clear counts as SM4
+    version None; a body whose values cannot be decrypted (a key archived too early) has its
+    pseudonyms counted as HMAC version None.
+    """
+    cipher = store.fields.cipher
+    hmac_keys = cipher.hmac_keys() if cipher is not None else []
+
+    for res_type in sorted(fields.PROTECTED_TYPES):
+        for table, place in ((resource, "fhir_current"), (resource_version, "fhir_history")):
+            count = partial(_count, usage=usage, place=place, cipher=cipher, hmac_keys=hmac_keys)
+            _pages(store, res_type, table, batch_size, write=False, handle=count)
+
+
+def _count(
+    _conn: Connection,
+    rows: Sequence[Any],
+    *,
+    usage: KeyUsage,
+    place: str,
+    cipher: FieldCipher | None,
+    hmac_keys: list[tuple[int, bytes]],
+) -> None:
+    for _res_id, _version_id, body in rows:
+        stored = orjson.loads(body)
+        sm4 = fields.token_versions(stored)
+        usage.add("sm4", place, {None} if sm4 is None else sm4)
+        usage.add("hmac", place, _hmac_versions(stored, cipher, hmac_keys))
+
+
+def _hmac_versions(
+    stored: dict[str, Any], cipher: FieldCipher | None, hmac_keys: list[tuple[int, bytes]]
+) -> set[int | None]:
+    if cipher is None or not fields.stored_pseudonyms(stored):
+        return set()
+    try:
+        revealed = fields.reveal(stored, cipher)
+    except (KeyError, InvalidRequest):
+        return {None}
+    return fields.pseudonym_versions(stored, revealed, hmac_keys)
 
 
 @dataclass
 class _Run:
-    newest: int
+    newest_sm4: int
+    hmac_keys: list[tuple[int, bytes]]  # the newest HMAC key only: anything else is rewritten
     force: bool
-    batch_size: int
-    on_rows: Callable[[int], None] | None
     result: ReencryptResult
 
 
-def _pass(store: Store, crypt: FieldCrypt, res_type: str, table: Any, run: _Run) -> None:
-    """One table, one type: keyset pages of ``batch_size`` rows, one transaction each."""
+def _pages(
+    store: Store,
+    res_type: str,
+    table: Any,
+    batch_size: int,
+    *,
+    write: bool,
+    handle: Callable[[Connection, Sequence[Any]], None],
+    on_rows: Callable[[int], None] | None = None,
+) -> None:
+    """One table, one type: keyset pages of ``batch_size`` live rows, each handled in its own transaction.
+
+    ``on_rows`` hears of each page once its transaction is committed.
+    """
+    opened = write_transaction if write else read_connection
     after: tuple[str, int] = ("", -1)
     while True:
         stmt = (
@@ -109,17 +173,23 @@ def _pass(store: Store, crypt: FieldCrypt, res_type: str, table: Any, run: _Run)
                 tuple_(table.c.res_id, table.c.version_id) > tuple_(*after),
             )
             .order_by(table.c.res_id, table.c.version_id)
-            .limit(run.batch_size)
+            .limit(batch_size)
         )
-        with write_transaction(store.engine) as conn:
+        with opened(store.engine) as conn:
             rows = conn.execute(stmt).all()
             if not rows:
                 return
-            for res_id, version_id, body in rows:
-                _one(conn, crypt, res_type, table, (str(res_id), int(version_id), bytes(body)), run)
+            handle(conn, rows)
         after = (str(rows[-1][0]), int(rows[-1][1]))
-        if run.on_rows is not None:
-            run.on_rows(len(rows))
+        if on_rows is not None:
+            on_rows(len(rows))
+
+
+def _batch(
+    conn: Connection, rows: Sequence[Any], *, crypt: FieldCrypt, res_type: str, table: Any, run: _Run
+) -> None:
+    for res_id, version_id, body in rows:
+        _one(conn, crypt, res_type, table, (str(res_id), int(version_id), bytes(body)), run)
 
 
 def _one(
@@ -127,11 +197,11 @@ def _one(
 ) -> None:
     res_id, version_id, body = row
     stored = orjson.loads(body)
-    versions = fields.token_versions(stored)
-    if not run.force and versions is not None and versions <= {run.newest}:
+    plain = crypt.reveal(stored)
+    if not run.force and _under_newest_keys(stored, plain, run):
         run.result.skipped += 1
         return
-    fresh = crypt.protect(crypt.reveal(stored))
+    fresh = crypt.protect(plain)
     where = (table.c.res_type == res_type, table.c.res_id == res_id, table.c.version_id == version_id)
     if conn.execute(update(table).where(*where).values(body=dumps(fresh))).rowcount != 1:
         run.result.skipped += 1  # rewritten by a concurrent writer, who protected it
@@ -142,3 +212,11 @@ def _one(
     indexing.delete_index(conn, res_type, [res_id])
     indexing.insert_index(conn, indexing.rows_for(fresh))
     run.result.current += 1
+
+
+def _under_newest_keys(stored: dict[str, Any], plain: dict[str, Any], run: _Run) -> bool:
+    """True when every token is under the newest SM4 key and every pseudonym made with the newest HMAC key."""
+    versions = fields.token_versions(stored)
+    if versions is None or not versions <= {run.newest_sm4}:
+        return False
+    return fields.pseudonym_versions(stored, plain, run.hmac_keys) <= {run.hmac_keys[0][0]}
