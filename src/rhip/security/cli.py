@@ -192,14 +192,14 @@ def keys_reencrypt(
 
 #: Column labels of `rhip keys status` (Chinese and English) and whether they hold numbers.
 _STATUS_COLUMNS = (
-    ("密钥 kind", False),
-    ("版本 version", True),
-    ("文件 file", False),
-    ("资源 bodies", True),
-    ("历史 history", True),
-    ("MPI 行 rows", True),
-    ("剩余 left", True),
-    ("结论 verdict", False),
+    ("kind\n密钥", False),
+    ("version\n版本", True),
+    ("file\n文件", False),
+    ("bodies\n资源", True),
+    ("history\n历史", True),
+    ("MPI rows\nMPI 行", True),
+    ("left\n剩余", True),
+    ("verdict\n结论", False),
 )
 
 
@@ -215,29 +215,29 @@ def keys_status(
     import json
 
     from rich.console import Console
-    from rich.table import Table
 
     from rhip.config import get_settings
     from rhip.security.rotation import PLACES, VERDICT_ZH, key_status
     from rhip.store import Store
+    from rhip.tables import compact_table
 
     with Store.from_settings(get_settings()) as store:
         statuses = key_status(store)
     if as_json:
         typer.echo(json.dumps([s.as_json() for s in statuses], ensure_ascii=False, indent=2))
         return
-    table = Table(title="Key versions and the stored values still using them (密钥版本与使用情况)")
+    table = compact_table("Key versions and the stored values still using them (密钥版本与使用情况)")
     for label, numeric in _STATUS_COLUMNS:
-        table.add_column(label, justify="right" if numeric else "left", no_wrap=label.endswith("verdict"))
+        table.add_column(label, justify="right" if numeric else "left", no_wrap=label.startswith("verdict"))
     for s in statuses:
-        counts = ["-"] * len(PLACES) if s.counts is None else [str(s.counts[p]) for p in PLACES]
+        counts = ["-"] * len(PLACES) if s.counts is None else [f"{s.counts[p]:,}" for p in PLACES]
         version = "clear" if s.version is None else f"v{s.version}"
         table.add_row(
             s.kind,
             version,
             "yes" if s.on_disk else "no",
             *counts,
-            "-" if s.left is None else str(s.left),
+            "-" if s.left is None else f"{s.left:,}",
             f"{VERDICT_ZH[s.verdict]} {s.verdict}",
         )
     Console().print(table)
