@@ -35,6 +35,9 @@ MODE_REFERENCE: Final = 6
 MODE_OTHER: Final = 7
 MODE_MEMO: Final = 8
 MODE_MEMO_ARRAY: Final = 9
+MODE_DECIMAL: Final = 10
+#: A single string/markdown value (R4's string regex): checked inline, without a call per value.
+MODE_TEXT: Final = 11
 
 #: Datatypes whose values repeat across records (codes): validated once per distinct value.
 _MEMO_TYPES: Final = frozenset({"CodeableConcept", "Coding"})
@@ -79,6 +82,8 @@ def _mode(kind: int, is_array: bool, codes: frozenset[str] | None, type_name: st
             return MODE_OTHER
         if type_name == "boolean":
             return MODE_BOOLEAN
+        if type_name == "decimal":
+            return MODE_DECIMAL
         if type_name in _NON_STRING:
             return MODE_OTHER
         if type_name in _DATE_TYPES:
@@ -93,6 +98,11 @@ def _mode(kind: int, is_array: bool, codes: frozenset[str] | None, type_name: st
             return MODE_MEMO_ARRAY if is_array else MODE_MEMO
         return MODE_COMPLEX_ARRAY if is_array else MODE_COMPLEX
     return MODE_OTHER
+
+
+def _text_mode(mode: int, match: Callable[[str], Any] | None) -> int:
+    """MODE_TEXT for a single string whose type has R4's string regex (string, markdown)."""
+    return MODE_TEXT if mode == MODE_STRING and match is _is_fhir_string else mode
 
 
 @dataclass(slots=True, eq=False)
@@ -274,7 +284,7 @@ def _compile(raw: dict[str, Any]) -> R4Model:
                 value_set=value_set,
                 targets=frozenset(targets) if targets else None,
                 ext_sibling=kind == PRIMITIVE and not flags & 1,
-                mode=_mode(kind, max_ != "1", codes, type_name),
+                mode=_text_mode(_mode(kind, max_ != "1", codes, type_name), regexes.get(type_name)),
                 match=regexes.get(type_name),
             )
             if choice:

@@ -269,7 +269,8 @@ class Canonicaliser:
         if rtype == "Patient":
             self._patient(resource, found)
         for path in _TIME_PATHS.get(rtype, ()):
-            self._time(rtype, resource, path, found)
+            if path[0] in resource:  # most of a type's time elements are absent from a resource
+                self._time(rtype, resource, path, found)
         for name in _CODE_PATHS.get(rtype, ()):
             concept = resource.get(name)
             if isinstance(concept, dict):
