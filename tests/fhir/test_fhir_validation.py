@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from rhip.errors import InvalidResource
 from rhip.fhir import ensure_valid, validate_bundle_references, validate_resource, validation
-from rhip.fhir.model import MODE_DECIMAL, MODE_TEXT, load_model
+from rhip.fhir.model import MODE_DECIMAL, MODE_TEXT, MODE_TEXT_ARRAY, load_model
 
 PATIENT_UUID = "urn:uuid:7f2a4e1c-0b7d-4c55-9d7e-3c1f2a9b8e01"
 OBS_UUID = "urn:uuid:1b9d6bcd-bbfd-4b2d-9b5d-ab8dfbbd4bed"
@@ -366,16 +366,17 @@ _JSON_SCALARS = (
 @given(
     st.one_of(
         _JSON_SCALARS,
-        st.lists(_JSON_SCALARS, max_size=2),
+        st.lists(_JSON_SCALARS, max_size=3),
         st.dictionaries(st.text(max_size=3), _JSON_SCALARS, max_size=2),
     )
 )
 def test_inline_text_and_decimal_checks_report_what_the_general_path_does(value: Any) -> None:
-    """The hot loop's inline checks of string/markdown and decimal values equal the general path's."""
+    """The hot loop's inline checks (string/markdown values and arrays, decimals) equal the general path's."""
     model = load_model()
     for table_name, key, mode in (
         ("HumanName", "family", MODE_TEXT),
         ("Annotation", "text", MODE_TEXT),
+        ("HumanName", "given", MODE_TEXT_ARRAY),
         ("Quantity", "value", MODE_DECIMAL),
     ):
         table = model.types[table_name]

@@ -36,11 +36,13 @@ MODE_OTHER: Final = 7
 MODE_MEMO: Final = 8
 MODE_MEMO_ARRAY: Final = 9
 MODE_DECIMAL: Final = 10
-#: A single string/markdown value (R4's string regex): checked inline, without a call per value.
+#: A string/markdown value (R4's string regex), and an array of them: checked inline.
 MODE_TEXT: Final = 11
+MODE_TEXT_ARRAY: Final = 12
 
-#: Datatypes whose values repeat across records (codes): validated once per distinct value.
-_MEMO_TYPES: Final = frozenset({"CodeableConcept", "Coding"})
+#: Datatypes whose values repeat across records (codes, and quantities: vital signs and lab values
+#: take few distinct values with their units): validated once per distinct value.
+_MEMO_TYPES: Final = frozenset({"CodeableConcept", "Coding", "Quantity"})
 
 _DATE_TYPES: Final = frozenset({"date", "dateTime", "instant"})
 _NON_STRING: Final = frozenset(
@@ -100,9 +102,17 @@ def _mode(kind: int, is_array: bool, codes: frozenset[str] | None, type_name: st
     return MODE_OTHER
 
 
-def _text_mode(mode: int, match: Callable[[str], Any] | None) -> int:
-    """MODE_TEXT for a single string whose type has R4's string regex (string, markdown)."""
-    return MODE_TEXT if mode == MODE_STRING and match is _is_fhir_string else mode
+def _prop_mode(
+    kind: int,
+    is_array: bool,
+    codes: frozenset[str] | None,
+    type_name: str,
+    match: Callable[[str], Any] | None,
+) -> int:
+    """The mode of a property: free text (string, markdown: the commonest values) gets its own."""
+    if kind == PRIMITIVE and codes is None and match is _is_fhir_string:
+        return MODE_TEXT_ARRAY if is_array else MODE_TEXT
+    return _mode(kind, is_array, codes, type_name)
 
 
 @dataclass(slots=True, eq=False)
@@ -284,7 +294,7 @@ def _compile(raw: dict[str, Any]) -> R4Model:
                 value_set=value_set,
                 targets=frozenset(targets) if targets else None,
                 ext_sibling=kind == PRIMITIVE and not flags & 1,
-                mode=_text_mode(_mode(kind, max_ != "1", codes, type_name), regexes.get(type_name)),
+                mode=_prop_mode(kind, max_ != "1", codes, type_name, regexes.get(type_name)),
                 match=regexes.get(type_name),
             )
             if choice:

@@ -32,6 +32,7 @@ from rhip.fhir.model import (
     MODE_REFERENCE,
     MODE_STRING,
     MODE_TEXT,
+    MODE_TEXT_ARRAY,
     PRIMITIVE,
     RESOURCE,
     Prop,
@@ -104,7 +105,8 @@ def _walk(obj: dict[str, Any], table: TypeTable, path: _Path, ctx: _Context) -> 
     for key, value in obj.items():
         prop = props.get(key)
         if prop is None:
-            _extra_key(obj, key, value, table, path, ctx)
+            if key != "resourceType" or table.kind != "resource":  # what _extra_key skips first
+                _extra_key(obj, key, value, table, path, ctx)
             continue
         if prop.choice is not None:
             if choices is None:
@@ -113,12 +115,25 @@ def _walk(obj: dict[str, Any], table: TypeTable, path: _Path, ctx: _Context) -> 
                 ctx.add("structure", f"only one {prop.choice}[x] variant is allowed", path, key)
             else:
                 choices.add(prop.choice)
-        mode = prop.mode
-        if mode == MODE_STRING:
-            if type(value) is not str or prop.match(value) is None:  # type: ignore[misc]
+        mode = prop.mode  # branches in the order of how often they occur in clinical data
+        if mode == MODE_MEMO:
+            if type(value) is dict and value:
+                _memo_walk(value, prop.table, (path, key, None), ctx)  # type: ignore[arg-type]
+            else:
                 _general(prop, key, value, obj, path, ctx)
         elif mode == MODE_TEXT:  # model.fullmatcher's test of R4's string regex, inline
             if type(value) is not str or not value or "\x0b" in value or "\x0c" in value:
+                _general(prop, key, value, obj, path, ctx)
+        elif mode == MODE_REFERENCE and type(value) is dict and value:
+            where = (path, key, None)
+            if len(value) != 1 or "reference" not in value:  # a bare {"reference": ...} needs no walk
+                _walk(value, prop.table, where, ctx)  # type: ignore[arg-type]
+            _reference(value, prop, where, ctx)
+        elif mode == MODE_STRING:
+            if type(value) is not str or prop.match(value) is None:  # type: ignore[misc]
+                _general(prop, key, value, obj, path, ctx)
+        elif mode == MODE_CODE:
+            if type(value) is not str or prop.match(value) is None or value not in prop.codes:  # type: ignore[misc, operator]
                 _general(prop, key, value, obj, path, ctx)
         elif mode == MODE_MEMO_ARRAY and type(value) is list and value:
             sub = prop.table
@@ -127,26 +142,8 @@ def _walk(obj: dict[str, Any], table: TypeTable, path: _Path, ctx: _Context) -> 
                     _memo_walk(item, sub, (path, key, index), ctx)  # type: ignore[arg-type]
                 else:
                     _complex(prop, item, (path, key, index), ctx)
-        elif mode == MODE_REFERENCE and type(value) is dict and value:
-            where = (path, key, None)
-            if len(value) != 1 or "reference" not in value:  # a bare {"reference": ...} needs no walk
-                _walk(value, prop.table, where, ctx)  # type: ignore[arg-type]
-            _reference(value, prop, where, ctx)
-        elif mode == MODE_MEMO:
-            if type(value) is dict and value:
-                _memo_walk(value, prop.table, (path, key, None), ctx)  # type: ignore[arg-type]
-            else:
-                _general(prop, key, value, obj, path, ctx)
         elif mode == MODE_DATE:
             if type(value) is not str or prop.match(value) is None or (len(value) > 9 and value[8:10] > "28"):  # type: ignore[misc]
-                _general(prop, key, value, obj, path, ctx)
-        elif mode == MODE_CODE:
-            if type(value) is not str or prop.match(value) is None or value not in prop.codes:  # type: ignore[misc, operator]
-                _general(prop, key, value, obj, path, ctx)
-        elif mode == MODE_COMPLEX:
-            if type(value) is dict and value:
-                _walk(value, prop.table, (path, key, None), ctx)  # type: ignore[arg-type]
-            else:
                 _general(prop, key, value, obj, path, ctx)
         elif mode == MODE_COMPLEX_ARRAY and type(value) is list and value:
             sub = prop.table
@@ -155,9 +152,22 @@ def _walk(obj: dict[str, Any], table: TypeTable, path: _Path, ctx: _Context) -> 
                     _walk(item, sub, (path, key, index), ctx)  # type: ignore[arg-type]
                 else:
                     _complex(prop, item, (path, key, index), ctx)
+        elif mode == MODE_COMPLEX:
+            if type(value) is dict and value:
+                _walk(value, prop.table, (path, key, None), ctx)  # type: ignore[arg-type]
+            else:
+                _general(prop, key, value, obj, path, ctx)
         elif mode == MODE_DECIMAL:
             if type(value) is not int and type(value) is not float:
                 _general(prop, key, value, obj, path, ctx)
+        elif mode == MODE_TEXT_ARRAY:
+            if type(value) is not list or not value:
+                _general(prop, key, value, obj, path, ctx)
+            else:
+                for item in value:
+                    if type(item) is not str or not item or "\x0b" in item or "\x0c" in item:
+                        _general(prop, key, value, obj, path, ctx)  # reports every item, as before
+                        break
         elif mode != MODE_BOOLEAN or type(value) is not bool:
             _general(prop, key, value, obj, path, ctx)
     if table.required or table.required_choices:

@@ -340,7 +340,7 @@ class Canonicaliser:
         if not isinstance(holder, dict) or not isinstance(holder.get(path[-1]), str):
             return
         try:
-            holder[path[-1]] = to_instant(holder[path[-1]], self.tz)
+            holder[path[-1]] = _to_instant(holder[path[-1]], self.tz)  # to_instant, one call less
         except ValueError:
             found.append(issue("datetime-format", ".".join((rtype, *path)), "not a valid date/time"))
 
