@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -90,15 +91,6 @@ def synth_items(region: Path) -> Iterator[Item]:
         yield from (Item(source, rec) for rec in _jsonl(path))
 
 
-def _documents(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield doc
-    if doc.get("resourceType") == "Bundle":
-        for entry in doc.get("entry") or []:
-            res = entry.get("resource") if isinstance(entry, dict) else None
-            if isinstance(res, dict):
-                yield from _documents(res)
-
-
 def _lines(name: str, lines: list[bytes]) -> Iterator[Item]:
     from rhip.ingest import fhir_files
     from rhip.ingest.model import Record, SourceInfo
@@ -110,11 +102,14 @@ def _lines(name: str, lines: list[bytes]) -> Iterator[Item]:
 
 def example_items() -> Iterator[Item]:
     """The FHIR R4 examples and the Synthea files under tests/data, each resource as an NDJSON line."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from ingest_equivalence import _bundle_entries
+
     for folder in ("fhir-r4-examples", "synthea-r4"):
         docs = [
             d
             for p in sorted((DATA / folder).glob("*.json"))
-            for d in _documents(orjson.loads(p.read_bytes()))
+            for d in _bundle_entries(orjson.loads(p.read_bytes()))
         ]
         yield from _lines(folder, [orjson.dumps(d) for d in docs])
     for path in sorted((DATA / "synthea-bulk-ndjson").glob("*.ndjson")):
