@@ -1,11 +1,11 @@
 """What ingest makes of a broad corpus, digested, so that a faster implementation can be held to it.
 
 The corpus: every record a generated region (``rhip.synth``, 120 residents, one year) yields through
-the real connectors (FHIR NDJSON, HL7 v2, CSV, DICOM, device readings), the FHIR R4 examples and
-Synthea files under tests/data as NDJSON lines, and bad inputs: the malformed lines the ingest tests
-use, plus mutations of generated resources (wrong JSON types, unknown elements, codes outside
-their value sets, out-of-range vitals, periods that end before they start, impossible and
-HL7-style dates, missing required elements, local codes).
+the real connectors (FHIR NDJSON, HL7 v2, CSV, DICOM; device readings when a region has them, one
+of this size has none), the FHIR R4 examples and Synthea files under tests/data as NDJSON lines,
+and bad inputs: the malformed lines the ingest tests use, plus mutations of generated resources
+(wrong JSON types, unknown elements, codes outside their value sets, out-of-range vitals, periods
+that end before they start, impossible and HL7-style dates, missing required elements, local codes).
 
 For each record it keeps what the pipeline's preparer decides (stored bodies and warnings, or the
 quarantine reasons), the platform validator's issues on the resource as sent, every quality rule's
