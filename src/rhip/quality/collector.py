@@ -42,9 +42,6 @@ class _Tallies:
         self.zone = ZoneInfo(tz)
         self.ctx = RuleContext()
         self._tally: dict[tuple[str, str, str], list[float]] = defaultdict(_zero)
-        #: The same entries by (facility, day), then rule: a record's rules share its facility and
-        #: day, so each outcome is counted with a look-up by rule id instead of a 3-tuple's hash.
-        self._rows: dict[tuple[str, str], dict[str, list[float]]] = {}
         #: resource type -> (rule id, check) of every rule that applies to it
         self._by_type: dict[str, list[tuple[str, Check]]] = defaultdict(list)
         for r in RULES.values():
@@ -61,26 +58,8 @@ class _Tallies:
         self._last_day = (when, day)
         return day
 
-    def _row(self, facility: str, day: str) -> dict[str, list[float]]:
-        """The entries of one facility and day by rule (those counted since the last drain)."""
-        row = self._rows.get((facility, day))
-        if row is None:
-            row = self._rows[(facility, day)] = {}
-        return row
-
-    def _entry(self, row: dict[str, list[float]], facility: str, day: str, rule: str) -> list[float]:
-        entry = row.get(rule)
-        if entry is None:
-            entry = row[rule] = self._tally[(facility, day, rule)]
-        return entry
-
-    def _clear(self) -> None:
-        """Forget the counts (they were written or handed over)."""
-        self._tally.clear()
-        self._rows.clear()
-
     def _count(self, facility: str, day: str, rule: str, ok: bool, delay: float = 0.0) -> None:
-        entry = self._entry(self._row(facility, day), facility, day, rule)
+        entry = self._tally[(facility, day, rule)]
         entry[0] += 1
         if not ok:
             entry[1] += 1
@@ -102,7 +81,7 @@ class _Tallies:
             self._count(fac, day, "timeliness.arrival-24h", delay <= TIMELY_SECONDS, delay)
         ctx = self.ctx
         ctx.now = arrival
-        row = self._row(fac, day)
+        tally = self._tally
         for res in mapped.resources:
             rtype = res.get("resourceType", "")
             if rtype == "Patient":
@@ -112,9 +91,7 @@ class _Tallies:
                 outcome = check(res, ctx)
                 # what _count does, inline: this runs for every rule of every resource
                 if outcome is not None:
-                    entry = row.get(rule_id)
-                    if entry is None:
-                        entry = self._entry(row, fac, day, rule_id)
+                    entry = tally[(fac, day, rule_id)]
                     entry[0] += 1
                     if not outcome:
                         entry[1] += 1
@@ -144,8 +121,8 @@ class QualityCollector(_Tallies):
     def merge(self, drained: tuple[dict[tuple[str, str, str], list[float]], dict[str, Any]]) -> None:
         """Add what a :class:`QualityPart` counted (and the patients it saw) to this collector."""
         tally, patients = drained
-        for (fac, day, rule), (checked, failed, delay) in tally.items():
-            entry = self._entry(self._row(fac, day), fac, day, rule)
+        for key, (checked, failed, delay) in tally.items():
+            entry = self._tally[key]
             entry[0] += checked
             entry[1] += failed
             entry[2] += delay
@@ -163,7 +140,7 @@ class QualityCollector(_Tallies):
         if not self._tally:
             return
         rows = [(f, d, r, int(v[0]), int(v[1]), v[2]) for (f, d, r), v in self._tally.items()]
-        self._clear()
+        self._tally.clear()
         # tuples to the driver's executemany: SQLAlchemy's per-row parameter processing cost more
         # than the database's work on these rows, once per ingest chunk
         fastinsert.update_rows(conn, _ADD_TALLY.format(m=fastinsert.placeholder(conn)), rows)
@@ -184,6 +161,6 @@ class QualityPart(_Tallies):
     def drain(self) -> tuple[dict[tuple[str, str, str], list[float]], dict[str, Any]]:
         """The counts and patients since the last drain, for :meth:`QualityCollector.merge`."""
         out = (dict(self._tally), self._new_patients)
-        self._clear()
+        self._tally.clear()
         self._new_patients = {}
         return out
