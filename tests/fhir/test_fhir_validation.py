@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rhip.errors import InvalidResource
-from rhip.fhir import ensure_valid, validate_bundle_references, validate_resource
+from rhip.fhir import ensure_valid, validate_bundle_references, validate_resource, validation
+from rhip.fhir.model import MODE_DECIMAL, MODE_TEXT, MODE_TEXT_ARRAY, load_model
 
 PATIENT_UUID = "urn:uuid:7f2a4e1c-0b7d-4c55-9d7e-3c1f2a9b8e01"
 OBS_UUID = "urn:uuid:1b9d6bcd-bbfd-4b2d-9b5d-ab8dfbbd4bed"
@@ -350,3 +351,38 @@ def test_dates_accepted_exactly_when_they_exist(year: int, month: int, day: int)
     assert (_issues({"resourceType": "Patient", "birthDate": text}) == []) == real
     stamp = f"{text}T23:59:59+08:00"
     assert (_issues({"resourceType": "Patient", "deceasedDateTime": stamp}) == []) == real
+
+
+_JSON_SCALARS = (
+    st.text(st.characters(blacklist_categories=("Cs",)) | st.sampled_from("\t\n\x0b\x0c\u3000"), max_size=20)
+    | st.integers(min_value=-(2**63), max_value=2**63)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.booleans()
+    | st.none()
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        _JSON_SCALARS,
+        st.lists(_JSON_SCALARS, max_size=3),
+        st.dictionaries(st.text(max_size=3), _JSON_SCALARS, max_size=2),
+    )
+)
+def test_inline_text_and_decimal_checks_report_what_the_general_path_does(value: Any) -> None:
+    """The hot loop's inline checks (string/markdown values and arrays, decimals) equal the general path's."""
+    model = load_model()
+    for table_name, key, mode in (
+        ("HumanName", "family", MODE_TEXT),
+        ("Annotation", "text", MODE_TEXT),
+        ("HumanName", "given", MODE_TEXT_ARRAY),
+        ("Quantity", "value", MODE_DECIMAL),
+    ):
+        table = model.types[table_name]
+        prop = table.props[key]
+        assert prop.mode == mode
+        inline, general = validation._Context(), validation._Context()
+        validation._walk({key: value}, table, table_name, inline)
+        validation._general(prop, key, value, {key: value}, table_name, general)
+        assert inline.issues == general.issues

@@ -35,9 +35,14 @@ MODE_REFERENCE: Final = 6
 MODE_OTHER: Final = 7
 MODE_MEMO: Final = 8
 MODE_MEMO_ARRAY: Final = 9
+MODE_DECIMAL: Final = 10
+#: A string/markdown value (R4's string regex), and an array of them: checked inline.
+MODE_TEXT: Final = 11
+MODE_TEXT_ARRAY: Final = 12
 
-#: Datatypes whose values repeat across records (codes): validated once per distinct value.
-_MEMO_TYPES: Final = frozenset({"CodeableConcept", "Coding"})
+#: Datatypes whose values repeat across records (codes, and quantities: vital signs and lab values
+#: take few distinct values with their units): validated once per distinct value.
+_MEMO_TYPES: Final = frozenset({"CodeableConcept", "Coding", "Quantity"})
 
 _DATE_TYPES: Final = frozenset({"date", "dateTime", "instant"})
 _NON_STRING: Final = frozenset(
@@ -79,6 +84,8 @@ def _mode(kind: int, is_array: bool, codes: frozenset[str] | None, type_name: st
             return MODE_OTHER
         if type_name == "boolean":
             return MODE_BOOLEAN
+        if type_name == "decimal":
+            return MODE_DECIMAL
         if type_name in _NON_STRING:
             return MODE_OTHER
         if type_name in _DATE_TYPES:
@@ -93,6 +100,19 @@ def _mode(kind: int, is_array: bool, codes: frozenset[str] | None, type_name: st
             return MODE_MEMO_ARRAY if is_array else MODE_MEMO
         return MODE_COMPLEX_ARRAY if is_array else MODE_COMPLEX
     return MODE_OTHER
+
+
+def _prop_mode(
+    kind: int,
+    is_array: bool,
+    codes: frozenset[str] | None,
+    type_name: str,
+    match: Callable[[str], Any] | None,
+) -> int:
+    """The mode of a property: free text (string, markdown: the commonest values) gets its own."""
+    if kind == PRIMITIVE and codes is None and match is _is_fhir_string:
+        return MODE_TEXT_ARRAY if is_array else MODE_TEXT
+    return _mode(kind, is_array, codes, type_name)
 
 
 @dataclass(slots=True, eq=False)
@@ -274,7 +294,7 @@ def _compile(raw: dict[str, Any]) -> R4Model:
                 value_set=value_set,
                 targets=frozenset(targets) if targets else None,
                 ext_sibling=kind == PRIMITIVE and not flags & 1,
-                mode=_mode(kind, max_ != "1", codes, type_name),
+                mode=_prop_mode(kind, max_ != "1", codes, type_name, regexes.get(type_name)),
                 match=regexes.get(type_name),
             )
             if choice:

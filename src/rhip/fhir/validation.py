@@ -26,10 +26,13 @@ from rhip.fhir.model import (
     MODE_COMPLEX,
     MODE_COMPLEX_ARRAY,
     MODE_DATE,
+    MODE_DECIMAL,
     MODE_MEMO,
     MODE_MEMO_ARRAY,
     MODE_REFERENCE,
     MODE_STRING,
+    MODE_TEXT,
+    MODE_TEXT_ARRAY,
     PRIMITIVE,
     RESOURCE,
     Prop,
@@ -102,7 +105,8 @@ def _walk(obj: dict[str, Any], table: TypeTable, path: _Path, ctx: _Context) -> 
     for key, value in obj.items():
         prop = props.get(key)
         if prop is None:
-            _extra_key(obj, key, value, table, path, ctx)
+            if key != "resourceType" or table.kind != "resource":  # what _extra_key skips first
+                _extra_key(obj, key, value, table, path, ctx)
             continue
         if prop.choice is not None:
             if choices is None:
@@ -111,9 +115,25 @@ def _walk(obj: dict[str, Any], table: TypeTable, path: _Path, ctx: _Context) -> 
                 ctx.add("structure", f"only one {prop.choice}[x] variant is allowed", path, key)
             else:
                 choices.add(prop.choice)
-        mode = prop.mode
-        if mode == MODE_STRING:
+        mode = prop.mode  # branches in the order of how often they occur in clinical data
+        if mode == MODE_MEMO:
+            if type(value) is dict and value:
+                _memo_walk(value, prop.table, (path, key, None), ctx)  # type: ignore[arg-type]
+            else:
+                _general(prop, key, value, obj, path, ctx)
+        elif mode == MODE_TEXT:  # model.fullmatcher's test of R4's string regex, inline
+            if type(value) is not str or not value or "\x0b" in value or "\x0c" in value:
+                _general(prop, key, value, obj, path, ctx)
+        elif mode == MODE_REFERENCE and type(value) is dict and value:
+            where = (path, key, None)
+            if len(value) != 1 or "reference" not in value:  # a bare {"reference": ...} needs no walk
+                _walk(value, prop.table, where, ctx)  # type: ignore[arg-type]
+            _reference(value, prop, where, ctx)
+        elif mode == MODE_STRING:
             if type(value) is not str or prop.match(value) is None:  # type: ignore[misc]
+                _general(prop, key, value, obj, path, ctx)
+        elif mode == MODE_CODE:
+            if type(value) is not str or prop.match(value) is None or value not in prop.codes:  # type: ignore[misc, operator]
                 _general(prop, key, value, obj, path, ctx)
         elif mode == MODE_MEMO_ARRAY and type(value) is list and value:
             sub = prop.table
@@ -122,26 +142,8 @@ def _walk(obj: dict[str, Any], table: TypeTable, path: _Path, ctx: _Context) -> 
                     _memo_walk(item, sub, (path, key, index), ctx)  # type: ignore[arg-type]
                 else:
                     _complex(prop, item, (path, key, index), ctx)
-        elif mode == MODE_REFERENCE and type(value) is dict and value:
-            where = (path, key, None)
-            if len(value) != 1 or "reference" not in value:  # a bare {"reference": ...} needs no walk
-                _walk(value, prop.table, where, ctx)  # type: ignore[arg-type]
-            _reference(value, prop, where, ctx)
-        elif mode == MODE_MEMO:
-            if type(value) is dict and value:
-                _memo_walk(value, prop.table, (path, key, None), ctx)  # type: ignore[arg-type]
-            else:
-                _general(prop, key, value, obj, path, ctx)
         elif mode == MODE_DATE:
             if type(value) is not str or prop.match(value) is None or (len(value) > 9 and value[8:10] > "28"):  # type: ignore[misc]
-                _general(prop, key, value, obj, path, ctx)
-        elif mode == MODE_CODE:
-            if type(value) is not str or prop.match(value) is None or value not in prop.codes:  # type: ignore[misc, operator]
-                _general(prop, key, value, obj, path, ctx)
-        elif mode == MODE_COMPLEX:
-            if type(value) is dict and value:
-                _walk(value, prop.table, (path, key, None), ctx)  # type: ignore[arg-type]
-            else:
                 _general(prop, key, value, obj, path, ctx)
         elif mode == MODE_COMPLEX_ARRAY and type(value) is list and value:
             sub = prop.table
@@ -150,6 +152,22 @@ def _walk(obj: dict[str, Any], table: TypeTable, path: _Path, ctx: _Context) -> 
                     _walk(item, sub, (path, key, index), ctx)  # type: ignore[arg-type]
                 else:
                     _complex(prop, item, (path, key, index), ctx)
+        elif mode == MODE_COMPLEX:
+            if type(value) is dict and value:
+                _walk(value, prop.table, (path, key, None), ctx)  # type: ignore[arg-type]
+            else:
+                _general(prop, key, value, obj, path, ctx)
+        elif mode == MODE_DECIMAL:
+            if type(value) is not int and type(value) is not float:
+                _general(prop, key, value, obj, path, ctx)
+        elif mode == MODE_TEXT_ARRAY:
+            if type(value) is not list or not value:
+                _general(prop, key, value, obj, path, ctx)
+            else:
+                for item in value:
+                    if type(item) is not str or not item or "\x0b" in item or "\x0c" in item:
+                        _general(prop, key, value, obj, path, ctx)  # reports every item, as before
+                        break
         elif mode != MODE_BOOLEAN or type(value) is not bool:
             _general(prop, key, value, obj, path, ctx)
     if table.required or table.required_choices:
@@ -177,7 +195,14 @@ def _memo_walk(obj: dict[str, Any], table: TypeTable, path: _Path, ctx: _Context
         return
     issues, local_refs = len(ctx.issues), len(ctx.local_refs)
     _walk(obj, table, path, ctx)
-    # cache only context-free successes: a "#id" inside (via an extension) depends on the container
+    _remember_valid(key, issues, local_refs, ctx)
+
+
+def _remember_valid(key: tuple[str, bytes], issues: int, local_refs: int, ctx: _Context) -> None:
+    """Cache a value that was walked without a finding (``issues``, ``local_refs``: counts before).
+
+    Only context-free successes are kept: a "#id" inside (via an extension) depends on the container.
+    """
     if len(ctx.issues) == issues and len(ctx.local_refs) == local_refs:
         if len(_VALID_CODES) >= _CACHE_MAX:
             _VALID_CODES.clear()
@@ -234,13 +259,27 @@ def _complex(prop: Prop, value: Any, path: _Path, ctx: _Context) -> None:
     if not value:
         ctx.add("structure", "object must not be empty", path)
         return
+    if prop.type_name == "Extension":
+        # extensions repeat across records (the GB sex code on every Patient): an identical
+        # extension that already passed is not walked again; inline, so that nesting costs the
+        # same stack depth as without the cache
+        try:
+            key: tuple[str, bytes] | None = ("Extension", _dumps(value))
+        except (TypeError, orjson.JSONEncodeError):
+            key = None
+        if key in _VALID_CODES:
+            return
+        issues, local_refs = len(ctx.issues), len(ctx.local_refs)
     _walk(value, prop.table, path, ctx)  # type: ignore[arg-type]
     if prop.type_name == "Reference":
         _reference(value, prop, path, ctx)
-    elif prop.type_name == "Extension" and ("extension" in value) == any(
-        k.startswith(("value", "_value")) for k in value
-    ):
-        ctx.add("invariant", "an extension has either a value or nested extensions, not both (ext-1)", path)
+    elif prop.type_name == "Extension":
+        if ("extension" in value) == any(k.startswith(("value", "_value")) for k in value):
+            ctx.add(
+                "invariant", "an extension has either a value or nested extensions, not both (ext-1)", path
+            )
+        if key is not None:
+            _remember_valid(key, issues, local_refs, ctx)
 
 
 def _has_sibling_at(obj: dict[str, Any], key: str, index: int) -> bool:

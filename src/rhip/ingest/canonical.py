@@ -269,7 +269,8 @@ class Canonicaliser:
         if rtype == "Patient":
             self._patient(resource, found)
         for path in _TIME_PATHS.get(rtype, ()):
-            self._time(rtype, resource, path, found)
+            if path[0] in resource:  # most of a type's time elements are absent from a resource
+                self._time(rtype, resource, path, found)
         for name in _CODE_PATHS.get(rtype, ()):
             concept = resource.get(name)
             if isinstance(concept, dict):
@@ -339,7 +340,7 @@ class Canonicaliser:
         if not isinstance(holder, dict) or not isinstance(holder.get(path[-1]), str):
             return
         try:
-            holder[path[-1]] = to_instant(holder[path[-1]], self.tz)
+            holder[path[-1]] = _to_instant(holder[path[-1]], self.tz)  # to_instant, one call less
         except ValueError:
             found.append(issue("datetime-format", ".".join((rtype, *path)), "not a valid date/time"))
 

@@ -63,4 +63,6 @@ class ResourceValidator:
             issues = self._validator(resource)
         except Exception as exc:  # a validator failure must not lose the record
             return [issue("validator-error", resource.get("resourceType", ""), type(exc).__name__)]
+        if not issues:  # the usual case: no list to filter
+            return []
         return [i for i in issues if i.severity in ("error", "fatal")]

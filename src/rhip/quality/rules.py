@@ -11,12 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
 from rhip.fhir import systems
 from rhip.fhir.identifiers import check_citizen_id
+from rhip.ingest.canonical import epoch
 
 #: dimensions, in display order
 DIMENSIONS = ("completeness", "conformance", "plausibility", "timeliness")
@@ -118,14 +119,47 @@ VITAL_RANGES: dict[str, tuple[float, float]] = {
 }
 _FEMALE_ONLY_ICD = ("O",)
 _MALE_ONLY_LOINC = ("2857-1",)
+_ICD10_SYSTEMS = (systems.ICD10, systems.ICD10_CN)
+_LOINC = systems.LOINC
 
 
 def _codes(concept: Any) -> list[tuple[str, str]]:
+    """(system, code) of each coding of a CodeableConcept.
+
+    The rules that run on every stored resource (standard code, vital range, sex) walk
+    ``concept["coding"]`` themselves instead: a list of pairs per rule cost more than the check.
+    They read the same values in the same order.
+    """
     if not isinstance(concept, dict):
         return []
     return [
         (c.get("system", ""), c.get("code", "")) for c in concept.get("coding", []) if isinstance(c, dict)
     ]
+
+
+class _Today:
+    """The local date and its ISO form, recomputed only once the local day has changed.
+
+    ``date.today()`` reads the clock and converts it to local time on every call; the birth-date
+    rule runs for every Patient, so the day is kept until the local midnight after it.
+    """
+
+    __slots__ = ("day", "iso", "since", "until")
+
+    def __init__(self) -> None:
+        self.day, self.iso, self.since, self.until = date.min, "", 0.0, 0.0
+
+    def get(self) -> tuple[date, str]:
+        now = time.time()
+        if not self.since <= now < self.until:  # another day, or the clock was set back
+            day = date.fromtimestamp(now)
+            self.day, self.iso = day, day.isoformat()
+            self.since = datetime.combine(day, datetime.min.time()).timestamp()
+            self.until = datetime.combine(day + timedelta(days=1), datetime.min.time()).timestamp()
+        return self.day, self.iso
+
+
+_TODAY = _Today()
 
 
 @rule("completeness.patient-identifier", "completeness", ("Patient",), "Patient has at least one identifier.")
@@ -165,6 +199,8 @@ def _subject(r: dict[str, Any], ctx: RuleContext) -> bool | None:
     "Observation has a value, components or a dataAbsentReason.",
 )
 def _obs_value(r: dict[str, Any], ctx: RuleContext) -> bool | None:
+    if "valueQuantity" in r:  # the usual value[x], found without a scan of the keys
+        return True
     for key in r:
         if key.startswith("value"):
             return True
@@ -207,10 +243,16 @@ def _gender_vs(r: dict[str, Any], ctx: RuleContext) -> bool | None:
     "The main code has a coding in a standard system (LOINC, ICD-10, ATC, ...), local codes mapped.",
 )
 def _standard(r: dict[str, Any], ctx: RuleContext) -> bool | None:
-    codes = _codes(r.get(_CODED[r["resourceType"]]))
-    if not codes:
+    concept = r.get(_CODED[r["resourceType"]])
+    if not isinstance(concept, dict):
         return None
-    return any(s in _STANDARD for s, _ in codes)
+    found: bool | None = None  # None while no coding has been seen
+    for c in concept.get("coding", []):
+        if isinstance(c, dict):
+            if c.get("system", "") in _STANDARD:
+                return True
+            found = False
+    return found
 
 
 @rule("conformance.ucum-unit", "conformance", ("Observation",), "Quantities carry a UCUM unit code.")
@@ -231,9 +273,9 @@ def _birth_range(r: dict[str, Any], ctx: RuleContext) -> bool | None:
     b = r.get("birthDate")
     if not isinstance(b, str) or len(b) < 4:
         return None
-    today = date.today()
+    today, iso = _TODAY.get()
     year = int(b[:4])
-    return today.year - 120 <= year and b[:10] <= today.isoformat()
+    return today.year - 120 <= year and b[:10] <= iso
 
 
 @rule(
@@ -243,15 +285,20 @@ def _birth_range(r: dict[str, Any], ctx: RuleContext) -> bool | None:
     "Vital signs and common labs lie in physiologically possible ranges.",
 )
 def _vital_range(r: dict[str, Any], ctx: RuleContext) -> bool | None:
+    parts = [(r.get("code"), r.get("valueQuantity"))]
+    if "component" in r:  # most Observations have none: no second list for them
+        parts += [(c.get("code"), c.get("valueQuantity")) for c in r["component"] if isinstance(c, dict)]
     checked: bool | None = None
-    parts = [(r.get("code"), r.get("valueQuantity"))] + [
-        (c.get("code"), c.get("valueQuantity")) for c in r.get("component", []) if isinstance(c, dict)
-    ]
     for concept, qty in parts:
         if not isinstance(qty, dict) or not isinstance(qty.get("value"), (int, float)):
             continue
-        for system, code in _codes(concept):
-            if system == systems.LOINC and code in VITAL_RANGES:
+        if not isinstance(concept, dict):
+            continue
+        for c in concept.get("coding", []):
+            if not isinstance(c, dict):
+                continue
+            code = c.get("code", "")
+            if c.get("system", "") == _LOINC and code in VITAL_RANGES:
                 low, high = VITAL_RANGES[code]
                 if not low <= qty["value"] <= high:
                     return False
@@ -264,8 +311,6 @@ def _period_order(r: dict[str, Any], ctx: RuleContext) -> bool | None:
     period = r.get("period") or {}
     if not (period.get("start") and period.get("end")):
         return None
-    from rhip.ingest.canonical import epoch
-
     start, end = epoch(period["start"]), epoch(period["end"])
     return None if start is None or end is None else end >= start
 
@@ -287,11 +332,10 @@ _WHEN = (
     "Clinical event times are not in the future (one day of clock skew allowed).",
 )
 def _not_future(r: dict[str, Any], ctx: RuleContext) -> bool | None:
-    from rhip.ingest.canonical import epoch
-
     for key in _WHEN:
-        if isinstance(r.get(key), str):
-            t = epoch(r[key])
+        value = r.get(key)
+        if isinstance(value, str):
+            t = epoch(value)
             return None if t is None else t <= ctx.now + 86400
     return None
 
@@ -307,10 +351,14 @@ def _sex_appropriate(r: dict[str, Any], ctx: RuleContext) -> bool | None:
     patient = ctx.patients.get(ref)
     if patient is None or patient.get("gender") not in ("male", "female"):
         return None
-    for system, code in _codes(r.get("code")):
-        if system in (systems.ICD10, systems.ICD10_CN) and code.startswith(_FEMALE_ONLY_ICD):
+    concept = r.get("code")
+    for c in concept.get("coding", []) if isinstance(concept, dict) else ():
+        if not isinstance(c, dict):
+            continue
+        system, code = c.get("system", ""), c.get("code", "")
+        if system in _ICD10_SYSTEMS and code.startswith(_FEMALE_ONLY_ICD):
             return patient["gender"] == "female"
-        if system == systems.LOINC and code in _MALE_ONLY_LOINC:
+        if system == _LOINC and code in _MALE_ONLY_LOINC:
             return patient["gender"] == "male"
     return None
 
@@ -336,8 +384,9 @@ _EVENT_KEYS = (*_WHEN, "recordedDate")
 
 def _event_time(r: dict[str, Any]) -> str | None:
     for key in _EVENT_KEYS:
-        if isinstance(r.get(key), str):
-            return str(r[key])
+        value = r.get(key)
+        if isinstance(value, str):
+            return str(value)
     period = r.get("period") or {}
     return period.get("start") if isinstance(period, dict) else None
 

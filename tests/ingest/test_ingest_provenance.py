@@ -1,0 +1,31 @@
+"""Provenance helpers: ``meta.source`` is the percent-encoded facility/connector/position."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rhip.ingest.model import SourceInfo
+from rhip.ingest.provenance import source_uri
+
+_PARTS = st.text(
+    st.characters(blacklist_categories=("Cs",)) | st.sampled_from("/:#=.-_~ %?&+中é"), max_size=12
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_PARTS, _PARTS, _PARTS)
+def test_source_uri_is_the_quoted_location(facility: str, connector: str, position: str) -> None:
+    """The plain-ASCII shortcut gives what ``quote`` gives, for any text."""
+    expected = "urn:rhip:ingest:" + quote(f"{facility}/{connector}/{position}", safe="/:#=.-_")
+    assert source_uri(SourceInfo(facility, connector), position) == expected
+
+
+def test_source_uri_of_a_file_line_and_of_text_to_encode() -> None:
+    assert (
+        source_uri(SourceInfo("F1", "fhir-ndjson"), "a.ndjson:12")
+        == "urn:rhip:ingest:F1/fhir-ndjson/a.ndjson:12"
+    )
+    assert source_uri(SourceInfo("院", "csv"), "a b?c") == "urn:rhip:ingest:%E9%99%A2/csv/a%20b%3Fc"
