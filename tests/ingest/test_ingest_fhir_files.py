@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import orjson
+import pytest
 from sqlalchemy import select
 
 from rhip.ingest.pipeline import Pipeline
@@ -94,6 +95,46 @@ def test_bad_ndjson_lines_are_quarantined_with_reasons(pipeline: Pipeline, tmp_p
     assert pipeline.store.count("Patient") == 1
 
 
+def test_wrong_types_in_elements_the_canonicaliser_reads_are_quarantined(
+    sqlite_pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """Names, telecoms, extensions, codings, units, components and stays of the wrong JSON type
+    reach the validator, which names the element; they never stop the file."""
+    lines = [
+        {"resourceType": "Patient", "id": "n1", "name": 5},
+        {"resourceType": "Patient", "id": "n2", "telecom": 7, "gender": "male"},
+        {"resourceType": "Patient", "id": "n3", "gender": "male", "extension": [1, "x"]},
+        {
+            "resourceType": "Observation",
+            "id": "o1",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": ["8867-4"]}]},
+            "valueQuantity": {"value": 1, "unit": 5},
+            "component": 3,
+        },
+        {
+            "resourceType": "Encounter",
+            "id": "e1",
+            "status": "finished",
+            "class": {"code": "AMB"},
+            "hospitalization": "x",
+        },
+        {"resourceType": "Patient", "id": "ok1", "gender": "female"},
+    ]
+    path = tmp_path / "types.ndjson"
+    path.write_bytes(b"\n".join(orjson.dumps(line) for line in lines))
+    rep = ingest_file(sqlite_pipeline, path, "F1")
+    assert (rep.received, rep.stored, rep.quarantined) == (6, 1, 5) and rep.reconciled
+    first_paths = [reasons[0]["path"] for reasons in _reasons(sqlite_pipeline)]
+    assert first_paths == [
+        "Patient.name",
+        "Patient.telecom",
+        "Patient.extension[0]",
+        "Observation.code.coding[0].code",
+        "Encounter.hospitalization",
+    ]
+
+
 def test_typed_file_rejects_other_types(sqlite_pipeline: Pipeline, tmp_path: Path) -> None:
     path = tmp_path / "Patient.ndjson"
     path.write_bytes(
@@ -134,3 +175,19 @@ def test_non_bundle_json_is_quarantined(sqlite_pipeline: Pipeline, tmp_path: Pat
     path.write_bytes(b'{"resourceType": "Patient"}')
     rep = ingest_file(sqlite_pipeline, path, "F1")
     assert rep.quarantined == 1 and _reasons(sqlite_pipeline)[0][0]["rule"] == "resource-type"
+
+
+def test_a_canonicaliser_failure_quarantines_the_record_not_the_file(
+    sqlite_pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fails(resource: dict[str, object]) -> list[object]:
+        raise KeyError("a shape nobody foresaw")
+
+    monkeypatch.setattr(sqlite_pipeline.preparer.canonicaliser, "apply", fails)
+    path = tmp_path / "one.ndjson"
+    path.write_bytes(orjson.dumps({"resourceType": "Patient", "id": "p1", "gender": "female"}) + b"\n")
+    rep = ingest_file(sqlite_pipeline, path, "F1")
+    assert (rep.received, rep.quarantined) == (1, 1) and rep.reconciled
+    (reason,) = _reasons(sqlite_pipeline)[0]
+    assert (reason["rule"], reason["path"]) == ("canonicalise-error", "Patient")
+    assert reason["message"] == "KeyError"

@@ -276,12 +276,13 @@ class Canonicaliser:
             if isinstance(concept, dict):
                 self._concept(concept)
         if rtype == "Encounter":
-            disposition = (resource.get("hospitalization") or {}).get("dischargeDisposition")
+            stay = resource.get("hospitalization")
+            disposition = stay.get("dischargeDisposition") if isinstance(stay, dict) else None
             if isinstance(disposition, dict):
                 self._concept(disposition)
         if rtype == "Observation":
             self._quantity(resource.get("valueQuantity"))
-            for comp in resource.get("component", ()) or ():
+            for comp in _items(resource.get("component")):
                 if isinstance(comp, dict):
                     self._quantity(comp.get("valueQuantity"))
                     if isinstance(comp.get("code"), dict):
@@ -311,7 +312,7 @@ class Canonicaliser:
             ident["value"] = value
 
     def _patient(self, patient: dict[str, Any], found: list[Issue]) -> None:
-        for name in patient.get("name", ()) or ():
+        for name in _items(patient.get("name")):
             if not isinstance(name, dict):
                 continue
             for key in ("text", "family"):
@@ -319,7 +320,7 @@ class Canonicaliser:
                     name[key] = fold(name[key])
             if isinstance(name.get("given"), list):
                 name["given"] = [fold(g) for g in name["given"] if isinstance(g, str)]
-        for tel in patient.get("telecom", ()) or ():
+        for tel in _items(patient.get("telecom")):
             if isinstance(tel, dict) and isinstance(tel.get("value"), str):
                 tel["value"] = fold(tel["value"])
         gender = patient.get("gender")
@@ -329,7 +330,7 @@ class Canonicaliser:
                 found.append(issue("value-set", "Patient.gender", "gender is not a known sex code"))
                 return
             patient["gender"] = codes[0]
-            ext = [e for e in patient.get("extension", []) if e.get("url") != GB_SEX_EXTENSION]
+            ext = [e for e in _items(patient.get("extension")) if not _is_extension(e, GB_SEX_EXTENSION)]
             ext.append({"url": GB_SEX_EXTENSION, "valueCoding": {"system": systems.GB_SEX, "code": codes[1]}})
             patient["extension"] = ext
 
@@ -348,9 +349,9 @@ class Canonicaliser:
         codings = concept.get("coding")
         if not isinstance(codings, list):
             return
-        have = {(c.get("system"), c.get("code")) for c in codings if isinstance(c, dict)}
+        have = {(c.get("system"), c.get("code")) for c in codings if _is_coding(c)}
         for coding in list(codings):
-            if not isinstance(coding, dict):
+            if not _is_coding(coding):  # a wrong type is left for the validator to name
                 continue
             std = self.translator.translate(coding.get("system"), coding.get("code"))
             if std and (std["system"], std["code"]) not in have:
@@ -362,7 +363,26 @@ class Canonicaliser:
             return
         if qty.get("system") == systems.UCUM and qty.get("code"):
             return
-        code = ucum(qty.get("code") or qty.get("unit"))
+        spelling = qty.get("code") or qty.get("unit")
+        code = ucum(spelling) if isinstance(spelling, str) else None
         if code:
             qty["system"] = systems.UCUM
             qty["code"] = code
+
+
+def _items(value: Any) -> list[Any]:
+    """The elements of a repeating element; a value of the wrong type is the validator's to report."""
+    return value if isinstance(value, list) else []
+
+
+def _is_extension(element: Any, url: str) -> bool:
+    return isinstance(element, dict) and element.get("url") == url
+
+
+def _is_coding(coding: Any) -> bool:
+    """A Coding whose system and code can be looked up (strings or absent)."""
+    return (
+        isinstance(coding, dict)
+        and isinstance(coding.get("system", ""), str)
+        and isinstance(coding.get("code", ""), str)
+    )

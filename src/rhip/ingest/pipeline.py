@@ -46,7 +46,7 @@ from rhip.ingest.chunkwrite import (
 )
 from rhip.ingest.hooks import RecordObserver, notify_merge, notify_patients, patient_sinks
 from rhip.ingest.lines import OVERLONG, size_reason
-from rhip.ingest.model import BatchReport, Mapped, Record, SourceInfo
+from rhip.ingest.model import BatchReport, Mapped, Record, SourceInfo, issue
 from rhip.ingest.provenance import build_provenance, now_instant, scoped_key, source_uri, stable_id
 from rhip.ingest.schema import (
     ensure_schema,
@@ -155,7 +155,7 @@ class RecordPreparer:
             if found:
                 problems.extend(found)
                 continue
-            for f in self.canonicaliser.apply(res):
+            for f in self._canonical_findings(res, rec):
                 (mapped.warnings if f.severity in ("warning", "information") else problems).append(f)
             if "id" not in res:
                 res["id"] = stable_id(key, str(i))
@@ -164,6 +164,14 @@ class RecordPreparer:
         if problems:
             return None, reasons_of(problems)
         return mapped, []
+
+    def _canonical_findings(self, resource: dict[str, Any], rec: Record) -> list[Issue]:
+        """The canonicaliser's findings; a failure of its own quarantines the record, never the run."""
+        try:
+            return self.canonicaliser.apply(resource)
+        except Exception as exc:
+            log.warning("canonicalisation failed at %s: %s", rec.position, type(exc).__name__)
+            return [issue("canonicalise-error", resource.get("resourceType", ""), type(exc).__name__)]
 
 
 class Pipeline:
