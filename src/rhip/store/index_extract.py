@@ -79,8 +79,6 @@ def _reader(steps: tuple[str | tuple[str, str], ...]) -> Reader:
         return partial(_top_values, first)
     if len(steps) == 2 and isinstance(first, str) and isinstance(steps[1], str):
         return partial(_child_values, first, steps[1])
-    if len(steps) == 2 and isinstance(first, str) and not isinstance(steps[1], str):
-        return partial(_filtered_values, first, *steps[1])
     if isinstance(first, str):
         return partial(_walk_present, first, steps)
     return partial(_walk_from, steps)
@@ -107,14 +105,6 @@ def _child_values(key: str, child: str, resource: dict[str, Any]) -> Sequence[An
                 else:
                     out.append(x)
     return out
-
-
-def _filtered_values(key: str, field: str, want: str, resource: dict[str, Any]) -> Sequence[Any]:
-    """The objects of a top-level element whose ``field`` is ``want`` (``telecom.where(system='phone')``)."""
-    v = resource.get(key)
-    if v is None:
-        return ()
-    return [n for n in (v if isinstance(v, list) else (v,)) if isinstance(n, dict) and n.get(field) == want]
 
 
 def _walk_present(
@@ -475,15 +465,15 @@ Codes = Callable[[Any], Sequence[tuple[Any, Any]]]
 #: A composite row (system1, code1, system2, code2, low2, high2, text2) from the first component's
 #: code and one value tuple of the second component.
 CompositeRow = Callable[[Any, Any, Vals], Vals]
-#: A compiled path below a composite's context: its key when it is one key (read directly), else
-#: its reader, and its converter.
-_ContextPath = tuple[str | None, Reader, Callable[[Any], Sequence[Any]]]
+#: A compiled path from a node (the resource, or a composite's context): its key when it is one
+#: key (read directly), else its reader, and its converter.
+_CompiledPath = tuple[str | None, Reader, Callable[[Any], Sequence[Any]]]
 #: A composite's compiled context: its reader (None: the resource itself), how a row is made, the
 #: second component's paths and the first component's paths.
-_CompositeContext = tuple[Reader | None, CompositeRow, tuple[_ContextPath, ...], tuple[_ContextPath, ...]]
+_CompositeContext = tuple[Reader | None, CompositeRow, tuple[_CompiledPath, ...], tuple[_CompiledPath, ...]]
 
 
-def _context_path(p: PathSpec, conv: Callable[[Any], Sequence[Any]]) -> _ContextPath:
+def _compiled_path(p: PathSpec, conv: Callable[[Any], Sequence[Any]]) -> _CompiledPath:
     key = p.steps[0] if len(p.steps) == 1 and isinstance(p.steps[0], str) else None
     return key, _reader(p.steps), conv
 
@@ -530,8 +520,8 @@ def _compile_composite(sp: SearchParamDef) -> tuple[_CompositeContext, ...]:
         (
             _reader(ctx_steps) if ctx_steps else None,
             _composite_row_of(second.type),
-            tuple(_context_path(p, _converter(second.type, p)) for p in second.paths),
-            tuple(_context_path(p, _codes_converter(p)) for p in first.paths),
+            tuple(_compiled_path(p, _converter(second.type, p)) for p in second.paths),
+            tuple(_compiled_path(p, _codes_converter(p)) for p in first.paths),
         )
         for ctx_steps, (first, second) in sp.contexts
     )
@@ -559,8 +549,9 @@ def _composite_rows_of(sp: SearchParamDef) -> RowsOf:
     return composite_rows
 
 
-def _reached(paths: tuple[_ContextPath, ...], node: dict[str, Any]) -> list[Any]:
-    """Everything the paths' converters give for the values they reach from a context node."""
+def _reached(paths: tuple[_CompiledPath, ...], node: dict[str, Any]) -> list[Any]:
+    """Everything the paths' converters give for the values they reach from ``node`` (the
+    resource, or a composite's context), path by path."""
     out: list[Any] = []
     for key, values_of, conv in paths:
         if key is None:
@@ -601,8 +592,11 @@ def _rows_of(sp: SearchParamDef) -> RowsOf:
             return _top_rows_of(keys[0], conv)
         if len(keys) == len(p.steps) == 2:
             return _child_rows_of(keys[0], keys[1], conv)
+        last = p.steps[-1]
+        if len(p.steps) == 2 and isinstance(p.steps[0], str) and not isinstance(last, str):
+            return _filtered_rows_of(p.steps[0], last[0], last[1], conv)
         return _path_rows_of(_reader(p.steps), conv)
-    return _paths_rows_of(tuple((_reader(p.steps), _converter(sp.type, p, sp.algorithm)) for p in sp.paths))
+    return partial(_reached, tuple(_compiled_path(p, _converter(sp.type, p, sp.algorithm)) for p in sp.paths))
 
 
 def _top_rows_of(key: str, conv: Convert) -> RowsOf:
@@ -645,6 +639,23 @@ def _child_rows_of(key: str, child: str, conv: Convert) -> RowsOf:
     return child_rows
 
 
+def _filtered_rows_of(key: str, field: str, want: str, conv: Convert) -> RowsOf:
+    """:func:`_path_rows_of` for one key and a where-filter (``telecom.where(system='phone')``),
+    without the list of values in between."""
+
+    def filtered_rows(resource: dict[str, Any]) -> Sequence[Vals]:
+        v = resource.get(key)
+        if v is None:
+            return _NONE
+        out: list[Vals] = []
+        for node in v if isinstance(v, list) else (v,):
+            if isinstance(node, dict) and node.get(field) == want:
+                out.extend(conv(node))
+        return out
+
+    return filtered_rows
+
+
 def _path_rows_of(values_of: Reader, conv: Convert) -> RowsOf:
     def path_rows(resource: dict[str, Any]) -> Sequence[Vals]:
         out: list[Vals] = []
@@ -653,17 +664,6 @@ def _path_rows_of(values_of: Reader, conv: Convert) -> RowsOf:
         return out
 
     return path_rows
-
-
-def _paths_rows_of(reads: tuple[tuple[Reader, Convert], ...]) -> RowsOf:
-    def paths_rows(resource: dict[str, Any]) -> Sequence[Vals]:
-        out: list[Vals] = []
-        for values_of, conv in reads:
-            for value in values_of(resource):
-                out.extend(conv(value))
-        return out
-
-    return paths_rows
 
 
 #: One parameter's plan entry: name, table, the top-level keys that feed it, and its rows function.
