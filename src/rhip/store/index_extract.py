@@ -163,12 +163,12 @@ def _strings_converter(p: PathSpec) -> Convert:
 
     def strings(v: Any) -> Sequence[Vals]:
         if isinstance(v, str):
-            return (((_seen(v) or normalize(v)), v[:MAX_INDEXED_CHARS]),)
+            return ((_seen(v) or normalize(v), v[:MAX_INDEXED_CHARS]),)
         if not isinstance(v, dict):
             return _NONE
         out: list[Vals] = []
         for s in _string_parts(parts, v):
-            out.append(((_seen(s) or normalize(s)), s[:MAX_INDEXED_CHARS]))
+            out.append((_seen(s) or normalize(s), s[:MAX_INDEXED_CHARS]))
         return out
 
     return strings
