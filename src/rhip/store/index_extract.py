@@ -617,7 +617,11 @@ def _top_rows_of(key: str, conv: Convert) -> RowsOf:
 
 
 def _child_rows_of(key: str, child: str, conv: Convert) -> RowsOf:
-    """:func:`_path_rows_of` for a path of two keys, without the list of values in between."""
+    """:func:`_path_rows_of` for a path of two keys, without the list of values in between.
+
+    The inner loop is :func:`_reached`'s, written out: calling it per parent element cost a
+    Patient 8 % more instructions (its two-key parameters: address parts, family, given...).
+    """
 
     def child_rows(resource: dict[str, Any]) -> Sequence[Vals]:
         v = resource.get(key)
