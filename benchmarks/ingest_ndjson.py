@@ -334,7 +334,9 @@ def profile(path: Path, tmp: Path) -> list[tuple[str, float]]:
             areas["quality rules"] += tt
         elif "rhip/ingest" in file:
             areas["ingest map+canonicalise"] += tt
-        elif ("rhip/store" in file and ("index" in file or "search_values" in file)) or "pypinyin" in file:
+        elif (
+            "rhip/store" in file and ("index" in Path(file).name or "search_values" in file)
+        ) or "pypinyin" in file:
             areas["store: index rows"] += tt
         elif "execute" in func or "commit" in func or "sqlite3" in file or "sqlalchemy" in file:
             areas["store: SQL execute"] += tt

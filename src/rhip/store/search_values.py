@@ -23,6 +23,7 @@ __all__ = [
     "TIME_MIN",
     "date_range",
     "normalize",
+    "normalized_if_seen",
     "number_range",
     "phonetic_key",
 ]
@@ -55,28 +56,41 @@ def phonetic_key(text: str) -> str:
 
 def normalize(text: str) -> str:
     """Lower-case, accent-free, width-folded form used for string matching (NFKD + casefold)."""
-    if text.isascii():
-        return text.lower()[:MAX_INDEXED_CHARS]
+    folded = _NORMALIZED.get(text)
+    if folded is not None:
+        return folded
     size = len(text)
-    if size <= _CACHED_CHARS:
-        return _normalize_short(text)
-    if size <= _CACHED_LONG_CHARS:
+    if text.isascii():
+        folded = text.lower()[:MAX_INDEXED_CHARS]
+    elif size <= _CACHED_CHARS:
+        folded = _normalize_unicode(text)
+    elif size <= _CACHED_LONG_CHARS:
         return _normalize_long(text)
-    return _normalize_unicode(text)
+    else:
+        return _normalize_unicode(text)
+    if size <= _CACHED_CHARS:
+        if len(_NORMALIZED) >= _NORMALIZED_KEPT:
+            _NORMALIZED.clear()
+        _NORMALIZED[text] = folded
+    return folded
 
 
-#: Non-ASCII strings up to this length are cached: names, places and display texts repeat across
-#: resources far more than they vary; long free text rarely repeats and would only fill memory.
+#: Strings up to this length are remembered: codes, systems, names, places and display texts repeat
+#: across resources far more than they vary; long free text rarely repeats and would only fill memory.
 _CACHED_CHARS = 64
+#: How many short strings are remembered; the memory is cleared when full (a feed's vocabulary is
+#: re-learnt in a few resources, and clearing costs nothing per look-up, unlike an LRU's bookkeeping).
+_NORMALIZED_KEPT = 16384
+#: ``normalize`` of every short string seen lately. The indexer looks a string up here inline
+#: (:data:`normalized_if_seen`) and calls :func:`normalize` only on a miss, so a repeated code or
+#: name costs one dict look-up rather than a Python call.
+_NORMALIZED: dict[str, str] = {}
+#: ``normalized_if_seen(text)``: ``normalize(text)`` when remembered, else None.
+normalized_if_seen = _NORMALIZED.get
 #: Longer non-ASCII strings up to this length (code texts, long display names: they repeat with
 #: their code) get a small cache of their own, so they cannot push the short names out. Their
 #: regex passes cost ~40 ns a character, so one hit saves tens of microseconds.
 _CACHED_LONG_CHARS = MAX_INDEXED_CHARS
-
-
-@lru_cache(maxsize=16384)
-def _normalize_short(text: str) -> str:
-    return _normalize_unicode(text)
 
 
 @lru_cache(maxsize=1024)
@@ -138,19 +152,15 @@ def _local_zone() -> tzinfo:
         return UTC
 
 
+@lru_cache(maxsize=32768)
 def date_range(text: str) -> tuple[float, float] | None:
     """The range ``[low, high)`` in epoch seconds that a FHIR date/dateTime/instant covers.
 
     The width is the precision written: ``2020`` covers the year, ``2020-03-01T10:00`` a minute,
     ``...:05.123`` a millisecond. Values without a zone are read in the configured local zone.
-    Returns None when the text is not a FHIR date.
+    Returns None when the text is not a FHIR date. Cached (birth dates, visit days and the times
+    of one batch repeat), and with no wrapper around the cache: the indexer calls it per date.
     """
-    return _date_range(text)
-
-
-@lru_cache(maxsize=32768)
-def _date_range(text: str) -> tuple[float, float] | None:
-    """:func:`date_range`, cached: birth dates, visit days and the times of one batch repeat."""
     m = _DATE_RE.fullmatch(text.strip())
     if m is None:
         return None
