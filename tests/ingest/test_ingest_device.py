@@ -154,6 +154,7 @@ def test_a_gateway_bound_to_a_facility_sends_for_that_facility_only(sqlite_store
     from rhip_testkit import running_server
 
     app = create_app(sqlite_store, router_modules=("rhip.security.api", "rhip.ingest.api"))
+    app.state.ingest_pipeline = Pipeline(sqlite_store)  # not the server's own: no process-wide MPI sink
     token = issue_token(app, role="system", organization_id="F2", scope="system/Observation.write")
     headers = {"Authorization": f"Bearer {token}"}
     body = orjson.dumps([_reading(0)])
