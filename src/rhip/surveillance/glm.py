@@ -14,7 +14,8 @@ in a problem (a seasonal level absent from its window) are dropped from that pro
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 
@@ -35,16 +36,15 @@ def _blas() -> ThreadpoolController:
     return ThreadpoolController()
 
 
-def _quiet_single_thread() -> ExitStack:
+@contextmanager
+def _quiet_single_thread() -> Iterator[None]:
     """Floating-point warnings off (all-zero windows drive mu to 0, as in R) and BLAS on one thread.
 
     The products of a fit are many and small (p ≤ ~20): BLAS threads cost more in hand-offs than
     they compute, so a region's noufaily run is ≈ 2× faster single-threaded.
     """
-    stack = ExitStack()
-    stack.enter_context(np.errstate(all="ignore"))
-    stack.enter_context(_blas().limit(limits=1, user_api="blas"))
-    return stack
+    with np.errstate(all="ignore"), _blas().limit(limits=1, user_api="blas"):
+        yield
 
 
 @dataclass(frozen=True)
