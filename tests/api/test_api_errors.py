@@ -68,6 +68,10 @@ def test_search_parameter_errors_name_the_parameter(module_client):
     assert "nonsense" in json.dumps(body)
     assert "_count" in json.dumps(assert_outcome(client.get("/fhir/Patient", params={"_count": "many"}), 400))
     assert "_offset" in json.dumps(assert_outcome(client.get("/fhir/Patient", params={"_offset": "-3"}), 400))
+    for not_ascii in ("¹", "٣"):  # digits to str.isdigit(), not to int(): a 400, never a 500
+        assert "_count" in json.dumps(
+            assert_outcome(client.get("/fhir/Patient", params={"_count": not_ascii}), 400)
+        )
     assert "_summary" in json.dumps(
         assert_outcome(client.get("/fhir/Patient", params={"_summary": "some"}), 400)
     )
@@ -82,6 +86,7 @@ def test_version_and_header_errors(module_client):
     pid = post(client, "/fhir/Patient", patient()).json()["id"]
     assert_outcome(client.get(f"/fhir/Patient/{pid}/_history/9"), 404)
     assert_outcome(client.get(f"/fhir/Patient/{pid}/_history/one"), 404)
+    assert_outcome(client.get(f"/fhir/Patient/{pid}/_history/¹"), 404)  # a digit to isdigit() only
     bad_etag = client.put(
         f"/fhir/Patient/{pid}", content=json.dumps(patient(id=pid)), headers={"If-Match": "v1"}
     )
@@ -102,6 +107,9 @@ def test_unsupported_operations(module_client):
     "method,path,body",
     [
         ("GET", "/fhir/Patient?_count=99999999999999999999999", None),
+        ("GET", "/fhir/Patient?_offset=99999999999999999999999", None),
+        ("GET", "/fhir/Patient?name=a%00b", None),
+        ("GET", "/fhir/Observation?code=http://loinc.org|%00", None),
         ("GET", "/fhir/Patient?_lastUpdated=gt", None),
         ("GET", "/fhir/Patient?_sort=", None),
         ("GET", "/fhir/Patient?_include=Nothing:at", None),

@@ -20,6 +20,7 @@ from fastapi import Request
 from starlette.responses import JSONResponse
 
 from rhip.errors import InvalidRequest, Issue, NotSupported, RhipError
+from rhip.fhir.primitives import is_ascii_digits
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def parse_etag(value: str | None, header: str = "If-Match") -> int | None:
     if text.startswith("W/"):
         text = text[2:]
     text = text.strip('"')
-    if not text.isdigit():
+    if not is_ascii_digits(text):
         raise InvalidRequest(f'{header}: expected a version ETag like W/"1"', expression=(header,))
     return int(text)
 

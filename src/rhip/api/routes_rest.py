@@ -41,6 +41,7 @@ from rhip.api.http import (
 from rhip.api.routing import FhirRoute
 from rhip.api.shaping import check_summary, parse_elements, shape
 from rhip.errors import InvalidRequest, MultipleMatches, NotSupported, ResourceNotFound, VersionConflict
+from rhip.fhir.primitives import is_ascii_digits
 
 if TYPE_CHECKING:
     from rhip.store import Store
@@ -127,7 +128,7 @@ def vread(
     check_type(res_type)
     check_id(res_id)
     _check_read_params(pairs)
-    if not version_id.isdigit():
+    if not is_ascii_digits(version_id):
         raise ResourceNotFound(f"{res_type}/{res_id}: no version '{version_id[:20]}'")
     begin(request, "vread", res_type, res_id)
     return _read_answer(request, store.vread(res_type, res_id, int(version_id)), pairs)

@@ -24,6 +24,7 @@ from rhip.api.routing import FhirRoute
 from rhip.api.shaping import check_summary, parse_elements, shape
 from rhip.config import Settings
 from rhip.errors import InvalidRequest, NotSupported
+from rhip.fhir.primitives import is_ascii_digits
 
 if TYPE_CHECKING:
     from rhip.store import Store
@@ -32,12 +33,17 @@ router = APIRouter(route_class=FhirRoute)
 
 
 def _int_param(name: str, value: str, *, maximum: int | None = None) -> int:
-    if not value.strip().isdigit():
+    digits = value.strip()
+    if not is_ascii_digits(digits):
         raise InvalidRequest(
             f"{name}: expected a non-negative integer, got '{value[:20]}'", expression=(name,)
         )
-    number = int(value)
+    number = int(digits)
     return min(number, maximum) if maximum is not None else number
+
+
+#: The largest OFFSET both databases take (a 64-bit integer); any page beyond the results is empty.
+_MAX_OFFSET = 2**63 - 1
 
 
 class Paging:
@@ -53,7 +59,7 @@ class Paging:
             if name == "_count":
                 self.count = _int_param(name, value, maximum=settings.max_page_size)
             elif name == "_offset":
-                self.offset = _int_param(name, value)
+                self.offset = _int_param(name, value, maximum=_MAX_OFFSET)
             elif name in ("_format", "_pretty"):
                 continue
             elif name == "_elements":

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
+from rhip.fhir.primitives import is_ascii_digits
+
 #: Weights W_i = 2^(17-i) mod 11 for positions 1..17 (GB 11643-1999, ISO 7064 MOD 11-2).
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK_CHARS = "10X98765432"
@@ -19,7 +21,7 @@ _SHAPE = re.compile(r"^\d{17}[\dX]$")
 
 def check_digit(first17: str) -> str:
     """The GB 11643 check character ('0'-'9' or 'X') for the first 17 digits."""
-    if len(first17) != 17 or not first17.isdigit():
+    if len(first17) != 17 or not is_ascii_digits(first17):
         raise ValueError("need exactly 17 digits")
     total = sum(int(d) * w for d, w in zip(first17, _WEIGHTS, strict=True))
     return _CHECK_CHARS[total % 11]
@@ -92,7 +94,7 @@ def _check(value: str, birth_date: date | None, sex: str | None, today: date) ->
 
 def make_citizen_id(region: str, born: date, sequence: int, sex: str) -> str:
     """Build a valid number: region (6 digits) + YYYYMMDD + 3-digit sequence (odd male, even female)."""
-    if len(region) != 6 or not region.isdigit():
+    if len(region) != 6 or not is_ascii_digits(region):
         raise ValueError("region must be a six-digit division code")
     seq = sequence % 1000
     if (seq % 2 == 1) != (sex == "male"):

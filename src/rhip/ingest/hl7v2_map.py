@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from rhip.fhir import systems
+from rhip.fhir.primitives import is_ascii_digits
 from rhip.ingest.canonical import epoch, sex_codes, to_instant
 from rhip.ingest.hl7v2 import CONNECTOR, Parsed, decode, field_reps, get, normalise, parse
 from rhip.ingest.model import Mapped, MappingError, Record, issue
@@ -168,7 +169,7 @@ def _patient(p: Parsed, ctx: MapContext, facility: str) -> dict[str, Any]:
         patient["name"] = names
     birth = get(pid, 7)
     if birth:
-        if not birth[:8].isdigit() or len(birth) < 8:
+        if not is_ascii_digits(birth[:8]) or len(birth) < 8:
             raise MappingError("bad birth date", [issue("datetime-format", "PID-7", "not an HL7 date")])
         patient["birthDate"] = f"{birth[:4]}-{birth[4:6]}-{birth[6:8]}"
     sex = get(pid, 8)

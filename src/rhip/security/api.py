@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from rhip.api.http import FhirResponse, base_url
 from rhip.api.routing import FhirRoute
 from rhip.errors import Forbidden, InvalidRequest, RhipError, Unauthorized
+from rhip.fhir.primitives import is_ascii_digits
 from rhip.security.audit import AuditRecord
 from rhip.security.auditevent import audit_event_bundle
 from rhip.security.policy import ROLES
@@ -193,9 +194,9 @@ async def audit_events(request: Request) -> Response:
     for name, value in params:
         if name in ("entity", "patient", "entity:Patient"):
             patient = value.rsplit("/", 1)[-1] if value.startswith("Patient/") or name != "entity" else None
-        elif name == "_count" and value.isdigit():
+        elif name == "_count" and is_ascii_digits(value):
             count = min(int(value), 500)
-        elif name == "_offset" and value.isdigit():
+        elif name == "_offset" and is_ascii_digits(value):
             offset = int(value)
         elif name not in ("_format", "_pretty"):
             raise InvalidRequest(f"{name}: AuditEvent supports entity=Patient/<id>, patient, _count, _offset")

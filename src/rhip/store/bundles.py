@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from rhip.errors import InvalidRequest, MultipleMatches, ResourceNotFound, RhipError
+from rhip.fhir.primitives import is_ascii_digits
 from rhip.fhir.references import iter_references
 from rhip.store.bundle_entries import ORDER, EntryRequest, parse_entry, parse_query
 from rhip.store.engine import read_connection, write_transaction
@@ -318,7 +319,7 @@ def _searchset(ops: Ops, entry: EntryRequest, base_url: str | None) -> dict[str,
 def _int_param(params: list[tuple[str, str]], name: str, default: int) -> int:
     for key, value in params:
         if key == name:
-            if not value.isdigit():
+            if not is_ascii_digits(value):
                 raise InvalidRequest(f"{name} must be a non-negative integer")
             return int(value)
     return default

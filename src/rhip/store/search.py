@@ -302,6 +302,8 @@ def where_clauses(res_type: str | None, params: list[tuple[str, str]], base_url:
         base = name.split(":", 1)[0]
         if base in _IGNORED or base in ("_sort", "_include", "_revinclude", "_total"):
             continue
+        if "\x00" in raw:  # no stored value holds one (PostgreSQL text cannot), and it is a split mark here
+            raise InvalidRequest(f"{name}: a search value cannot contain a NUL character", expression=(name,))
         if base == "_type":
             types = [t for v in split_values(raw) for t in v.split(",")]
             continue
