@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from rhip.errors import InvalidRequest, Unauthorized
 from rhip.security.crypto import constant_time_equal
 from rhip.security.schema import ensure_schema, rhip_user
+from rhip.store.engine import write_transaction
 
 logger = logging.getLogger(__name__)
 _N, _R, _P = 2**14, 8, 1
@@ -65,7 +66,9 @@ def create_account(engine: sa.Engine, account: Account, secret: str, *, replace:
         raise InvalidRequest(f"role: unknown role '{account.role}' (known: {', '.join(sorted(ROLES))})")
     ensure_schema(engine)
     values = dict(account.__dict__, secret_hash=hash_secret(secret), active=True)
-    with engine.begin() as conn:
+    # a write transaction from its first statement: on SQLite a read that turns into a write fails
+    # at once ("database is locked") when another writer committed in between, busy timeout or not
+    with write_transaction(engine) as conn:
         exists = conn.execute(
             sa.select(rhip_user.c.username).where(rhip_user.c.username == account.username)
         ).first()
