@@ -92,3 +92,33 @@ def test_rhip_audit_verify_cli(tmp_path: Path) -> None:
     assert bad.returncode == 1
     assert "BROKEN at entry 5" in bad.stdout
     engine.dispose()
+
+
+def test_synchronous_appends_from_many_connections_all_land(tmp_path: Path) -> None:
+    """Each `record_now` reads the chain head, then writes: on SQLite it must hold the write lock
+    from its first statement, or a writer that committed in between makes it fail at once."""
+    from rhip.security.audit import record_now
+    from rhip.store.engine import make_engine
+
+    url = f"sqlite:///{tmp_path / 'rhip.sqlite'}"
+    engines = [make_engine(url) for _ in range(4)]
+    record_now(engines[0], AuditRecord(actor="setup", role="admin", action="read", outcome="0"))
+    errors: list[BaseException] = []
+
+    def work(engine: sa.Engine, t: int) -> None:
+        try:
+            for _ in range(40):
+                record_now(engine, AuditRecord(actor=f"u{t}", role="admin", action="read", outcome="0"))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(e, t)) for t, e in enumerate(engines)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    report = verify_chain(engines[0])
+    assert report.ok and report.checked == 1 + 4 * 40
+    for engine in engines:
+        engine.dispose()

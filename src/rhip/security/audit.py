@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from rhip.security.crypto import sm3_hex
 from rhip.security.schema import GENESIS, audit_head, audit_log, audit_patient, ensure_schema
+from rhip.store.engine import StoreBusy, write_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def append(conn: sa.Connection, records: list[AuditRecord]) -> int:
 def record_now(engine: sa.Engine, record: AuditRecord) -> None:
     """Append one record synchronously (for the CLI: account and key changes)."""
     ensure_schema(engine)
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         append(conn, [record])
 
 
@@ -159,10 +160,10 @@ class AuditWriter:
     def _write(self, batch: list[AuditRecord]) -> None:
         for attempt in range(5):
             try:
-                with self.engine.begin() as conn:
+                with write_transaction(self.engine) as conn:
                     append(conn, batch)
                 return
-            except sa.exc.OperationalError:
+            except (sa.exc.OperationalError, StoreBusy):
                 logger.warning("audit write failed (attempt %d), retrying", attempt + 1)
                 time.sleep(0.05 * (attempt + 1))
         logger.error("audit write failed; %d events lost", len(batch))

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Body, Query, Request
 
 from rhip.api.access import audit, authorize
 from rhip.api.deps import request_context
+from rhip.store.engine import write_transaction
 from rhip.surveillance.alerts import ensure_schema, get_alert, list_alerts, set_status
 from rhip.surveillance.definitions import delete_definition, list_definitions, put_definition
 from rhip.surveillance.methods import get_method, method_names
@@ -107,7 +108,7 @@ def get_group(request: Request, alert_id: str) -> dict[str, Any]:
 def _transition(request: Request, alert_id: str, status: str, body: dict[str, Any]) -> dict[str, Any]:
     ctx = _check(request, "update", alert_id)
     actor = ctx.principal or str(body.get("by") or "anonymous")
-    with _engine(request).begin() as conn:
+    with write_transaction(_engine(request)) as conn:
         out = set_status(conn, alert_id, status, actor=actor, note=body.get("note"))
     audit(ctx, "update", "0", [(ALERT_TYPE, alert_id)])
     return out
@@ -141,7 +142,7 @@ def get_definitions(request: Request) -> list[dict[str, Any]]:
 def put_def(request: Request, code: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
     """Create or replace a region case definition (``icd10`` list, ``episode_days``, ``active``)."""
     ctx = _check(request, "update", None)
-    with _engine(request).begin() as conn:
+    with write_transaction(_engine(request)) as conn:
         out = put_definition(conn, {**body, "code": code})
     audit(ctx, "update", "0", [("SurveillanceCaseDefinition", code)])
     return out
@@ -151,6 +152,6 @@ def put_def(request: Request, code: str, body: dict[str, Any] = Body(...)) -> di
 def delete_def(request: Request, code: str) -> None:
     """Remove a region case definition (the built-in one, if any, applies again)."""
     ctx = _check(request, "delete", None)
-    with _engine(request).begin() as conn:
+    with write_transaction(_engine(request)) as conn:
         delete_definition(conn, code)
     audit(ctx, "delete", "0", [("SurveillanceCaseDefinition", code)])

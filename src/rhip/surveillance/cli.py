@@ -126,12 +126,13 @@ def alerts_command(
 def _set(alert_id: str, status: str, by: str, note: str | None, database_url: str | None) -> None:
     from rich.console import Console
 
+    from rhip.store.engine import write_transaction
     from rhip.surveillance.alerts import alert_table, ensure_schema, set_status
 
     store = _store(database_url)
     try:
         ensure_schema(store.engine)
-        with store.engine.begin() as conn:
+        with write_transaction(store.engine) as conn:
             ids = [
                 r[0]
                 for r in conn.execute(alert_table.select().with_only_columns(alert_table.c.id))

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from rhip.store.engine import write_transaction
 from rhip.surveillance.alerts import AlertEvidence, ensure_schema, record_alarm
 from rhip.surveillance.counting import CountTable, count_cases, lake_cases
 from rhip.surveillance.definitions import active_definitions
@@ -264,7 +265,7 @@ def run_surveillance(
 def _record(
     engine: sa.Engine, report: RunReport, tables: dict[str, CountTable], area: str, unit: str
 ) -> None:
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         for al in sorted(report.alarms, key=lambda x: x.period):
             table = tables[al.disease]
             t, a = table.periods.index(al.period), table.areas.index(al.area)
