@@ -253,3 +253,21 @@ def test_the_producer_process_orders_as_one_process_does(
     finally:
         store.close()
         get_settings.cache_clear()
+
+
+def test_quality_counts_a_stamped_resource_on_its_source_day(pipeline: Pipeline, tmp_path: Path) -> None:
+    """The source time is the record's event time for the quality rules too (day and timeliness)."""
+    ingest_file(
+        pipeline, _ndjson(tmp_path / "a.ndjson", _patient("Zhou", OLD), _patient("Li", None, "p2")), "F1"
+    )
+    with pipeline.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT day, rule, checked FROM quality_tally "
+                "WHERE rule IN ('timeliness.arrival-24h', 'conformance.record-accepted')"
+            )
+        ).all()
+    days = {(day, rule): checked for day, rule, checked in rows}
+    assert days[("2026-03-01", "timeliness.arrival-24h")] == 1
+    assert days[("2026-03-01", "conformance.record-accepted")] == 1
+    assert sum(n for (_, rule), n in days.items() if rule == "conformance.record-accepted") == 2
