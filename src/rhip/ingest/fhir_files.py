@@ -82,7 +82,11 @@ def source_time(resource: dict[str, Any], path: str) -> float | None:
             [issue("value", where, "value does not match the FHIR instant format")],
         )
     try:
-        return _epoch_of(match)
+        return datetime.fromisoformat(value).timestamp()  # C parser: ≈ 1 µs; the shape is checked
+    except ValueError:
+        pass
+    try:
+        return _epoch_of(match)  # second 60, or not a calendar date (raises)
     except (ValueError, OverflowError):
         raise MappingError(
             "meta.lastUpdated is not an instant",
