@@ -229,29 +229,58 @@ def test_a_mapping_naming_no_modified_column_is_refused(tmp_path: Path) -> None:
     assert "tables.person.csv.modified_column must name a column" in err.value.diagnostics
 
 
+def _two_deliveries(store: Store, tmp_path: Path) -> tuple[list[tuple[int, ...]], Pipeline]:
+    """A stamped file, then one with an older line, a newer one and an older one after it (chunks of 2)."""
+    pipeline = Pipeline(store, observers=[QualityCollector(store.engine)], chunk_size=2)
+    first = _ndjson(tmp_path / "a.ndjson", _patient("Zhou", NEW), _patient("Li", None, "p2"))
+    second = _ndjson(
+        tmp_path / "b.ndjson",
+        _patient("Wu", OLD),
+        _patient("Sun", NEWEST, "p3"),
+        _patient("Zhao", NEW, "p3"),  # older than the line before it, in the next chunk
+        _patient("Qian", None, "p2"),
+    )
+    return [_counts(ingest_file(pipeline, path, "F1")) for path in (first, second)], pipeline
+
+
+def _tallies_and_times(store: Store) -> tuple[list[Any], list[Any]]:
+    with store.engine.connect() as conn:
+        tallies = conn.execute(
+            text(
+                "SELECT day, rule, sum(checked), sum(failed) FROM quality_tally "
+                "GROUP BY day, rule ORDER BY day, rule"
+            )
+        ).all()
+        times = conn.execute(
+            text("SELECT res_type, res_id, event_time FROM ingest_source_time ORDER BY 2")
+        ).all()
+    return [tuple(r) for r in tallies], [(t, i, float(e)) for t, i, e in times]
+
+
 def test_the_producer_process_orders_as_one_process_does(
     db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Bulk NDJSON through the producer process: stale across files and within one file."""
+    """Bulk NDJSON through the producer process: stale across files and within one file, and the
+    same counts, bodies, quality tallies and source times as one process (the quality rules of a
+    chunk with ordered records run in the writer, where stale records are known)."""
+    one_store = Store(f"sqlite:///{tmp_path / 'one.sqlite'}")
     monkeypatch.setenv("RHIP_INGEST_PRODUCER_MIN_BYTES", "1")
     get_settings.cache_clear()
     store = Store(db_url)
     try:
-        pipeline = Pipeline(store, observers=[QualityCollector(store.engine)], chunk_size=2)
-        first = _ndjson(tmp_path / "a.ndjson", _patient("Zhou", NEW), _patient("Li", None, "p2"))
-        rep = ingest_file(pipeline, first, "F1")
-        assert pipeline.producer_stats is not None and _counts(rep) == (2, 2, 0, 0, 0)
-        second = _ndjson(
-            tmp_path / "b.ndjson",
-            _patient("Wu", OLD),
-            _patient("Sun", NEWEST, "p3"),
-            _patient("Zhao", NEW, "p3"),  # older than the line before it, in the next chunk
-            _patient("Qian", None, "p2"),
-        )
-        assert _counts(ingest_file(pipeline, second, "F1")) == (4, 2, 0, 0, 2)
+        counts, pipeline = _two_deliveries(store, tmp_path)
+        assert pipeline.producer_stats is not None
+        assert counts == [(2, 2, 0, 0, 0), (4, 2, 0, 0, 2)]
         assert [_family(store, p) for p in ("p1", "p2", "p3")] == ["Zhou", "Qian", "Sun"]
+        monkeypatch.setenv("RHIP_INGEST_PRODUCER_MIN_BYTES", "0")
+        get_settings.cache_clear()
+        one_counts, one_pipeline = _two_deliveries(one_store, tmp_path)
+        assert one_pipeline.producer_stats is None and one_counts == counts
+        assert [_family(one_store, p) for p in ("p1", "p2", "p3")] == ["Zhou", "Qian", "Sun"]
+        assert _tallies_and_times(store) == _tallies_and_times(one_store)
     finally:
         store.close()
+        one_store.close()
         get_settings.cache_clear()
 
 
