@@ -76,6 +76,7 @@ def test_source_time_reads_instants_with_offsets_and_fractions() -> None:
         ("2026-03-01T10:00:00", "value"),
         ("2026-02-30T10:00:00Z", "value"),
         ("2026-03-01T25:00:00Z", "value"),
+        ("２０２６-03-01T10:00:00Z", "value"),  # full-width digits
         (5, "structure"),
         (None, "structure"),
     ],

@@ -31,8 +31,11 @@ from rhip.ingest.pipeline import MapContext, register_mapper
 NDJSON = "fhir-ndjson"
 BUNDLE = "fhir-bundle"
 _UUID_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-#: A FHIR instant: seconds required, fraction optional, offset (Z or ±hh:mm) required.
-_INSTANT = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})")
+#: A FHIR instant: seconds required, fraction optional, offset (Z or ±hh:mm) required; ASCII
+#: digits only (``\d`` would take any script's digits, which ``int`` then reads).
+_INSTANT = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
 
 
 def iter_ndjson(path: Path) -> Iterator[Record]:
