@@ -34,12 +34,28 @@ from typing import Any
 
 import orjson
 
+#: Source time of resource 0 when the file carries ``meta.lastUpdated`` (one second apart after it).
+LAST_UPDATED_FROM = 1_772_326_800
 
-def make_file(path: Path, n: int, start: int = 0) -> int:
-    """Write n resources (Patients and vital-sign Observations, ~1 KB each); returns bytes."""
+
+def make_file(path: Path, n: int, start: int = 0, *, last_updated: bool = False) -> int:
+    """Write n resources (Patients and vital-sign Observations, ~1 KB each); returns bytes.
+
+    ``last_updated``: each resource carries ``meta.lastUpdated`` as a FHIR bulk export gives it,
+    so the load orders them by that source time.
+    """
     with path.open("wb") as fh:
         for i in range(start, start + n):
-            fh.write(orjson.dumps(_resource(i)) + b"\n")
+            res = _resource(i)
+            if last_updated:
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(LAST_UPDATED_FROM + i))
+                res = {
+                    "resourceType": res["resourceType"],
+                    "id": res["id"],
+                    "meta": {"lastUpdated": stamp},
+                    **res,
+                }
+            fh.write(orjson.dumps(res) + b"\n")
     return path.stat().st_size
 
 
@@ -462,6 +478,14 @@ def main() -> None:
     )
     ap.add_argument("--stream-gb", type=float, default=0.0, help="only the streamed-file memory test")
     ap.add_argument(
+        "--last-updated", action="store_true", help="every resource carries meta.lastUpdated (ordered load)"
+    )
+    ap.add_argument(
+        "--pipeline-only",
+        action="store_true",
+        help="only the raw limits and the pipeline runs (no store's-own-rows limits, no profile)",
+    )
+    ap.add_argument(
         "--long", type=int, default=0, help="only a long run of this many resources (SQLite, or --pg)"
     )
     args = ap.parse_args()
@@ -474,7 +498,7 @@ def main() -> None:
             long_run(args.long, args.pg or f"sqlite:///{tmp / 'long.sqlite'}", tmp)
             return
         path = tmp / "bench.ndjson"
-        size = make_file(path, args.resources)
+        size = make_file(path, args.resources, last_updated=args.last_updated)
         rows = [
             ("raw orjson parse (streamed)", raw_parse(path)),
             ("raw SQLite insert (1 txn, WAL)", raw_insert(path, tmp)),
@@ -501,7 +525,7 @@ def main() -> None:
                 rows.append((f"pipeline -> {backend}, {tag} (wall)", rate))
                 rows.append((f"pipeline -> {backend}, {tag} (per CPU-s)", cpu_rate))
                 rss = (rss0, rss1) if backend == "SQLite" and not producer else rss
-                if backend == "SQLite" and not producer:
+                if backend == "SQLite" and not producer and not args.pipeline_only:
                     loaded = Path(url_for("oneprocess").removeprefix("sqlite:///"))
                     for layout, label in zip(
                         OWN_LAYOUTS, ("schema", "no 2nd index", "1 B-tree/row"), strict=True
@@ -511,7 +535,9 @@ def main() -> None:
                         )
                         rows.append((f"store's own rows, {label} (wall)", wall))
                         rows.append((f"store's own rows, {label} (per CPU-s)", cpu))
-        print(f"\n{args.resources:,} resources, {size / 1e6:.1f} MB ({size / args.resources:.0f} B each)")
+        stamped = ", each with meta.lastUpdated" if args.last_updated else ""
+        each = size / args.resources
+        print(f"\n{args.resources:,} resources{stamped}, {size / 1e6:.1f} MB ({each:.0f} B each)")
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
         print(f"{'measure':<48}{'resources/s':>12}{'x raw insert':>14}{'x raw parse':>13}")
         for name, r in rows:
@@ -519,6 +545,8 @@ def main() -> None:
         print(f"\npeak RSS before/after the one-process SQLite run: {rss[0]:.0f} / {rss[1]:.0f} MB")
         for line in balance:
             print(line)
+        if args.pipeline_only:
+            return
         prof_path = tmp / "prof.ndjson"
         make_file(prof_path, args.profile_resources)
         print(

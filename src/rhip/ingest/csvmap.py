@@ -24,7 +24,7 @@ import yaml
 
 from rhip.errors import InvalidRequest
 from rhip.fhir import systems
-from rhip.ingest.canonical import fold, to_instant
+from rhip.ingest.canonical import epoch, fold, to_instant
 from rhip.ingest.lines import OVERLONG, read_lines
 from rhip.ingest.model import Mapped, MappingError, Record, issue
 from rhip.ingest.pipeline import MapContext, register_mapper
@@ -104,6 +104,9 @@ def _spec_problem(spec: dict[str, Any]) -> str:
         where = f"tables.{name}." if name else ""
         if not isinstance(table, dict) or not isinstance(table.get("resources"), list):
             return f"{where}resources must be a list"
+        modified = table.get("modified_column")
+        if modified is not None and not (isinstance(modified, str) and modified.strip()):
+            return f"{where}modified_column must name a column"
         for i, res in enumerate(table["resources"]):
             problem = _resource_problem(res, f"{where}resources[{i}]")
             if problem:
@@ -315,7 +318,35 @@ def map_row(record: Record, ctx: MapContext) -> Mapped:
             res = _resource(spec, item_row, out, mapping, ctx)
             if res is not None:
                 out.append(res)
-    return Mapped(out)
+    modified = _modified_time(table, row, mapping, ctx)
+    if modified is None:
+        return Mapped(out)
+    return Mapped(out, event_time=modified, ordered=True)
+
+
+def _modified_time(
+    table: dict[str, Any], row: dict[str, str], mapping: CsvMapping, ctx: MapContext
+) -> float | None:
+    """Epoch seconds of the row's last-modified time when the table names a ``modified_column``.
+
+    Such rows are ordered: a row older than what is already applied for its resources is stale.
+    An absent column or an empty or unreadable cell quarantines the row, since it could not be
+    ordered and would otherwise overwrite a newer version unnoticed.
+    """
+    column = table.get("modified_column")
+    if not column:
+        return None
+    if column not in row:
+        raise MappingError(
+            "last-modified column missing", [issue("missing-column", column, "column absent from header")]
+        )
+    raw = row[column]
+    if not raw.strip():
+        raise MappingError("last-modified time empty", [issue("required", column, "empty cell")])
+    moment = epoch(_convert(raw, {"type": "datetime"}, column, mapping, ctx), ctx.tz)
+    if moment is None:
+        raise MappingError("bad value", [issue("data-type", column, "not a valid datetime")])
+    return moment
 
 
 def _expand(spec: dict[str, Any], row: dict[str, str]) -> list[dict[str, str]]:

@@ -6,6 +6,11 @@ Bundles are flattened when they can be: ``urn:uuid`` full URLs become the resour
 reference to them is rewritten, so the whole bundle goes through the bulk path with stable ids. A
 bundle that needs server logic (conditional references, ifNoneExist, DELETE) is handed to the
 store's transaction processing instead.
+
+A resource that carries ``meta.lastUpdated`` (as a FHIR bulk data export does) is ordered by it:
+that instant is the source's own change time, so an update older than the one already applied
+for the resource is refused as stale (see :meth:`rhip.ingest.pipeline.Pipeline.process_chunk`).
+The store still stamps its own ``meta.lastUpdated``; the source's is kept in ``ingest_source_time``.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,11 @@ from rhip.ingest.pipeline import MapContext, register_mapper
 NDJSON = "fhir-ndjson"
 BUNDLE = "fhir-bundle"
 _UUID_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+#: A FHIR instant: seconds required, fraction optional, offset (Z or ±hh:mm) required; ASCII
+#: digits only (``\d`` would take any script's digits, which ``int`` then reads).
+_INSTANT = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
 
 
 def iter_ndjson(path: Path) -> Iterator[Record]:
@@ -49,6 +60,54 @@ def _parse_json(raw: bytes, what: str) -> Any:
         raise MappingError(f"{what} is not valid JSON", [issue("json-syntax", "", str(exc)[:160])]) from None
 
 
+def source_time(resource: dict[str, Any], path: str) -> float | None:
+    """Epoch seconds of the resource's ``meta.lastUpdated``, or None when it has none.
+
+    ``path`` names the resource in the reason of a bad value (``Patient``,
+    ``Bundle.entry[2].resource``). Raises MappingError, with the rule and message the platform
+    validator gives the same value, when it is present but not a FHIR instant: such a record
+    cannot be ordered, so it is quarantined rather than stored unordered.
+    """
+    meta = resource.get("meta")
+    if type(meta) is not dict or "lastUpdated" not in meta:
+        return None  # no source time; a meta that is not an object is the validator's to reject
+    value = meta["lastUpdated"]
+    where = f"{path}.meta.lastUpdated"
+    if not isinstance(value, str):
+        raise MappingError(
+            "meta.lastUpdated is not an instant",
+            [issue("structure", where, "instant value has the wrong JSON type")],
+        )
+    match = _INSTANT.fullmatch(value)
+    if match is None:
+        raise MappingError(
+            "meta.lastUpdated is not an instant",
+            [issue("value", where, "value does not match the FHIR instant format")],
+        )
+    try:
+        return datetime.fromisoformat(value).timestamp()  # C parser: ≈ 1 µs; the shape is checked
+    except ValueError:
+        pass
+    try:
+        return _epoch_of(match)  # second 60, or not a calendar date (raises)
+    except (ValueError, OverflowError):
+        raise MappingError(
+            "meta.lastUpdated is not an instant",
+            [issue("value", where, "instant value is not a real calendar date")],
+        ) from None
+
+
+def _epoch_of(match: re.Match[str]) -> float:
+    """Epoch seconds of an :data:`_INSTANT` match (second 60, a leap second, rolls over as FHIR allows)."""
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    zone = UTC
+    if offset != "Z":
+        delta = timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6]))
+        zone = timezone(-delta if offset[0] == "-" else delta)
+    moment = datetime(int(year), int(month), int(day), int(hour), int(minute), tzinfo=zone)
+    return moment.timestamp() + int(second) + (float(fraction) if fraction else 0.0)
+
+
 def map_ndjson(record: Record, ctx: MapContext) -> Mapped:
     """One NDJSON line -> the resource it holds (validated and canonicalised by the pipeline)."""
     raw = record.raw[3:] if record.raw.startswith(b"\xef\xbb\xbf") else record.raw
@@ -61,7 +120,10 @@ def map_ndjson(record: Record, ctx: MapContext) -> Mapped:
             "resource type differs from the file's type",
             [issue("resource-type", "resourceType", f"file holds {expected} resources")],
         )
-    return Mapped([resource])
+    when = source_time(resource, str(resource.get("resourceType") or "Resource"))
+    if when is None:
+        return Mapped([resource])
+    return Mapped([resource], event_time=when, ordered=True)
 
 
 def _references(node: Any, urls: dict[str, str], bad: list[str]) -> None:
@@ -138,7 +200,10 @@ def map_bundle(record: Record, ctx: MapContext) -> Mapped:
     resources = flatten_bundle(bundle, key)
     if resources is None:
         return Mapped([], bundle=bundle)
-    return Mapped(resources)
+    times = [source_time(res, f"Bundle.entry[{i}].resource") for i, res in enumerate(resources)]
+    if all(t is None for t in times):
+        return Mapped(resources)
+    return Mapped(resources, ordered=True, times=times)
 
 
 def iter_bundle_files(paths: list[Path]) -> Iterator[Record]:

@@ -48,6 +48,15 @@ class Mapped:
     merge: tuple[str, str] | None = None  # (survivor ref, merged ref) for ADT^A40
     bundle: dict[str, Any] | None = None  # a bundle that needs the store's transaction processing
     ordered: bool = False  # True: refuse updates older (event_time) than what is stored
+    #: Per-resource source times (same order as ``resources``) when they differ within a record
+    #: (a bundle's resources each carry their own ``meta.lastUpdated``); None: ``event_time``.
+    times: list[float | None] | None = None
+
+    def source_times(self) -> list[float | None]:
+        """The source time of each resource (None: that resource is not ordered)."""
+        if self.times is not None:
+            return self.times
+        return [self.event_time] * len(self.resources)
 
 
 class MappingError(RhipError):

@@ -487,9 +487,18 @@ class Pipeline:
 
     def _stale(self, accepted: list[_Accepted]) -> set[int]:
         """Drop resources older (source event time) than what is already applied; returns the
-        records left with nothing to write (all their resources were superseded)."""
+        records left with nothing to write (all their resources were superseded).
+
+        One batched look-up of the stored source times per chunk; within the chunk a later record
+        that is older than an earlier one of the same resource loses too. Equal times pass (the
+        store then finds identical content unchanged: a duplicate).
+        """
         timed = [
-            a for a in accepted if a.mapped.ordered and a.mapped.event_time is not None and a.mapped.resources
+            a
+            for a in accepted
+            if a.mapped.ordered
+            and a.mapped.resources
+            and (a.mapped.event_time is not None or a.mapped.times is not None)
         ]
         if not timed:
             return set()
@@ -500,18 +509,22 @@ class Pipeline:
         known = source_times(self.engine, ids)
         stale: set[int] = set()
         for acc in timed:
-            t = acc.mapped.event_time
-            if t is None:
-                continue
-            keep = [
-                r for r in acc.mapped.resources if known.get((r["resourceType"], r["id"]), float("-inf")) <= t
-            ]
+            keep: list[dict[str, Any]] = []
+            kept_times: list[float | None] = []
+            for r, t in zip(acc.mapped.resources, acc.mapped.source_times(), strict=True):
+                key = (r["resourceType"], r["id"])
+                if t is not None:
+                    if known.get(key, float("-inf")) > t:
+                        continue
+                    known[key] = t
+                keep.append(r)
+                kept_times.append(t)
             if not keep:
                 stale.add(id(acc))
                 continue
             acc.mapped.resources = keep
-            for r in keep:
-                known[(r["resourceType"], r["id"])] = t
+            if acc.mapped.times is not None:
+                acc.mapped.times = kept_times
         return stale
 
     def _plan(self, source: SourceInfo, fresh: list[_Accepted], per_record: bool) -> ChunkWrite:
@@ -645,10 +658,11 @@ class Pipeline:
         if track and fresh:
             write_deliveries(conn, [(a.key, report.batch_id, now) for a in fresh])
         times = {
-            (r["resourceType"], r["id"]): a.mapped.event_time
+            (r["resourceType"], r["id"]): t
             for a in fresh
-            if a.mapped.ordered and a.mapped.event_time is not None
-            for r in a.mapped.resources
+            if a.mapped.ordered
+            for r, t in zip(a.mapped.resources, a.mapped.source_times(), strict=True)
+            if t is not None
         }
         if times:
             write_source_times(conn, [(k[0], k[1], t) for k, t in times.items()])
