@@ -16,7 +16,13 @@ Two kinds of search: **narrow** (``Patient?_id=``, ``Observation?patient=``, a f
 for the restricted roles means filtering every match). Requests are interleaved (off, admin,
 practitioner, public_health, off, ...) so load drift on a shared machine hits all alike; the table
 gives p50/p95 latency and the ratios to ``off`` per kind.
-Run: ``.venv/bin/python benchmarks/security_overhead.py [--patients 300] [--requests 300]``.
+
+``--writes`` measures writes instead: **create** (``POST Observation`` whose facility is found
+through its Encounter) and **update** (``PUT Encounter/id``), all at facility org0, interleaved over
+``off``, ``admin``, ``system`` (bound to no facility) and ``system_org0`` (a facility's feed bound
+to org0, whose writes pass the facility check: on the body for a create, on the stored version the
+update path reads anyway for an update).
+Run: ``.venv/bin/python benchmarks/security_overhead.py [--patients 300] [--requests 300] [--writes]``.
 """
 
 from __future__ import annotations
@@ -76,11 +82,15 @@ def _apps(data_dir: Path, url: str) -> dict[str, tuple[Any, dict[str, str]]]:
         on, role="practitioner", username="bench-doc", practitioner_id="d0", organization_id="org0"
     )
     officer = issue_token(on, role="public_health", username="bench-ph", area="110105")
+    hub = issue_token(on, role="system", username="bench-hub")
+    feed = issue_token(on, role="system", username="bench-feed", organization_id="org0")
     return {
         "off": (off, {}),
         "admin": (on, {"Authorization": f"Bearer {admin}"}),
         "practitioner": (on, {"Authorization": f"Bearer {doc}"}),
         "public_health": (on, {"Authorization": f"Bearer {officer}"}),
+        "system": (on, {"Authorization": f"Bearer {hub}"}),
+        "system_org0": (on, {"Authorization": f"Bearer {feed}"}),
     }
 
 
@@ -89,6 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=300)
     parser.add_argument("--requests", type=int, default=300, help="requests per configuration")
+    parser.add_argument("--writes", action="store_true", help="measure creates and updates instead")
     args = parser.parse_args()
     from fastapi.testclient import TestClient
 
@@ -100,25 +111,60 @@ def main() -> None:
         seed = Store(url)
         _seed(seed, args.patients)
         apps = _apps(data_dir, url)
+        wanted = _WRITERS if args.writes else _SEARCHERS
+        apps = {name: apps[name] for name in wanted}
         clients = {name: (TestClient(app).__enter__(), headers) for name, (app, headers) in apps.items()}
         rng = random.Random(7)
         # the practitioner's facility (org0) cares for every third resident: query those
         patients = [p for p in range(args.patients) if p % 3 == 0]
         times: dict[tuple[str, str], list[float]] = {}
         for i in range(args.requests + 30):
-            pid = f"p{rng.choice(patients)}"
-            kind, path, params = _request(i, pid)
+            p = rng.choice(patients)
+            if args.writes:
+                kind, method, path, params, body = _write(i, p)
+            else:
+                (kind, path, params), method, body = _request(i, f"p{p}"), "GET", None
             for name, (client, headers) in clients.items():
                 start = time.perf_counter()
-                response = client.get(path, params=params, headers=headers)
+                response = client.request(method, path, params=params, headers=headers, json=body)
                 elapsed = time.perf_counter() - start
-                if response.status_code != 200 or not response.json().get("entry"):
-                    raise SystemExit(f"{name}: unexpected answer {response.status_code}")
+                if response.status_code not in (200, 201) or (
+                    not args.writes and not response.json().get("entry")
+                ):
+                    raise SystemExit(
+                        f"{name}: unexpected answer {response.status_code} {response.text[:200]}"
+                    )
                 if i >= 30:
                     times.setdefault((kind, name), []).append(elapsed * 1000)
         for client, _ in clients.values():
             client.__exit__(None, None, None)
-    _report(times, list(apps))
+    _report(times, list(apps), ("create", "update") if args.writes else ("narrow", "broad"))
+
+
+_SEARCHERS = ("off", "admin", "practitioner", "public_health")
+_WRITERS = ("off", "admin", "system", "system_org0")
+
+
+def _write(i: int, p: int) -> tuple[str, str, str, dict[str, str], dict[str, Any]]:
+    """The i-th write of the interleaved sequence: a create and an update, both at org0."""
+    if i % 2 == 0:
+        body: dict[str, Any] = {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": {"reference": f"Patient/p{p}"},
+            "encounter": {"reference": f"Encounter/e{p}"},
+        }
+        return "create", "POST", "/fhir/Observation", {}, body
+    body = {
+        "resourceType": "Encounter",
+        "id": f"e{p}",
+        "status": "finished" if i % 4 == 1 else "cancelled",
+        "class": {"code": "AMB"},
+        "subject": {"reference": f"Patient/p{p}"},
+        "serviceProvider": {"reference": "Organization/org0"},
+    }
+    return "update", "PUT", f"/fhir/Encounter/e{p}", {}, body
 
 
 def _request(i: int, pid: str) -> tuple[str, str, dict[str, str]]:
@@ -130,9 +176,9 @@ def _request(i: int, pid: str) -> tuple[str, str, dict[str, str]]:
     return "broad", "/fhir/Observation", {"code": "http://loinc.org|8867-4", "_count": "20"}
 
 
-def _report(times: dict[tuple[str, str], list[float]], names: list[str]) -> None:
+def _report(times: dict[tuple[str, str], list[float]], names: list[str], kinds: tuple[str, ...]) -> None:
     print(f"{'kind':<8}{'config':<15}{'n':>5}{'p50 ms':>9}{'p95 ms':>9}{'p50 vs off':>12}{'p95 vs off':>12}")
-    for kind in ("narrow", "broad"):
+    for kind in kinds:
         base = times[(kind, "off")]
         base50, base95 = statistics.median(base), statistics.quantiles(base, n=20)[18]
         for name in names:

@@ -87,3 +87,46 @@ def test_sign_and_verify_a_document_from_the_command_line(tmp_path: Path) -> Non
     (tmp_path / "doc.json").write_text(json.dumps({**doc, "title": "changed"}), encoding="utf-8")
     bad = runner.invoke(app, [*verify, "--public-key", str(tmp_path / "k" / "sm2.pub")])
     assert bad.exit_code == 1 and "INVALID" in bad.stdout
+
+
+def test_demo_connector_writes_for_its_own_facility_only(tmp_path: Path) -> None:
+    """The demo connector (bound to the demo facility) keeps its writes; another facility's are refused."""
+    from rhip.api import create_app
+    from rhip.security.demo import discover
+    from rhip.store import Store
+
+    url = f"sqlite:///{tmp_path / 'rhip.sqlite'}"
+    store = Store(url)
+    for body in seed_resources():
+        store.update(body["resourceType"], body["id"], body)
+    done = _rhip(tmp_path, "users", "create-demo", extra={"RHIP_DEMO_PASSWORD": "demo-pass-1"})
+    assert done.returncode == 0, done.stderr
+    found = discover(store.engine)
+    own, patient = str(found["organization"]), str(found["patient"])
+    other = next(o for o in ("orgA", "orgB") if o != own)
+    app = create_app(store, Settings(data_dir=tmp_path, database_url=url))
+    with TestClient(app) as client:
+        token = client.post(
+            "/auth/token",
+            data={"grant_type": "client_credentials", "scope": "system/*.cruds"},
+            auth=("demo-connector", "demo-pass-1"),
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}", "content-type": "application/fhir+json"}
+        encounter = {
+            "resourceType": "Encounter",
+            "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": {"reference": f"Patient/{patient}"},
+            "serviceProvider": {"reference": f"Organization/{own}"},
+        }
+        created = client.post("/fhir/Encounter", json=encounter, headers=headers)
+        assert created.status_code == 201, created.text
+        again = {**created.json(), "status": "cancelled"}
+        assert client.put(f"/fhir/Encounter/{again['id']}", json=again, headers=headers).status_code == 200
+        assert client.get(f"/fhir/Encounter?service-provider=Organization/{other}", headers=headers).json()[
+            "total"
+        ]
+        elsewhere = {**encounter, "serviceProvider": {"reference": f"Organization/{other}"}}
+        refused = client.post("/fhir/Encounter", json=elsewhere, headers=headers)
+        assert refused.status_code == 403 and other in refused.text and own in refused.text
+    store.close()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rhip.store import Store
+    from rhip.store.guard import WriteGuard
     from rhip.store.search import SearchResult
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,19 @@ def authorize(
     security = ctx.extra.get("security")
     if security is not None:
         security.authorize(ctx, interaction, res_type, res_id, resource)
+
+
+def write_guard(ctx: RequestContext) -> WriteGuard | None:
+    """The guard the store asks before each version this request writes; None when nothing is checked.
+
+    Refusals the guard raises inside the store (a batch entry answers 403 on its own) are listed
+    in ``ctx.extra["write_refusals"]`` as :class:`rhip.store.guard.WriteCheck` values for the audit.
+    """
+    security = ctx.extra.get("security")
+    if security is None:
+        return None
+    guard: WriteGuard | None = security.write_guard(ctx)
+    return guard
 
 
 def filter_results(ctx: RequestContext, resources: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

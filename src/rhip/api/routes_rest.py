@@ -42,6 +42,7 @@ from rhip.api.routing import FhirRoute
 from rhip.api.shaping import check_summary, parse_elements, shape
 from rhip.errors import InvalidRequest, MultipleMatches, NotSupported, ResourceNotFound, VersionConflict
 from rhip.fhir.primitives import is_ascii_digits
+from rhip.store.guard import WriteCheck
 
 if TYPE_CHECKING:
     from rhip.store import Store
@@ -166,7 +167,10 @@ def create(
     resource = _body_for(request, body, res_type)
     resource.pop("id", None)  # the server assigns ids on create
     ensure_valid(resource)
-    begin(request, "create", res_type, resource=resource)
+    ctx = begin(request, "create", res_type, resource=resource)
+    guard = access.write_guard(ctx)
+    if guard is not None:  # on the body alone: a create has no stored version to read
+        guard(WriteCheck("POST", res_type, None, None, resource))
     condition = request.headers.get("if-none-exist")
     if_none_exist = parse_qsl(condition.split("?", 1)[-1], keep_blank_values=True) if condition else None
     if condition is not None and not if_none_exist:
@@ -198,10 +202,11 @@ def update(
     if resource.get("id") != res_id:
         raise InvalidRequest("id: the resource id does not match the URL id", expression=(f"{res_type}.id",))
     ensure_valid(resource)
-    begin(request, "update", res_type, res_id, resource)
+    ctx = begin(request, "update", res_type, res_id, resource)
     if_match = parse_etag(request.headers.get("if-match"))
+    guard = access.write_guard(ctx)
     with write_lock(request):
-        result = store.update(res_type, res_id, resource, if_match=if_match)
+        result = store.update(res_type, res_id, resource, if_match=if_match, guard=guard)
     return write_response(request, result, interaction="update")
 
 
@@ -226,9 +231,10 @@ def conditional_update(
     pairs = _search_pairs(request, res_type)
     resource = _body_for(request, body, res_type)
     ensure_valid(resource)
-    begin(request, "update", res_type, resource.get("id"), resource)
+    ctx = begin(request, "update", res_type, resource.get("id"), resource)
+    guard = access.write_guard(ctx)
     with write_lock(request):
-        result = store.conditional_update(res_type, pairs, resource)
+        result = store.conditional_update(res_type, pairs, resource, guard=guard)
     return write_response(request, result, interaction="update")
 
 
@@ -252,9 +258,12 @@ def validated_patch(
     """Patch only when the result is valid: preview, validate, then patch exactly that version.
 
     The preview is applied to the current version and the store is asked to patch that version
-    (If-Match); if another writer got in between, the preview is redone (3 tries).
+    (If-Match); if another writer got in between, the preview is redone (3 tries). The caller's
+    write guard sees the stored version and the patched result.
     """
     from rhip.store.patch import apply_patch
+
+    guard = access.write_guard(request.state.rhip_ctx)
 
     for _ in range(3):
         current = store.read(res_type, res_id)
@@ -264,7 +273,7 @@ def validated_patch(
         ensure_valid(apply_patch(current, ops))
         try:
             with write_lock(request):
-                return store.patch(res_type, res_id, ops, if_match=version)
+                return store.patch(res_type, res_id, ops, if_match=version, guard=guard)
         except VersionConflict:
             if if_match is not None:
                 raise
@@ -331,9 +340,10 @@ def delete(request: Request, res_type: str, res_id: str, store: Store = Depends(
     check_format(request)
     check_type(res_type)
     check_id(res_id)
-    begin(request, "delete", res_type, res_id)
+    ctx = begin(request, "delete", res_type, res_id)
+    guard = access.write_guard(ctx)
     with write_lock(request):
-        result = store.delete(res_type, res_id)
+        result = store.delete(res_type, res_id, guard=guard)
     response = _delete_answer(request, f"{res_type}/{res_id} deleted")
     version = getattr(result, "version_id", None)
     if version is not None:
@@ -348,7 +358,8 @@ def conditional_delete(request: Request, res_type: str, store: Store = Depends(g
     check_format(request)
     check_type(res_type)
     pairs = _search_pairs(request, res_type)
-    begin(request, "delete", res_type)
+    ctx = begin(request, "delete", res_type)
+    guard = access.write_guard(ctx)
     with write_lock(request):
-        count = store.conditional_delete(res_type, pairs)
+        count = store.conditional_delete(res_type, pairs, guard=guard)
     return _delete_answer(request, f"{count} {res_type} resource(s) deleted")

@@ -154,8 +154,11 @@ def bundle(request: Request, body: bytes = Depends(raw_body), store: Store = Dep
         if res_type:
             touched.append((res_type, res_id or ""))
     ctx.extra["entities"] = touched
+    guard = access.write_guard(ctx)
     with write_lock(request):
-        response = store.process_bundle(data)
+        response = store.process_bundle(data, guard=guard)
+    for refused in ctx.extra.pop("write_refusals", []):  # batch entries refused on their own
+        access.audit(ctx, refused.interaction, "4", [(refused.res_type, refused.res_id or "")])
     access.audit(ctx, str(kind), "0", touched)
     return FhirResponse(response)
 

@@ -19,6 +19,7 @@ from rhip.security.crypto import (
     sm4_decrypt,
     sm4_encrypt,
 )
+from rhip.security.facility import FacilityGuard, check_facility_write
 from rhip.security.fields import protect, reveal
 from rhip.security.keys import KeyRing
 from rhip.security.levels import data_level, sensitive_categories, type_level
@@ -33,6 +34,7 @@ __all__ = [
     "Account",
     "AuditRecord",
     "AuditWriter",
+    "FacilityGuard",
     "FieldCipher",
     "KeyRing",
     "Policy",
@@ -41,6 +43,7 @@ __all__ = [
     "SM2KeyPair",
     "VerifyReport",
     "authenticate",
+    "check_facility_write",
     "create_account",
     "data_level",
     "decode_token",

@@ -206,7 +206,11 @@ class Policy:
     def check_write(
         self, principal: Principal, res_type: str | None, resource: dict[str, Any] | None
     ) -> None:
-        """Refuse a write whose resident the caller has no relationship with."""
+        """Refuse a write whose resident the caller has no relationship with.
+
+        Roles that see everybody pass here; a ``system`` account bound to a facility is held to
+        that facility's records by :mod:`rhip.security.facility`, inside the store's write.
+        """
         role = role_of(principal)
         if resource is None or role.relation == "all":
             return

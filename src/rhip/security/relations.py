@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -65,7 +65,8 @@ class ConsentState:
     restricted: frozenset[str] = field(default_factory=frozenset)
 
 
-def _ref_id(ref: Any, prefix: str) -> str | None:
+def reference_id(ref: Any, prefix: str) -> str | None:
+    """The id of a ``prefix/id`` reference (relative, absolute or versioned); None for anything else."""
     if isinstance(ref, dict):
         ref = ref.get("reference")
     if isinstance(ref, str):
@@ -154,7 +155,7 @@ class Relations:
             return str(rid) if rid else None
         for name in _PATIENT_FIELDS:
             for ref in _refs(resource.get(name)):
-                found = _ref_id(ref, "Patient")
+                found = reference_id(ref, "Patient")
                 if found:
                     return found
         return None
@@ -411,14 +412,26 @@ class Relations:
             found = []
         return parse_consent(found)
 
-    def facility_of(self, resource: dict[str, Any]) -> str | None:
-        """The Organization id a record was made at (directly, or through its Encounter)."""
+    def facility_of(
+        self, resource: dict[str, Any], read: Callable[[str, str], dict[str, Any]] | None = None
+    ) -> str | None:
+        """The Organization id a record was made at (directly, or through its Encounter).
+
+        ``read``, when given, looks the Encounter up with it, uncached: a write check reads inside
+        its own transaction, where an Encounter written earlier in the same bundle is visible and
+        a stale answer must not decide.
+        """
         for name in _ORG_FIELDS:
             for ref in _refs(resource.get(name)):
-                found = _ref_id(ref, "Organization")
+                found = reference_id(ref, "Organization")
                 if found:
                     return found
-        enc = _ref_id(resource.get("encounter") or resource.get("context"), "Encounter")
+        enc = reference_id(resource.get("encounter") or resource.get("context"), "Encounter")
+        if enc and read is not None:
+            try:
+                return self.facility_of(read("Encounter", enc))
+            except RhipError:
+                return None
         if enc:
 
             def lookup() -> str | None:
@@ -437,7 +450,7 @@ class Relations:
         if principal.practitioner:
             for name in ("participant", "performer", "recorder", "asserter", "requester", "author"):
                 for ref in _refs(resource.get(name)):
-                    if _ref_id(ref, "Practitioner") == principal.practitioner:
+                    if reference_id(ref, "Practitioner") == principal.practitioner:
                         return True
         return False
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from rhip.errors import Forbidden, ResourceGone, ResourceNotFound, Unauthorized
 from rhip.security.audit import AuditRecord, AuditWriter
+from rhip.security.facility import FacilityGuard, bound_facility
 from rhip.security.keys import KEY_KINDS, KeyRing
 from rhip.security.levels import type_level
 from rhip.security.policy import ROLES, WRITE, Policy, check_interaction
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from rhip.api.access import RequestContext
     from rhip.config import Settings
     from rhip.store import Store
+    from rhip.store.guard import WriteCheck, WriteGuard
     from rhip.store.search import SearchResult
 
 logger = logging.getLogger(__name__)
@@ -107,6 +109,24 @@ class SecurityRuntime:
             raise Forbidden(f"{res_type}/{res_id}: not visible to this caller")
         if interaction in WRITE or interaction == "delete":
             self.policy.check_write(principal, res_type, current)
+
+    def write_guard(self, ctx: RequestContext) -> WriteGuard | None:
+        """The facility check for a ``system`` account bound to an organisation; None for others.
+
+        The store calls it with the version it already read for the write, so an update costs no
+        extra read; a create is checked on its body alone (see :mod:`rhip.security.facility`).
+        """
+        principal = ctx.extra.get("principal")
+        own = bound_facility(principal) if isinstance(principal, Principal) else None
+        if principal is None or own is None:
+            return None
+
+        def note(check: WriteCheck, error: Forbidden) -> None:
+            ctx.extra.setdefault("write_refusals", []).append(check)
+            if check.res_id and ctx.extra.get("interaction") not in ("batch", "transaction"):
+                ctx.extra["entities"] = [(check.res_type, check.res_id)]  # a conditional write's target
+
+        return FacilityGuard(self.relations, principal, own, on_refusal=note)
 
     def restricted(self, ctx: RequestContext) -> bool:
         """True when this caller sees a filtered subset of the store (totals must be recounted)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from rhip.store.bulk import BulkWriteResult
 from rhip.store.engine import StoreBusy, make_engine, read_connection, write_transaction
 from rhip.store.fieldcrypt import FieldCrypt
+from rhip.store.guard import WriteCheck, WriteGuard
 from rhip.store.meta import etag, format_instant, new_id, parse_etag, parse_instant
 from rhip.store.ops import WriteResult
 from rhip.store.schema import METADATA
@@ -22,6 +23,8 @@ __all__ = [
     "HistoryPage",
     "Store",
     "StoreBusy",
+    "WriteCheck",
+    "WriteGuard",
     "WriteResult",
     "etag",
     "format_instant",

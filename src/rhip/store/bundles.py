@@ -27,6 +27,7 @@ from rhip.fhir.primitives import is_ascii_digits
 from rhip.fhir.references import iter_references
 from rhip.store.bundle_entries import ORDER, EntryRequest, parse_entry, parse_query
 from rhip.store.engine import read_connection, write_transaction
+from rhip.store.guard import WriteGuard
 from rhip.store.meta import format_instant, new_id
 from rhip.store.ops import Ops, WriteResult
 
@@ -65,13 +66,17 @@ class _Target:
     existing: bool = False
 
 
-def process_bundle(store: Store, bundle: dict[str, Any], *, base_url: str | None = None) -> dict[str, Any]:
+def process_bundle(
+    store: Store, bundle: dict[str, Any], *, base_url: str | None = None, guard: WriteGuard | None = None
+) -> dict[str, Any]:
     """Process a batch or transaction Bundle and return the ``*-response`` Bundle.
 
     Args:
         store: the store to run on.
         bundle: the request Bundle (not modified).
         base_url: when given, response entries get an absolute ``fullUrl``.
+        guard: asked about every version an entry writes (see :mod:`rhip.store.guard`); its
+            refusal fails a transaction as a whole and a batch entry on its own.
 
     Raises:
         InvalidRequest: not a batch/transaction Bundle; for a transaction also any entry error
@@ -85,22 +90,24 @@ def process_bundle(store: Store, bundle: dict[str, Any], *, base_url: str | None
     if not isinstance(entries, list):
         raise InvalidRequest("Bundle.entry must be an array", expression=("Bundle.entry",))
     if kind == "transaction":
-        responses = _transaction(store, entries, base_url)
+        responses = _transaction(store, entries, base_url, guard)
     elif kind == "batch":
-        responses = [_batch_entry(store, index, raw, base_url) for index, raw in enumerate(entries)]
+        responses = [_batch_entry(store, index, raw, base_url, guard) for index, raw in enumerate(entries)]
     else:
         raise InvalidRequest("Bundle.type must be batch or transaction", expression=("Bundle.type",))
     return {"resourceType": "Bundle", "type": f"{kind}-response", "entry": responses}
 
 
-def _transaction(store: Store, raw: list[Any], base_url: str | None) -> list[dict[str, Any]]:
+def _transaction(
+    store: Store, raw: list[Any], base_url: str | None, guard: WriteGuard | None
+) -> list[dict[str, Any]]:
     entries = [parse_entry(index, item) for index, item in enumerate(raw)]
     for entry in entries:
         if entry.resource is not None:
             entry.resource = orjson.loads(orjson.dumps(entry.resource))  # never touch the caller's bundle
     responses: list[dict[str, Any]] = [{} for _ in entries]
     with write_transaction(store.engine) as conn:
-        ops = Ops(conn)
+        ops = Ops(conn, guard)
         targets = {}
         for entry in sorted(entries, key=lambda e: (ORDER[e.method], e.index)):
             with _at(entry):
@@ -116,7 +123,9 @@ def _transaction(store: Store, raw: list[Any], base_url: str | None) -> list[dic
     return responses
 
 
-def _batch_entry(store: Store, index: int, raw: Any, base_url: str | None) -> dict[str, Any]:
+def _batch_entry(
+    store: Store, index: int, raw: Any, base_url: str | None, guard: WriteGuard | None
+) -> dict[str, Any]:
     try:
         entry = parse_entry(index, raw)
         if entry.resource is not None:
@@ -125,7 +134,7 @@ def _batch_entry(store: Store, index: int, raw: Any, base_url: str | None) -> di
             with read_connection(store.engine) as conn:
                 return _execute(Ops(conn), entry, _Target(), base_url)
         with write_transaction(store.engine) as conn:
-            ops = Ops(conn)
+            ops = Ops(conn, guard)
             target = _resolve(ops, entry)
             _rewrite(ops, entry, _placeholders([entry], {index: target}))
             return _execute(ops, entry, target, base_url)

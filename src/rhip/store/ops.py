@@ -30,6 +30,7 @@ from rhip.errors import (
     VersionConflict,
 )
 from rhip.store import fieldcrypt, indexing
+from rhip.store.guard import WriteCheck, WriteGuard
 from rhip.store.meta import check_id, check_type, etag, new_id, next_timestamp, stamp
 from rhip.store.patch import apply_patch, check_identity
 from rhip.store.schema import resource as resource_table
@@ -131,12 +132,17 @@ def tombstone(res_type: str, res_id: str, version_id: int, ts: float) -> dict[st
 
 
 class Ops:
-    """Reads and writes of single resources on ``conn`` (the caller owns the transaction)."""
+    """Reads and writes of single resources on ``conn`` (the caller owns the transaction).
 
-    def __init__(self, conn: Connection) -> None:
+    ``guard``, when given, is asked about every version before it is written (see
+    :mod:`rhip.store.guard`); it sees the stored version the write path reads anyway.
+    """
+
+    def __init__(self, conn: Connection, guard: WriteGuard | None = None) -> None:
         self.conn = conn
         self.dialect = conn.dialect.name
         self.fields = fieldcrypt.of(conn)
+        self.guard = guard
 
     # --- reads ---------------------------------------------------------------------------------
     def current(self, res_type: str, res_id: str) -> Current | None:
@@ -340,6 +346,8 @@ class Ops:
         self, res_type: str, res_id: str, resource: dict[str, Any], method: str
     ) -> WriteResult | None:
         """Insert version 1; None when the id exists already (a concurrent create won)."""
+        if self.guard is not None:
+            self.guard(WriteCheck(method, res_type, res_id, None, resource, self.read))
         ts = next_timestamp(None)
         stored = self.fields.protect(resource)
         body = stamp(stored, res_id, 1, ts)
@@ -364,6 +372,9 @@ class Ops:
         self, res_type: str, res_id: str, resource: dict[str, Any] | None, cur: Current, method: str
     ) -> WriteResult | None:
         """Write version ``cur + 1`` (``resource`` None: a delete); None if ``cur`` is no longer current."""
+        if self.guard is not None:
+            current = None if cur.deleted else self.fields.loads(cur.body)
+            self.guard(WriteCheck(method, res_type, res_id, current, resource, self.read))
         version = cur.version_id + 1
         ts = next_timestamp(cur.last_updated)
         deleted = resource is None

@@ -22,6 +22,7 @@ from rhip.errors import InvalidRequest, ResourceNotFound
 from rhip.store import fieldcrypt
 from rhip.store.engine import SQLITE_BUSY_TIMEOUT_MS, make_engine, read_connection, write_transaction
 from rhip.store.fieldcrypt import FieldCrypt
+from rhip.store.guard import WriteGuard
 from rhip.store.meta import check_id, check_type
 from rhip.store.ops import Ops, Params, WriteResult
 from rhip.store.schema import resource as resource_table
@@ -199,6 +200,7 @@ class Store:
         *,
         if_none_exist: Params | None = None,
         assign_id: bool = False,
+        guard: WriteGuard | None = None,
     ) -> WriteResult:
         """Create a resource as version 1.
 
@@ -206,12 +208,19 @@ class Store:
         ``assign_id`` is set (FHIR POST semantics: the API passes True); without an id a new one is
         assigned. ``if_none_exist`` (search parameters) makes the create conditional: one match
         returns that resource with ``created=False``, several raise MultipleMatches (412).
+        ``guard`` (here and in the other writes) may refuse the write; see :mod:`rhip.store.guard`.
         """
         with write_transaction(self.engine) as conn:
-            return Ops(conn).create(resource, if_none_exist=if_none_exist, assign_id=assign_id)
+            return Ops(conn, guard).create(resource, if_none_exist=if_none_exist, assign_id=assign_id)
 
     def update(
-        self, res_type: str, res_id: str, resource: dict[str, Any], *, if_match: int | None = None
+        self,
+        res_type: str,
+        res_id: str,
+        resource: dict[str, Any],
+        *,
+        if_match: int | None = None,
+        guard: WriteGuard | None = None,
     ) -> WriteResult:
         """Write a new version of ``res_type/res_id`` (creating it with that id if new).
 
@@ -219,15 +228,23 @@ class Store:
         current one. The body's resourceType and id (if present) must match the URL (InvalidRequest).
         """
         with write_transaction(self.engine) as conn:
-            return Ops(conn).update(res_type, res_id, resource, if_match=if_match)
+            return Ops(conn, guard).update(res_type, res_id, resource, if_match=if_match)
 
-    def conditional_update(self, res_type: str, params: Params, resource: dict[str, Any]) -> WriteResult:
+    def conditional_update(
+        self, res_type: str, params: Params, resource: dict[str, Any], *, guard: WriteGuard | None = None
+    ) -> WriteResult:
         """Update the one resource matching ``params``, create if none, MultipleMatches (412) if several."""
         with write_transaction(self.engine) as conn:
-            return Ops(conn).conditional_update(res_type, params, resource)
+            return Ops(conn, guard).conditional_update(res_type, params, resource)
 
     def patch(
-        self, res_type: str, res_id: str, operations: list[dict[str, Any]], *, if_match: int | None = None
+        self,
+        res_type: str,
+        res_id: str,
+        operations: list[dict[str, Any]],
+        *,
+        if_match: int | None = None,
+        guard: WriteGuard | None = None,
     ) -> WriteResult:
         """Apply an RFC 6902 JSON Patch to the current version and store the result as a new version.
 
@@ -237,9 +254,11 @@ class Store:
         check_type(res_type, "type")
         check_id(res_id)
         with write_transaction(self.engine) as conn:
-            return Ops(conn).patch(res_type, res_id, operations, if_match=if_match)
+            return Ops(conn, guard).patch(res_type, res_id, operations, if_match=if_match)
 
-    def delete(self, res_type: str, res_id: str, *, if_match: int | None = None) -> WriteResult:
+    def delete(
+        self, res_type: str, res_id: str, *, if_match: int | None = None, guard: WriteGuard | None = None
+    ) -> WriteResult:
         """Logically delete a resource: a new version marked deleted; reads then raise ResourceGone.
 
         Deleting an already-deleted resource changes nothing (outcome ``already-deleted``); an id
@@ -248,26 +267,36 @@ class Store:
         check_type(res_type, "type")
         check_id(res_id)
         with write_transaction(self.engine) as conn:
-            return Ops(conn).delete(res_type, res_id, if_match=if_match)
+            return Ops(conn, guard).delete(res_type, res_id, if_match=if_match)
 
-    def conditional_delete(self, res_type: str, params: Params, *, allow_multiple: bool = False) -> int:
+    def conditional_delete(
+        self,
+        res_type: str,
+        params: Params,
+        *,
+        allow_multiple: bool = False,
+        guard: WriteGuard | None = None,
+    ) -> int:
         """Delete the resources matching ``params``; return the number deleted (0 if none matched).
 
         More than one match raises MultipleMatches (412) unless ``allow_multiple``.
         """
         with write_transaction(self.engine) as conn:
-            return Ops(conn).conditional_delete(res_type, params, allow_multiple=allow_multiple)
+            return Ops(conn, guard).conditional_delete(res_type, params, allow_multiple=allow_multiple)
 
-    def process_bundle(self, bundle: dict[str, Any], *, base_url: str | None = None) -> dict[str, Any]:
+    def process_bundle(
+        self, bundle: dict[str, Any], *, base_url: str | None = None, guard: WriteGuard | None = None
+    ) -> dict[str, Any]:
         """Process a ``batch`` or ``transaction`` Bundle and return the response Bundle.
 
         See :mod:`rhip.store.bundles`: a transaction is atomic (any failing entry raises and
         nothing is written), a batch processes each entry on its own. With ``base_url`` the
-        response entries carry absolute ``fullUrl`` values.
+        response entries carry absolute ``fullUrl`` values. ``guard`` is asked about every version an
+        entry writes: a refusal fails the whole transaction, or just that entry of a batch.
         """
         from rhip.store.bundles import process_bundle
 
-        return process_bundle(self, bundle, base_url=base_url)
+        return process_bundle(self, bundle, base_url=base_url, guard=guard)
 
     def bulk_write(self, resources: Iterable[dict[str, Any]], *, batch_size: int = 2000) -> BulkWriteResult:
         """Create-or-update many resources by id, fast; see :func:`rhip.store.bulk.bulk_write`."""

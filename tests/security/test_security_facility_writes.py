@@ -1,0 +1,361 @@
+"""A facility's ``system`` account writes only its own facility's records over FHIR.
+
+Each test builds the app over a fresh store (SQLite and PostgreSQL) holding two facilities, orgA
+and orgB, each with a resident, an Encounter and an Observation that names its facility only
+through the Encounter. ``his-a`` is orgA's feed (a ``system`` account bound to orgA), ``hub`` a
+regional connector bound to no facility, ``admin`` a platform admin who checks what was stored.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from rhip.config import Settings
+from rhip.security.audit import iter_entries
+
+LOINC = "http://loinc.org"
+ENC_IDS = "urn:example:encounter"
+
+
+def _ref(text: str) -> dict[str, str]:
+    return {"reference": text}
+
+
+def _patient(rid: str, org: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"resourceType": "Patient", "id": rid, "gender": "female"}
+    if org:
+        body["managingOrganization"] = _ref(f"Organization/{org}")
+    return body
+
+
+def _encounter(patient: str, org: str, rid: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "resourceType": "Encounter",
+        "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": _ref(f"Patient/{patient}"),
+        "serviceProvider": _ref(f"Organization/{org}"),
+    }
+    if rid:
+        body["id"] = rid
+        body["identifier"] = [{"system": ENC_IDS, "value": rid}]
+    return body
+
+
+def _observation(patient: str, encounter: str, rid: str | None = None) -> dict[str, Any]:
+    """An Observation whose facility is found only through its Encounter."""
+    body: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "8867-4"}]},
+        "subject": _ref(f"Patient/{patient}"),
+        "encounter": _ref(encounter),
+    }
+    if rid:
+        body["id"] = rid
+    return body
+
+
+def _seed() -> list[dict[str, Any]]:
+    return [
+        {"resourceType": "Organization", "id": "orgA", "name": "Hospital A"},
+        {"resourceType": "Organization", "id": "orgB", "name": "Hospital B"},
+        {"resourceType": "Practitioner", "id": "pr1", "name": [{"family": "Li"}]},
+        _patient("pA", "orgA"),
+        _patient("pB", "orgB"),
+        _patient("pNone", None),
+        _encounter("pA", "orgA", "encA"),
+        _encounter("pB", "orgB", "encB"),
+        _observation("pA", "Encounter/encA", "obsA"),
+        _observation("pB", "Encounter/encB", "obsB"),
+    ]
+
+
+@dataclass
+class Facilities:
+    """The app's test client and a header set per account."""
+
+    client: TestClient
+    app: Any
+    headers: dict[str, dict[str, str]]
+
+    def call(self, who: str, method: str, path: str, body: Any = None, **headers: str) -> httpx.Response:
+        """One FHIR request as ``who`` (JSON body, or a JSON Patch for PATCH)."""
+        sent = dict(self.headers[who])
+        sent["content-type"] = "application/json-patch+json" if method == "PATCH" else "application/fhir+json"
+        sent.update(headers)
+        content = None if body is None else orjson.dumps(body)
+        return self.client.request(method, f"/fhir/{path}", content=content, headers=sent)
+
+    def stored(self, path: str) -> httpx.Response:
+        """What the store holds, read as the platform admin."""
+        return self.call("admin", "GET", path)
+
+    def audit(self) -> list[dict[str, Any]]:
+        """Every audit entry written so far."""
+        self.app.state.security.writer.flush()
+        return [entry for _, entry in iter_entries(self.app.state.store.engine)]
+
+
+@pytest.fixture
+def facilities(db_url: str, tmp_path: Path) -> Iterator[Facilities]:
+    """The API with authentication on over a seeded store (SQLite and PostgreSQL)."""
+    from rhip.api import create_app
+    from rhip.security.testing import issue_token
+    from rhip.store import Store
+
+    store = Store(db_url)
+    for body in _seed():
+        store.update(body["resourceType"], body["id"], body)
+    app = create_app(store, Settings(data_dir=tmp_path, database_url=db_url, auth_enabled=True))
+    accounts = {
+        "his-a": {"role": "system", "organization_id": "orgA"},
+        "hub": {"role": "system"},
+        "admin": {"role": "platform_admin"},
+    }
+    with TestClient(app) as client:
+        headers = {
+            name: {"Authorization": f"Bearer {issue_token(app, username=name, **kw)}"}
+            for name, kw in accounts.items()
+        }
+        yield Facilities(client, app, headers)
+    store.close()
+
+
+def _refused(response: httpx.Response, *named: str) -> str:
+    """Assert a 403 OperationOutcome whose diagnostics name every facility in ``named``."""
+    assert response.status_code == 403, response.text
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    text = " ".join(str(issue.get("diagnostics")) for issue in outcome["issue"])
+    for name in named:
+        assert name in text, text
+    return text
+
+
+def test_create_only_at_the_accounts_own_facility(facilities: Facilities) -> None:
+    own = facilities.call("his-a", "POST", "Encounter", _encounter("pA", "orgA"))
+    assert own.status_code == 201, own.text
+    other = facilities.call("his-a", "POST", "Encounter", _encounter("pB", "orgB"))
+    _refused(other, "orgB", "orgA")
+    found = facilities.stored("Encounter?service-provider=Organization/orgB").json()
+    assert {e["resource"]["id"] for e in found.get("entry", [])} == {"encB"}
+    conditional = facilities.call(
+        "his-a", "POST", "Encounter", _encounter("pB", "orgB"), **{"If-None-Exist": "identifier=nothing|x"}
+    )
+    _refused(conditional, "orgB", "orgA")
+
+
+def test_observation_facility_is_found_through_its_encounter(facilities: Facilities) -> None:
+    own = facilities.call("his-a", "POST", "Observation", _observation("pA", "Encounter/encA"))
+    assert own.status_code == 201, own.text
+    other = facilities.call("his-a", "POST", "Observation", _observation("pB", "Encounter/encB"))
+    _refused(other, "orgB", "orgA")
+    update = facilities.call(
+        "his-a", "PUT", "Observation/obsB", {**_observation("pB", "Encounter/encB"), "id": "obsB"}
+    )
+    _refused(update, "orgB", "orgA")
+
+
+def test_update_patch_and_delete_of_another_facilitys_record_are_refused(facilities: Facilities) -> None:
+    mine = facilities.call(
+        "his-a", "PUT", "Encounter/encA", {**_encounter("pA", "orgA", "encA"), "status": "cancelled"}
+    )
+    assert mine.status_code == 200, mine.text
+    theirs = facilities.call(
+        "his-a", "PUT", "Encounter/encB", {**_encounter("pB", "orgB", "encB"), "status": "cancelled"}
+    )
+    _refused(theirs, "orgB", "orgA")
+    status = [{"op": "replace", "path": "/status", "value": "cancelled"}]
+    _refused(facilities.call("his-a", "PATCH", "Encounter/encB", status), "orgB", "orgA")
+    assert facilities.call("his-a", "PATCH", "Encounter/encA", status).status_code == 200
+    _refused(facilities.call("his-a", "DELETE", "Encounter/encB"), "orgB", "orgA")
+    _refused(facilities.call("his-a", "DELETE", f"Encounter?identifier={ENC_IDS}|encB"), "orgB", "orgA")
+    _refused(
+        facilities.call(
+            "his-a", "PUT", f"Encounter?identifier={ENC_IDS}|encB", _encounter("pB", "orgB", "encB")
+        ),
+        "orgB",
+        "orgA",
+    )
+    _refused(
+        facilities.call("his-a", "PATCH", f"Encounter?identifier={ENC_IDS}|encB", status), "orgB", "orgA"
+    )
+    kept = facilities.stored("Encounter/encB").json()
+    assert kept["status"] == "finished" and kept["meta"]["versionId"] == "1"
+    assert facilities.call("his-a", "DELETE", "Observation/obsA").status_code in (200, 204)
+
+
+def test_rewriting_the_organisation_reference_does_not_take_a_record_over(facilities: Facilities) -> None:
+    takeover = facilities.call("his-a", "PUT", "Encounter/encB", _encounter("pB", "orgA", "encB"))
+    _refused(takeover, "orgB", "orgA")
+    move = [{"op": "replace", "path": "/serviceProvider/reference", "value": "Organization/orgA"}]
+    _refused(facilities.call("his-a", "PATCH", "Encounter/encB", move), "orgB", "orgA")
+    give_away = facilities.call("his-a", "PUT", "Encounter/encA", _encounter("pA", "orgB", "encA"))
+    _refused(give_away, "orgB", "orgA")
+    away = [{"op": "replace", "path": "/serviceProvider/reference", "value": "Organization/orgB"}]
+    _refused(facilities.call("his-a", "PATCH", "Encounter/encA", away), "orgB", "orgA")
+    assert facilities.stored("Encounter/encB").json()["serviceProvider"]["reference"] == "Organization/orgB"
+    assert facilities.stored("Encounter/encA").json()["serviceProvider"]["reference"] == "Organization/orgA"
+
+
+def test_records_without_a_facility(facilities: Facilities) -> None:
+    """Own Organization and shared directory data are writable; a resident's record must name a facility."""
+    own_org = facilities.call(
+        "his-a", "PUT", "Organization/orgA", {"resourceType": "Organization", "id": "orgA", "name": "A"}
+    )
+    assert own_org.status_code == 200, own_org.text
+    ward = {"resourceType": "Organization", "name": "Ward 3", "partOf": _ref("Organization/orgA")}
+    assert facilities.call("his-a", "POST", "Organization", ward).status_code == 201
+    other_org = {"resourceType": "Organization", "id": "orgB", "name": "Renamed"}
+    _refused(facilities.call("his-a", "PUT", "Organization/orgB", other_org), "orgB", "orgA")
+    practitioner = {"resourceType": "Practitioner", "id": "pr1", "name": [{"family": "Wang"}]}
+    assert facilities.call("his-a", "PUT", "Practitioner/pr1", practitioner).status_code == 200
+    _refused(facilities.call("his-a", "PUT", "Patient/pNone", _patient("pNone", None)), "orgA")
+    assert facilities.call("his-a", "POST", "Patient", _patient("x", "orgA")).status_code == 201
+
+
+def _entry(
+    method: str, url: str, resource: dict[str, Any] | None = None, full_url: str | None = None
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {"request": {"method": method, "url": url}}
+    if resource is not None:
+        entry["resource"] = resource
+    if full_url:
+        entry["fullUrl"] = full_url
+    return entry
+
+
+def _patch_entry(url: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+    binary = {
+        "resourceType": "Binary",
+        "contentType": "application/json-patch+json",
+        "data": base64.b64encode(orjson.dumps(ops)).decode(),
+    }
+    return _entry("PATCH", url, binary)
+
+
+def _observation_count(facilities: Facilities) -> int:
+    return int(facilities.stored("Observation?_summary=count").json()["total"])
+
+
+def test_transaction_mixing_facilities_is_refused_whole(facilities: Facilities) -> None:
+    before = _observation_count(facilities)
+    mixed = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            _entry("POST", "Observation", _observation("pA", "Encounter/encA")),
+            _entry("POST", "Observation", _observation("pB", "Encounter/encB")),
+        ],
+    }
+    _refused(facilities.call("his-a", "POST", "", mixed), "orgB", "orgA")
+    assert _observation_count(facilities) == before
+    placeholder = "urn:uuid:7d3c1a52-0d36-4b5e-9d7e-3f4a1c2b9e01"
+    own = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            _entry("POST", "Encounter", _encounter("pA", "orgA"), full_url=placeholder),
+            _entry("POST", "Observation", _observation("pA", placeholder)),
+        ],
+    }
+    done = facilities.call("his-a", "POST", "", own)
+    assert done.status_code == 200, done.text
+    assert _observation_count(facilities) == before + 1
+    takeover = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            _entry("PUT", "Encounter/encA", _encounter("pA", "orgA", "encA")),
+            _entry("DELETE", "Observation/obsB"),
+        ],
+    }
+    _refused(facilities.call("his-a", "POST", "", takeover), "orgB", "orgA")
+    assert facilities.stored("Observation/obsB").status_code == 200
+    assert facilities.stored("Encounter/encA").json()["meta"]["versionId"] == "1"
+
+
+def test_batch_refuses_each_foreign_entry_on_its_own(facilities: Facilities) -> None:
+    before = _observation_count(facilities)
+    move = [{"op": "replace", "path": "/serviceProvider/reference", "value": "Organization/orgA"}]
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            _entry("POST", "Observation", _observation("pA", "Encounter/encA")),
+            _entry("POST", "Observation", _observation("pB", "Encounter/encB")),
+            _patch_entry("Encounter/encB", move),
+            _entry("DELETE", f"Encounter?identifier={ENC_IDS}|encB"),
+            _entry("GET", "Encounter/encB"),
+        ],
+    }
+    answer = facilities.call("his-a", "POST", "", batch)
+    assert answer.status_code == 200, answer.text
+    statuses = [e["response"]["status"] for e in answer.json()["entry"]]
+    assert statuses[0].startswith("201") and statuses[4].startswith("200"), statuses
+    for denied in answer.json()["entry"][1:4]:
+        assert denied["response"]["status"].startswith("403"), statuses
+        text = " ".join(i["diagnostics"] for i in denied["response"]["outcome"]["issue"])
+        assert "orgB" in text and "orgA" in text, text
+    assert _observation_count(facilities) == before + 1
+    kept = facilities.stored("Encounter/encB").json()
+    assert kept["serviceProvider"]["reference"] == "Organization/orgB" and kept["meta"]["versionId"] == "1"
+    denials = [e for e in facilities.audit() if e["actor"] == "his-a" and e["outcome"] == "4"]
+    assert {e["action"] for e in denials} >= {"create", "patch", "delete"}, denials
+    assert any("Encounter/encB" in e["entities"] for e in denials), denials
+
+
+def test_unbound_system_account_writes_as_before(facilities: Facilities) -> None:
+    """A regional hub bound to no facility keeps writing for every facility; only the bound feed is held."""
+    assert (
+        facilities.call("hub", "POST", "Observation", _observation("pB", "Encounter/encB")).status_code == 201
+    )
+    update = facilities.call(
+        "hub", "PUT", "Encounter/encB", {**_encounter("pB", "orgB", "encB"), "status": "cancelled"}
+    )
+    assert update.status_code == 200, update.text
+    assert facilities.call("hub", "PUT", "Patient/pNone", _patient("pNone", None)).status_code == 200
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            _entry("POST", "Observation", _observation(p, f"Encounter/enc{p[-1]}")) for p in ("pA", "pB")
+        ],
+    }
+    statuses = [e["response"]["status"] for e in facilities.call("hub", "POST", "", batch).json()["entry"]]
+    assert all(s.startswith("201") for s in statuses), statuses
+    held = [e["response"]["status"] for e in facilities.call("his-a", "POST", "", batch).json()["entry"]]
+    assert held[0].startswith("201") and held[1].startswith("403"), held
+    assert facilities.call("hub", "DELETE", "Observation/obsB").status_code in (200, 204)
+
+
+def test_reads_of_other_facilities_are_unchanged(facilities: Facilities) -> None:
+    """The feed that may not write orgB's records still reads them (sharing is the platform's purpose)."""
+    _refused(facilities.call("his-a", "DELETE", "Encounter/encB"), "orgB", "orgA")
+    assert facilities.call("his-a", "GET", "Encounter/encB").status_code == 200
+    assert facilities.call("his-a", "GET", "Observation/obsB").status_code == 200
+    found = facilities.call("his-a", "GET", "Encounter").json()
+    assert {e["resource"]["id"] for e in found["entry"]} == {"encA", "encB"}
+
+
+def test_denials_are_audited(facilities: Facilities) -> None:
+    _refused(facilities.call("his-a", "PUT", "Encounter/encB", _encounter("pB", "orgA", "encB")), "orgB")
+    _refused(facilities.call("his-a", "DELETE", "Observation/obsB"), "orgB")
+    _refused(facilities.call("his-a", "POST", "Encounter", _encounter("pB", "orgB")), "orgB")
+    denials = [e for e in facilities.audit() if e["actor"] == "his-a" and e["outcome"] == "4"]
+    assert {(e["action"], tuple(e["entities"])) for e in denials} >= {
+        ("update", ("Encounter/encB",)),
+        ("delete", ("Observation/obsB",)),
+    }, denials
+    assert any(e["action"] == "create" for e in denials), denials
+    assert all(e["role"] == "system" for e in denials)
