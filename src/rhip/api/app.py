@@ -20,6 +20,7 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from rhip import __version__
 from rhip.api import routes_rest, routes_search, routes_system
+from rhip.api.dispatch import gate_included_routers
 from rhip.api.http import FhirResponse
 from rhip.api.routing import install_handlers
 from rhip.config import Settings, get_settings
@@ -113,4 +114,5 @@ def create_app(
     app.state.contributed = _include_contributed(app, modules)
     app.include_router(routes_search.router)
     app.include_router(routes_rest.router)
+    gate_included_routers(app)
     return app
