@@ -2,9 +2,9 @@
 
 SQLite has a single writer, so without grouping the create rate is one commit after another. Here
 each create joins a queue and waits for the in-process write lock; whoever holds the lock commits
-everything queued so far in one transaction through ``Store.bulk_write`` (new server-assigned ids,
+everything queued so far in one transaction through ``Store.create_new`` (new server-assigned ids,
 so every resource gets version 1, a ``POST`` history row and its index rows, as a single create
-would) and reads the stored bodies back with one ``_id`` search. A request never waits for more
+would, and each request gets back what a single create returns). A request never waits for more
 than the batch it joined, and a lone request is a plain ``Store.create``. If a grouped write
 fails, its entries are retried one by one, so each request gets its own answer. PostgreSQL has
 concurrent writers and does not use this.
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rhip.errors import RhipError
-from rhip.store.engine import StoreBusy
 
 if TYPE_CHECKING:
     from rhip.store import Store
@@ -102,24 +101,6 @@ class CreateBatcher:
                 future.set_result(CreateResult(result.resource, True, result.version_id, result.last_updated))
 
     def _commit_group(self, batch: list[tuple[dict[str, Any], Future[CreateResult]]]) -> None:
-        from rhip.store import new_id, parse_instant
-
-        ids = [new_id() for _ in batch]
-        bodies = [{**resource, "id": res_id} for (resource, _), res_id in zip(batch, ids, strict=True)]
-        counts = self.store.bulk_write(bodies, batch_size=len(bodies) + 1)
-        if counts.created != len(bodies):
-            raise StoreBusy(f"grouped create wrote {counts.created} of {len(bodies)} resources")
-        written: dict[str, dict[str, Any]] = {}
-        for res_type in {body["resourceType"] for body in bodies}:
-            wanted = [b["id"] for b in bodies if b["resourceType"] == res_type]
-            found = self.store.search(res_type, [("_id", ",".join(wanted))], count=len(wanted) + 1)
-            written.update((r["id"], r) for r in found.matches)
-        for (_, future), res_id in zip(batch, ids, strict=True):
-            body = written.get(res_id)
-            if body is None:
-                future.set_exception(StoreBusy("the created resource could not be read back; retry"))
-                continue
-            meta = body["meta"]
-            future.set_result(
-                CreateResult(body, True, int(meta["versionId"]), parse_instant(meta["lastUpdated"]))
-            )
+        results = self.store.create_new([resource for resource, _ in batch])
+        for (_, future), result in zip(batch, results, strict=True):
+            future.set_result(CreateResult(result.resource, True, result.version_id, result.last_updated))
