@@ -201,6 +201,26 @@ def version_headers(resource: Mapping[str, Any], last_updated: float | None = No
     return headers
 
 
+#: FHIR bases already built, by what they depend on (scheme, server, Host header, root path).
+_BASES: dict[tuple[Any, ...], str] = {}
+_MAX_BASES = 256
+
+
 def base_url(request: Request) -> str:
-    """The FHIR base of this server as the client reached it (``http://host:port/fhir``)."""
-    return str(request.base_url).rstrip("/") + "/fhir"
+    """The FHIR base of this server as the client reached it (``http://host:port/fhir``).
+
+    Starlette builds and parses two URLs for ``request.base_url``; the answer depends only on the
+    key below, so it is built once per key (a bounded number of keys: the Host header is the
+    client's to choose).
+    """
+    scope = request.scope
+    host = next((value for name, value in scope["headers"] if name == b"host"), None)
+    server = scope.get("server")
+    root = scope.get("app_root_path", scope.get("root_path", ""))
+    key = (scope.get("scheme", "http"), None if server is None else tuple(server), host, root)
+    base = _BASES.get(key)
+    if base is None:
+        base = str(request.base_url).rstrip("/") + "/fhir"
+        if len(_BASES) < _MAX_BASES:
+            _BASES[key] = base
+    return base
