@@ -97,9 +97,12 @@ class CreateBatcher:
                 del self._queue[: self.max_batch]
                 try:
                     outcomes = await anyio.to_thread.run_sync(self.commit, [r for r, _ in batch])
-                except BaseException as exc:  # the requests must not wait forever
+                except BaseException as exc:  # commit hands errors back; whatever else, nobody waits forever
                     _settle(batch, [RuntimeError(f"group commit failed: {exc!r}")] * len(batch))
-                    raise
+                    if not isinstance(exc, Exception):
+                        raise
+                    logger.exception("group commit of %d creates failed", len(batch))
+                    continue
                 _settle(batch, outcomes)
         finally:
             self._drainer = None
@@ -113,10 +116,9 @@ class CreateBatcher:
             if len(resources) > 1:
                 try:
                     return [_result(r) for r in self.store.create_new(resources)]
-                except RhipError as exc:
-                    logger.info(
-                        "grouped create of %d failed (%s); retrying one by one", len(resources), exc.code
-                    )
+                except Exception as exc:  # rolled back: each create gets its own answer below
+                    code = exc.code if isinstance(exc, RhipError) else type(exc).__name__
+                    logger.info("grouped create of %d failed (%s); retrying one by one", len(resources), code)
             return [self._create_one(resource) for resource in resources]
 
     def _create_one(self, resource: dict[str, Any]) -> Outcome:
