@@ -45,3 +45,20 @@ def test_base_url_follows_the_host_of_each_request() -> None:
     assert (one, two) == ("http://a.example.org/fhir", "http://b.example.org/fhir")
     mounted = _request("http", ("127.0.0.1", 8000), b"a.example.org", "/api", app_root_path="/top")
     assert base_url(mounted) == "http://a.example.org/top/fhir"
+
+
+def test_http_date_is_the_uncached_text_for_every_instant() -> None:
+    """Cached per second, yet equal to format_datetime for instants on and around second edges."""
+    from datetime import UTC, datetime
+    from email.utils import format_datetime
+
+    from rhip.api.http import http_date
+
+    base = 1_795_000_000
+    instants = [
+        base + s + f for s in range(-2, 3) for f in (0.0, 0.0000004, 0.0000005, 0.4, 0.9999994, 0.9999996)
+    ]
+    instants += [0.0, 1.5, 2_000_000_000.999, base + 0.123]
+    for _ in range(2):
+        for epoch in instants:
+            assert http_date(epoch) == format_datetime(datetime.fromtimestamp(epoch, UTC), usegmt=True), epoch

@@ -48,13 +48,27 @@ async def raw_body(request: Request) -> bytes:
     return await request.body()
 
 
+#: Paths made only of these characters read the same in ``scope["path"]`` and ``request.url.path``.
+_PLAIN_PATH = re.compile(r"/(?!/)[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
+
+
+def request_path(request: Request) -> str:
+    """``request.url.path`` without building the URL when the raw path has nothing to escape.
+
+    Starlette escapes ``?``, ``#`` and ``\\`` and its URL parser drops tabs and newlines and
+    rewrites a leading ``//``; a path free of all of those is returned as the scope holds it.
+    """
+    path: str = request.scope["path"]
+    return path if _PLAIN_PATH.fullmatch(path) else request.url.path
+
+
 def request_context(request: Request) -> access.RequestContext:
     """The one RequestContext of this request (made on first use and kept on ``request.state``)."""
     ctx = getattr(request.state, "rhip_ctx", None)
     if ctx is None:
         ctx = access.RequestContext(
             method=request.method,
-            path=request.url.path,
+            path=request_path(request),
             client=request.client.host if request.client else None,
             request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
             headers={k: v for k, v in request.headers.items() if k in ("authorization", "x-request-id")},

@@ -8,6 +8,7 @@ same way and a client library sees one server, not a collection of endpoints.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -172,8 +173,16 @@ def prefer_return(request: Request) -> str:
 
 
 def http_date(epoch: float) -> str:
-    """An RFC 7231 HTTP date for an epoch-seconds instant."""
-    return format_datetime(datetime.fromtimestamp(epoch, UTC), usegmt=True)
+    """An RFC 7231 HTTP date for an epoch-seconds instant.
+
+    An HTTP date has whole seconds, so the text is built once per second (and cached).
+    """
+    return _http_date(datetime.fromtimestamp(epoch, UTC).replace(microsecond=0))
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date(moment: datetime) -> str:
+    return format_datetime(moment, usegmt=True)
 
 
 def parse_http_date(value: str, header: str) -> float:
