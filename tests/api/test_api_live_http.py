@@ -111,18 +111,16 @@ def test_concurrent_creates_each_get_their_own_resource(live_server):
 def test_grouped_commit_writes_each_resource_like_a_create(tmp_path):
     """One group commit gives every resource its own id, version 1, a POST history row and search rows."""
     import threading
-    from concurrent.futures import Future
 
-    from rhip.api.batching import CreateBatcher, groupable
+    from rhip.api.batching import CreateBatcher, CreateResult, groupable
     from rhip.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'g.sqlite'}")
     batcher = CreateBatcher(store, threading.Lock())
-    futures: list[Future] = [Future() for _ in range(3)]
     tag = {"system": "https://rhip.example.org/fhir/tag", "code": "t1"}
     resources = [patient(family=f"Grouped{i}", id="client-id-ignored", meta={"tag": [tag]}) for i in range(3)]
-    batcher._commit(list(zip(resources, futures, strict=True)))
-    results = [f.result() for f in futures]
+    results = batcher.commit(resources)
+    assert all(isinstance(r, CreateResult) for r in results)
     assert len({r.resource["id"] for r in results}) == 3
     for i, result in enumerate(results):
         assert result.created and result.version_id == 1

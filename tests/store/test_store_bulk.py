@@ -206,3 +206,64 @@ def test_encoded_resources_are_written_updated_and_found_unchanged(store: Store)
     assert store.read("Patient", "p3")["meta"]["versionId"] == "2"
     assert store.read("Patient", "p3")["name"] == [{"family": "Li"}]
     assert _index_count(store, idx_string, "p3") > 0
+
+
+def _stored_rows(store: Store, res_type: str, res_id: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row a resource has in the version and index tables, its id replaced by ``ID``."""
+    from rhip.store.index_schema import INDEX_TABLES
+    from rhip.store.schema import resource_version
+
+    rows: dict[str, list[tuple[Any, ...]]] = {}
+    with store.engine.connect() as conn:
+        for table in [resource_version, *INDEX_TABLES]:
+            skip = {"res_id", "last_updated", "body"}
+            columns = [c for c in table.c if c.name not in skip]
+            stmt = select(*columns).where(table.c.res_type == res_type, table.c.res_id == res_id)
+            rows[table.name] = sorted(tuple(str(v) for v in row) for row in conn.execute(stmt))
+    return rows
+
+
+@pytest.mark.parametrize("encrypt", [False, True])
+def test_create_new_stores_and_answers_what_single_creates_do(tmp_path: Path, encrypt: bool) -> None:
+    """Store.create_new (the API's group commit) is N Store.create calls in one transaction.
+
+    Over the test corpus: the answer has a new id, version 1 and the body sent; reads give the
+    answer back; the history row (POST, version 1) and every index row equal those of a single
+    create of the same resource (with and without field encryption).
+    """
+    crypt = FieldCrypt(FieldCipher(KeyRing(tmp_path / "keys"))) if encrypt else fieldcrypt.PLAIN
+    grouped = Store(f"sqlite:///{tmp_path / 'grouped.sqlite'}", fields=crypt)
+    single = Store(f"sqlite:///{tmp_path / 'single.sqlite'}", fields=crypt)
+    samples = _samples()[:120]
+    results = grouped.create_new(samples)
+    for res, result in zip(samples, results, strict=True):
+        alone = single.create(res, assign_id=True)
+        assert result.created and result.outcome == "created" and result.version_id == 1
+        grouped_id, single_id = result.res_id, alone.res_id
+        assert grouped_id != res["id"]
+        got = grouped.read(res["resourceType"], grouped_id)
+        assert got == result.resource
+        assert got["meta"]["lastUpdated"] == format_instant(result.last_updated)
+        for answer in (result.resource, alone.resource):
+            answer.pop("id")
+            assert answer["meta"].pop("versionId") == "1"
+            answer["meta"].pop("lastUpdated")
+        assert result.resource == alone.resource
+        res_type = res["resourceType"]
+        assert _stored_rows(grouped, res_type, grouped_id) == _stored_rows(single, res_type, single_id)
+    grouped.close()
+    single.close()
+
+
+def test_create_new_writes_nothing_when_an_id_exists(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An id already taken rolls the whole group back (VersionConflict), nothing is overwritten."""
+    from rhip.errors import VersionConflict
+    from rhip.store import bulk
+
+    first = store.create({"resourceType": "Patient", "name": [{"family": "Kept"}]})
+    ids = iter(["fresh-1", first.res_id])
+    monkeypatch.setattr(bulk, "new_id", lambda: next(ids))
+    with pytest.raises(VersionConflict):
+        store.create_new([{"resourceType": "Patient"}, {"resourceType": "Patient", "gender": "male"}])
+    assert store.read("Patient", first.res_id) == first.resource
+    assert store.count("Patient") == 1

@@ -11,15 +11,17 @@ from __future__ import annotations
 import gc
 import importlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
+from sqlalchemy import Engine, event
 from starlette.middleware.gzip import GZipMiddleware
 
 from rhip import __version__
 from rhip.api import routes_rest, routes_search, routes_system
+from rhip.api.dispatch import gate_included_routers
 from rhip.api.http import FhirResponse
 from rhip.api.routing import install_handlers
 from rhip.config import Settings, get_settings
@@ -59,6 +61,37 @@ def _include_contributed(app: FastAPI, modules: tuple[str, ...]) -> list[str]:
     return included
 
 
+#: Seconds between WAL checkpoints while the API serves an SQLite store (as the MLLP listener).
+CHECKPOINT_INTERVAL = 0.5
+
+
+def start_checkpoints(engine: Engine) -> Callable[[], None] | None:
+    """Checkpoint an SQLite store's log in a thread of its own while the app runs; return the stop.
+
+    SQLite otherwise checkpoints inside the commit that takes the log past 1,000 pages, and the
+    write lock (so every create waiting in the next group) waits for the copy and the sync of
+    the database file. Any commit of the process wakes the thread; what is committed and how
+    durable it is stay the same (see :mod:`rhip.store.walcheckpoint`). None for other stores.
+    """
+    from rhip.store.walcheckpoint import BackgroundCheckpoints, has_wal_file
+
+    if not has_wal_file(engine):
+        return None
+    checkpoints = BackgroundCheckpoints(engine, CHECKPOINT_INTERVAL)
+
+    def committed(_conn: Any) -> None:
+        checkpoints.committed()
+
+    checkpoints.start()
+    event.listen(engine, "commit", committed)
+
+    def stop() -> None:
+        event.remove(engine, "commit", committed)
+        checkpoints.stop()
+
+    return stop
+
+
 def create_app(
     store: Store | None = None,
     settings: Settings | None = None,
@@ -86,9 +119,12 @@ def create_app(
         # trigger no longer walk it again and again (broad-search p95 in docs/benchmarks.md).
         gc.collect()
         gc.freeze()
+        checkpoints = start_checkpoints(app.state.store.engine)
         try:
             yield
         finally:
+            if checkpoints is not None:
+                checkpoints()
             gc.unfreeze()
             if owned:
                 app.state.store.close()
@@ -113,4 +149,5 @@ def create_app(
     app.state.contributed = _include_contributed(app, modules)
     app.include_router(routes_search.router)
     app.include_router(routes_rest.router)
+    gate_included_routers(app)
     return app

@@ -48,13 +48,27 @@ async def raw_body(request: Request) -> bytes:
     return await request.body()
 
 
+#: Paths made only of these characters read the same in ``scope["path"]`` and ``request.url.path``.
+_PLAIN_PATH = re.compile(r"/(?!/)[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
+
+
+def request_path(request: Request) -> str:
+    """``request.url.path`` without building the URL when the raw path has nothing to escape.
+
+    Starlette escapes ``?``, ``#`` and ``\\`` and its URL parser drops tabs and newlines and
+    rewrites a leading ``//``; a path free of all of those is returned as the scope holds it.
+    """
+    path: str = request.scope["path"]
+    return path if _PLAIN_PATH.fullmatch(path) else request.url.path
+
+
 def request_context(request: Request) -> access.RequestContext:
     """The one RequestContext of this request (made on first use and kept on ``request.state``)."""
     ctx = getattr(request.state, "rhip_ctx", None)
     if ctx is None:
         ctx = access.RequestContext(
             method=request.method,
-            path=request.url.path,
+            path=request_path(request),
             client=request.client.host if request.client else None,
             request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
             headers={k: v for k, v in request.headers.items() if k in ("authorization", "x-request-id")},
@@ -133,11 +147,7 @@ WORK_KINDS = ("inline", "write", "thread")
 
 async def run_work(request: Request, kind: str, work: Callable[[], T]) -> T:
     """Run a route body according to its kind (see :data:`WORK_KINDS`)."""
-    state = request.app.state
-    sqlite = getattr(state, "store_is_sqlite", None)
-    if sqlite is None:
-        sqlite = state.store_is_sqlite = getattr(state.store.engine.dialect, "name", "") == "sqlite"
-    if kind == "inline" and sqlite:
+    if kind == "inline" and store_is_sqlite(request):
         return work()
     return await anyio.to_thread.run_sync(work)
 
@@ -183,24 +193,35 @@ def _sqlite_lock(store: Store) -> threading.Lock | None:
     return cast(threading.Lock, lock)
 
 
+#: Create bodies up to this size are checked on the event loop and grouped (SQLite); larger ones are
+#: parsed and validated in a worker thread, so that one big body never holds up the loop.
+INLINE_CREATE_BYTES = 64 * 1024
+
+
+def store_is_sqlite(request: Request) -> bool:
+    """True when the app's store is SQLite (one writer: writes take :func:`write_lock`)."""
+    state = request.app.state
+    sqlite = getattr(state, "store_is_sqlite", None)
+    if sqlite is None:
+        sqlite = state.store_is_sqlite = getattr(state.store.engine.dialect, "name", "") == "sqlite"
+    return bool(sqlite)
+
+
 def create_resource(
     request: Request, resource: dict[str, Any], if_none_exist: list[tuple[str, str]] | None
 ) -> Any:
-    """Create through the group-commit batcher on SQLite, directly otherwise (or when conditional)."""
+    """Create in the calling worker thread: under the write lock on SQLite, directly otherwise."""
+    store: Store = request.app.state.store
+    with write_lock(request):
+        return store.create(resource, if_none_exist=if_none_exist, assign_id=True)
+
+
+async def create_grouped(request: Request, resource: dict[str, Any]) -> Any:
+    """Create on SQLite from the event loop through the group-commit batcher of this loop."""
+    from rhip.api.batching import batcher_for
+
     store: Store = request.app.state.store
     lock = _sqlite_lock(store)
     if lock is None:
-        return store.create(resource, if_none_exist=if_none_exist, assign_id=True)
-    if if_none_exist:
-        with lock:
-            return store.create(resource, if_none_exist=if_none_exist, assign_id=True)
-    state = request.app.state
-    batcher = getattr(state, "create_batcher", None)
-    if batcher is None:
-        with _WRITE_LOCK:
-            batcher = getattr(state, "create_batcher", None)
-            if batcher is None:
-                from rhip.api.batching import CreateBatcher
-
-                batcher = state.create_batcher = CreateBatcher(store, lock)
-    return batcher.create(resource)
+        raise RuntimeError("group commit is for SQLite stores only")
+    return await batcher_for(request.app.state, store, lock).create(resource)

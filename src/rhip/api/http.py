@@ -8,6 +8,7 @@ same way and a client library sees one server, not a collection of endpoints.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -172,8 +173,16 @@ def prefer_return(request: Request) -> str:
 
 
 def http_date(epoch: float) -> str:
-    """An RFC 7231 HTTP date for an epoch-seconds instant."""
-    return format_datetime(datetime.fromtimestamp(epoch, UTC), usegmt=True)
+    """An RFC 7231 HTTP date for an epoch-seconds instant.
+
+    An HTTP date has whole seconds, so the text is built once per second (and cached).
+    """
+    return _http_date(datetime.fromtimestamp(epoch, UTC).replace(microsecond=0))
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date(moment: datetime) -> str:
+    return format_datetime(moment, usegmt=True)
 
 
 def parse_http_date(value: str, header: str) -> float:
@@ -201,6 +210,26 @@ def version_headers(resource: Mapping[str, Any], last_updated: float | None = No
     return headers
 
 
+#: FHIR bases already built, by what they depend on (scheme, server, Host header, root path).
+_BASES: dict[tuple[Any, ...], str] = {}
+_MAX_BASES = 256
+
+
 def base_url(request: Request) -> str:
-    """The FHIR base of this server as the client reached it (``http://host:port/fhir``)."""
-    return str(request.base_url).rstrip("/") + "/fhir"
+    """The FHIR base of this server as the client reached it (``http://host:port/fhir``).
+
+    Starlette builds and parses two URLs for ``request.base_url``; the answer depends only on the
+    key below, so it is built once per key (a bounded number of keys: the Host header is the
+    client's to choose).
+    """
+    scope = request.scope
+    host = next((value for name, value in scope["headers"] if name == b"host"), None)
+    server = scope.get("server")
+    root = scope.get("app_root_path", scope.get("root_path", ""))
+    key = (scope.get("scheme", "http"), None if server is None else tuple(server), host, root)
+    base = _BASES.get(key)
+    if base is None:
+        base = str(request.base_url).rstrip("/") + "/fhir"
+        if len(_BASES) < _MAX_BASES:
+            _BASES[key] = base
+    return base

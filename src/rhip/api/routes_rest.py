@@ -7,21 +7,27 @@ policy hook, calls one ``Store`` method and shapes the answer (status, ``Locatio
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from rhip.api import access
 from rhip.api.deps import (
+    INLINE_CREATE_BYTES,
     begin,
     check_id,
     check_type,
+    create_grouped,
     create_resource,
     ensure_valid,
     get_store,
     raw_body,
+    run_work,
+    store_is_sqlite,
     store_work,
     write_lock,
 )
@@ -157,11 +163,36 @@ def _body_for(request: Request, body: bytes, res_type: str) -> dict[str, Any]:
 
 
 @router.post("/fhir/{res_type}")
-@store_work("write")
-def create(
-    request: Request, res_type: str, body: bytes = Depends(raw_body), store: Store = Depends(get_store)
-) -> Response:
-    """create (conditional with If-None-Exist): 201 with Location, or 200 with the existing match."""
+async def create(request: Request, res_type: str) -> Response:
+    """create (conditional with If-None-Exist): 201 with Location, or 200 with the existing match.
+
+    On SQLite a body of up to ``INLINE_CREATE_BYTES`` is checked on the event loop and the write
+    joins a group commit (a worker thread per group, not per request); anything else runs in a
+    worker thread from start to end. The body is read here rather than through a dependency: the
+    busiest write route skips FastAPI's dependency resolution.
+    """
+    body = await request.body()
+    if not store_is_sqlite(request) or len(body) > INLINE_CREATE_BYTES:
+        return await run_work(request, "write", functools.partial(_create, request, res_type, body))
+    resource, if_none_exist = _create_input(request, res_type, body)
+    if if_none_exist is not None:
+        conditional = functools.partial(create_resource, request, resource, if_none_exist)
+        result = await anyio.to_thread.run_sync(conditional)
+    else:
+        result = await create_grouped(request, resource)
+    return write_response(request, result, interaction="create")
+
+
+def _create(request: Request, res_type: str, body: bytes) -> Response:
+    resource, if_none_exist = _create_input(request, res_type, body)
+    result = create_resource(request, resource, if_none_exist)
+    return write_response(request, result, interaction="create")
+
+
+def _create_input(
+    request: Request, res_type: str, body: bytes
+) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+    """The checked, validated and authorised resource of a create, and its If-None-Exist criteria."""
     check_format(request)
     check_type(res_type)
     resource = _body_for(request, body, res_type)
@@ -175,8 +206,7 @@ def create(
     if_none_exist = parse_qsl(condition.split("?", 1)[-1], keep_blank_values=True) if condition else None
     if condition is not None and not if_none_exist:
         raise InvalidRequest("If-None-Exist: no search parameters given", expression=("If-None-Exist",))
-    result = create_resource(request, resource, if_none_exist)
-    return write_response(request, result, interaction="create")
+    return resource, if_none_exist
 
 
 @router.put("/fhir/{res_type}/{res_id}")

@@ -276,17 +276,15 @@ def _params_from_body(request: Request, body: bytes) -> list[tuple[str, str]]:
 
 @router.get("/fhir/{res_type}/{res_id}")
 @store_work("inline")
-def instance_get(
-    request: Request,
-    res_type: str,
-    res_id: str,
-    store: Store = Depends(get_store),
-    settings: Settings = Depends(get_settings),
-) -> Response:
-    """read, or a type-level operation invoked by GET (``Patient/$everything`` is not offered)."""
+def instance_get(request: Request, res_type: str, res_id: str) -> Response:
+    """read, or a type-level operation invoked by GET (``Patient/$everything`` is not offered).
+
+    The busiest route takes its store from the app rather than through FastAPI dependencies.
+    """
     check_type(res_type)
     if res_id.startswith("$"):
         raise NotSupported(f"operation {res_id[:40]} is not supported at type level on {res_type}")
+    store: Store = request.app.state.store
     return read(request, res_type, res_id, store)
 
 

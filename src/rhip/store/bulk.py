@@ -30,7 +30,7 @@ from rhip.security.fields import PROTECTED_TYPES
 from rhip.store import fastinsert, fieldcrypt, indexing
 from rhip.store.engine import read_connection, write_transaction
 from rhip.store.meta import check_id, check_type, format_instant, new_id, next_timestamp, now, stamp
-from rhip.store.ops import Current, dumps
+from rhip.store.ops import Current, WriteResult, dumps
 from rhip.store.schema import resource as resource_table
 from rhip.store.schema import resource_version
 
@@ -299,14 +299,17 @@ def _key(resource: object, position: int) -> Key:
     return res_type, check_id(res_id, f"{where}.id")
 
 
-def write_batch(conn: Connection, batch: Prepared, *, lock: bool = False) -> BulkWriteResult:
+def write_batch(
+    conn: Connection, batch: Prepared, *, lock: bool = False, at: float | None = None
+) -> BulkWriteResult:
     """Write one prepared batch of distinct resources in the caller's transaction.
 
     ``lock`` (PostgreSQL) takes row locks on the batch's existing rows while reading them; the
-    first attempt relies on the version checks alone, a retry after a lost race locks.
+    first attempt relies on the version checks alone, a retry after a lost race locks. ``at``
+    (epoch seconds, default now) is the write time of the resources created.
     """
     currents = _fetch_current(conn, [item.key for item in batch], lock=lock, bodies=False)
-    ts_now = now()
+    ts_now = now() if at is None else at
     instants: dict[float, str] = {}
     plan = _Plan()
     counts = BulkWriteResult(batches=1)
@@ -433,3 +436,29 @@ def _fetch_current_sqlite(
     finally:
         cursor.close()
     return found
+
+
+def create_new(engine: Engine, resources: list[dict[str, Any]]) -> list[WriteResult]:
+    """Create each resource under a new server-assigned id, all in one transaction.
+
+    Stores what as many ``Store.create(resource, assign_id=True)`` calls would store (version 1,
+    a ``POST`` history row, index rows of the body as stored, person fields encrypted) and returns
+    what they would return, with one commit for all. Nothing is read before or after: the ids are
+    new, and the answers are built from what was written. If an id turns out to exist already the
+    transaction is rolled back and VersionConflict (409) raised, so nothing is overwritten.
+    """
+    crypt = fieldcrypt.of(engine)
+    items: Prepared = []
+    plain: list[dict[str, Any]] = []
+    for position, resource in enumerate(resources):
+        res_type = check_type(resource.get("resourceType"), f"resources[{position}].resourceType")
+        body = {**resource, "id": new_id()}
+        stored = crypt.protect(body)
+        items.append(Item((res_type, body["id"]), stored, indexing.tuple_rows_for(stored), None, False))
+        plain.append(body)
+    with write_transaction(engine) as conn:
+        ts = now()
+        counts = write_batch(conn, items, at=ts)
+        if counts.created != len(items):
+            raise VersionConflict("a server-assigned id exists already; nothing was written", status=409)
+    return [WriteResult(stamp(body, body["id"], 1, ts), True, 1, ts, "created") for body in plain]

@@ -298,6 +298,12 @@ class Store:
 
         return process_bundle(self, bundle, base_url=base_url, guard=guard)
 
+    def create_new(self, resources: list[dict[str, Any]]) -> list[WriteResult]:
+        """Create under new server-assigned ids in one transaction (:func:`rhip.store.bulk.create_new`)."""
+        from rhip.store.bulk import create_new
+
+        return create_new(self.engine, resources)
+
     def bulk_write(self, resources: Iterable[dict[str, Any]], *, batch_size: int = 2000) -> BulkWriteResult:
         """Create-or-update many resources by id, fast; see :func:`rhip.store.bulk.bulk_write`."""
         from rhip.store.bulk import bulk_write
