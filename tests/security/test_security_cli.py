@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from security_seed import seed_resources
 
 from rhip.config import Settings
+from rhip.store import Store
 
 
 def _rhip(
@@ -26,16 +27,21 @@ def _rhip(
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_create_demo_accounts_then_log_in(tmp_path: Path) -> None:
-    from rhip.api import create_app
-    from rhip.store import Store
-
-    url = f"sqlite:///{tmp_path / 'rhip.sqlite'}"
-    store = Store(url)
+def _seeded_store_with_demo_accounts(tmp_path: Path) -> tuple[Store, subprocess.CompletedProcess[str]]:
+    """The seed records in a SQLite store under tmp_path, and `rhip users create-demo` run on it."""
+    store = Store(f"sqlite:///{tmp_path / 'rhip.sqlite'}")
     for body in seed_resources():
         store.update(body["resourceType"], body["id"], body)
     done = _rhip(tmp_path, "users", "create-demo", extra={"RHIP_DEMO_PASSWORD": "demo-pass-1"})
     assert done.returncode == 0, done.stderr
+    return store, done
+
+
+def test_create_demo_accounts_then_log_in(tmp_path: Path) -> None:
+    from rhip.api import create_app
+
+    url = f"sqlite:///{tmp_path / 'rhip.sqlite'}"
+    store, done = _seeded_store_with_demo_accounts(tmp_path)
     assert "demo-doctor" in done.stdout and "demo-resident" in done.stdout
     listing = _rhip(tmp_path, "users", "list")
     assert "demo-pass-1" not in listing.stdout and "demo-connector\tsystem\tsystem" in listing.stdout
@@ -93,14 +99,9 @@ def test_demo_connector_writes_for_its_own_facility_only(tmp_path: Path) -> None
     """The demo connector (bound to the demo facility) keeps its writes; another facility's are refused."""
     from rhip.api import create_app
     from rhip.security.demo import discover
-    from rhip.store import Store
 
     url = f"sqlite:///{tmp_path / 'rhip.sqlite'}"
-    store = Store(url)
-    for body in seed_resources():
-        store.update(body["resourceType"], body["id"], body)
-    done = _rhip(tmp_path, "users", "create-demo", extra={"RHIP_DEMO_PASSWORD": "demo-pass-1"})
-    assert done.returncode == 0, done.stderr
+    store, _ = _seeded_store_with_demo_accounts(tmp_path)
     found = discover(store.engine)
     own, patient = str(found["organization"]), str(found["patient"])
     other = next(o for o in ("orgA", "orgB") if o != own)
