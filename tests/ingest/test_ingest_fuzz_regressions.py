@@ -1,0 +1,114 @@
+"""Minimal reproductions of the defects the ingest fuzz tests found (tests/ingest/test_ingest_fuzz_*.py).
+
+Each test feeds the smallest input shape that crashed a mapper or lost a record, and checks that it
+is now stored valid or quarantined with a specific reason (rule and element path).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fuzzing import assert_batch_sound, quarantine_reasons
+
+from rhip.fhir.validation import validate_resource
+from rhip.ingest.model import Record, SourceInfo
+from rhip.ingest.pipeline import Pipeline
+from rhip.ingest.runner import ingest_file
+
+
+def _one(pipeline: Pipeline, connector: str, raw: bytes, **options: object) -> list[dict[str, str]]:
+    """Run one record through the pipeline; the property holds; returns its quarantine reasons."""
+    report = pipeline.run(SourceInfo("F1", connector, "t"), [Record(raw, "t:1")], options=dict(options))
+    assert_batch_sound(pipeline, report, received=1)
+    found = quarantine_reasons(pipeline, report.batch_id)
+    return found[0] if found else []
+
+
+ADT = "MSH|^~\\&|HIS|H1|RHIP|R|{ts}||ADT^A28^ADT_A05|C1|P|2.5\rPID|1||M1^^^H1^MR||Wu^Lan||19700101|F\r"
+
+
+def test_unreadable_msh7_is_a_datetime_format_reason(sqlite_pipeline: Pipeline) -> None:
+    """MSH-7 that is not a timestamp raised ValueError in the mapper (generic mapper-error)."""
+    reasons = _one(sqlite_pipeline, "hl7v2", ADT.format(ts="2026110108:00").encode())
+    assert [(r["rule"], r["path"]) for r in reasons] == [("datetime-format", "MSH-7")]
+
+
+LAB = (
+    "检验报告编号,就诊流水号,档案编号,检验日期,检验项目代码,检验项目名称,"
+    "检验结果,计量单位,参考值下限,参考值上限,异常标志"
+)
+
+
+def _lab_file(tmp_path: Path, rows: list[str], header: str = LAB) -> Path:
+    path = tmp_path / "lab.csv"
+    path.write_bytes(("\n".join([header, *rows]) + "\n").encode("utf-8"))
+    return path
+
+
+def _lab_row(low: str = "3.9", result: str = "7.9") -> str:
+    return f"L1,E1,0000000001,2026-03-01 09:00:00,14771-0,空腹血糖,{result},mmol/L,{low},6.1,H"
+
+
+@pytest.mark.parametrize("low", ["9" * 40, "NaN", "1e400", "-inf"])
+def test_csv_decimal_that_is_no_storable_number_is_a_data_type_reason(
+    sqlite_pipeline: Pipeline, tmp_path: Path, low: str
+) -> None:
+    """A decimal cell of 40 nines stopped the whole file (64-bit integer overflow in the store's
+    encoder); NaN and infinity were stored as null."""
+    report = ingest_file(sqlite_pipeline, _lab_file(tmp_path, [_lab_row(low=low), _lab_row()]), "F1")
+    assert_batch_sound(sqlite_pipeline, report, received=2)
+    (reasons,) = quarantine_reasons(sqlite_pipeline, report.batch_id)
+    assert [(r["rule"], r["path"]) for r in reasons] == [("data-type", "参考值下限")]
+
+
+def test_csv_result_that_is_no_storable_number_falls_back_to_text(
+    sqlite_pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """A lab result 'NaN' was stored as a quantity whose value was null (else_path never taken)."""
+    report = ingest_file(sqlite_pipeline, _lab_file(tmp_path, [_lab_row(result="NaN")]), "F1")
+    assert_batch_sound(sqlite_pipeline, report, received=1)
+    obs = next(b for b, *_ in sqlite_pipeline.store.iter_current("Observation") if b)
+    assert obs["valueString"] == "NaN" and "valueQuantity" not in obs
+
+
+@pytest.mark.parametrize("where", ["header", "row"])
+def test_csv_line_with_a_lone_cr_is_a_csv_syntax_reason(
+    sqlite_pipeline: Pipeline, tmp_path: Path, where: str
+) -> None:
+    """A lone CR inside an unquoted header name or cell raised csv.Error out of the connector
+    (header: the whole file stopped; row: a generic mapper-error)."""
+    header = LAB.replace("检验结果", "检验\r结果") if where == "header" else LAB
+    row = _lab_row(result="7\r.9") if where == "row" else _lab_row()
+    report = ingest_file(sqlite_pipeline, _lab_file(tmp_path, [row], header=header), "F1")
+    assert_batch_sound(sqlite_pipeline, report, received=1)
+    (reasons,) = quarantine_reasons(sqlite_pipeline, report.batch_id)
+    assert [(r["rule"], r["path"]) for r in reasons] == [
+        ("csv-syntax", "header" if where == "header" else "")
+    ]
+
+
+ORU = (
+    "MSH|^~\\&|LIS|H1|RHIP|R|20261101090000||ORU^R01^ORU_R01|L1|P|2.5\r"
+    "PID|1||M1^^^H1^MR||Wu^Lan||19700101|F\r"
+    "OBR|1||F1|24331-1^Lipid panel^LN|||20261101083000\r"
+    "OBX|1|NM|2093-3^Cholesterol^LN||{value}|mmol/L|3.0-5.2|N|||F|||20261101083000\r"
+)
+
+
+@pytest.mark.parametrize("value", ["NaN", "inf", "1e400", "9" * 30])
+def test_hl7_numeric_value_that_is_no_storable_number_is_a_data_type_reason(
+    sqlite_pipeline: Pipeline, value: str
+) -> None:
+    """OBX-5 'NaN' or 'inf' (NM) was stored as a quantity with a null value; 30 nines stopped the
+    whole chunk (64-bit integer overflow in the store's encoder)."""
+    reasons = _one(sqlite_pipeline, "hl7v2", ORU.format(value=value).encode())
+    assert [(r["rule"], r["path"]) for r in reasons] == [("data-type", "OBX[1]-5")]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 10**20, -(2**63) - 1])
+def test_validator_refuses_decimals_that_json_or_the_store_cannot_hold(value: float) -> None:
+    """The validator passed NaN, infinity and integers beyond 64 bits in decimal elements."""
+    obs = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}
+    issues = validate_resource({**obs, "valueQuantity": {"value": value}})
+    assert [(i.code, i.expression) for i in issues] == [("value", ("Observation.valueQuantity.value",))]
