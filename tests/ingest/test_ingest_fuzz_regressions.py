@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 from fuzzing import assert_batch_sound, quarantine_reasons
 
@@ -112,3 +113,67 @@ def test_validator_refuses_decimals_that_json_or_the_store_cannot_hold(value: fl
     obs = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}
     issues = validate_resource({**obs, "valueQuantity": {"value": value}})
     assert [(i.code, i.expression) for i in issues] == [("value", ("Observation.valueQuantity.value",))]
+
+
+def _bundle(pipeline: Pipeline, tmp_path: Path, bundle: object) -> list[dict[str, str]]:
+    path = tmp_path / "bundle.json"
+    path.write_bytes(orjson.dumps(bundle))
+    report = ingest_file(pipeline, path, "F1")
+    assert_batch_sound(pipeline, report, received=1)
+    found = quarantine_reasons(pipeline, report.batch_id)
+    return found[0] if found else []
+
+
+def _entry(request: object, resource: object | None = None) -> dict[str, object]:
+    return {"resource": resource or {"resourceType": "Patient"}, "request": request}
+
+
+@pytest.mark.parametrize(
+    ("entries", "path"),
+    [([_entry(True)], "Bundle.entry[0].request"), ({"resource": {}}, "Bundle.entry")],
+)
+def test_bundle_entry_or_request_of_the_wrong_type_is_a_structure_reason(
+    sqlite_pipeline: Pipeline, tmp_path: Path, entries: object, path: str
+) -> None:
+    """An entry's request that is not an object raised AttributeError in the mapper, and an
+    entry list that is an object mapped its keys as entries."""
+    reasons = _bundle(
+        sqlite_pipeline, tmp_path, {"resourceType": "Bundle", "type": "batch", "entry": entries}
+    )
+    assert [(r["rule"], r["path"]) for r in reasons][:1] == [("structure", path)]
+
+
+def test_bundle_refused_by_the_store_is_quarantined_not_raised(
+    sqlite_pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """A transaction the store refused (DELETE of an unknown resource) raised out of the pipeline
+    and stopped the file: the record was neither stored nor quarantined."""
+    delete = _entry({"method": "DELETE", "url": "Patient/unknown"})
+    reasons = _bundle(
+        sqlite_pipeline, tmp_path, {"resourceType": "Bundle", "type": "transaction", "entry": [delete]}
+    )
+    assert reasons and reasons[0]["rule"] == "not-found"
+
+
+def test_invalid_resource_in_a_bundle_the_store_processes_is_quarantined(
+    sqlite_pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """A batch entry with a conditional create (store-processed) was stored without validation."""
+    entry = _entry(
+        {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=a|b"},
+        {"resourceType": "Patient", "birthDate": "not a date"},
+    )
+    reasons = _bundle(
+        sqlite_pipeline, tmp_path, {"resourceType": "Bundle", "type": "batch", "entry": [entry]}
+    )
+    assert any(r["path"].endswith("birthDate") for r in reasons), reasons
+    assert sqlite_pipeline.store.count("Patient") == 0
+
+
+def test_batch_entry_the_store_fails_quarantines_the_bundle(
+    sqlite_pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """A batch whose entry failed in the store (GET of an unknown id) counted as stored."""
+    get = _entry({"method": "GET", "url": "Patient/unknown"})
+    reasons = _bundle(sqlite_pipeline, tmp_path, {"resourceType": "Bundle", "type": "batch", "entry": [get]})
+    assert [(r["rule"], r["path"]) for r in reasons] == [("not-found", "Bundle.entry[0]")]
