@@ -177,3 +177,63 @@ def test_batch_entry_the_store_fails_quarantines_the_bundle(
     get = _entry({"method": "GET", "url": "Patient/unknown"})
     reasons = _bundle(sqlite_pipeline, tmp_path, {"resourceType": "Bundle", "type": "batch", "entry": [get]})
     assert [(r["rule"], r["path"]) for r in reasons] == [("not-found", "Bundle.entry[0]")]
+
+
+def _dicom_file(path: Path, study: str, **raw: bytes) -> Path:
+    """A valid DICOM file (tests/ingest/test_ingest_dicom.py) with elements replaced by raw bytes
+    (written unchecked, as a faulty modality would) or removed (empty bytes)."""
+    from pydicom import dcmread
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+    from test_ingest_dicom import _dicom
+
+    ds = dcmread(_dicom(path, study, "1.2.3.4", 1))
+    for keyword, value in raw.items():
+        tag = Tag(tag_for_keyword(keyword))
+        if value:
+            ds._dict[tag] = RawDataElement(tag, dictionary_VR(tag), len(value), value, 0, False, True)
+        else:
+            del ds[tag]
+    ds.save_as(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("element", "value", "rule", "path"),
+    [
+        ("SeriesNumber", b"12a ", "data-type", "(0020,0011)"),
+        ("InstanceNumber", b"1.5 ", "data-type", "(0020,0013)"),
+        ("SOPClassUID", b"", "required", "(0008,0016)"),
+    ],
+)
+def test_dicom_element_unreadable_or_missing_names_its_tag(
+    sqlite_pipeline: Pipeline, tmp_path: Path, element: str, value: bytes, rule: str, path: str
+) -> None:
+    """A Series/Instance Number that is not an integer, or a missing SOP Class UID, was a generic
+    mapper-error (ValueError, AttributeError)."""
+    dcm = _dicom_file(tmp_path / "a.dcm", "1.2.3", **{element: value})
+    report = ingest_file(sqlite_pipeline, dcm, "F1")
+    assert_batch_sound(sqlite_pipeline, report, received=1)
+    (reasons,) = quarantine_reasons(sqlite_pipeline, report.batch_id)
+    assert [(r["rule"], r["path"]) for r in reasons] == [(rule, path)]
+
+
+def test_bad_dicom_file_does_not_spoil_the_study_of_an_earlier_file(
+    sqlite_pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """Two files of one study in a batch shared one ImagingStudy dict: the second, quarantined for
+    a modality that is no FHIR code, left its series in the first file's resource (stored invalid)."""
+    from rhip.ingest.dicom import iter_dicom_files
+
+    good = _dicom_file(tmp_path / "a.dcm", "1.2.3")
+    bad = _dicom_file(tmp_path / "b.dcm", "1.2.3", SeriesInstanceUID=b"1.2.3.5\x00", Modality=b"C  T")
+    report = sqlite_pipeline.run(
+        SourceInfo("F1", "dicom", "t"),
+        iter_dicom_files([good, bad]),
+        options={"store": sqlite_pipeline.store},
+    )
+    assert_batch_sound(sqlite_pipeline, report, received=2)
+    assert (report.stored, report.quarantined) == (1, 1)
+    (study,) = [b for b, *_ in sqlite_pipeline.store.iter_current("ImagingStudy") if b]
+    assert [s["uid"] for s in study["series"]] == ["1.2.3.4"]
