@@ -237,3 +237,14 @@ def test_bad_dicom_file_does_not_spoil_the_study_of_an_earlier_file(
     assert (report.stored, report.quarantined) == (1, 1)
     (study,) = [b for b, *_ in sqlite_pipeline.store.iter_current("ImagingStudy") if b]
     assert [s["uid"] for s in study["series"]] == ["1.2.3.4"]
+
+
+@pytest.mark.parametrize("meta", [None, "x", [], 1])
+def test_ndjson_meta_that_is_not_an_object_is_a_structure_reason(
+    sqlite_pipeline: Pipeline, meta: object
+) -> None:
+    """An NDJSON resource whose meta was null (or any non-object) raised TypeError out of the
+    pipeline when meta.source was set, stopping the file."""
+    line = orjson.dumps({"resourceType": "Patient", "id": "p1", "meta": meta})
+    reasons = _one(sqlite_pipeline, "fhir-ndjson", line)
+    assert [(r["rule"], r["path"]) for r in reasons] == [("structure", "Patient.meta")]

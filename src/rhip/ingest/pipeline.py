@@ -161,7 +161,13 @@ class RecordPreparer:
                 (mapped.warnings if f.severity in ("warning", "information") else problems).append(f)
             if "id" not in res:
                 res["id"] = stable_id(key, str(i))
-            res.setdefault("meta", {})["source"] = source_uri(ctx.source, rec.position)
+            meta = res.setdefault("meta", {})
+            if not isinstance(meta, dict):  # the source's own meta: null, a string, an array...
+                problems.append(
+                    issue("structure", f"{res['resourceType']}.meta", "meta is not a JSON object")
+                )
+                continue
+            meta["source"] = source_uri(ctx.source, rec.position)
             problems.extend(self.validator.content_errors(res))
         if problems:
             return None, reasons_of(problems)
