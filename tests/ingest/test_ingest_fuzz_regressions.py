@@ -248,3 +248,16 @@ def test_ndjson_meta_that_is_not_an_object_is_a_structure_reason(
     line = orjson.dumps({"resourceType": "Patient", "id": "p1", "meta": meta})
     reasons = _one(sqlite_pipeline, "fhir-ndjson", line)
     assert [(r["rule"], r["path"]) for r in reasons] == [("structure", "Patient.meta")]
+
+
+@pytest.mark.parametrize("reference", [["Patient/p1"], 5, None])
+def test_reference_that_is_not_a_string_is_a_structure_reason(
+    sqlite_pipeline: Pipeline, reference: object
+) -> None:
+    """The validator passed a bare {"reference": [...]} (its fast path skipped the type check), so
+    the resource was accepted and the quality rules raised TypeError out of the pipeline."""
+    line = orjson.dumps(
+        {"resourceType": "Condition", "subject": {"reference": reference}, "code": {"text": "x"}}
+    )
+    reasons = _one(sqlite_pipeline, "fhir-ndjson", line)
+    assert [(r["rule"], r["path"]) for r in reasons] == [("structure", "Condition.subject.reference")]

@@ -354,6 +354,8 @@ def _reference(value: dict[str, Any], prop: Prop, path: _Path, ctx: _Context) ->
             allowed = ", ".join(sorted(prop.targets))
             message = f"reference to {parsed.resource_type} is not allowed here ({allowed})"
             ctx.add("value", message, path, "reference", severity="warning")
+    elif len(value) == 1 and "reference" in value:  # a bare {"reference": ...} was not walked
+        ctx.add("structure", "string value has the wrong JSON type", path, "reference")
     kind = value.get("type")
     targets = prop.targets
     if (
