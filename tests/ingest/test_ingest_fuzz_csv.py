@@ -41,9 +41,12 @@ def mutated_table(draw: st.DrawFn, rows: list[list[str]]) -> list[list[str]]:
         r = draw(st.integers(0, len(rows) - 1))
         width = max(len(rows[r]), 1)
         c = draw(st.integers(0, width - 1))
-        op = draw(st.sampled_from(["value", "value", "value", "del-cell", "dup-cell", "del-col", "swap-col"]))
+        ops = ["value", "value", "value", "header", "del-cell", "dup-cell", "del-col", "swap-col"]
+        op = draw(st.sampled_from(ops))
         if op == "value" and rows[r]:
             rows[max(r, 1) if len(rows) > 1 else r][c] = draw(odd_text)
+        elif op == "header" and c < len(rows[0]):
+            rows[0][c] = draw(odd_text)
         elif op == "del-cell" and rows[r]:
             del rows[r][c]
         elif op == "dup-cell" and rows[r]:
