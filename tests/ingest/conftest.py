@@ -66,19 +66,21 @@ def _no_leaked_patient_sinks() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def generated_region(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small generated region (30 residents, two wearables): valid input of every connector."""
-    from typer.testing import CliRunner
+    """A small generated region (30 residents, two wearables): valid input of every connector.
 
-    from rhip.cli import app
+    Generated in a child process, so the generator's global state stays out of the test process.
+    """
+    import subprocess
+    import sys
 
     folder = tmp_path_factory.mktemp("fuzz-region")
     params = folder / "params.yaml"
     params.write_text("wearable:\n  share_of_chronic: 1.0\n  max_devices: 2\n  days: 1\n", encoding="utf-8")
     region = folder / "region"
-    result = CliRunner().invoke(
-        app, ["generate", "--out", str(region), "--residents", "30", "--years", "1", "--params", str(params)]
-    )
-    assert result.exit_code == 0, result.output
+    args = ["generate", "--out", str(region), "--residents", "30", "--years", "1", "--params", str(params)]
+    command = [sys.executable, "-c", "from rhip.cli import main; main()", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
     return region
 
 

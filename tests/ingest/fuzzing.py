@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,6 +88,23 @@ class StoreFactory:
             store.close()
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+@contextmanager
+def shown_on_failure(**inputs: Any) -> Iterator[None]:
+    """Print the example's inputs and the traceback when the block fails.
+
+    Hypothesis normally shows the failing example, but a long run can end in a
+    FlakyStrategyDefinition report instead of it (seen with st.data() and module fixtures); the
+    captured output of the failed test still holds the input and the original traceback.
+    """
+    try:
+        yield
+    except BaseException:
+        for name, value in inputs.items():
+            print(f"fuzz input {name}: {value!r:.4000}", file=sys.stderr)
+        traceback.print_exc()
+        raise
 
 
 # -- the property ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fuzzing import ENCODINGS, assert_batch_sound, fuzz_settings, mutated_bytes, odd_text
+from fuzzing import ENCODINGS, assert_batch_sound, fuzz_settings, mutated_bytes, odd_text, shown_on_failure
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -80,7 +80,7 @@ def test_mutated_csv_rows_are_stored_or_quarantined(
     raw = text.encode(data.draw(st.sampled_from(ENCODINGS)), "replace")
     if data.draw(st.booleans()):
         raw = data.draw(mutated_bytes(raw))
-    with store_factory.pipeline() as pipeline:
+    with shown_on_failure(table=name, raw=raw), store_factory.pipeline() as pipeline:
         folder = tmp_path / f"example-{store_factory.count}"
         folder.mkdir()
         path = folder / name

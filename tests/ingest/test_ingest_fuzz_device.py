@@ -11,7 +11,14 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from fuzzing import assert_batch_sound, assert_stored_valid, fuzz_settings, mutated_bytes, mutated_json
+from fuzzing import (
+    assert_batch_sound,
+    assert_stored_valid,
+    fuzz_settings,
+    mutated_bytes,
+    mutated_json,
+    shown_on_failure,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -63,7 +70,7 @@ def test_mutated_device_payloads_are_stored_or_quarantined(
 ) -> None:
     """Wrong types at any path, missing fields, huge numbers, odd unicode, byte damage."""
     payload = _payload(data, device_seeds)
-    with store_factory.pipeline() as pipeline:
+    with shown_on_failure(payload=payload), store_factory.pipeline() as pipeline:
         report = ingest_payload(pipeline, payload, "WEAR", "fuzz")
         assert_batch_sound(pipeline, report)
 
@@ -75,7 +82,11 @@ def test_mutated_device_posts_over_http_are_answered_with_counts(
 ) -> None:
     """Every post to the real endpoint is answered 200 with counts that reconcile."""
     payloads = [_payload(data, device_seeds) for _ in range(3)]
-    with store_factory.pipeline() as pipeline, _device_server(pipeline) as (base, headers):
+    with (
+        shown_on_failure(payloads=payloads),
+        store_factory.pipeline() as pipeline,
+        _device_server(pipeline) as (base, headers),
+    ):
         for payload in payloads:
             answer = httpx.post(f"{base}/ingest/device/WEAR", content=payload, headers=headers, timeout=60)
             assert answer.status_code == 200, answer.text
@@ -97,7 +108,7 @@ def test_mutated_device_messages_over_mqtt_are_all_ingested(
 
     payloads = [_payload(data, device_seeds) for _ in range(3)]
     topic = f"rhip-fuzz/{uuid.uuid4().hex}/WEAR"
-    with store_factory.pipeline() as pipeline:
+    with shown_on_failure(payloads=payloads), store_factory.pipeline() as pipeline:
         sub = MqttSubscriber(pipeline, "mqtt://127.0.0.1:1883", topic, batch_wait=0.05)
         stop = threading.Event()
         errors: list[BaseException] = []

@@ -8,7 +8,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from fuzzing import ODD_BYTES, ODD_TEXT, assert_batch_sound, fuzz_settings, mutated_bytes
+from fuzzing import ODD_BYTES, ODD_TEXT, assert_batch_sound, fuzz_settings, mutated_bytes, shown_on_failure
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -88,7 +88,7 @@ def test_mutated_dicom_headers_are_stored_or_quarantined(
         raw = data.draw(st.sampled_from(dicom_seeds))
         raw = data.draw(mutated_dicom(raw)) if data.draw(st.booleans()) else data.draw(mutated_bytes(raw))
         files.append(raw)
-    with store_factory.pipeline() as pipeline:
+    with shown_on_failure(files=files), store_factory.pipeline() as pipeline:
         paths = []
         for n, raw in enumerate(files):
             path = tmp_path / f"example-{store_factory.count}-{n}.dcm"

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fuzzing import assert_batch_sound, fuzz_settings, mutated_bytes, mutated_json
+from fuzzing import assert_batch_sound, fuzz_settings, mutated_bytes, mutated_json, shown_on_failure
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -50,7 +50,7 @@ def test_mutated_ndjson_lines_are_stored_or_quarantined(
     typed = data.draw(st.booleans())
     path = tmp_path / (f"{rtype}.ndjson" if typed else "mixed.ndjson")
     path.write_bytes(b"\n".join(lines) + b"\n")
-    with store_factory.pipeline() as pipeline:
+    with shown_on_failure(lines=lines), store_factory.pipeline() as pipeline:
         report = ingest_file(pipeline, path, "FUZZ")
         assert_batch_sound(pipeline, report)
 
@@ -85,6 +85,6 @@ def test_mutated_bundles_are_stored_or_quarantined(
         raw = data.draw(mutated_bytes(json.dumps(seed, ensure_ascii=False).encode()))
     path = tmp_path / "bundle.json"
     path.write_bytes(raw)
-    with store_factory.pipeline() as pipeline:
+    with shown_on_failure(bundle=raw), store_factory.pipeline() as pipeline:
         report = ingest_file(pipeline, path, "FUZZ")
         assert_batch_sound(pipeline, report, received=1)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fuzzing import ENCODINGS, assert_batch_sound, fuzz_settings, mutated_bytes, odd_text
+from fuzzing import ENCODINGS, assert_batch_sound, fuzz_settings, mutated_bytes, odd_text, shown_on_failure
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -66,7 +66,7 @@ def test_mutated_hl7_files_are_stored_or_quarantined(
 ) -> None:
     """Broken segments and fields, odd unicode, wrong encodings and line endings, byte damage."""
     messages = [data.draw(mutated_message(data.draw(st.sampled_from(hl7_seeds)))) for _ in range(2)]
-    with store_factory.pipeline() as pipeline:
+    with shown_on_failure(messages=messages), store_factory.pipeline() as pipeline:
         path = tmp_path / f"example-{store_factory.count}.hl7"
         path.write_bytes(b"\r".join(messages) + b"\r")
         report = ingest_file(pipeline, path, data.draw(st.sampled_from([None, "330402S01"])))
@@ -98,7 +98,7 @@ def test_mutated_messages_over_mllp_each_get_an_ack(
         .replace(b"\x1c", b"")
         for _ in range(data.draw(st.integers(1, 3)))
     ]
-    with store_factory.pipeline() as pipeline:
+    with shown_on_failure(messages=messages), store_factory.pipeline() as pipeline:
         acks, listener = _over_mllp(pipeline, messages)
         assert len(acks) == len(messages)
         assert all(ack_of(a)["code"] in ("AA", "AE", "AR") for a in acks), acks
