@@ -261,3 +261,20 @@ def test_reference_that_is_not_a_string_is_a_structure_reason(
     )
     reasons = _one(sqlite_pipeline, "fhir-ndjson", line)
     assert [(r["rule"], r["path"]) for r in reasons] == [("structure", "Condition.subject.reference")]
+
+
+def test_facility_code_longer_than_its_columns_does_not_fail_the_chunk(pipeline: Pipeline) -> None:
+    """On PostgreSQL an MSH-4 of 100 characters (the MLLP listener credits each message to its
+    MSH-4) failed the chunk's quarantine insert (varchar(64)): the whole batch was refused."""
+    facility = "H" * 100
+    msg = ADT.format(ts="20261101083000").replace("|H1|RHIP|", f"|{facility}|RHIP|")
+    bad = msg.replace("ADT^A28", "ADT^A99")
+    records = [
+        Record(raw.encode(), f"t:{n}", key=f"C{n}", source=SourceInfo(facility, "hl7v2", "mllp"))
+        for n, raw in enumerate([msg, bad])
+    ]
+    report = pipeline.run(SourceInfo("unknown", "hl7v2", "mllp"), records)
+    assert_batch_sound(pipeline, report, received=2)
+    assert (report.stored, report.quarantined) == (1, 1)
+    (reasons,) = quarantine_reasons(pipeline, report.batch_id)
+    assert reasons[0]["rule"] == "unsupported-event"
