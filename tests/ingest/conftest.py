@@ -62,3 +62,31 @@ def _no_leaked_patient_sinks() -> Iterator[None]:
     for sink in patient_sinks():
         if all(sink is not kept for kept in before):
             unregister_patient_sink(sink)
+
+
+@pytest.fixture(scope="session")
+def generated_region(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated region (30 residents, two wearables): valid input of every connector.
+
+    Generated in a child process, so the generator's global state stays out of the test process.
+    """
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("fuzz-region")
+    params = folder / "params.yaml"
+    params.write_text("wearable:\n  share_of_chronic: 1.0\n  max_devices: 2\n  days: 1\n", encoding="utf-8")
+    region = folder / "region"
+    args = ["generate", "--out", str(region), "--residents", "30", "--years", "1", "--params", str(params)]
+    command = [sys.executable, "-c", "from rhip.cli import main; main()", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return region
+
+
+@pytest.fixture
+def store_factory(tmp_path: Path) -> Any:
+    """Fresh SQLite stores (with the shipped ConceptMaps) for each fuzz example."""
+    from fuzzing import StoreFactory
+
+    return StoreFactory(tmp_path)

@@ -54,6 +54,9 @@ PrimitiveCheck = Callable[[Any], str | None]
 
 _INT32_MIN: Final = -(2**31)
 _INT32_MAX: Final = 2**31 - 1
+#: Integral decimals the store can encode (orjson: signed and unsigned 64-bit).
+DECIMAL_INT_MIN: Final = -(2**63)
+DECIMAL_INT_MAX: Final = 2**64 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +220,13 @@ def _check_unsigned_int(value: Any) -> str | None:
 
 def _check_decimal(value: Any) -> str | None:
     kind = type(value)
-    return None if kind is int or kind is float else "type"
+    if kind is float:
+        # NaN and infinity are not JSON numbers (orjson would store them as null)
+        return None if value - value == 0 else "range"
+    if kind is int:
+        # the store's JSON encoder holds 64-bit integers; a larger one could not be written
+        return None if DECIMAL_INT_MIN <= value <= DECIMAL_INT_MAX else "range"
+    return "type"
 
 
 _BASE64 = re.compile(r"[0-9a-zA-Z+/=]+", re.ASCII).fullmatch

@@ -21,6 +21,8 @@ import orjson
 
 from rhip.errors import InvalidResource, Issue
 from rhip.fhir.model import (
+    DECIMAL_INT_MAX,
+    DECIMAL_INT_MIN,
     MODE_BOOLEAN,
     MODE_CODE,
     MODE_COMPLEX,
@@ -158,7 +160,10 @@ def _walk(obj: dict[str, Any], table: TypeTable, path: _Path, ctx: _Context) -> 
             else:
                 _general(prop, key, value, obj, path, ctx)
         elif mode == MODE_DECIMAL:
-            if type(value) is not int and type(value) is not float:
+            if type(value) is float:
+                if value - value != 0:  # NaN or infinity
+                    _general(prop, key, value, obj, path, ctx)
+            elif type(value) is not int or not DECIMAL_INT_MIN <= value <= DECIMAL_INT_MAX:
                 _general(prop, key, value, obj, path, ctx)
         elif mode == MODE_TEXT_ARRAY:
             if type(value) is not list or not value:
@@ -349,6 +354,8 @@ def _reference(value: dict[str, Any], prop: Prop, path: _Path, ctx: _Context) ->
             allowed = ", ".join(sorted(prop.targets))
             message = f"reference to {parsed.resource_type} is not allowed here ({allowed})"
             ctx.add("value", message, path, "reference", severity="warning")
+    elif len(value) == 1 and "reference" in value:  # a bare {"reference": ...} was not walked
+        ctx.add("structure", "string value has the wrong JSON type", path, "reference")
     kind = value.get("type")
     targets = prop.targets
     if (

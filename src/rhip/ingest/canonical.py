@@ -100,6 +100,24 @@ def fold(value: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", value).split())
 
 
+#: Largest magnitude a number read from source text may have: its integral value must still fit
+#: the store's 64-bit JSON integers (orjson cannot encode larger ones).
+_NUMBER_LIMIT = float(2**63)
+
+
+def finite_number(text: str) -> float:
+    """The number in ``text``; ValueError when it is not one, or is NaN, infinite or beyond 2**63.
+
+    ``float()`` reads "NaN", "inf" and "1e400" (infinity) as numbers, which FHIR decimals cannot
+    be and JSON cannot carry, and an integral "9" * 40 would become an integer the store cannot
+    encode; connectors reading numbers from text quarantine those like any other non-number.
+    """
+    number = float(text)
+    if not -_NUMBER_LIMIT < number < _NUMBER_LIMIT:  # also False for NaN
+        raise ValueError("not a finite number within 2**63")
+    return number
+
+
 def sex_codes(value: str | None) -> tuple[str, str] | None:
     """(FHIR gender, GB/T 2261.1 code) for a local sex value, or None if unknown."""
     if value is None:

@@ -24,7 +24,7 @@ import yaml
 
 from rhip.errors import InvalidRequest
 from rhip.fhir import systems
-from rhip.ingest.canonical import epoch, fold, to_instant
+from rhip.ingest.canonical import epoch, finite_number, fold, to_instant
 from rhip.ingest.lines import OVERLONG, read_lines
 from rhip.ingest.model import Mapped, MappingError, Record, issue
 from rhip.ingest.pipeline import MapContext, register_mapper
@@ -156,7 +156,7 @@ def iter_csv(path: Path, mapping: CsvMapping) -> Iterator[Record]:
         header_bytes = header_line.rstrip(b"\r\n")
         try:
             header = _header(header_bytes, mapping.encoding, mapping.delimiter)
-        except UnicodeDecodeError:
+        except (UnicodeDecodeError, csv.Error):  # each row is quarantined with the reason
             header = []
         context = {
             "mapping": mapping.path or mapping.name,
@@ -174,17 +174,33 @@ def iter_csv(path: Path, mapping: CsvMapping) -> Iterator[Record]:
 
 
 def _header(raw: bytes, encoding: str, delimiter: str) -> list[str]:
-    """The column names of a header line (folded); UnicodeDecodeError when not in ``encoding``."""
+    """The column names of a header line (folded); UnicodeDecodeError when not in ``encoding``,
+    csv.Error when it is not one CSV record (a lone CR in an unquoted name)."""
     return [fold(h) for h in next(csv.reader([_decode(raw, encoding)], delimiter=delimiter))]
+
+
+def _cells(text: str, delimiter: str, where: str) -> list[str]:
+    """The cells of one CSV line; a line the csv module refuses is quarantined as ``csv-syntax``."""
+    try:
+        return next(csv.reader([text], delimiter=delimiter), [])
+    except csv.Error:
+        raise MappingError(
+            "not a CSV record",
+            [issue("csv-syntax", where, "line break or quote inside an unquoted field")],
+        ) from None
 
 
 @lru_cache(maxsize=64)
 def _header_of(header_hex: str, encoding: str, delimiter: str) -> tuple[str, ...] | None:
-    """The header of a file as the mapping reads it now (None: not in that encoding); cached."""
+    """The header of a file as the mapping reads it now (None: not in that encoding); cached.
+
+    MappingError (``csv-syntax`` on ``header``) when the decoded line is not one CSV record.
+    """
     try:
-        return tuple(_header(bytes.fromhex(header_hex), encoding, delimiter))
+        text = _decode(bytes.fromhex(header_hex), encoding)
     except UnicodeDecodeError:
         return None
+    return tuple(fold(h) for h in _cells(text, delimiter, "header"))
 
 
 def _row_header(record: Record, mapping: CsvMapping, required: list[str]) -> list[str]:
@@ -226,7 +242,7 @@ def _convert(value: str, rule: dict[str, Any], column: str, mapping: CsvMapping,
     kind = rule.get("type", "string")
     try:
         if kind == "decimal":
-            number = float(value)
+            number = finite_number(value)
             return int(number) if number.is_integer() and "." not in value else number
         if kind == "integer":
             return int(value)
@@ -305,7 +321,7 @@ def map_row(record: Record, ctx: MapContext) -> Mapped:
             "required columns missing",
             [issue("missing-column", c, "column absent from header") for c in missing],
         )
-    cells = next(csv.reader([text], delimiter=mapping.delimiter))
+    cells = _cells(text, mapping.delimiter, "")
     if len(cells) != len(header):
         raise MappingError(
             "column count differs from header",

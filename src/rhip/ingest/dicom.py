@@ -8,6 +8,7 @@ order and in separate batches.
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from typing import Any
 
 from rhip.errors import ResourceNotFound
 from rhip.fhir import systems
+from rhip.fhir.validation import validate_resource
 from rhip.ingest.canonical import to_instant
 from rhip.ingest.model import Mapped, MappingError, Record, issue
 from rhip.ingest.pipeline import MapContext, register_mapper
@@ -57,14 +59,55 @@ def _header_bytes(path: Path) -> bytes:
 
 def _read(raw: bytes) -> Any:
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # odd but readable headers are judged by the mapping, not pydicom
             return pydicom.dcmread(BytesIO(raw), stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
+    except Exception as exc:  # pydicom fails in many ways on damaged bytes; all mean "not DICOM"
         raise MappingError("not a DICOM file", [issue("dicom-syntax", "", type(exc).__name__)]) from None
+
+
+def _tag(keyword: str) -> str:
+    from pydicom.datadict import tag_for_keyword
+
+    tag = tag_for_keyword(keyword) or 0
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _text(ds: Any, keyword: str) -> str:
+    """An element's value as text ('' when absent); an unreadable value quarantines the file.
+
+    pydicom converts values when they are first read, so a damaged value (an IS that is not a
+    number, bytes its character set cannot decode) fails here, named by its tag.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = getattr(ds, keyword, None)
+            return "" if value is None else str(value).strip("\x00 ")
+    except Exception:
+        raise MappingError(
+            f"{keyword} unreadable", [issue("dicom-value", _tag(keyword), f"{keyword} cannot be read")]
+        ) from None
+
+
+def _number(ds: Any, keyword: str) -> int | None:
+    """An IS element as an int (None when absent or empty); anything else is a data-type reason."""
+    text = _text(ds, keyword)
+    if not text:
+        return None
+    try:
+        number = int(text)
+    except ValueError:
+        raise MappingError(
+            f"{keyword} not a number", [issue("data-type", _tag(keyword), f"{keyword} is not an integer")]
+        ) from None
+    if not 0 <= number <= 2**31 - 1:
+        raise MappingError(
+            f"{keyword} out of range", [issue("data-type", _tag(keyword), f"{keyword} is out of range")]
+        )
+    return number
 
 
 def _dt(date: str, tm: str, ctx: MapContext) -> str | None:
@@ -80,64 +123,84 @@ def _dt(date: str, tm: str, ctx: MapContext) -> str | None:
 def map_dicom(record: Record, ctx: MapContext) -> Mapped:
     """One DICOM file -> the ImagingStudy of its study (with this file's series and instance)."""
     ds = _read(record.raw)
-    study_uid = str(getattr(ds, "StudyInstanceUID", "") or "")
-    series_uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
-    sop_uid = str(getattr(ds, "SOPInstanceUID", "") or "")
+    study_uid, series_uid, sop_uid = (
+        _text(ds, k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+    )
     if not (study_uid and series_uid and sop_uid):
         raise MappingError(
             "UIDs missing", [issue("required", "(0020,000D)", "study/series/SOP instance UID")]
         )
     facility = ctx.source.facility
-    patient_id = str(getattr(ds, "PatientID", "") or "")
+    patient_id = _text(ds, "PatientID")
     if not patient_id:
         raise MappingError("PatientID missing", [issue("required", "(0010,0020)", "no patient id")])
-    issuer = str(getattr(ds, "IssuerOfPatientID", "") or "")
+    issuer = _text(ds, "IssuerOfPatientID")
     system = (
         systems.CITIZEN_ID
         if issuer.upper() in ("CHN", "NNCHN")
         else systems.facility_card_system(facility, "mrn")
     )
     study_id = stable_id("ImagingStudy", study_uid)
-    study = _existing(ctx, study_id) or {
-        "resourceType": "ImagingStudy",
-        "id": study_id,
-        "identifier": [{"system": "urn:dicom:uid", "value": f"urn:oid:{study_uid}"}],
-        "status": "available",
-        "subject": {"type": "Patient", "identifier": {"system": system, "value": patient_id}},
-        "series": [],
-    }
-    started = _dt(str(getattr(ds, "StudyDate", "") or ""), str(getattr(ds, "StudyTime", "") or ""), ctx)
+    existing = _existing(ctx, study_id)
+    # a copy: the study of an earlier file of this chunk is that file's resource, not this one's
+    study = (
+        copy.deepcopy(existing)
+        if existing
+        else {
+            "resourceType": "ImagingStudy",
+            "id": study_id,
+            "identifier": [{"system": "urn:dicom:uid", "value": f"urn:oid:{study_uid}"}],
+            "status": "available",
+            "subject": {"type": "Patient", "identifier": {"system": system, "value": patient_id}},
+            "series": [],
+        }
+    )
+    started = _dt(_text(ds, "StudyDate"), _text(ds, "StudyTime"), ctx)
     if started:
         study["started"] = started
-    if getattr(ds, "StudyDescription", None):
-        study["description"] = str(ds.StudyDescription)
-    series = next((s for s in study["series"] if s["uid"] == series_uid), None)
-    if series is None:
-        modality = str(getattr(ds, "Modality", "") or "OT")
-        series = {
-            "uid": series_uid,
-            "modality": {"system": systems.DICOM_MODALITY, "code": modality},
-            "instance": [],
-        }
-        if getattr(ds, "SeriesNumber", None) is not None:
-            series["number"] = int(ds.SeriesNumber)
-        if getattr(ds, "BodyPartExamined", None):
-            series["bodySite"] = {"display": str(ds.BodyPartExamined)}
-        study["series"].append(series)
-    if not any(i["uid"] == sop_uid for i in series["instance"]):
-        inst: dict[str, Any] = {
-            "uid": sop_uid,
-            "sopClass": {"system": "urn:ietf:rfc:3986", "code": f"urn:oid:{ds.SOPClassUID}"},
-        }
-        if getattr(ds, "InstanceNumber", None) is not None:
-            inst["number"] = int(ds.InstanceNumber)
-        series["instance"].append(inst)
-    study["numberOfSeries"] = len(study["series"])
-    study["numberOfInstances"] = sum(len(s["instance"]) for s in study["series"])
+    description = _text(ds, "StudyDescription")
+    if description:
+        study["description"] = description
+    _add_instance(study, ds, series_uid, sop_uid)
     study.pop("meta", None)
+    problems = [i for i in validate_resource(study) if i.severity in ("error", "fatal")]
+    if problems:  # checked here so that a bad file does not become the base of the next one
+        raise MappingError("ImagingStudy invalid", problems)
     pending = ctx.options.setdefault("pending_studies", {})
     pending[study_id] = study
     return Mapped([study])
+
+
+def _add_instance(study: dict[str, Any], ds: Any, series_uid: str, sop_uid: str) -> None:
+    """This file's series (if new) and instance (if new) in the study."""
+    series = next((s for s in study["series"] if s.get("uid") == series_uid), None)
+    if series is None:
+        series = {
+            "uid": series_uid,
+            "modality": {"system": systems.DICOM_MODALITY, "code": _text(ds, "Modality") or "OT"},
+            "instance": [],
+        }
+        number = _number(ds, "SeriesNumber")
+        if number is not None:
+            series["number"] = number
+        body_part = _text(ds, "BodyPartExamined")
+        if body_part:
+            series["bodySite"] = {"display": body_part}
+        study["series"].append(series)
+    if not any(i.get("uid") == sop_uid for i in series["instance"]):
+        sop_class = _text(ds, "SOPClassUID")
+        if not sop_class:
+            raise MappingError("SOPClassUID missing", [issue("required", "(0008,0016)", "no SOP class UID")])
+        inst: dict[str, Any] = {
+            "uid": sop_uid,
+            "sopClass": {"system": "urn:ietf:rfc:3986", "code": f"urn:oid:{sop_class}"},
+        }
+        number = _number(ds, "InstanceNumber")
+        if number is not None:
+            inst["number"] = number
+        series["instance"].append(inst)
+    study["numberOfSeries"] = len(study["series"])
+    study["numberOfInstances"] = sum(len(s["instance"]) for s in study["series"])
 
 
 def _existing(ctx: MapContext, study_id: str) -> dict[str, Any] | None:

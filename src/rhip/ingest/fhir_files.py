@@ -148,20 +148,29 @@ def flatten_bundle(bundle: dict[str, Any], bundle_key: str) -> list[dict[str, An
     from rhip.ingest.provenance import stable_id
 
     entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise MappingError(
+            "Bundle.entry is not a list", [issue("structure", "Bundle.entry", "expected an array")]
+        )
     urls: dict[str, str] = {}
     resources: list[dict[str, Any]] = []
     for i, entry in enumerate(entries):
-        res = entry.get("resource") if isinstance(entry, dict) else None
         req = entry.get("request") or {} if isinstance(entry, dict) else {}
+        if not isinstance(req, dict):
+            raise MappingError(
+                "bundle entry request is not an object",
+                [issue("structure", f"Bundle.entry[{i}].request", "expected a JSON object")],
+            )
+        method = str(req.get("method", "POST")).upper()
+        url = str(req.get("url", ""))
+        if method not in ("POST", "PUT") or "?" in url or req.get("ifNoneExist") or req.get("ifMatch"):
+            return None  # DELETE, GET, conditional: the store's processing (and validation) decides
+        res = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(res, dict):
             raise MappingError(
                 "bundle entry has no resource",
                 [issue("required", f"Bundle.entry[{i}].resource", "entry without resource")],
             )
-        method = str(req.get("method", "POST")).upper()
-        url = str(req.get("url", ""))
-        if method not in ("POST", "PUT") or "?" in url or req.get("ifNoneExist") or req.get("ifMatch"):
-            return None
         rtype = str(res.get("resourceType", ""))
         full = str(entry.get("fullUrl", ""))
         if method == "PUT" and "/" in url:

@@ -12,7 +12,7 @@ from typing import Any
 
 from rhip.fhir import systems
 from rhip.fhir.primitives import is_ascii_digits
-from rhip.ingest.canonical import epoch, sex_codes, to_instant
+from rhip.ingest.canonical import epoch, finite_number, sex_codes, to_instant
 from rhip.ingest.hl7v2 import CONNECTOR, Parsed, decode, field_reps, get, normalise, parse
 from rhip.ingest.model import Mapped, MappingError, Record, issue
 from rhip.ingest.pipeline import MapContext, register_mapper
@@ -299,7 +299,7 @@ def _observation(
         if vtype in ("NM", "SN"):
             number = raw.replace("^", "").lstrip("=")
             try:
-                value = float(number)
+                value = finite_number(number)
             except ValueError:
                 raise MappingError(
                     "numeric value expected",
@@ -443,7 +443,7 @@ def _medication(p: Parsed, ctx: MapContext, facility: str, patient: dict[str, An
 
 def _qty(value: str, unit: str, path: str) -> dict[str, Any]:
     try:
-        number = float(value)
+        number = finite_number(value)
     except ValueError:
         raise MappingError("numeric value expected", [issue("data-type", path, "not a number")]) from None
     qty: dict[str, Any] = {"value": int(number) if number.is_integer() else number}
@@ -487,7 +487,7 @@ def map_message(record: Record, ctx: MapContext) -> Mapped:
     p = parse(normalise(decode(record.raw)))
     facility = ctx.source.facility or p.sending_facility or "unknown"
     kind = f"{p.msg_type}^{p.event}"
-    event_time = epoch(to_instant(p.timestamp, ctx.tz)) if p.timestamp else None
+    event_time = epoch(_ts(p.timestamp, ctx, "MSH-7"), ctx.tz)
     if p.msg_type == "ADT" and p.event == "A40":
         patient = _patient(p, ctx, facility)
         mrg = p.segments("MRG")

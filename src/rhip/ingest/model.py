@@ -12,14 +12,27 @@ from typing import Any
 
 from rhip.errors import Issue, RhipError
 
+#: Longest facility code the ingest and quality tables hold (their ``facility`` columns).
+FACILITY_MAX = 64
+
 
 @dataclass(frozen=True)
 class SourceInfo:
-    """Where a batch comes from: the facility, the connector and the file or peer."""
+    """Where a batch comes from: the facility, the connector and the file or peer.
+
+    A facility code longer than :data:`FACILITY_MAX` (an MSH-4 of 100 characters, a long URL
+    segment) is cut to that length: PostgreSQL refuses a longer one in the batch, quarantine and
+    quality rows, which failed the whole chunk (over MLLP: every message of the batch, each time
+    it was resent). Records are kept under the shortened code.
+    """
 
     facility: str
     connector: str
     location: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.facility) > FACILITY_MAX:
+            object.__setattr__(self, "facility", self.facility[:FACILITY_MAX])
 
 
 @dataclass

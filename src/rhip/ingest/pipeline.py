@@ -111,6 +111,7 @@ class _Accepted:
     mapped: Mapped
     slot: int
     ready: list[Any]  # rhip.store.bulk.Ready of the resources, when prepared by a producer
+    targets: list[dict[str, Any]] | None = None  # what the store's bundle processing wrote
 
 
 class RecordPreparer:
@@ -149,7 +150,8 @@ class RecordPreparer:
                     "severity": "error",
                 }
             ]
-        problems: list[Issue] = []
+        # a bundle for the store's processing is checked whole: the store does not validate entries
+        problems: list[Issue] = [] if mapped.bundle is None else self.validator.errors(mapped.bundle)
         for i, res in enumerate(mapped.resources):
             found = structural_issues(res)
             if found:
@@ -159,7 +161,13 @@ class RecordPreparer:
                 (mapped.warnings if f.severity in ("warning", "information") else problems).append(f)
             if "id" not in res:
                 res["id"] = stable_id(key, str(i))
-            res.setdefault("meta", {})["source"] = source_uri(ctx.source, rec.position)
+            meta = res.setdefault("meta", {})
+            if not isinstance(meta, dict):  # the source's own meta: null, a string, an array...
+                problems.append(
+                    issue("structure", f"{res['resourceType']}.meta", "meta is not a JSON object")
+                )
+                continue
+            meta["source"] = source_uri(ctx.source, rec.position)
             problems.extend(self.validator.content_errors(res))
         if problems:
             return None, reasons_of(problems)
@@ -426,6 +434,10 @@ class Pipeline:
                 ready: list[Any] = []
             else:
                 mapped, reasons, ready = prepared[i].mapped, prepared[i].reasons, prepared[i].ready
+            targets = None
+            if mapped is not None and mapped.bundle is not None:
+                targets, reasons = self._apply_bundle(mapped.bundle)
+                mapped = mapped if targets is not None else None
             if mapped is None:
                 report.quarantined += 1
                 outcomes.append(("quarantined", reasons))
@@ -434,7 +446,7 @@ class Pipeline:
                 for obs in observers:
                     obs.on_quarantined(rec, reasons, src)
                 continue
-            accepted.append(_Accepted(rec, key, mapped, len(outcomes), ready))
+            accepted.append(_Accepted(rec, key, mapped, len(outcomes), ready, targets))
             outcomes.append(("stored", []))
         stale = self._stale(accepted)
         for acc in accepted:
@@ -530,15 +542,15 @@ class Pipeline:
     def _plan(self, source: SourceInfo, fresh: list[_Accepted], per_record: bool) -> ChunkWrite:
         """Everything the chunk's transaction writes, pre-read and prepared before it opens.
 
-        A bundle that needs server logic is processed here by the store, in a transaction of its
-        own (see docs/ingest.md: its Provenance and delivery key commit with the chunk, so a crash
-        in between re-delivers the bundle on restart).
+        A bundle that needs server logic was already processed by the store, in a transaction of
+        its own (:meth:`_apply_bundle`; see docs/ingest.md: its Provenance and delivery key commit
+        with the chunk, so a crash in between re-delivers the bundle on restart).
         """
         targets: dict[int, list[dict[str, Any]]] = {}
         latest: dict[tuple[str, str], Any] = {}  # resource, or its bulk.Ready from a producer
         for acc in fresh:
             if acc.mapped.bundle is not None:
-                targets[id(acc)] = self._process_bundle(acc)
+                targets[id(acc)] = acc.targets or []
                 continue
             targets[id(acc)] = acc.mapped.resources
             ready = {r.key: r for r in acc.ready}
@@ -633,17 +645,30 @@ class Pipeline:
             write_chunk_provenance(conn, plan, lock=lock)
         return result
 
-    def _process_bundle(self, acc: _Accepted) -> list[dict[str, Any]]:
-        """A bundle needing server logic goes through the store's transaction processing."""
-        assert acc.mapped.bundle is not None
-        response = self.store.process_bundle(acc.mapped.bundle)
+    def _apply_bundle(
+        self, bundle: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]] | None, list[dict[str, str]]]:
+        """Process a bundle needing server logic through the store's bundle processing.
+
+        Returns the resources it wrote (type and id), or None and the quarantine reasons when
+        the store refused the bundle (a transaction) or any entry of it (a batch: the entries
+        that succeeded stay written, the record is quarantined with the failures' reasons).
+        """
+        try:
+            response = self.store.process_bundle(bundle)
+        except RhipError as exc:
+            return None, reasons_of(exc.all_issues())
         found: list[dict[str, Any]] = []
-        for entry in response.get("entry", []):
-            location = (entry.get("response") or {}).get("location", "")
-            parts = location.split("/")
+        failed: list[dict[str, str]] = []
+        for n, entry in enumerate(response.get("entry", [])):
+            answer = entry.get("response") or {}
+            if not str(answer.get("status", "")).startswith(("2", "3")):
+                failed.extend(_entry_reasons(n, answer))
+                continue
+            parts = str(answer.get("location", "")).split("/")
             if len(parts) >= 2 and parts[0] and parts[1]:
                 found.append({"resourceType": parts[0], "id": parts[1]})
-        return found
+        return (None, failed) if failed else (found, [])
 
     def _finish_chunk(
         self,
@@ -681,6 +706,25 @@ class Pipeline:
         for acc in fresh:
             if acc.mapped.merge is not None:
                 notify_merge(self.store, acc.mapped.merge[0], acc.mapped.merge[1], source)
+
+
+def _entry_reasons(index: int, answer: dict[str, Any]) -> list[dict[str, str]]:
+    """Quarantine reasons of a failed batch entry, from the OperationOutcome of its response."""
+    issues = (answer.get("outcome") or {}).get("issue") or []
+    found = [
+        {
+            "rule": str(i.get("code") or "processing"),
+            "path": f"Bundle.entry[{index}]" + "".join(f" {e}" for e in (i.get("expression") or [])[:1]),
+            "message": str(i.get("diagnostics") or "entry failed"),
+            "severity": "error",
+        }
+        for i in issues
+        if isinstance(i, dict) and i.get("severity") in ("error", "fatal")
+    ]
+    status = str(answer.get("status", ""))
+    return found or [
+        {"rule": "processing", "path": f"Bundle.entry[{index}]", "message": status, "severity": "error"}
+    ]
 
 
 def _written_per_record(slots: int, fresh: list[_Accepted], unchanged: set[bulk.Key]) -> list[int]:
