@@ -33,6 +33,14 @@ def test_structurally_invalid_resource_names_the_element(module_client):
     assert any("colour" in e for issue in unknown["issue"] for e in issue.get("expression", [])), unknown
 
 
+def test_nul_character_in_a_value_is_refused_with_its_path(module_client):
+    """PostgreSQL cannot hold U+0000 in text or jsonb: a create carrying one gave a 500 there."""
+    bad = patient(name=[{"family": "Wa\x00ng"}])
+    body = assert_outcome(post(module_client, "/fhir/Patient", bad), 422)
+    assert [e for issue in body["issue"] for e in issue.get("expression", [])] == ["Patient.name[0].family"]
+    assert "NUL" in body["issue"][0]["diagnostics"]
+
+
 def test_unknown_type_route_and_method(module_client):
     client = module_client
     assert_outcome(client.get("/fhir/Spaceship"), 404, "not-found")

@@ -386,3 +386,22 @@ def test_inline_text_and_decimal_checks_report_what_the_general_path_does(value:
         validation._walk({key: value}, table, table_name, inline)
         validation._general(prop, key, value, {key: value}, table_name, general)
         assert inline.issues == general.issues
+
+
+@pytest.mark.parametrize(
+    ("element", "value", "path"),
+    [
+        ("id", "a\x00b", "Patient.id"),
+        ("gender", "ma\x00le", "Patient.gender"),
+        ("birthDate", "1970\x00", "Patient.birthDate"),
+        ("name", [{"given": ["Lan", "x\x00"]}], "Patient.name[0].given[1]"),
+        ("identifier", [{"system": "urn:oid:1.2\x00", "value": "1"}], "Patient.identifier[0].system"),
+        ("text", {"status": "generated", "div": "<div>\x00</div>"}, "Patient.text.div"),
+    ],
+)
+def test_a_nul_character_is_refused_in_every_kind_of_string(element: str, value: object, path: str) -> None:
+    """U+0000 is refused in strings, codes, ids, uris, dates and xhtml, with the element's path."""
+    issues = validate_resource({"resourceType": "Patient", element: value})
+    assert [i.expression for i in issues] == [(path,)]
+    if element != "birthDate":  # a date with a NUL is simply not a date
+        assert "NUL" in issues[0].diagnostics

@@ -278,3 +278,15 @@ def test_facility_code_longer_than_its_columns_does_not_fail_the_chunk(pipeline:
     assert (report.stored, report.quarantined) == (1, 1)
     (reasons,) = quarantine_reasons(pipeline, report.batch_id)
     assert reasons[0]["rule"] == "unsupported-event"
+
+
+def test_nul_character_in_a_value_is_quarantined_on_every_back_end(pipeline: Pipeline) -> None:
+    """A NUL (U+0000) in a string value, escaped in NDJSON or a raw byte in HL7 v2, was stored on
+    SQLite but stopped the whole file on PostgreSQL (text and jsonb cannot hold it)."""
+    line = orjson.dumps({"resourceType": "Patient", "id": "p1", "name": [{"family": "Wa\x00ng"}]})
+    reasons = _one(pipeline, "fhir-ndjson", line)
+    assert [(r["rule"], r["path"]) for r in reasons] == [("value", "Patient.name[0].family")]
+    assert "NUL" in reasons[0]["message"]
+    message = ADT.format(ts="20261101083000").replace("Wu^Lan", "Wu\x00^Lan")
+    reasons = _one(pipeline, "hl7v2", message.encode())
+    assert [(r["rule"], r["path"]) for r in reasons] == [("value", "Patient.name[0].family")]

@@ -154,14 +154,20 @@ def fullmatcher(regex: str) -> Callable[[str], Any]:
     ASCII vertical tab and form feed (the only ASCII whitespace it does not list), and free text is
     the longest input validation sees; ``in`` scans it in C where the regex engine steps through
     it a character at a time.
+
+    No value may hold a NUL character (U+0000): R4 says strings should not contain control
+    characters, R5 says they shall not, and PostgreSQL cannot keep one in text or jsonb, so a
+    record accepted on SQLite would fail on PostgreSQL. The look-ahead scans in C, once.
     """
     if regex == STRING_REGEX:
         return _is_fhir_string
-    return re.compile(regex, re.ASCII).fullmatch
+    return re.compile(r"(?=[^\x00]*\Z)(?:" + regex + ")", re.ASCII).fullmatch
 
 
 def _is_fhir_string(value: str) -> bool | None:
-    return True if value and "\x0b" not in value and "\x0c" not in value else None
+    if value and "\x0b" not in value and "\x0c" not in value and "\x00" not in value:
+        return True
+    return None
 
 
 def _regex_check(regex: str) -> PrimitiveCheck:
@@ -170,7 +176,9 @@ def _regex_check(regex: str) -> PrimitiveCheck:
     def check(value: Any) -> str | None:
         if type(value) is not str:
             return "type"
-        return None if match(value) else "format"
+        if match(value):
+            return None
+        return "nul" if "\x00" in value else "format"
 
     return check
 
@@ -244,6 +252,8 @@ def _check_base64(value: Any) -> str | None:
 def _check_xhtml(value: Any) -> str | None:
     if type(value) is not str:
         return "type"
+    if "\x00" in value:
+        return "nul"
     return None if value.lstrip().startswith("<div") else "format"
 
 

@@ -57,6 +57,7 @@ _Path = Location
 _RULES: Final = {
     "type": ("structure", "{t} value has the wrong JSON type"),
     "format": ("value", "value does not match the FHIR {t} format"),
+    "nul": ("value", "{t} value contains a NUL character (U+0000), which FHIR strings may not hold"),
     "range": ("value", "value is out of range for {t}"),
     "calendar": ("value", "{t} value is not a real calendar date"),
 }
@@ -124,7 +125,7 @@ def _walk(obj: dict[str, Any], table: TypeTable, path: _Path, ctx: _Context) -> 
             else:
                 _general(prop, key, value, obj, path, ctx)
         elif mode == MODE_TEXT:  # model.fullmatcher's test of R4's string regex, inline
-            if type(value) is not str or not value or "\x0b" in value or "\x0c" in value:
+            if type(value) is not str or not value or "\x0b" in value or "\x0c" in value or "\x00" in value:
                 _general(prop, key, value, obj, path, ctx)
         elif mode == MODE_REFERENCE and type(value) is dict and value:
             where = (path, key, None)
@@ -170,7 +171,13 @@ def _walk(obj: dict[str, Any], table: TypeTable, path: _Path, ctx: _Context) -> 
                 _general(prop, key, value, obj, path, ctx)
             else:
                 for item in value:
-                    if type(item) is not str or not item or "\x0b" in item or "\x0c" in item:
+                    if (
+                        type(item) is not str
+                        or not item
+                        or "\x0b" in item
+                        or "\x0c" in item
+                        or "\x00" in item
+                    ):
                         _general(prop, key, value, obj, path, ctx)  # reports every item, as before
                         break
         elif mode != MODE_BOOLEAN or type(value) is not bool:
