@@ -85,8 +85,22 @@ def generated_region(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def store_factory(tmp_path: Path) -> Any:
-    """Fresh SQLite stores (with the shipped ConceptMaps) for each fuzz example."""
-    from fuzzing import StoreFactory
+def store_factory(tmp_path: Path) -> Iterator[Any]:
+    """Fresh stores (with the shipped ConceptMaps) for each fuzz example: SQLite, or PostgreSQL
+    when ``RHIP_FUZZ_DB=postgresql``."""
+    from fuzzing import FUZZ_DB, PgStoreFactory, StoreFactory
 
-    return StoreFactory(tmp_path)
+    from rhip_testkit import PG_ADMIN_URL, pg_available
+
+    if FUZZ_DB == "sqlite":
+        factory: Any = StoreFactory(tmp_path)
+    elif FUZZ_DB == "postgresql":
+        if not pg_available():
+            pytest.skip("PostgreSQL not reachable")
+        factory = PgStoreFactory(PG_ADMIN_URL)
+    else:
+        raise ValueError(f"RHIP_FUZZ_DB must be sqlite or postgresql, not {FUZZ_DB!r}")
+    try:
+        yield factory
+    finally:
+        factory.close()

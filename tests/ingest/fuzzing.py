@@ -8,6 +8,10 @@ every quarantined record names a specific reason, and every stored resource pass
 The number of examples is small by default so the suite stays fast; ``RHIP_FUZZ_EXAMPLES=5000``
 runs every fuzz test that hard (docs/ingest-requirements.md, *Fuzzing*). Without it the examples
 are derandomised, so the suite is reproducible; with it each run explores new input.
+
+``RHIP_FUZZ_DB=postgresql`` runs the same tests on PostgreSQL, which refuses what SQLite keeps (NUL
+characters in text, values wider than a varchar column, integers out of range): each example gets
+a database cloned from a prepared template database.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import shutil
 import sys
 import traceback
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +47,9 @@ GENERIC_RULES = frozenset({"mapper-error", "canonicalise-error", "validator-erro
 
 FUZZ_EXAMPLES = int(os.environ.get("RHIP_FUZZ_EXAMPLES", "0"))
 
+#: The back end of the fuzz stores: "sqlite" (the default) or "postgresql".
+FUZZ_DB = os.environ.get("RHIP_FUZZ_DB", "sqlite")
+
 
 def fuzz_settings(default: int) -> settings:
     """Hypothesis settings: ``default`` examples, or ``RHIP_FUZZ_EXAMPLES`` when set (long runs)."""
@@ -61,19 +69,27 @@ def fuzz_settings(default: int) -> settings:
 
 
 # -- fresh stores ------------------------------------------------------------------------------
+def _prepare(url: str) -> None:
+    """Put the shipped ConceptMaps and the ingest tables into the store at ``url``."""
+    store = Store(url)
+    try:
+        install_conceptmaps(store)
+        Pipeline(store, producer=False)  # creates the ingest tables
+    finally:
+        store.close()
+
+
 class StoreFactory:
     """Fresh SQLite stores for each example, copied from one prepared template (~10 ms each)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.template = folder / "template.sqlite"
-        store = Store(f"sqlite:///{self.template}")
-        try:
-            install_conceptmaps(store)
-            Pipeline(store, producer=False)  # creates the ingest tables
-        finally:
-            store.close()
+        _prepare(f"sqlite:///{self.template}")
         self.count = 0
+
+    def close(self) -> None:
+        """Nothing to release: the examples' files are removed as they finish."""
 
     @contextmanager
     def pipeline(self) -> Iterator[Pipeline]:
@@ -88,6 +104,44 @@ class StoreFactory:
             store.close()
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+class PgStoreFactory:
+    """Fresh PostgreSQL stores for each example, cloned from one prepared template database.
+
+    ``CREATE DATABASE ... TEMPLATE`` copies the template's files, which is much quicker than
+    creating the schema and installing the ConceptMaps again for every example.
+    """
+
+    def __init__(self, admin_url: str) -> None:
+        import psycopg
+
+        self.admin_url = admin_url
+        self.prefix = f"rhip_fz_{uuid.uuid4().hex[:8]}"
+        self.template = f"{self.prefix}_tpl"
+        self.base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+        self._admin = psycopg.connect(admin_url, autocommit=True)
+        self._admin.execute(f'CREATE DATABASE "{self.template}"')
+        _prepare(f"{self.base}/{self.template}")
+        self.count = 0
+
+    def close(self) -> None:
+        """Drop the template database."""
+        self._admin.execute(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
+        self._admin.close()
+
+    @contextmanager
+    def pipeline(self) -> Iterator[Pipeline]:
+        """A pipeline (with the quality collector) on a database of its own, dropped afterwards."""
+        self.count += 1
+        name = f"{self.prefix}_{self.count}"
+        self._admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        store = Store(f"{self.base}/{name}")
+        try:
+            yield Pipeline(store, observers=[QualityCollector(store.engine)], producer=False)
+        finally:
+            store.close()
+            self._admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager

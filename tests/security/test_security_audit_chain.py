@@ -122,3 +122,23 @@ def test_synchronous_appends_from_many_connections_all_land(tmp_path: Path) -> N
     assert report.ok and report.checked == 1 + 4 * 40
     for engine in engines:
         engine.dispose()
+
+
+def test_a_patient_id_no_resident_can_have_still_lands_and_the_writer_keeps_going(db_url: str) -> None:
+    """A batch entry ``GET Patient/\\u0000`` put a NUL into ``audit_patient``: PostgreSQL refused it,
+    the writer thread died and every later event of the app was lost."""
+    engine = sa.create_engine(db_url)
+    writer = AuditWriter(engine)
+    odd = ["\x00", "a\x00b", "x" * 100]
+    writer.submit(AuditRecord(actor="u", role="admin", action="read", outcome="4", patients=[*odd, "p1"]))
+    writer.flush()
+    writer.submit(AuditRecord(actor="u", role="admin", action="read", outcome="0", patients=["p2"]))
+    writer.close()
+    with engine.connect() as conn:
+        entries = [row.entry for row in conn.execute(sa.select(audit_log).order_by(audit_log.c.seq))]
+    assert len(entries) == 2
+    assert "\\u0000" in entries[0]  # the entry keeps what was asked for, escaped
+    assert events_for_patient(engine, "p1")[0] == 1
+    assert events_for_patient(engine, "p2")[0] == 1
+    assert verify_chain(engine).ok
+    engine.dispose()

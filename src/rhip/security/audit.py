@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Collection, Iterator
@@ -62,6 +63,20 @@ def chain_hash(prev_hash: str, entry_text: str) -> str:
     return sm3_hex(prev_hash.encode("ascii") + entry_text.encode("utf-8"))
 
 
+#: What a Patient id can be (FHIR ``id``); anything else names no stored resident.
+_PATIENT_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+def _indexable_patients(patients: list[str]) -> list[str]:
+    """The patient ids worth a row in ``audit_patient``.
+
+    A request can name a "patient" no resident can be (``GET Patient/\\u0000`` in a batch): the
+    entry keeps it, escaped in its JSON, but a NUL in the varchar column is refused by PostgreSQL,
+    which lost the whole batch of events and stopped the writer.
+    """
+    return [p for p in patients if _PATIENT_ID.fullmatch(p)]
+
+
 def append(conn: sa.Connection, records: list[AuditRecord]) -> int:
     """Append records to the chain inside the caller's transaction; returns the last sequence number."""
     head = conn.execute(
@@ -78,7 +93,7 @@ def append(conn: sa.Connection, records: list[AuditRecord]) -> int:
         rows.append(
             {"seq": seq, "recorded": record.recorded, "entry": text, "prev_hash": prev, "hash": digest}
         )
-        patient_rows.extend({"patient_id": p[:64], "seq": seq} for p in entry["patients"])
+        patient_rows.extend({"patient_id": p, "seq": seq} for p in _indexable_patients(entry["patients"]))
         prev = digest
     if rows:
         conn.execute(sa.insert(audit_log), rows)
