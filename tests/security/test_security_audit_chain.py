@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
+import orjson
 import sqlalchemy as sa
 
 from rhip.security.audit import AuditRecord, AuditWriter, events_for_patient, verify_chain
@@ -140,5 +141,30 @@ def test_a_patient_id_no_resident_can_have_still_lands_and_the_writer_keeps_goin
     assert "\\u0000" in entries[0]  # the entry keeps what was asked for, escaped
     assert events_for_patient(engine, "p1")[0] == 1
     assert events_for_patient(engine, "p2")[0] == 1
+    assert verify_chain(engine).ok
+    engine.dispose()
+
+
+def test_a_record_the_database_refuses_is_kept_as_a_stand_in_and_the_writer_goes_on(db_url: str) -> None:
+    """A value JSON or the database cannot hold (an unpaired surrogate in the request path) used to
+    raise out of the writer thread: that batch and every later audit event were lost."""
+    engine = sa.create_engine(db_url)
+    writer = AuditWriter(engine, batch=10, linger=0.2)
+    good = AuditRecord(actor="u1", role="practitioner", action="read", outcome="0", patients=["p1"])
+    bad = AuditRecord(
+        actor="u2", role="practitioner", action="read", outcome="0", path="/fhir/Patient/\ud800"
+    )
+    for record in (good, bad, good):
+        writer.submit(record)
+    writer.flush()
+    writer.submit(AuditRecord(actor="u3", role="admin", action="search-type", outcome="0"))
+    writer.close()
+    with engine.connect() as conn:
+        entries = [
+            orjson.loads(e)
+            for e in conn.execute(sa.select(audit_log.c.entry).order_by(audit_log.c.seq)).scalars()
+        ]
+    assert [e["actor"] for e in entries] == ["u1", "u2", "u1", "u3"]
+    assert entries[1]["path"] == "/fhir/Patient/?" and "refused" in entries[1]["detail"]
     assert verify_chain(engine).ok
     engine.dispose()

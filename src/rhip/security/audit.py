@@ -110,6 +110,40 @@ def record_now(engine: sa.Engine, record: AuditRecord) -> None:
         append(conn, [record])
 
 
+#: The detail of a stand-in record (see :func:`_stand_in`).
+_STAND_IN_DETAIL = "the original audit record held a value the database refused; printable ASCII kept"
+
+
+def _printable(value: str | None) -> str | None:
+    """``value`` with everything but printable ASCII replaced by ``?`` (for a stand-in record)."""
+    if value is None:
+        return None
+    return "".join(c if " " <= c <= "~" else "?" for c in value)[:512]
+
+
+def _stand_in(record: AuditRecord) -> AuditRecord:
+    """The same event with its text reduced to printable ASCII, for a record the database refused.
+
+    Who did what, when and with which outcome is kept; a value the database could not hold (a NUL,
+    an unpaired surrogate) is not, and the detail says so.
+    """
+    return AuditRecord(
+        actor=_printable(record.actor) or "?",
+        role=_printable(record.role) or "?",
+        action=_printable(record.action) or "?",
+        outcome=_printable(record.outcome) or "?",
+        entities=[str(_printable(e)) for e in record.entities[:200]],
+        patients=[str(_printable(p)) for p in record.patients],
+        purpose=_printable(record.purpose) or "?",
+        source=_printable(record.source),
+        request_id=_printable(record.request_id),
+        path=_printable(record.path),
+        break_glass=record.break_glass,
+        detail=_STAND_IN_DETAIL,
+        recorded=record.recorded,
+    )
+
+
 class AuditWriter:
     """Queue + writer thread: ``submit`` never blocks on the database; ``flush`` waits for the queue."""
 
@@ -166,13 +200,22 @@ class AuditWriter:
                 self._queue.task_done()
                 return
             batch, stop = self._drain(item)
-            self._write(batch)
+            try:
+                self._write(batch)
+            except Exception:  # the writer thread must outlive any one batch
+                logger.exception("audit write failed; %d events lost", len(batch))
             for _ in batch:
                 self._queue.task_done()
             if stop:
                 return
 
     def _write(self, batch: list[AuditRecord]) -> None:
+        """Append a batch, retrying while the database is busy.
+
+        Any other failure is a record the database will not take (a value it cannot hold): the
+        batch is then written one record at a time, and a record that still fails is replaced by
+        :func:`_stand_in`, so one bad record neither stops the writer thread nor loses its batch.
+        """
         for attempt in range(5):
             try:
                 with write_transaction(self.engine) as conn:
@@ -181,6 +224,16 @@ class AuditWriter:
             except (sa.exc.OperationalError, StoreBusy):
                 logger.warning("audit write failed (attempt %d), retrying", attempt + 1)
                 time.sleep(0.05 * (attempt + 1))
+            except Exception:
+                if len(batch) > 1:
+                    for record in batch:
+                        self._write([record])
+                    return
+                logger.exception("audit record refused as given; writing a stand-in")
+                if batch[0].detail != _STAND_IN_DETAIL:
+                    self._write([_stand_in(batch[0])])
+                    return
+                break
         logger.error("audit write failed; %d events lost", len(batch))
 
 
