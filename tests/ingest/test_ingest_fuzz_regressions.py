@@ -290,3 +290,13 @@ def test_nul_character_in_a_value_is_quarantined_on_every_back_end(pipeline: Pip
     message = ADT.format(ts="20261101083000").replace("Wu^Lan", "Wu\x00^Lan")
     reasons = _one(pipeline, "hl7v2", message.encode())
     assert [(r["rule"], r["path"]) for r in reasons] == [("value", "Patient.name[0].family")]
+
+
+def test_facility_code_with_a_nul_does_not_fail_the_file(pipeline: Pipeline) -> None:
+    """On PostgreSQL an MSH-4 holding a NUL failed the batch row's insert: the whole file stopped,
+    nothing stored or quarantined. The code keeps a replacement character instead."""
+    msg = ADT.format(ts="20261101083000").replace("|H1|RHIP|", "|\x00|RHIP|")
+    source = SourceInfo("\x00", "hl7v2", "t")
+    report = pipeline.run(source, [Record(msg.encode(), "t:1", key="C1", source=source)])
+    assert_batch_sound(pipeline, report, received=1)
+    assert report.source.facility == "\ufffd"

@@ -23,7 +23,8 @@ class SourceInfo:
     A facility code longer than :data:`FACILITY_MAX` (an MSH-4 of 100 characters, a long URL
     segment) is cut to that length: PostgreSQL refuses a longer one in the batch, quarantine and
     quality rows, which failed the whole chunk (over MLLP: every message of the batch, each time
-    it was resent). Records are kept under the shortened code.
+    it was resent). Records are kept under the shortened code. For the same reason a NUL or other
+    control character (an MSH-4 of ``\x00``) becomes U+FFFD, the replacement character.
     """
 
     facility: str
@@ -31,8 +32,13 @@ class SourceInfo:
     location: str = ""
 
     def __post_init__(self) -> None:
-        if len(self.facility) > FACILITY_MAX:
-            object.__setattr__(self, "facility", self.facility[:FACILITY_MAX])
+        facility = self.facility
+        if not facility.isprintable():
+            facility = "".join(c if c >= " " else "\ufffd" for c in facility)
+        if len(facility) > FACILITY_MAX:
+            facility = facility[:FACILITY_MAX]
+        if facility is not self.facility:
+            object.__setattr__(self, "facility", facility)
 
 
 @dataclass
