@@ -18,9 +18,11 @@ _PARTS = st.text(
 @settings(max_examples=500, deadline=None)
 @given(_PARTS, _PARTS, _PARTS)
 def test_source_uri_is_the_quoted_location(facility: str, connector: str, position: str) -> None:
-    """The plain-ASCII shortcut gives what ``quote`` gives, for any text."""
-    expected = "urn:rhip:ingest:" + quote(f"{facility}/{connector}/{position}", safe="/:#=.-_")
-    assert source_uri(SourceInfo(facility, connector), position) == expected
+    """The plain-ASCII shortcut gives what ``quote`` gives, for any text (the facility as the
+    batch keeps it: control characters replaced, at most 64 characters)."""
+    source = SourceInfo(facility, connector)
+    expected = "urn:rhip:ingest:" + quote(f"{source.facility}/{connector}/{position}", safe="/:#=.-_")
+    assert source_uri(source, position) == expected
 
 
 def test_source_uri_of_a_file_line_and_of_text_to_encode() -> None:
