@@ -54,14 +54,21 @@ def sqlite_pipeline(sqlite_store: Store) -> Pipeline:
 @pytest.fixture(autouse=True)
 def _no_leaked_patient_sinks() -> Iterator[None]:
     """A test that starts a server or the CLI installs the MPI's sink process-wide; later tests of
-    the same worker must not link their Patients through it (golden Patients would be counted)."""
-    from rhip.ingest.hooks import patient_sinks, unregister_patient_sink
+    the same worker must not link their Patients through it (golden Patients would be counted).
+
+    Sinks left by tests of other folders that ran earlier on the worker are set aside for the
+    test and put back after it; any sink the test itself installed is removed.
+    """
+    from rhip.ingest.hooks import patient_sinks, register_patient_sink, unregister_patient_sink
 
     before = list(patient_sinks())
+    for sink in before:
+        unregister_patient_sink(sink)
     yield
     for sink in patient_sinks():
-        if all(sink is not kept for kept in before):
-            unregister_patient_sink(sink)
+        unregister_patient_sink(sink)
+    for sink in before:
+        register_patient_sink(sink)
 
 
 @pytest.fixture(scope="session")
