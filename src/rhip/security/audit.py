@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Collection, Iterator
@@ -23,6 +22,7 @@ import sqlalchemy as sa
 from rhip.security.crypto import sm3_hex
 from rhip.security.schema import GENESIS, audit_head, audit_log, audit_patient, ensure_schema
 from rhip.store.engine import StoreBusy, write_transaction
+from rhip.store.meta import ID_RE
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +63,6 @@ def chain_hash(prev_hash: str, entry_text: str) -> str:
     return sm3_hex(prev_hash.encode("ascii") + entry_text.encode("utf-8"))
 
 
-#: What a Patient id can be (FHIR ``id``); anything else names no stored resident.
-_PATIENT_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-
-
 def _indexable_patients(patients: list[str]) -> list[str]:
     """The patient ids worth a row in ``audit_patient``.
 
@@ -74,7 +70,7 @@ def _indexable_patients(patients: list[str]) -> list[str]:
     entry keeps it, escaped in its JSON, but a NUL in the varchar column is refused by PostgreSQL,
     which lost the whole batch of events and stopped the writer.
     """
-    return [p for p in patients if _PATIENT_ID.fullmatch(p)]
+    return [p for p in patients if ID_RE.fullmatch(p)]  # a FHIR id, as the store checks it
 
 
 def append(conn: sa.Connection, records: list[AuditRecord]) -> int:
