@@ -26,7 +26,8 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import datetime
+from zoneinfo import ZoneInfo
 from pathlib import Path
 from typing import Any
 
@@ -257,7 +258,7 @@ class Digester:
 
     def tally_rows(self) -> list[list[Any]]:
         """The quality tallies per (facility, day, rule): checked, failed, delay sum."""
-        today = date.today().isoformat()
+        today = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()  # the tallies' day
         rows = [
             [fac, TODAY if day == today else day, rule, *counts]
             for (fac, day, rule), counts in self.tallies._tally.items()
