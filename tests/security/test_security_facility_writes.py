@@ -2,8 +2,9 @@
 
 Each test builds the app over a fresh store (SQLite and PostgreSQL) holding two facilities, orgA
 and orgB, each with a resident, an Encounter and an Observation that names its facility only
-through the Encounter. ``his-a`` is orgA's feed (a ``system`` account bound to orgA), ``hub`` a
-regional connector bound to no facility, ``admin`` a platform admin who checks what was stored.
+through the Encounter, and a third facility orgC. ``his-a``, ``his-b`` and ``his-c`` are the
+facilities' feeds (``system`` accounts bound to orgA, orgB, orgC), ``hub`` a regional connector
+bound to no facility, ``admin`` a platform admin who checks what was stored.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def _seed() -> list[dict[str, Any]]:
     return [
         {"resourceType": "Organization", "id": "orgA", "name": "Hospital A"},
         {"resourceType": "Organization", "id": "orgB", "name": "Hospital B"},
+        {"resourceType": "Organization", "id": "orgC", "name": "Community Health Centre C"},
         {"resourceType": "Practitioner", "id": "pr1", "name": [{"family": "Li"}]},
         _patient("pA", "orgA"),
         _patient("pB", "orgB"),
@@ -119,6 +121,8 @@ def facilities(db_url: str, tmp_path: Path) -> Iterator[Facilities]:
     app = create_app(store, Settings(data_dir=tmp_path, database_url=db_url, auth_enabled=True))
     accounts = {
         "his-a": {"role": "system", "organization_id": "orgA"},
+        "his-b": {"role": "system", "organization_id": "orgB"},
+        "his-c": {"role": "system", "organization_id": "orgC"},
         "hub": {"role": "system"},
         "admin": {"role": "platform_admin"},
     }
@@ -359,3 +363,196 @@ def test_denials_are_audited(facilities: Facilities) -> None:
     }, denials
     assert any(e["action"] == "create" for e in denials), denials
     assert all(e["role"] == "system" for e in denials)
+
+
+# -- requests naming a requesting and an addressed facility (referrals, 转诊) -------------------
+
+
+def _org(org: str) -> dict[str, str]:
+    return _ref(f"Organization/{org}")
+
+
+def _referral(requester: dict[str, str], performer: str, encounter: str | None = None) -> dict[str, Any]:
+    """A referral (ServiceRequest) from ``requester`` to facility ``performer`` for resident pA."""
+    body: dict[str, Any] = {
+        "resourceType": "ServiceRequest",
+        "status": "active",
+        "intent": "order",
+        "code": {"text": "cardiology referral"},
+        "subject": _ref("Patient/pA"),
+        "requester": requester,
+        "performer": [_org(performer)],
+    }
+    if encounter:
+        body["encounter"] = _ref(encounter)
+    return body
+
+
+def _request(kind: str, requester: str, addressee: str) -> dict[str, Any]:
+    """A request of ``kind`` made by facility ``requester`` and addressed to ``addressee``."""
+    subject = _ref("Patient/pA")
+    if kind == "ServiceRequest.performer":
+        return _referral(_org(requester), addressee)
+    if kind.startswith("MedicationRequest."):
+        body: dict[str, Any] = {
+            "resourceType": "MedicationRequest",
+            "status": "active",
+            "intent": "order",
+            "medicationCodeableConcept": {"text": "insulin glargine"},
+            "subject": subject,
+            "requester": _org(requester),
+        }
+        if kind == "MedicationRequest.performer":  # who is to administer it (a community centre)
+            body["performer"] = _org(addressee)
+        else:  # the pharmacy that is to dispense it (处方流转)
+            body["dispenseRequest"] = {"performer": _org(addressee)}
+        return body
+    if kind == "DeviceRequest.performer":
+        return {
+            "resourceType": "DeviceRequest",
+            "status": "active",
+            "intent": "order",
+            "codeCodeableConcept": {"text": "home glucose meter"},
+            "subject": subject,
+            "requester": _org(requester),
+            "performer": _org(addressee),
+        }
+    assert kind == "Task.owner", kind
+    return {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "for": subject,
+        "requester": _org(requester),
+        "owner": _org(addressee),
+    }
+
+
+REQUEST_KINDS = [
+    "ServiceRequest.performer",
+    "MedicationRequest.performer",
+    "MedicationRequest.dispenseRequest.performer",
+    "DeviceRequest.performer",
+    "Task.owner",
+]
+
+
+def _set_status(status: str) -> list[dict[str, Any]]:
+    return [{"op": "replace", "path": "/status", "value": status}]
+
+
+@pytest.mark.parametrize("kind", REQUEST_KINDS)
+def test_a_request_is_written_by_its_requester_and_updated_by_its_addressee(
+    facilities: Facilities, kind: str
+) -> None:
+    """Regression: orgA's own referral to orgB counted as orgB's (performer before requester)."""
+    body = _request(kind, "orgA", "orgB")
+    created = facilities.call("his-a", "POST", body["resourceType"], body)
+    assert created.status_code == 201, created.text
+    path = f"{body['resourceType']}/{created.json()['id']}"
+    done = "accepted" if kind == "Task.owner" else "completed"
+    accepted = facilities.call("his-b", "PATCH", path, _set_status(done))
+    assert accepted.status_code == 200, accepted.text
+    again = facilities.call("his-a", "PUT", path, {**created.json(), "status": "entered-in-error"})
+    assert again.status_code == 200, again.text
+    _refused(facilities.call("his-c", "PATCH", path, _set_status(done)), "orgA", "orgB", "orgC")
+    _refused(facilities.call("his-c", "POST", body["resourceType"], body), "orgA", "orgB", "orgC")
+    _refused(facilities.call("his-b", "DELETE", path), "orgA", "orgB")
+    _refused(facilities.call("his-b", "POST", body["resourceType"], body), "orgA", "orgB")
+    assert facilities.stored(path).json()["status"] == "entered-in-error"
+    assert facilities.call("his-a", "DELETE", path).status_code in (200, 204)
+
+
+def test_the_facility_a_referral_is_addressed_to_cannot_take_it_over(facilities: Facilities) -> None:
+    """Regression: orgB, the referral's performer, could rewrite orgA's referral as its own or delete it."""
+    created = facilities.call("hub", "POST", "ServiceRequest", _referral(_org("orgA"), "orgB"))
+    assert created.status_code == 201, created.text
+    path = f"ServiceRequest/{created.json()['id']}"
+    stored = created.json()
+    takeover = facilities.call("his-b", "PUT", path, {**stored, "requester": _org("orgB")})
+    _refused(takeover, "orgA", "orgB")
+    forward = [{"op": "replace", "path": "/performer/0/reference", "value": "Organization/orgC"}]
+    _refused(facilities.call("his-b", "PATCH", path, forward), "orgA", "orgB")
+    anonymous = [{"op": "replace", "path": "/requester", "value": _ref("Practitioner/pr1")}]
+    _refused(facilities.call("his-b", "PATCH", path, anonymous), "orgA", "orgB")
+    _refused(facilities.call("his-b", "PUT", path, {**stored, "encounter": _ref("Encounter/encB")}), "orgB")
+    _refused(facilities.call("his-b", "DELETE", path), "orgA", "orgB")
+    kept = facilities.stored(path).json()
+    assert kept["meta"]["versionId"] == "1" and kept["requester"] == _org("orgA")
+    nobodys = _referral(_ref("Practitioner/pr1"), "orgB")  # no requesting facility, no Encounter
+    _refused(facilities.call("his-b", "POST", "ServiceRequest", nobodys), "orgB")
+    _refused(facilities.call("his-a", "POST", "ServiceRequest", nobodys), "orgB", "orgA")
+
+
+def test_the_requester_redirects_a_referral_but_cannot_drop_itself(facilities: Facilities) -> None:
+    """Regression: orgA could not redirect its own referral; it still may not re-point it away from itself."""
+    created = facilities.call("hub", "POST", "ServiceRequest", _referral(_org("orgA"), "orgB"))
+    path = f"ServiceRequest/{created.json()['id']}"
+    redirect = [{"op": "replace", "path": "/performer/0/reference", "value": "Organization/orgC"}]
+    moved = facilities.call("his-a", "PATCH", path, redirect)
+    assert moved.status_code == 200, moved.text
+    stored = moved.json()
+    _refused(facilities.call("his-a", "PUT", path, {**stored, "requester": _org("orgC")}), "orgC", "orgA")
+    _refused(facilities.call("his-a", "PUT", path, {**stored, "requester": _org("orgB")}), "orgB", "orgA")
+    _refused(facilities.call("his-b", "PATCH", path, _set_status("completed")), "orgA", "orgB")
+    assert facilities.call("his-c", "PATCH", path, _set_status("completed")).status_code == 200
+    kept = facilities.stored(path).json()
+    assert kept["requester"] == _org("orgA") and kept["performer"] == [_org("orgC")]
+
+
+def test_an_outside_laboratorys_result_belongs_to_the_lab_and_the_encounters_facility(
+    facilities: Facilities,
+) -> None:
+    """Regression: orgA's feed could not write orgB's laboratory result in its own Encounter, while
+    orgB's feed could move it out of that Encounter or delete it."""
+    result = {**_observation("pA", "Encounter/encA"), "performer": [_org("orgB")]}
+    created = facilities.call("his-a", "POST", "Observation", result)
+    assert created.status_code == 201, created.text
+    assert facilities.call("his-b", "POST", "Observation", result).status_code == 201
+    path = f"Observation/{created.json()['id']}"
+    stored = created.json()
+    for feed in ("his-b", "his-a"):
+        amended = facilities.call(feed, "PUT", path, {**stored, "status": "amended"})
+        assert amended.status_code == 200, amended.text
+    _refused(facilities.call("his-b", "PUT", path, {**stored, "encounter": _ref("Encounter/encB")}), "orgA")
+    _refused(facilities.call("his-a", "PUT", path, {**stored, "performer": [_org("orgA")]}), "orgB")
+    _refused(facilities.call("his-b", "DELETE", path), "orgA", "orgB")
+    _refused(facilities.call("his-a", "DELETE", path), "orgA", "orgB")
+    _refused(facilities.call("his-c", "PUT", path, stored), "orgA", "orgB", "orgC")
+    kept = facilities.stored(path).json()
+    assert kept["encounter"] == _ref("Encounter/encA") and kept["performer"] == [_org("orgB")]
+
+
+def test_referrals_in_bundles(facilities: Facilities) -> None:
+    """Regression: a transaction's referral whose facility is its new Encounter counted as the performer's;
+    the performer's batch could delete or take over the referral."""
+    placeholder = "urn:uuid:0b6f2a8e-5c1d-4f4e-9a63-2d7c5e8f1a10"
+    own = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            _entry("POST", "Encounter", _encounter("pA", "orgA"), full_url=placeholder),
+            _entry("POST", "ServiceRequest", _referral(_ref("Practitioner/pr1"), "orgB", placeholder)),
+        ],
+    }
+    done = facilities.call("his-a", "POST", "", own)
+    assert done.status_code == 200, done.text
+    path = done.json()["entry"][1]["response"]["location"].split("/_history/")[0]
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            _patch_entry(path, _set_status("completed")),
+            _entry("DELETE", path),
+            _entry("PUT", path, {**facilities.stored(path).json(), "requester": _org("orgB")}),
+        ],
+    }
+    answer = facilities.call("his-b", "POST", "", batch)
+    assert answer.status_code == 200, answer.text
+    statuses = [e["response"]["status"] for e in answer.json()["entry"]]
+    assert statuses[0].startswith("200") and all(s.startswith("403") for s in statuses[1:]), statuses
+    kept = facilities.stored(path).json()
+    assert kept["status"] == "completed" and kept["requester"] == _ref("Practitioner/pr1")
+    denials = [e for e in facilities.audit() if e["actor"] == "his-b" and e["outcome"] == "4"]
+    assert {e["action"] for e in denials} >= {"delete", "update"}, denials
+    assert all(path in e["entities"] for e in denials), denials

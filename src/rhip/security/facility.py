@@ -1,12 +1,25 @@
 """A facility's own records: what a ``system`` account bound to an organisation may write.
 
 A facility's HIS, LIS or EMR feeds the platform over FHIR REST with a ``system`` account bound to
-its Organization. Such a feed writes (creates, updates, patches, deletes) only its own facility's
-records, so that hospital A's feed can never overwrite, take over or delete hospital B's. A record's
-facility is :meth:`Relations.facility_of` (its ``serviceProvider``, ``managingOrganization``,
-``performer``, ... or its Encounter's ``serviceProvider``). The rule applies to the body written
-and, for updates, patches and deletes, to the version stored before, so rewriting the organisation
-reference of another facility's record does not take it over. Records without a facility:
+its Organization. Such a feed writes (creates, updates, patches, deletes) only records its facility
+is responsible for, so that hospital A's feed can never overwrite, take over or delete hospital
+B's. A record names organisations in two roles (:func:`parties_of`):
+
+- the facilities it **belongs to**: every Organization in its ``serviceProvider``,
+  ``managingOrganization``, ``custodian``, ``organization``, ``performer``, ``author``,
+  ``provider``, ``insurer``, ``recorder`` or ``requester``, and its Encounter's
+  ``serviceProvider`` (the result of an outside laboratory in hospital A's Encounter belongs to
+  both);
+- the facilities a request is **addressed to**: the requested performer of a ServiceRequest (a
+  referral, 转诊), MedicationRequest or DeviceRequest, the ``owner`` of a Task, the ``insurer`` a
+  Claim is sent to. In FHIR R4 these name who is asked to act, not who made the record.
+
+A facility the record belongs to creates it and updates it, but an update may not drop another
+facility the record belongs to; it deletes it when the record belongs to it alone. A facility a
+request is addressed to updates it (to accept, decline or complete it) without changing the
+organisations it names or its Encounter, and neither creates nor deletes it. Both the version
+stored before and the body written are checked, so rewriting the organisation references of
+another facility's record does not take it over. Records naming no organisation:
 
 - an Organization is writable when it is the account's own or ``partOf`` it;
 - a resident's record (a Patient, or a record naming one) must name a facility: otherwise nobody
@@ -26,14 +39,73 @@ from dataclasses import dataclass
 from typing import Any
 
 from rhip.errors import Forbidden
-from rhip.security.relations import Relations, reference_id
+from rhip.security.relations import ORGANIZATION_ELEMENTS, Relations, organization_ids, reference_id
 from rhip.security.tokens import Principal
 from rhip.store.guard import WriteCheck
 
 logger = logging.getLogger(__name__)
 
 #: Where a record names its facility (for the refusal message).
-_FACILITY_ELEMENTS = "serviceProvider, managingOrganization, performer, ... or an Encounter of a facility"
+_FACILITY_ELEMENTS = (
+    "serviceProvider, managingOrganization, requester, performer, ... or an Encounter of a facility"
+)
+
+#: Per resource type, the elements (dotted paths) naming the organisation a request is addressed
+#: to: FHIR R4's requested performer or filler. The other organisation elements name the
+#: facilities the record belongs to.
+ADDRESSEE_ELEMENTS: dict[str, tuple[str, ...]] = {
+    "ServiceRequest": ("performer",),
+    "MedicationRequest": ("performer", "dispenseRequest.performer"),
+    "DeviceRequest": ("performer",),
+    "Task": ("owner",),
+    "Claim": ("insurer",),
+    "CoverageEligibilityRequest": ("insurer",),
+    "EnrollmentRequest": ("insurer",),
+}
+
+_Read = Callable[[str, str], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Parties:
+    """The organisations a record names, by role (Encounter not yet resolved).
+
+    Attributes:
+        owners: Organization ids named in the elements of the facilities the record belongs to.
+        addressees: Organization ids named as the facility a request is addressed to.
+        encounter: the id of the Encounter the record names, whose facility the record belongs to
+            as well.
+    """
+
+    owners: frozenset[str]
+    addressees: frozenset[str]
+    encounter: str | None
+
+    @property
+    def empty(self) -> bool:
+        """True when the record names no organisation and no Encounter."""
+        return not (self.owners or self.addressees or self.encounter)
+
+
+def _element(body: dict[str, Any], path: str) -> Any:
+    value: Any = body
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def parties_of(body: dict[str, Any]) -> Parties:
+    """The organisations a record names as its own and as those a request is addressed to."""
+    addressed = ADDRESSEE_ELEMENTS.get(str(body.get("resourceType")), ())
+    owners = {
+        org
+        for name in ORGANIZATION_ELEMENTS
+        if name not in addressed
+        for org in organization_ids(body.get(name))
+    }
+    addressees = {org for path in addressed for org in organization_ids(_element(body, path))}
+    encounter = reference_id(body.get("encounter") or body.get("context"), "Encounter")
+    return Parties(frozenset(owners), frozenset(addressees), encounter)
 
 
 def bound_facility(principal: Principal) -> str | None:
@@ -43,47 +115,169 @@ def bound_facility(principal: Principal) -> str | None:
     return None
 
 
-def _describe(check: WriteCheck, stored: bool) -> str:
-    if stored:
-        return f"{check.res_type}/{check.res_id} (stored version)"
-    return f"the submitted {check.res_type}" + (f"/{check.res_id}" if check.res_id else "")
-
-
 def _organization_allowed(body: dict[str, Any], own: str) -> bool:
     """An Organization a facility may write: itself, or one that is ``partOf`` it (a ward, a lab)."""
     return body.get("id") == own or reference_id(body.get("partOf"), "Organization") == own
 
 
+def _names(orgs: frozenset[str]) -> str:
+    return ", ".join(sorted(orgs))
+
+
+class _Record:
+    """One side of a write (stored version or submitted body) with its parties, Encounter resolved lazily."""
+
+    def __init__(self, body: dict[str, Any], what: str, encounter_facility: Callable[[str], str | None]):
+        self.body = body
+        self.what = what
+        self.parties = parties_of(body)
+        self._encounter_facility = encounter_facility
+
+    def owners(self) -> frozenset[str]:
+        """Every facility the record belongs to, its Encounter's included."""
+        enc = self.parties.encounter
+        found = self._encounter_facility(enc) if enc else None
+        return self.parties.owners | {found} if found else self.parties.owners
+
+    def owned_by(self, own: str) -> bool:
+        """True when the record belongs to ``own`` (its Encounter is read only when needed)."""
+        return own in self.parties.owners or own in self.owners()
+
+    def describe(self) -> str:
+        """Whose the record is, for a refusal: ``belongs to facility X and is addressed to Y``."""
+        owners = self.owners()
+        text = f"belongs to facilit{'ies' if len(owners) > 1 else 'y'} {_names(owners)}"
+        if not owners:
+            text = f"names no facility it belongs to ({_FACILITY_ELEMENTS})"
+        if self.parties.addressees:
+            text += f" and is addressed to {_names(self.parties.addressees)}"
+        return text
+
+
+def _record(
+    check: WriteCheck, body: dict[str, Any] | None, stored: bool, facility: Callable[[str], str | None]
+) -> _Record | None:
+    if body is None:
+        return None
+    if stored:
+        what = f"{check.res_type}/{check.res_id} (stored version)"
+    else:
+        what = f"the submitted {check.res_type}" + (f"/{check.res_id}" if check.res_id else "")
+    return _Record(body, what, facility)
+
+
+def _encounter_lookup(relations: Relations, read: _Read | None) -> Callable[[str], str | None]:
+    """The facility of an Encounter id, looked up once per check (in the write's transaction when
+    ``read`` is given, through the relationship cache otherwise)."""
+    seen: dict[str, str | None] = {}
+
+    def facility(enc: str) -> str | None:
+        if enc not in seen:
+            ref = {"encounter": {"reference": f"Encounter/{enc}"}}
+            seen[enc] = relations.encounter_facility(ref, read)
+        return seen[enc]
+
+    return facility
+
+
+def _check_directory(relations: Relations, record: _Record, own: str) -> None:
+    """Organizations, and records naming no organisation (see the module docstring)."""
+    body = record.body
+    if body.get("resourceType") == "Organization":
+        if not _organization_allowed(body, own):
+            theirs = reference_id(body.get("partOf"), "Organization") or body.get("id") or "(new)"
+            raise Forbidden(
+                f"{record.what} is the directory entry of organisation {theirs}, not facility {own}'s; "
+                f"this account writes only Organization/{own} and organisations partOf it"
+            )
+        return
+    resident = body.get("resourceType") == "Patient" or relations.patient_of(body) is not None
+    if resident and _unnamed(record):
+        raise Forbidden(
+            f"{record.what} is a resident's record that names no facility ({_FACILITY_ELEMENTS}); "
+            f"this account writes only records of facility {own}"
+        )
+
+
+def _unnamed(record: _Record) -> bool:
+    """True when the record names no organisation (directly or through a known Encounter)."""
+    return not record.parties.owners and not record.parties.addressees and not record.owners()
+
+
+def _shared(record: _Record) -> bool:
+    """True for directory and reference data naming no organisation (writable by every facility)."""
+    return record.body.get("resourceType") == "Organization" or _unnamed(record)
+
+
+def _check_create(new: _Record, own: str) -> None:
+    """A record is created by a facility it belongs to."""
+    if new.owned_by(own):
+        return
+    if own in new.parties.addressees:
+        raise Forbidden(
+            f"{new.what} {new.describe()}; facility {own} is only the one it is addressed to, and a "
+            f"record is created by a facility it belongs to"
+        )
+    raise Forbidden(f"{new.what} {new.describe()}; this account writes for facility {own} only")
+
+
+def _check_change(stored: _Record, new: _Record | None, own: str) -> None:
+    """An update, patch (``new`` given) or delete of a record that names organisations."""
+    if stored.owned_by(own):
+        if new is None:
+            others = stored.owners() - {own}
+            if others:
+                raise Forbidden(
+                    f"{stored.what} {stored.describe()}; a record that also belongs to another "
+                    f"facility is not deleted by facility {own} alone (mark it entered-in-error)"
+                )
+            return
+        if stored.parties.encounter == new.parties.encounter:  # its facility is on both sides
+            dropped = stored.parties.owners - {own} - new.parties.owners
+            dropped = dropped - new.owners() if dropped else dropped
+        else:
+            dropped = stored.owners() - {own} - new.owners()
+        if dropped:
+            raise Forbidden(
+                f"{new.what} drops facility {_names(dropped)}, which {stored.what} belongs to; "
+                f"facility {own} may not take a shared record over"
+            )
+        if not _shared(new) and not new.owned_by(own):
+            raise Forbidden(f"{new.what} {new.describe()}; this account writes for facility {own} only")
+        return
+    if own not in stored.parties.addressees:
+        raise Forbidden(f"{stored.what} {stored.describe()}; this account writes for facility {own} only")
+    if new is None:
+        raise Forbidden(
+            f"{stored.what} {stored.describe()}; facility {own}, to which it is addressed, may update "
+            f"it but not delete it"
+        )
+    if new.parties != stored.parties:
+        raise Forbidden(
+            f"{new.what} changes the organisations or the Encounter of {stored.what}, which "
+            f"{stored.describe()}; facility {own}, to which it is addressed, may update it but not "
+            f"change whose it is or whom it is addressed to"
+        )
+
+
 def check_facility_write(relations: Relations, own: str, check: WriteCheck) -> None:
-    """Refuse (Forbidden, naming both facilities) a write that is not facility ``own``'s own.
+    """Refuse (Forbidden, naming the facilities) a write facility ``own`` is not responsible for.
 
     Both the version stored before (update, patch, delete) and the body written (create, update,
-    patch) must be the facility's; see the module docstring for records without a facility.
+    patch) are checked; see the module docstring for the rule and for records naming no
+    organisation.
     """
-    for body, stored in ((check.stored, True), (check.new, False)):
-        if body is None:
-            continue
-        what = _describe(check, stored)
-        if body.get("resourceType") == "Organization":
-            if not _organization_allowed(body, own):
-                theirs = reference_id(body.get("partOf"), "Organization") or body.get("id") or "(new)"
-                raise Forbidden(
-                    f"{what} is the directory entry of organisation {theirs}, not facility {own}'s; "
-                    f"this account writes only Organization/{own} and organisations partOf it"
-                )
-            continue
-        facility = relations.facility_of(body, check.read)
-        if facility == own:
-            continue
-        if facility is not None:
-            raise Forbidden(
-                f"{what} belongs to facility {facility}; this account writes for facility {own} only"
-            )
-        if body.get("resourceType") == "Patient" or relations.patient_of(body) is not None:
-            raise Forbidden(
-                f"{what} is a resident's record that names no facility ({_FACILITY_ELEMENTS}); "
-                f"this account writes only records of facility {own}"
-            )
+    lookup = _encounter_lookup(relations, check.read)
+    stored = _record(check, check.stored, True, lookup)
+    new = _record(check, check.new, False, lookup)
+    for record in (stored, new):
+        if record is not None:
+            _check_directory(relations, record, own)
+    if stored is None or _shared(stored):
+        if new is not None and not _shared(new):
+            _check_create(new, own)
+        return
+    _check_change(stored, new, own)
 
 
 @dataclass
@@ -95,7 +289,7 @@ class FacilityGuard:
     entries were refused).
 
     Args:
-        relations: the runtime's relationship look-ups (``facility_of``, ``patient_of``).
+        relations: the runtime's relationship look-ups (``encounter_facility``, ``patient_of``).
         principal: the caller.
         own: the Organization the caller is bound to.
         on_refusal: called with the check and the error before it is raised.

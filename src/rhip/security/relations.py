@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 _PATIENT_FIELDS = ("subject", "patient", "beneficiary", "individual", "for")
-_ORG_FIELDS = (
+#: Elements that name the Organization a record was made at or belongs to, in the order
+#: :meth:`Relations.facility_of` tries them.
+ORGANIZATION_ELEMENTS = (
     "serviceProvider",
     "managingOrganization",
     "custodian",
@@ -75,6 +77,13 @@ def reference_id(ref: Any, prefix: str) -> str | None:
         if tail.startswith(marker) or f"/{marker}" in tail:
             return tail.rsplit("/", 1)[-1]
     return None
+
+
+def organization_ids(value: Any) -> list[str]:
+    """The Organization ids an element names, in order: plain references, or ``actor``/``individual``
+    of performer- and participant-style elements; other references are skipped."""
+    found = (reference_id(ref, "Organization") for ref in _refs(value))
+    return [org for org in found if org]
 
 
 def _refs(value: Any) -> list[Any]:
@@ -421,11 +430,20 @@ class Relations:
         its own transaction, where an Encounter written earlier in the same bundle is visible and
         a stale answer must not decide.
         """
-        for name in _ORG_FIELDS:
-            for ref in _refs(resource.get(name)):
-                found = reference_id(ref, "Organization")
-                if found:
-                    return found
+        for name in ORGANIZATION_ELEMENTS:
+            found = organization_ids(resource.get(name))
+            if found:
+                return found[0]
+        return self.encounter_facility(resource, read)
+
+    def encounter_facility(
+        self, resource: dict[str, Any], read: Callable[[str, str], dict[str, Any]] | None = None
+    ) -> str | None:
+        """The facility of the Encounter a record names (``encounter`` or ``context``); None without one.
+
+        ``read`` as for :meth:`facility_of` (uncached, inside a write's transaction); without it the
+        answer comes through the relationship cache.
+        """
         enc = reference_id(resource.get("encounter") or resource.get("context"), "Encounter")
         if enc and read is not None:
             try:
