@@ -83,3 +83,32 @@ def test_secrets_are_hashed() -> None:
     assert "correct horse" not in stored and stored.startswith("scrypt$")
     assert check_secret("correct horse", stored)
     assert not check_secret("correct hors", stored)
+
+
+def test_addressee_elements_are_r4_references_to_organizations() -> None:
+    """Each element the facility write rule reads as a request's addressee is an R4 element that
+    may reference an Organization, and the parties of a referral split as FHIR R4 means them."""
+    from rhip.fhir.model import load_model
+    from rhip.security.facility import ADDRESSEE_ELEMENTS, parties_of
+
+    model = load_model()
+    for res_type, paths in ADDRESSEE_ELEMENTS.items():
+        for path in paths:
+            table = model.types[res_type]
+            *parents, name = path.split(".")
+            for parent in parents:
+                nested = table.props[parent].table
+                assert nested is not None, (res_type, path)
+                table = nested
+            prop = table.props[name]
+            assert prop.type_name == "Reference" and "Organization" in (prop.targets or ()), (res_type, path)
+    referral = {
+        "resourceType": "ServiceRequest",
+        "requester": {"reference": "Organization/a"},
+        "performer": [{"reference": "Organization/b"}, {"reference": "Practitioner/x"}],
+        "encounter": {"reference": "Encounter/e1"},
+    }
+    parties = parties_of(referral)
+    assert (parties.owners, parties.addressees, parties.encounter) == ({"a"}, {"b"}, "e1")
+    result = {"resourceType": "Observation", "performer": [{"reference": "Organization/b"}]}
+    assert parties_of(result).owners == {"b"} and not parties_of(result).addressees
