@@ -402,7 +402,10 @@ class Pipeline:
     ) -> list[tuple[str, list[dict[str, str]]]]:
         """Process one chunk; returns each record's (outcome, quarantine reasons).
 
-        The outcome is ``stored``, ``duplicate``, ``quarantined`` or ``stale``. ``prepared`` holds
+        The outcome is ``stored``, ``duplicate``, ``quarantined`` or ``stale``; a duplicate of a
+        record that is quarantined (an identical record earlier in the chunk, in an earlier chunk or
+        delivery) carries that record's reasons, so a resent bad message is answered as one, while
+        the quarantine keeps one entry and the batch counts it once. ``prepared`` holds
         the chunk's records already mapped by a producer process (same order as ``chunk``);
         ``observed_by`` names the observers whose producer part has already seen them. ``written``,
         when given, is filled with the number of resources each record had created or updated, for
@@ -420,12 +423,13 @@ class Pipeline:
         accepted: list[_Accepted] = []
         quarantined: list[dict[str, Any]] = []
         seen: set[str] = set()
+        bad: dict[str, int] = {}  # key of a record quarantined in this chunk -> its slot
         arrival = time.time()
         for i, (rec, key) in enumerate(zip(chunk, keys, strict=True)):
             report.received += 1
             if key in delivered or (track and key in seen):
                 report.duplicates += 1
-                outcomes.append(("duplicate", []))
+                outcomes.append(("duplicate", outcomes[bad[key]][1] if key in bad else []))
                 continue
             seen.add(key)
             src = rec.source or source
@@ -439,10 +443,15 @@ class Pipeline:
                 targets, reasons = self._apply_bundle(mapped.bundle)
                 mapped = mapped if targets is not None else None
             if mapped is None:
-                report.quarantined += 1
-                outcomes.append(("quarantined", reasons))
-                if keep_quarantine:
-                    quarantined.append(self._quarantine_row(report, rec, key, src, reasons, arrival))
+                if key in bad:  # untracked: an identical record of this chunk holds the entry
+                    report.duplicates += 1
+                    outcomes.append(("duplicate", reasons))
+                else:
+                    report.quarantined += 1
+                    bad[key] = len(outcomes)
+                    outcomes.append(("quarantined", reasons))
+                    if keep_quarantine:
+                        quarantined.append(self._quarantine_row(report, rec, key, src, reasons, arrival))
                 for obs in observers:
                     obs.on_quarantined(rec, reasons, src)
                 continue
@@ -457,9 +466,11 @@ class Pipeline:
         for acc in fresh:
             for obs in observers:
                 obs.on_stored(acc.record, acc.mapped, acc.record.source or source, arrival)
-        result = self._commit(
+        result, known = self._commit(
             report, source, fresh, quarantined, track=track, per_record=per_record_provenance, now=arrival
         )
+        for key in known:  # quarantined before (an earlier chunk or delivery): a duplicate
+            outcomes[bad[key]] = ("duplicate", outcomes[bad[key]][1])
         if written is not None:
             written[:] = _written_per_record(len(chunk), fresh, result.unchanged_keys)
         for src in {a.record.source or source for a in fresh}:
@@ -597,12 +608,13 @@ class Pipeline:
         track: bool,
         per_record: bool,
         now: float,
-    ) -> bulk.BulkWriteResult:
+    ) -> tuple[bulk.BulkWriteResult, set[str]]:
         """Commit the chunk in one transaction: resources, their Provenance and the bookkeeping rows.
 
         A process killed at any moment therefore leaves either all of a chunk or none of it; the
         restart re-processes a chunk that did not commit. A transaction that lost a race with a
-        concurrent writer is retried whole, with the report's counts put back first.
+        concurrent writer is retried whole, with the report's counts put back first. Returns the
+        write's result and the keys of ``quarantined`` records that already had an entry.
         """
         plan = self._plan(source, fresh, per_record) if fresh else ChunkWrite([], 0, [])
         before = dataclasses.replace(report)
@@ -610,8 +622,8 @@ class Pipeline:
             try:
                 with write_transaction(self.engine, wal_pages=self._wal_pages) as conn:
                     result = self._write(conn, report, plan, fresh, track=track, lock=attempt > 1)
-                    self._finish_chunk(conn, report, fresh, quarantined, track, now)
-                return result
+                    known = self._finish_chunk(conn, report, fresh, quarantined, track, now)
+                return result, known
             except VersionConflict:
                 for f in dataclasses.fields(BatchReport):
                     setattr(report, f.name, getattr(before, f.name))
@@ -678,8 +690,13 @@ class Pipeline:
         quarantined: list[dict[str, Any]],
         track: bool,
         now: float,
-    ) -> None:
-        """The chunk's delivery keys, source times, quarantine rows, counts and quality tallies."""
+    ) -> set[str]:
+        """The chunk's delivery keys, source times, quarantine rows, counts and quality tallies.
+
+        Returns the keys of quarantined records that already had an entry (identical records of
+        an earlier chunk or delivery): they count as duplicates, so a batch's ``quarantined`` is
+        the number of its quarantine entries.
+        """
         if track and fresh:
             write_deliveries(conn, [(a.key, report.batch_id, now) for a in fresh])
         times = {
@@ -691,13 +708,18 @@ class Pipeline:
         }
         if times:
             write_source_times(conn, [(k[0], k[1], t) for k, t in times.items()])
+        known: set[str] = set()
         if quarantined:
-            conn.execute(insert_ignore(self.engine, ingest_quarantine), quarantined)
+            stmt = insert_ignore(self.engine, ingest_quarantine).returning(ingest_quarantine.c.key)
+            known = {row["key"] for row in quarantined} - set(conn.execute(stmt, quarantined).scalars())
+            report.quarantined -= len(known)
+            report.duplicates += len(known)
         self._save_counts(conn, report)
         for obs in self.observers:
             flush_into = getattr(obs, "flush_into", None)
             if flush_into is not None:
                 flush_into(conn)  # quality counts commit with the chunk they describe
+        return known
 
     def _notify(self, source: SourceInfo, fresh: list[_Accepted]) -> None:
         patients = [r for a in fresh for r in a.mapped.resources if r.get("resourceType") == "Patient"]
