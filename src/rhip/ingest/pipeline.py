@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -90,6 +91,21 @@ def reasons_of(issues: Sequence[Issue]) -> list[dict[str, str]]:
         {"rule": i.code, "path": ".".join(i.expression), "message": i.diagnostics, "severity": i.severity}
         for i in issues
     ]
+
+
+def at_entry(reasons: list[dict[str, str]], first: int) -> list[dict[str, str]]:
+    """Reasons whose ``Bundle.entry[n]`` (path and message) count from ``first``: a batch entry
+    processed on its own is entry 0 of its bundle, and is named by its place in the delivered one."""
+    if not first:
+        return reasons
+
+    def shift(text: str) -> str:
+        return _ENTRY.sub(lambda m: f"Bundle.entry[{int(m.group(1)) + first}]", text)
+
+    return [{**r, "path": shift(r.get("path", "")), "message": shift(r.get("message", ""))} for r in reasons]
+
+
+_ENTRY = re.compile(r"Bundle\.entry\[(\d+)\]")
 
 
 def record_key(rec: Record, source: SourceInfo) -> str:
@@ -170,7 +186,7 @@ class RecordPreparer:
             meta["source"] = source_uri(ctx.source, rec.position)
             problems.extend(self.validator.content_errors(res))
         if problems:
-            return None, reasons_of(problems)
+            return None, at_entry(reasons_of(problems), mapped.entry)
         return mapped, []
 
     def _canonical_findings(self, resource: dict[str, Any], rec: Record) -> list[Issue]:
@@ -440,7 +456,7 @@ class Pipeline:
                 mapped, reasons, ready = prepared[i].mapped, prepared[i].reasons, prepared[i].ready
             targets = None
             if mapped is not None and mapped.bundle is not None:
-                targets, reasons = self._apply_bundle(mapped.bundle)
+                targets, reasons = self._apply_bundle(mapped.bundle, mapped.entry)
                 mapped = mapped if targets is not None else None
             if mapped is None:
                 if key in bad:  # untracked: an identical record of this chunk holds the entry
@@ -658,18 +674,18 @@ class Pipeline:
         return result
 
     def _apply_bundle(
-        self, bundle: dict[str, Any]
+        self, bundle: dict[str, Any], first: int = 0
     ) -> tuple[list[dict[str, Any]] | None, list[dict[str, str]]]:
         """Process a bundle needing server logic through the store's bundle processing.
 
         Returns the resources it wrote (type and id), or None and the quarantine reasons when
-        the store refused the bundle (a transaction) or any entry of it (a batch: the entries
-        that succeeded stay written, the record is quarantined with the failures' reasons).
+        the store refused the bundle (a transaction) or its entry (a batch's entry is a record of
+        its own, see :func:`rhip.ingest.fhir_files.iter_bundle_files`; ``first`` is its index).
         """
         try:
             response = self.store.process_bundle(bundle)
         except RhipError as exc:
-            return None, reasons_of(exc.all_issues())
+            return None, at_entry(reasons_of(exc.all_issues()), first)
         found: list[dict[str, Any]] = []
         failed: list[dict[str, str]] = []
         for n, entry in enumerate(response.get("entry", [])):
@@ -680,7 +696,7 @@ class Pipeline:
             parts = str(answer.get("location", "")).split("/")
             if len(parts) >= 2 and parts[0] and parts[1]:
                 found.append({"resourceType": parts[0], "id": parts[1]})
-        return (None, failed) if failed else (found, [])
+        return (None, at_entry(failed, first)) if failed else (found, [])
 
     def _finish_chunk(
         self,
