@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from sqlalchemy import Connection, Engine, insert, update
 
 from rhip.config import get_settings
@@ -36,23 +35,24 @@ from rhip.ingest.canonical import ConceptTranslator
 from rhip.ingest.chunkwrite import (
     ChunkWrite,
     delivered_keys,
-    insert_ignore,
     prepare_chunk,
-    source_times,
+    quarantine_row,
     write_chunk_provenance,
     write_deliveries,
+    write_quarantine,
     write_resources,
     write_source_times,
 )
 from rhip.ingest.hooks import RecordObserver, notify_merge, notify_patients, patient_sinks
 from rhip.ingest.model import BatchReport, Mapped, Record, SourceInfo
-from rhip.ingest.prepare import RecordPreparer, at_entry, reasons_of
+from rhip.ingest.ordering import superseded
+from rhip.ingest.prepare import RecordPreparer
 from rhip.ingest.provenance import build_provenance, now_instant, scoped_key, stable_id
 from rhip.ingest.schema import (
     ensure_schema,
     ingest_batch,
-    ingest_quarantine,
 )
+from rhip.ingest.store_bundle import apply_bundle
 from rhip.ingest.validate import ResourceValidator
 from rhip.store import bulk
 from rhip.store.engine import truncate_wal, write_transaction
@@ -364,7 +364,7 @@ class Pipeline:
                 mapped, reasons, ready = prepared[i].mapped, prepared[i].reasons, prepared[i].ready
             targets = None
             if mapped is not None and mapped.bundle is not None:
-                targets, reasons = self._apply_bundle(mapped.bundle, mapped.entry)
+                targets, reasons = apply_bundle(self.store, mapped.bundle, mapped.entry)
                 mapped = mapped if targets is not None else None
             if mapped is None:
                 if key in bad:  # untracked: an identical record of this chunk holds the entry
@@ -375,18 +375,17 @@ class Pipeline:
                     bad[key] = len(outcomes)
                     outcomes.append(("quarantined", reasons))
                     if keep_quarantine:
-                        quarantined.append(self._quarantine_row(report, rec, key, src, reasons, arrival))
+                        quarantined.append(quarantine_row(report.batch_id, rec, key, src, reasons, arrival))
                 for obs in observers:
                     obs.on_quarantined(rec, reasons, src)
                 continue
             accepted.append(_Accepted(rec, key, mapped, len(outcomes), ready, targets))
             outcomes.append(("stored", []))
-        stale = self._stale(accepted)
-        for acc in accepted:
-            if id(acc) in stale:
-                report.stale += 1
-                outcomes[acc.slot] = ("stale", [])
-        fresh = [a for a in accepted if id(a) not in stale]
+        stale = superseded(self.engine, [a.mapped for a in accepted])
+        for n in stale:
+            report.stale += 1
+            outcomes[accepted[n].slot] = ("stale", [])
+        fresh = [a for n, a in enumerate(accepted) if n not in stale]
         for acc in fresh:
             for obs in observers:
                 obs.on_stored(acc.record, acc.mapped, acc.record.source or source, arrival)
@@ -405,81 +404,16 @@ class Pipeline:
                 flush()
         return outcomes
 
-    def _quarantine_row(
-        self,
-        report: BatchReport,
-        rec: Record,
-        key: str,
-        source: SourceInfo,
-        reasons: list[dict[str, str]],
-        now: float,
-    ) -> dict[str, Any]:
-        return {
-            "key": key,
-            "batch_id": report.batch_id,
-            "facility": source.facility,
-            "connector": source.connector,
-            "location": source.location[:512],
-            "position": rec.position[:512],
-            "raw": rec.raw,
-            "context": orjson.dumps({**rec.context, "_key": rec.key}).decode(),
-            "reasons": orjson.dumps(reasons).decode(),
-            "created": now,
-            "status": "open",
-            "resolved_at": None,
-        }
-
     def _delivered(self, keys: list[str]) -> set[str]:
         return delivered_keys(self.engine, keys) if keys else set()
-
-    def _stale(self, accepted: list[_Accepted]) -> set[int]:
-        """Drop resources older (source event time) than what is already applied; returns the
-        records left with nothing to write (all their resources were superseded).
-
-        One batched look-up of the stored source times per chunk; within the chunk a later record
-        that is older than an earlier one of the same resource loses too. Equal times pass (the
-        store then finds identical content unchanged: a duplicate).
-        """
-        timed = [
-            a
-            for a in accepted
-            if a.mapped.ordered
-            and a.mapped.resources
-            and (a.mapped.event_time is not None or a.mapped.times is not None)
-        ]
-        if not timed:
-            return set()
-        ids: dict[str, set[str]] = {}
-        for a in timed:
-            for r in a.mapped.resources:
-                ids.setdefault(r["resourceType"], set()).add(r["id"])
-        known = source_times(self.engine, ids)
-        stale: set[int] = set()
-        for acc in timed:
-            keep: list[dict[str, Any]] = []
-            kept_times: list[float | None] = []
-            for r, t in zip(acc.mapped.resources, acc.mapped.source_times(), strict=True):
-                key = (r["resourceType"], r["id"])
-                if t is not None:
-                    if known.get(key, float("-inf")) > t:
-                        continue
-                    known[key] = t
-                keep.append(r)
-                kept_times.append(t)
-            if not keep:
-                stale.add(id(acc))
-                continue
-            acc.mapped.resources = keep
-            if acc.mapped.times is not None:
-                acc.mapped.times = kept_times
-        return stale
 
     def _plan(self, source: SourceInfo, fresh: list[_Accepted], per_record: bool) -> ChunkWrite:
         """Everything the chunk's transaction writes, pre-read and prepared before it opens.
 
         A bundle that needs server logic was already processed by the store, in a transaction of
-        its own (:meth:`_apply_bundle`; see docs/ingest.md: its Provenance and delivery key commit
-        with the chunk, so a crash in between re-delivers the bundle on restart).
+        its own (:func:`rhip.ingest.store_bundle.apply_bundle`; see docs/ingest.md: its Provenance
+        and delivery key commit with the chunk, so a crash in between re-delivers the bundle on
+        restart).
         """
         targets: dict[int, list[dict[str, Any]]] = {}
         latest: dict[tuple[str, str], Any] = {}  # resource, or its bulk.Ready from a producer
@@ -581,31 +515,6 @@ class Pipeline:
             write_chunk_provenance(conn, plan, lock=lock)
         return result
 
-    def _apply_bundle(
-        self, bundle: dict[str, Any], first: int = 0
-    ) -> tuple[list[dict[str, Any]] | None, list[dict[str, str]]]:
-        """Process a bundle needing server logic through the store's bundle processing.
-
-        Returns the resources it wrote (type and id), or None and the quarantine reasons when
-        the store refused the bundle (a transaction) or its entry (a batch's entry is a record of
-        its own, see :func:`rhip.ingest.fhir_files.iter_bundle_files`; ``first`` is its index).
-        """
-        try:
-            response = self.store.process_bundle(bundle)
-        except RhipError as exc:
-            return None, at_entry(reasons_of(exc.all_issues()), first)
-        found: list[dict[str, Any]] = []
-        failed: list[dict[str, str]] = []
-        for n, entry in enumerate(response.get("entry", [])):
-            answer = entry.get("response") or {}
-            if not str(answer.get("status", "")).startswith(("2", "3")):
-                failed.extend(_entry_reasons(n, answer))
-                continue
-            parts = str(answer.get("location", "")).split("/")
-            if len(parts) >= 2 and parts[0] and parts[1]:
-                found.append({"resourceType": parts[0], "id": parts[1]})
-        return (None, at_entry(failed, first)) if failed else (found, [])
-
     def _finish_chunk(
         self,
         conn: Connection,
@@ -632,12 +541,9 @@ class Pipeline:
         }
         if times:
             write_source_times(conn, [(k[0], k[1], t) for k, t in times.items()])
-        known: set[str] = set()
-        if quarantined:
-            stmt = insert_ignore(self.engine, ingest_quarantine).returning(ingest_quarantine.c.key)
-            known = {row["key"] for row in quarantined} - set(conn.execute(stmt, quarantined).scalars())
-            report.quarantined -= len(known)
-            report.duplicates += len(known)
+        known = write_quarantine(conn, quarantined) if quarantined else set()
+        report.quarantined -= len(known)
+        report.duplicates += len(known)
         self._save_counts(conn, report)
         for obs in self.observers:
             flush_into = getattr(obs, "flush_into", None)
@@ -652,25 +558,6 @@ class Pipeline:
         for acc in fresh:
             if acc.mapped.merge is not None:
                 notify_merge(self.store, acc.mapped.merge[0], acc.mapped.merge[1], source)
-
-
-def _entry_reasons(index: int, answer: dict[str, Any]) -> list[dict[str, str]]:
-    """Quarantine reasons of a failed batch entry, from the OperationOutcome of its response."""
-    issues = (answer.get("outcome") or {}).get("issue") or []
-    found = [
-        {
-            "rule": str(i.get("code") or "processing"),
-            "path": f"Bundle.entry[{index}]" + "".join(f" {e}" for e in (i.get("expression") or [])[:1]),
-            "message": str(i.get("diagnostics") or "entry failed"),
-            "severity": "error",
-        }
-        for i in issues
-        if isinstance(i, dict) and i.get("severity") in ("error", "fatal")
-    ]
-    status = str(answer.get("status", ""))
-    return found or [
-        {"rule": "processing", "path": f"Bundle.entry[{index}]", "message": status, "severity": "error"}
-    ]
 
 
 def _written_per_record(slots: int, fresh: list[_Accepted], unchanged: set[bulk.Key]) -> list[int]:
