@@ -227,8 +227,8 @@ def assert_batch_sound(pipeline: Pipeline, report: BatchReport, received: int | 
     counts = (row.received, row.stored, row.quarantined, row.duplicates, row.stale)
     assert counts == (report.received, report.stored, report.quarantined, report.duplicates, report.stale)
     reasons = quarantine_reasons(pipeline, report.batch_id)
-    # identical quarantined records share one row (the key is their content hash)
-    assert 0 < len(reasons) <= report.quarantined or len(reasons) == report.quarantined == 0
+    # identical quarantined records share one row and count once (the others are duplicates)
+    assert len(reasons) == report.quarantined, (report, len(reasons))
     if any(r["rule"] in GENERIC_RULES for rs in reasons for r in rs):
         _raise_the_failure(pipeline, report)
     for r in reasons:

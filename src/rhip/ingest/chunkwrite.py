@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, select
 
-from rhip.ingest.schema import ingest_delivery, ingest_source_time
+from rhip.ingest.model import Record, SourceInfo
+from rhip.ingest.schema import ingest_delivery, ingest_quarantine, ingest_source_time
 from rhip.store import bulk, fastinsert
 from rhip.store.engine import is_sqlite
 
@@ -51,6 +52,32 @@ def insert_ignore(engine: Engine, table: Any) -> Any:
 def write_deliveries(conn: Connection, rows: list[tuple[str, str, float]]) -> None:
     """Record delivery keys (key, batch id, time received); a key already there is kept."""
     fastinsert.update_rows(conn, _DELIVERY_SQL.format(m=fastinsert.placeholder(conn)), rows)
+
+
+def quarantine_row(
+    batch_id: str, rec: Record, key: str, source: SourceInfo, reasons: list[dict[str, str]], now: float
+) -> dict[str, Any]:
+    """The ``ingest_quarantine`` row of a record: verbatim bytes, context, reasons, status open."""
+    return {
+        "key": key,
+        "batch_id": batch_id,
+        "facility": source.facility,
+        "connector": source.connector,
+        "location": source.location[:512],
+        "position": rec.position[:512],
+        "raw": rec.raw,
+        "context": orjson.dumps({**rec.context, "_key": rec.key}).decode(),
+        "reasons": orjson.dumps(reasons).decode(),
+        "created": now,
+        "status": "open",
+        "resolved_at": None,
+    }
+
+
+def write_quarantine(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert quarantine rows; returns the keys that already had an entry (kept as they were)."""
+    stmt = insert_ignore(conn.engine, ingest_quarantine).returning(ingest_quarantine.c.key)
+    return {row["key"] for row in rows} - set(conn.execute(stmt, rows).scalars())
 
 
 def write_source_times(conn: Connection, rows: list[tuple[str, str, float]]) -> None:

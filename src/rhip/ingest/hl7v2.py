@@ -319,8 +319,11 @@ def _esc(text: str) -> str:
 
 
 def ack_code(outcome: str, reasons: list[dict[str, str]]) -> str:
-    """AA for stored/duplicate/stale, AR for a rejected header or type, AE for content errors."""
-    if outcome != "quarantined":
+    """AA for stored/duplicate/stale, AR for a rejected header or type, AE for content errors.
+
+    A duplicate with reasons repeats a quarantined message (resent): it is answered as that one.
+    """
+    if outcome != "quarantined" and not (outcome == "duplicate" and reasons):
         return "AA"
     if any(r.get("rule") in _REJECT_RULES for r in reasons):
         return "AR"

@@ -98,7 +98,7 @@ class PrepareProcess:
 def _serve(job: ProducerJob, conn: Any, parent: int) -> None:
     """Child process body: answer each ``(records, index_rows)`` request with the prepared records."""
     from rhip.ingest import runner  # noqa: F401 (registers the built-in mappers in this process)
-    from rhip.ingest.pipeline import RecordPreparer
+    from rhip.ingest.prepare import RecordPreparer
 
     preparer = RecordPreparer(job.translator, job.tz, job.validator)
     # the tables loaded so far live as long as the process: keep the collector from walking them

@@ -66,6 +66,9 @@ class Mapped:
     warnings: list[Issue] = field(default_factory=list)
     merge: tuple[str, str] | None = None  # (survivor ref, merged ref) for ADT^A40
     bundle: dict[str, Any] | None = None  # a bundle that needs the store's transaction processing
+    #: Index in the delivered bundle of ``bundle``'s first entry (a batch entry mapped on its own):
+    #: the reasons of the validator and the store, which count from 0, are moved to it.
+    entry: int = 0
     ordered: bool = False  # True: refuse updates older (event_time) than what is stored
     #: Per-resource source times (same order as ``resources``) when they differ within a record
     #: (a bundle's resources each carry their own ``meta.lastUpdated``); None: ``event_time``.

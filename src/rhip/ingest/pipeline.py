@@ -26,34 +26,34 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from sqlalchemy import Connection, Engine, insert, update
 
 from rhip.config import get_settings
-from rhip.errors import Issue, RhipError, VersionConflict
+from rhip.errors import RhipError, VersionConflict
 from rhip.fhir.search_params import registry_version
-from rhip.ingest.canonical import Canonicaliser, ConceptTranslator
+from rhip.ingest.canonical import ConceptTranslator
 from rhip.ingest.chunkwrite import (
     ChunkWrite,
     delivered_keys,
-    insert_ignore,
     prepare_chunk,
-    source_times,
+    quarantine_row,
     write_chunk_provenance,
     write_deliveries,
+    write_quarantine,
     write_resources,
     write_source_times,
 )
 from rhip.ingest.hooks import RecordObserver, notify_merge, notify_patients, patient_sinks
-from rhip.ingest.lines import OVERLONG, size_reason
-from rhip.ingest.model import BatchReport, Mapped, Record, SourceInfo, issue
-from rhip.ingest.provenance import build_provenance, now_instant, scoped_key, source_uri, stable_id
+from rhip.ingest.model import BatchReport, Mapped, Record, SourceInfo
+from rhip.ingest.ordering import superseded
+from rhip.ingest.prepare import RecordPreparer
+from rhip.ingest.provenance import build_provenance, now_instant, scoped_key, stable_id
 from rhip.ingest.schema import (
     ensure_schema,
     ingest_batch,
-    ingest_quarantine,
 )
-from rhip.ingest.validate import ResourceValidator, structural_issues
+from rhip.ingest.store_bundle import apply_bundle
+from rhip.ingest.validate import ResourceValidator
 from rhip.store import bulk
 from rhip.store.engine import truncate_wal, write_transaction
 
@@ -84,14 +84,6 @@ def register_mapper(connector: str, mapper: MapFn) -> None:
     MAPPERS[connector] = mapper
 
 
-def reasons_of(issues: Sequence[Issue]) -> list[dict[str, str]]:
-    """Quarantine reasons (rule, element path, message) from issues."""
-    return [
-        {"rule": i.code, "path": ".".join(i.expression), "message": i.diagnostics, "severity": i.severity}
-        for i in issues
-    ]
-
-
 def record_key(rec: Record, source: SourceInfo) -> str:
     """The idempotency key of a record: its own key (or content hash) scoped to its source."""
     return scoped_key(source, rec.key or hashlib.sha256(rec.raw).hexdigest())
@@ -112,74 +104,6 @@ class _Accepted:
     slot: int
     ready: list[Any]  # rhip.store.bulk.Ready of the resources, when prepared by a producer
     targets: list[dict[str, Any]] | None = None  # what the store's bundle processing wrote
-
-
-class RecordPreparer:
-    """Maps one record and canonicalises and validates its resources (no I/O, no shared state).
-
-    The pipeline runs it in its own process, or a producer process runs it ahead of the writer
-    (:mod:`rhip.ingest.producer`); both give the same result for the same record.
-    """
-
-    def __init__(self, translator: ConceptTranslator, tz: str, validator: ResourceValidator) -> None:
-        self.canonicaliser = Canonicaliser(translator, tz)
-        self.validator = validator
-
-    def map_record(
-        self, rec: Record, key: str, ctx: MapContext, mapper: MapFn
-    ) -> tuple[Mapped | None, list[dict[str, str]]]:
-        """The record's mapped resources, or None and the quarantine reasons (``key``: record_key)."""
-        overlong = rec.context.get(OVERLONG)
-        if overlong:  # a line cut by the reader (rhip.ingest.lines): not mappable as it stands
-            return None, [size_reason(int(overlong))]
-        try:
-            mapped = mapper(rec, ctx)
-        except RhipError as exc:
-            return None, reasons_of(exc.all_issues())
-        except Exception as exc:  # a mapper bug must quarantine the record, not stop the pipeline
-            log.warning("mapper failed at %s: %s", rec.position, type(exc).__name__)
-            return None, [
-                {"rule": "mapper-error", "path": "", "message": type(exc).__name__, "severity": "error"}
-            ]
-        if not mapped.resources and mapped.merge is None and mapped.bundle is None:
-            return None, [
-                {
-                    "rule": "no-content",
-                    "path": "",
-                    "message": "record maps to no resource",
-                    "severity": "error",
-                }
-            ]
-        # a bundle for the store's processing is checked whole: the store does not validate entries
-        problems: list[Issue] = [] if mapped.bundle is None else self.validator.errors(mapped.bundle)
-        for i, res in enumerate(mapped.resources):
-            found = structural_issues(res)
-            if found:
-                problems.extend(found)
-                continue
-            for f in self._canonical_findings(res, rec):
-                (mapped.warnings if f.severity in ("warning", "information") else problems).append(f)
-            if "id" not in res:
-                res["id"] = stable_id(key, str(i))
-            meta = res.setdefault("meta", {})
-            if not isinstance(meta, dict):  # the source's own meta: null, a string, an array...
-                problems.append(
-                    issue("structure", f"{res['resourceType']}.meta", "meta is not a JSON object")
-                )
-                continue
-            meta["source"] = source_uri(ctx.source, rec.position)
-            problems.extend(self.validator.content_errors(res))
-        if problems:
-            return None, reasons_of(problems)
-        return mapped, []
-
-    def _canonical_findings(self, resource: dict[str, Any], rec: Record) -> list[Issue]:
-        """The canonicaliser's findings; a failure of its own quarantines the record, never the run."""
-        try:
-            return self.canonicaliser.apply(resource)
-        except Exception as exc:
-            log.warning("canonicalisation failed at %s: %s", rec.position, type(exc).__name__)
-            return [issue("canonicalise-error", resource.get("resourceType", ""), type(exc).__name__)]
 
 
 class Pipeline:
@@ -402,7 +326,10 @@ class Pipeline:
     ) -> list[tuple[str, list[dict[str, str]]]]:
         """Process one chunk; returns each record's (outcome, quarantine reasons).
 
-        The outcome is ``stored``, ``duplicate``, ``quarantined`` or ``stale``. ``prepared`` holds
+        The outcome is ``stored``, ``duplicate``, ``quarantined`` or ``stale``; a duplicate of a
+        record that is quarantined (an identical record earlier in the chunk, in an earlier chunk or
+        delivery) carries that record's reasons, so a resent bad message is answered as one, while
+        the quarantine keeps one entry and the batch counts it once. ``prepared`` holds
         the chunk's records already mapped by a producer process (same order as ``chunk``);
         ``observed_by`` names the observers whose producer part has already seen them. ``written``,
         when given, is filled with the number of resources each record had created or updated, for
@@ -420,12 +347,13 @@ class Pipeline:
         accepted: list[_Accepted] = []
         quarantined: list[dict[str, Any]] = []
         seen: set[str] = set()
+        bad: dict[str, int] = {}  # key of a record quarantined in this chunk -> its slot
         arrival = time.time()
         for i, (rec, key) in enumerate(zip(chunk, keys, strict=True)):
             report.received += 1
             if key in delivered or (track and key in seen):
                 report.duplicates += 1
-                outcomes.append(("duplicate", []))
+                outcomes.append(("duplicate", outcomes[bad[key]][1] if key in bad else []))
                 continue
             seen.add(key)
             src = rec.source or source
@@ -436,30 +364,36 @@ class Pipeline:
                 mapped, reasons, ready = prepared[i].mapped, prepared[i].reasons, prepared[i].ready
             targets = None
             if mapped is not None and mapped.bundle is not None:
-                targets, reasons = self._apply_bundle(mapped.bundle)
+                targets, reasons = apply_bundle(self.store, mapped.bundle, mapped.entry)
                 mapped = mapped if targets is not None else None
             if mapped is None:
-                report.quarantined += 1
-                outcomes.append(("quarantined", reasons))
-                if keep_quarantine:
-                    quarantined.append(self._quarantine_row(report, rec, key, src, reasons, arrival))
+                if key in bad:  # untracked: an identical record of this chunk holds the entry
+                    report.duplicates += 1
+                    outcomes.append(("duplicate", reasons))
+                else:
+                    report.quarantined += 1
+                    bad[key] = len(outcomes)
+                    outcomes.append(("quarantined", reasons))
+                    if keep_quarantine:
+                        quarantined.append(quarantine_row(report.batch_id, rec, key, src, reasons, arrival))
                 for obs in observers:
                     obs.on_quarantined(rec, reasons, src)
                 continue
             accepted.append(_Accepted(rec, key, mapped, len(outcomes), ready, targets))
             outcomes.append(("stored", []))
-        stale = self._stale(accepted)
-        for acc in accepted:
-            if id(acc) in stale:
-                report.stale += 1
-                outcomes[acc.slot] = ("stale", [])
-        fresh = [a for a in accepted if id(a) not in stale]
+        stale = superseded(self.engine, [a.mapped for a in accepted])
+        for n in stale:
+            report.stale += 1
+            outcomes[accepted[n].slot] = ("stale", [])
+        fresh = [a for n, a in enumerate(accepted) if n not in stale]
         for acc in fresh:
             for obs in observers:
                 obs.on_stored(acc.record, acc.mapped, acc.record.source or source, arrival)
-        result = self._commit(
+        result, known = self._commit(
             report, source, fresh, quarantined, track=track, per_record=per_record_provenance, now=arrival
         )
+        for key in known:  # quarantined before (an earlier chunk or delivery): a duplicate
+            outcomes[bad[key]] = ("duplicate", outcomes[bad[key]][1])
         if written is not None:
             written[:] = _written_per_record(len(chunk), fresh, result.unchanged_keys)
         for src in {a.record.source or source for a in fresh}:
@@ -470,81 +404,16 @@ class Pipeline:
                 flush()
         return outcomes
 
-    def _quarantine_row(
-        self,
-        report: BatchReport,
-        rec: Record,
-        key: str,
-        source: SourceInfo,
-        reasons: list[dict[str, str]],
-        now: float,
-    ) -> dict[str, Any]:
-        return {
-            "key": key,
-            "batch_id": report.batch_id,
-            "facility": source.facility,
-            "connector": source.connector,
-            "location": source.location[:512],
-            "position": rec.position[:512],
-            "raw": rec.raw,
-            "context": orjson.dumps({**rec.context, "_key": rec.key}).decode(),
-            "reasons": orjson.dumps(reasons).decode(),
-            "created": now,
-            "status": "open",
-            "resolved_at": None,
-        }
-
     def _delivered(self, keys: list[str]) -> set[str]:
         return delivered_keys(self.engine, keys) if keys else set()
-
-    def _stale(self, accepted: list[_Accepted]) -> set[int]:
-        """Drop resources older (source event time) than what is already applied; returns the
-        records left with nothing to write (all their resources were superseded).
-
-        One batched look-up of the stored source times per chunk; within the chunk a later record
-        that is older than an earlier one of the same resource loses too. Equal times pass (the
-        store then finds identical content unchanged: a duplicate).
-        """
-        timed = [
-            a
-            for a in accepted
-            if a.mapped.ordered
-            and a.mapped.resources
-            and (a.mapped.event_time is not None or a.mapped.times is not None)
-        ]
-        if not timed:
-            return set()
-        ids: dict[str, set[str]] = {}
-        for a in timed:
-            for r in a.mapped.resources:
-                ids.setdefault(r["resourceType"], set()).add(r["id"])
-        known = source_times(self.engine, ids)
-        stale: set[int] = set()
-        for acc in timed:
-            keep: list[dict[str, Any]] = []
-            kept_times: list[float | None] = []
-            for r, t in zip(acc.mapped.resources, acc.mapped.source_times(), strict=True):
-                key = (r["resourceType"], r["id"])
-                if t is not None:
-                    if known.get(key, float("-inf")) > t:
-                        continue
-                    known[key] = t
-                keep.append(r)
-                kept_times.append(t)
-            if not keep:
-                stale.add(id(acc))
-                continue
-            acc.mapped.resources = keep
-            if acc.mapped.times is not None:
-                acc.mapped.times = kept_times
-        return stale
 
     def _plan(self, source: SourceInfo, fresh: list[_Accepted], per_record: bool) -> ChunkWrite:
         """Everything the chunk's transaction writes, pre-read and prepared before it opens.
 
         A bundle that needs server logic was already processed by the store, in a transaction of
-        its own (:meth:`_apply_bundle`; see docs/ingest.md: its Provenance and delivery key commit
-        with the chunk, so a crash in between re-delivers the bundle on restart).
+        its own (:func:`rhip.ingest.store_bundle.apply_bundle`; see docs/ingest.md: its Provenance
+        and delivery key commit with the chunk, so a crash in between re-delivers the bundle on
+        restart).
         """
         targets: dict[int, list[dict[str, Any]]] = {}
         latest: dict[tuple[str, str], Any] = {}  # resource, or its bulk.Ready from a producer
@@ -597,12 +466,13 @@ class Pipeline:
         track: bool,
         per_record: bool,
         now: float,
-    ) -> bulk.BulkWriteResult:
+    ) -> tuple[bulk.BulkWriteResult, set[str]]:
         """Commit the chunk in one transaction: resources, their Provenance and the bookkeeping rows.
 
         A process killed at any moment therefore leaves either all of a chunk or none of it; the
         restart re-processes a chunk that did not commit. A transaction that lost a race with a
-        concurrent writer is retried whole, with the report's counts put back first.
+        concurrent writer is retried whole, with the report's counts put back first. Returns the
+        write's result and the keys of ``quarantined`` records that already had an entry.
         """
         plan = self._plan(source, fresh, per_record) if fresh else ChunkWrite([], 0, [])
         before = dataclasses.replace(report)
@@ -610,8 +480,8 @@ class Pipeline:
             try:
                 with write_transaction(self.engine, wal_pages=self._wal_pages) as conn:
                     result = self._write(conn, report, plan, fresh, track=track, lock=attempt > 1)
-                    self._finish_chunk(conn, report, fresh, quarantined, track, now)
-                return result
+                    known = self._finish_chunk(conn, report, fresh, quarantined, track, now)
+                return result, known
             except VersionConflict:
                 for f in dataclasses.fields(BatchReport):
                     setattr(report, f.name, getattr(before, f.name))
@@ -645,31 +515,6 @@ class Pipeline:
             write_chunk_provenance(conn, plan, lock=lock)
         return result
 
-    def _apply_bundle(
-        self, bundle: dict[str, Any]
-    ) -> tuple[list[dict[str, Any]] | None, list[dict[str, str]]]:
-        """Process a bundle needing server logic through the store's bundle processing.
-
-        Returns the resources it wrote (type and id), or None and the quarantine reasons when
-        the store refused the bundle (a transaction) or any entry of it (a batch: the entries
-        that succeeded stay written, the record is quarantined with the failures' reasons).
-        """
-        try:
-            response = self.store.process_bundle(bundle)
-        except RhipError as exc:
-            return None, reasons_of(exc.all_issues())
-        found: list[dict[str, Any]] = []
-        failed: list[dict[str, str]] = []
-        for n, entry in enumerate(response.get("entry", [])):
-            answer = entry.get("response") or {}
-            if not str(answer.get("status", "")).startswith(("2", "3")):
-                failed.extend(_entry_reasons(n, answer))
-                continue
-            parts = str(answer.get("location", "")).split("/")
-            if len(parts) >= 2 and parts[0] and parts[1]:
-                found.append({"resourceType": parts[0], "id": parts[1]})
-        return (None, failed) if failed else (found, [])
-
     def _finish_chunk(
         self,
         conn: Connection,
@@ -678,8 +523,13 @@ class Pipeline:
         quarantined: list[dict[str, Any]],
         track: bool,
         now: float,
-    ) -> None:
-        """The chunk's delivery keys, source times, quarantine rows, counts and quality tallies."""
+    ) -> set[str]:
+        """The chunk's delivery keys, source times, quarantine rows, counts and quality tallies.
+
+        Returns the keys of quarantined records that already had an entry (identical records of
+        an earlier chunk or delivery): they count as duplicates, so a batch's ``quarantined`` is
+        the number of its quarantine entries.
+        """
         if track and fresh:
             write_deliveries(conn, [(a.key, report.batch_id, now) for a in fresh])
         times = {
@@ -691,13 +541,15 @@ class Pipeline:
         }
         if times:
             write_source_times(conn, [(k[0], k[1], t) for k, t in times.items()])
-        if quarantined:
-            conn.execute(insert_ignore(self.engine, ingest_quarantine), quarantined)
+        known = write_quarantine(conn, quarantined) if quarantined else set()
+        report.quarantined -= len(known)
+        report.duplicates += len(known)
         self._save_counts(conn, report)
         for obs in self.observers:
             flush_into = getattr(obs, "flush_into", None)
             if flush_into is not None:
                 flush_into(conn)  # quality counts commit with the chunk they describe
+        return known
 
     def _notify(self, source: SourceInfo, fresh: list[_Accepted]) -> None:
         patients = [r for a in fresh for r in a.mapped.resources if r.get("resourceType") == "Patient"]
@@ -706,25 +558,6 @@ class Pipeline:
         for acc in fresh:
             if acc.mapped.merge is not None:
                 notify_merge(self.store, acc.mapped.merge[0], acc.mapped.merge[1], source)
-
-
-def _entry_reasons(index: int, answer: dict[str, Any]) -> list[dict[str, str]]:
-    """Quarantine reasons of a failed batch entry, from the OperationOutcome of its response."""
-    issues = (answer.get("outcome") or {}).get("issue") or []
-    found = [
-        {
-            "rule": str(i.get("code") or "processing"),
-            "path": f"Bundle.entry[{index}]" + "".join(f" {e}" for e in (i.get("expression") or [])[:1]),
-            "message": str(i.get("diagnostics") or "entry failed"),
-            "severity": "error",
-        }
-        for i in issues
-        if isinstance(i, dict) and i.get("severity") in ("error", "fatal")
-    ]
-    status = str(answer.get("status", ""))
-    return found or [
-        {"rule": "processing", "path": f"Bundle.entry[{index}]", "message": status, "severity": "error"}
-    ]
 
 
 def _written_per_record(slots: int, fresh: list[_Accepted], unchanged: set[bulk.Key]) -> list[int]:

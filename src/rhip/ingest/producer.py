@@ -351,7 +351,8 @@ def from_wire(data: bytes) -> PreparedChunk:
 def _produce(job: ProducerJob, out: Any, parent: int) -> None:
     """Child process body: prepare every chunk and queue it; ``None`` ends, a string is an error."""
     from rhip.ingest import runner  # noqa: F401 (registers the built-in mappers in this process)
-    from rhip.ingest.pipeline import RecordPreparer, chunks
+    from rhip.ingest.pipeline import chunks
+    from rhip.ingest.prepare import RecordPreparer
 
     stats = ProducerStats()
     threading.Thread(target=_exit_with, args=(parent,), name="rhip-producer-watchdog", daemon=True).start()

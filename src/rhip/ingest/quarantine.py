@@ -133,7 +133,7 @@ def replay(
         total.add(report)
         with pipeline.engine.begin() as conn:
             q = ingest_quarantine
-            if outcome in ("stored", "duplicate", "stale"):
+            if outcome in ("stored", "duplicate", "stale") and not reasons:
                 conn.execute(
                     update(q).where(q.c.q_id == entry.q_id).values(status="replayed", resolved_at=time.time())
                 )

@@ -1,0 +1,133 @@
+"""Every batch's counts reconcile with the quarantine table: ``quarantined`` is its number of rows.
+
+Identical bad records share one quarantine entry (its key is the record's key or content hash),
+so the second one, in the same chunk, a later chunk or a re-delivery, counts as a duplicate, as a
+second identical good record does.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from conftest import make_pipeline
+from rhip.cli import app
+from rhip.ingest.mllp import ack_of
+from rhip.ingest.model import BatchReport
+from rhip.ingest.pipeline import Pipeline
+from rhip.ingest.quarantine import list_entries
+from rhip.ingest.runner import ingest_file
+from rhip.ingest.schema import ingest_batch, ingest_quarantine
+from rhip.store import Store
+
+
+def _batch_rows(pipeline: Pipeline, report: BatchReport) -> int:
+    """The batch's counts as saved agree with the report; returns its number of quarantine rows."""
+    with pipeline.engine.connect() as conn:
+        row = conn.execute(select(ingest_batch).where(ingest_batch.c.batch_id == report.batch_id)).one()
+        q = ingest_quarantine
+        rows = conn.execute(select(func.count()).where(q.c.batch_id == report.batch_id)).scalar_one()
+    saved = (row.received, row.stored, row.quarantined, row.duplicates, row.stale)
+    assert saved == (report.received, report.stored, report.quarantined, report.duplicates, report.stale)
+    assert report.reconciled, report
+    return int(rows)
+
+
+def _listed(db_url: str) -> int:
+    """How many entries `rhip quarantine list --status all` shows."""
+    result = CliRunner().invoke(app, ["quarantine", "list", "--status", "all", "--database-url", db_url])
+    assert result.exit_code == 0, result.output
+    found = re.search(r"\((\d+) shown", result.output)
+    assert found, result.output
+    return int(found.group(1))
+
+
+def _load_twice(pipeline: Pipeline, db_url: str, path: Path, bad: int, **kw: str) -> None:
+    """Load ``path`` (``bad`` distinct bad records, each twice) and deliver it again."""
+    first = ingest_file(pipeline, path, "F1", **kw)
+    assert first.quarantined == bad and first.duplicates >= bad, first
+    assert _batch_rows(pipeline, first) == first.quarantined
+    again = ingest_file(pipeline, path, "F1", **kw)  # re-delivery adds no quarantine entry
+    assert again.quarantined == 0 and again.duplicates >= 2 * bad, again
+    assert _batch_rows(pipeline, again) == 0
+    assert len(list_entries(pipeline.engine, status=None)) == bad == _listed(db_url)
+
+
+GOOD = b'{"resourceType": "Patient", "id": "p%d", "gender": "male"}'
+BAD = b'{"resourceType": "Patient", "id": "q%d", "gender": "boy"}'
+
+
+@pytest.mark.parametrize("chunk_size", [1000, 2])
+def test_identical_bad_ndjson_lines_are_one_entry(
+    store: Store, db_url: str, tmp_path: Path, chunk_size: int
+) -> None:
+    """Two identical bad NDJSON lines counted 2 quarantined for one quarantine row."""
+    pipeline = make_pipeline(store, chunk_size=chunk_size)
+    path = tmp_path / "Patient.ndjson"
+    lines = [GOOD % 1, BAD % 1, BAD % 1, GOOD % 2, BAD % 2, BAD % 1, BAD % 2]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    _load_twice(pipeline, db_url, path, bad=2)
+
+
+MSG = (
+    "MSH|^~\\&|HIS|H1|R|R|20261101083000||ADT^A28^ADT_A05|C{n}|P|2.5\r"
+    "PID|1||M{n}^^^H1^MR||Wang^Fang||{birth}|F\r"
+)
+
+
+@pytest.mark.parametrize("chunk_size", [1000, 2])
+def test_identical_bad_hl7_messages_are_one_entry(
+    store: Store, db_url: str, tmp_path: Path, chunk_size: int
+) -> None:
+    """Two identical bad HL7 messages in a file counted 2 quarantined for one row when a chunk
+    boundary fell between them, and a re-delivered bad message counted as quarantined again."""
+    pipeline = make_pipeline(store, chunk_size=chunk_size)
+    path = tmp_path / "adt.hl7"
+    good, bad = MSG.format(n=1, birth="19800506"), MSG.format(n=2, birth="1980-99")
+    path.write_text(good + bad + MSG.format(n=3, birth="19800101") + bad, encoding="utf-8")
+    _load_twice(pipeline, db_url, path, bad=1)
+
+
+MAPPING = """name: clinic
+encoding: utf-8
+tables:
+  person.csv:
+    resources:
+      - type: Patient
+        id_from: [pid]
+        fields:
+          name[0].text: {column: name}
+          gender: {column: sex, map: {"1": male, "2": female}}
+"""
+
+
+@pytest.mark.parametrize("chunk_size", [1000, 2])
+def test_identical_bad_csv_rows_are_one_entry(
+    store: Store, db_url: str, tmp_path: Path, chunk_size: int
+) -> None:
+    """Two identical bad CSV rows counted 2 quarantined for one row across a chunk boundary."""
+    pipeline = make_pipeline(store, chunk_size=chunk_size)
+    mapping = tmp_path / "clinic.yaml"
+    mapping.write_text(MAPPING, encoding="utf-8")
+    path = tmp_path / "person.csv"
+    path.write_text("pid,name,sex\n1,Wang,1\n2,Li,M\n3,Zhao,2\n2,Li,M\n", encoding="utf-8")
+    _load_twice(pipeline, db_url, path, bad=1, mapping=str(mapping))
+
+
+def test_resent_bad_mllp_message_is_answered_ae_and_counted_once(pipeline: Pipeline) -> None:
+    """A bad message resent over MLLP counted as quarantined each time, for one quarantine row;
+    a resend in the same batch got AA."""
+    from test_ingest_mllp import ORU, _reports, _run
+
+    bad = ORU.format(n=3, value="not-a-number")
+    acks = _run(pipeline, [bad, bad, bad])
+    acks += _run(pipeline, [bad, bad], connections=2)  # both in one batch
+    assert [ack_of(a)["code"] for a in acks] == ["AE"] * 5
+    assert all("data-type" in ack_of(a)["errors"][0] for a in acks)
+    counts = [(r["received"], r["stored"], r["quarantined"], r["duplicates"]) for r in _reports(pipeline)]
+    assert sorted(counts) == [(2, 0, 0, 2), (3, 0, 1, 2)]
+    assert len(list_entries(pipeline.engine, status=None)) == 1
