@@ -179,13 +179,32 @@ def mllp_listen(
     link: bool = typer.Option(True, "--link/--no-link", help="Hand Patients to the identity layer (MPI)."),
 ) -> None:
     """Run the HL7 v2 MLLP listener until interrupted (ACK AA/AE/AR with ERR segments)."""
+    import asyncio
+    import os
+
     from rhip.ingest import hl7v2_map  # noqa: F401 (registers the mapper)
     from rhip.ingest.mllp import MLLPListener, run
 
     listener = MLLPListener(_pipeline(database_url, link), host, port, facility=facility)
-    typer.echo(f"MLLP listener on {host}:{listener.port}")
+
+    async def serve() -> None:
+        try:
+            await listener.start()
+        except OSError as exc:  # port taken, address not on this host, port below 1024 without root
+            await listener.stop()
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise RhipError(
+                f"cannot listen on {host}:{listener.port}: {reason}; choose another --port "
+                "(or RHIP_MLLP_PORT) or --host, or stop what is using that port"
+            ) from None
+        typer.echo(f"MLLP listener on {host}:{listener.port} (Ctrl-C to stop)")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await listener.stop()
+
     with contextlib.suppress(KeyboardInterrupt):
-        run(listener.serve_forever())
+        run(serve())
 
 
 def mqtt_subscribe(
