@@ -88,6 +88,8 @@ def run_ingest(
     from rhip.quality.cli import print_facility_table
 
     console = console or Console()
+    region = _is_region(path)
+    files = [] if region else _checked_files(console, path, connector, mapping)
     pipeline = _pipeline(database_url, link)
     try:
         install_conceptmaps(pipeline.store)
@@ -98,18 +100,57 @@ def run_ingest(
             def tick(label: str, rep: Any) -> None:
                 progress.update(task, description=label[-60:], advance=1)
 
-            if _is_region(path):
+            if region:
                 report = ingest_region(pipeline, path, via_mllp=via_mllp, via_http=via_http, progress=tick)
             else:
-                for file in _input_files(console, path, connector):
+                for file in files:
                     rep = ingest_file(pipeline, file, facility, connector=connector, mapping=mapping)
                     report.add(rep)
                     tick(file.name, rep)
+                    if not rep.received:
+                        console.print(f"{file}: no records in this file (empty?)", markup=False)
         _print_reconciliation(console, report)
         print_facility_table(console, pipeline.store.engine, facilities=set(report.by_facility))
+        if report.total.quarantined:
+            console.print(
+                f"{report.total.quarantined:,} records quarantined (隔离): `rhip quarantine list` "
+                "shows them and their reasons; fix the mapping or the source, then "
+                "`rhip quarantine replay`.",
+                markup=False,
+            )
         return report
     finally:
         pipeline.store.close()
+
+
+def _checked_files(console: Any, path: Path, connector: str | None, mapping: str | None) -> list[Path]:
+    """The files to ingest, with their connector and CSV mapping checked before anything is written.
+
+    A wrong ``--connector`` or ``--mapping`` stops the run at once; a CSV file for which the
+    mapping has no table is named, since every one of its rows will be quarantined.
+    """
+    from rhip.ingest.csvmap import CONNECTOR as CSV
+    from rhip.ingest.csvmap import load_mapping
+    from rhip.ingest.runner import EXTENSIONS, connector_for
+
+    files = _input_files(console, path, connector)
+    names = {connector or connector_for(file) for file in files}
+    unknown = names - set(EXTENSIONS.values())
+    if unknown:
+        known = ", ".join(sorted(set(EXTENSIONS.values())))
+        raise RhipError(f"unknown connector '{unknown.pop()}'; known: {known}")
+    if CSV in names:
+        csv_mapping = load_mapping(mapping or "community-centre")
+        tables = csv_mapping.spec.get("tables")
+        for file in files:
+            if (connector or connector_for(file)) == CSV and csv_mapping.table(file.name) is None:
+                console.print(
+                    f"{file}: mapping '{csv_mapping.name}' has no table '{file.name}' "
+                    f"(its tables: {', '.join(map(str, tables or {}))}), so its rows will be "
+                    "quarantined; give --mapping a YAML file with a table for it (docs/ingest.md)",
+                    markup=False,
+                )
+    return files
 
 
 def _input_files(console: Any, path: Path, connector: str | None) -> list[Path]:
@@ -232,11 +273,33 @@ def mqtt_subscribe(
     )
 
 
+#: Values of ``rhip quarantine list --status``.
+STATUSES = ("open", "replayed", "all")
+
+
+def _check_status(value: str) -> str:
+    if value not in STATUSES:
+        raise typer.BadParameter(f"'{value}' is not one of {', '.join(STATUSES)}")
+    return value
+
+
+def _entry(engine: Any, entry_id: int) -> Any:
+    """One quarantine entry; an unknown id names the command that lists the ids."""
+    from rhip.ingest.quarantine import get_entry
+
+    try:
+        return get_entry(engine, entry_id)
+    except RhipError:
+        raise RhipError(
+            f"no quarantine entry {entry_id}; `rhip quarantine list --status all` lists the ids"
+        ) from None
+
+
 @quarantine_app.command("list")
 def quarantine_list(
     facility: str | None = typer.Option(None, help="Only this facility."),
     connector: str | None = typer.Option(None, help="Only this connector."),
-    status: str = typer.Option("open", help="open | replayed | all"),
+    status: str = typer.Option("open", help="open | replayed | all", callback=_check_status),
     limit: int = typer.Option(50, help="Most entries shown."),
     database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
 ) -> None:
@@ -281,12 +344,19 @@ def quarantine_show(
     database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
 ) -> None:
     """Show one entry: source, position and every reason (rule, element path, message)."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
     import orjson
 
-    from rhip.ingest.quarantine import get_entry
+    from rhip.config import get_settings
 
-    entry = get_entry(_pipeline(database_url, link=False).engine, entry_id)
-    typer.echo(orjson.dumps(entry.summary(), option=orjson.OPT_INDENT_2).decode())
+    entry = _entry(_pipeline(database_url, link=False).engine, entry_id)
+    summary = entry.summary()
+    zone = ZoneInfo(get_settings().timezone)  # a local time the operator reads, not epoch seconds
+    created = datetime.fromtimestamp(entry.created, UTC).astimezone(zone)
+    summary["created"] = created.isoformat(timespec="seconds")
+    typer.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
     if raw:
         typer.echo(entry.raw.decode("utf-8", "replace"))
 
@@ -302,13 +372,16 @@ def quarantine_replay(
 ) -> None:
     """Run entries through the pipeline again (after fixing a mapping or ConceptMap)."""
     from rhip.ingest import runner  # noqa: F401 (registers every mapper)
-    from rhip.ingest.quarantine import get_entry, list_entries, replay
+    from rhip.ingest.quarantine import list_entries, replay
 
     pipeline = _pipeline(database_url)
     if entry_ids:
-        entries = [get_entry(pipeline.engine, i) for i in entry_ids]
+        entries = [_entry(pipeline.engine, i) for i in entry_ids]
     else:
         entries = list_entries(pipeline.engine, facility=facility, connector=connector, limit=1_000_000)
+        if not entries:
+            typer.echo("nothing to replay: no open quarantine entry matches")
+            return
     rep = replay(pipeline, entries)
     typer.echo(
         f"replayed {rep.received}: stored {rep.stored}, still quarantined {rep.quarantined}, "
