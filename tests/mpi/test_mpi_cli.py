@@ -52,3 +52,20 @@ def test_link_new_then_all_with_truth(configured: Path) -> None:
     assert runner.invoke(app, ["mpi", "review"]).exit_code == 0
     missing = runner.invoke(app, ["mpi", "resident", "urn:x|nobody"])
     assert missing.exit_code != 0
+
+
+def test_corrections_take_ids_as_review_prints_them(configured: Path) -> None:
+    """``rhip mpi review`` prints ``Patient/ID``; pasting that into unlink/link said 'record unknown'."""
+    patients, _truth = sample_population(20, seed=7)
+    with Store.from_settings() as store:
+        store.bulk_write(patients)
+    runner = CliRunner()
+    assert runner.invoke(app, ["link"]).exit_code == 0
+    record = patients[0]["id"]
+    unlinked = runner.invoke(app, ["mpi", "unlink", f"Patient/{record}"])
+    assert unlinked.exit_code == 0, unlinked.output
+    change, residents = unlinked.output.strip().split("; residents ")
+    own = residents.split(", ")[-1]
+    relinked = runner.invoke(app, ["mpi", "link", f"Patient/{record}", f"Patient/{own}"])
+    assert relinked.exit_code == 0, relinked.output
+    assert runner.invoke(app, ["mpi", "revert", change.removeprefix("change ")]).exit_code == 0

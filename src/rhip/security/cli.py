@@ -68,7 +68,7 @@ def audit_review() -> None:
 
 @users_app.command("add")
 def users_add(
-    username: str = typer.Argument(...),
+    username: str = typer.Argument(..., help="Login name (a system account: its client_id)."),
     role: str = typer.Option(
         ...,
         help="resident, practitioner, facility_admin, public_health, insurance_auditor, researcher, "

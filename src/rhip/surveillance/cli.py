@@ -150,7 +150,7 @@ def ack_command(
     alert_id: str = typer.Argument(..., help="Alert id (or unique prefix)."),
     by: str = typer.Option(..., "--by", help="Officer acknowledging."),
     note: str | None = typer.Option(None, help="Note kept with the action."),
-    database_url: str | None = typer.Option(None, "--database-url"),
+    database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
 ) -> None:
     """Acknowledge an alert."""
     _set(alert_id, "acknowledged", by, note, database_url)
@@ -160,7 +160,7 @@ def close_command(
     alert_id: str = typer.Argument(..., help="Alert id (or unique prefix)."),
     by: str = typer.Option(..., "--by", help="Officer closing."),
     note: str | None = typer.Option(None, help="Note kept with the action."),
-    database_url: str | None = typer.Option(None, "--database-url"),
+    database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
 ) -> None:
     """Close an alert."""
     _set(alert_id, "closed", by, note, database_url)

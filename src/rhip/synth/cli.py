@@ -51,8 +51,8 @@ def generate_cmd(
 @replay.command("mqtt")
 def replay_mqtt(
     folder: Path = typer.Argument(..., help="A generated region folder."),
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(1883, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="MQTT broker host."),
+    port: int = typer.Option(1883, "--port", help="MQTT broker port."),
     topic: str = typer.Option("rhip/wearable/{device_id}", "--topic", help="Topic template."),
     limit: int = typer.Option(0, "--limit", help="Stop after this many messages (0 = all)."),
 ) -> None:
@@ -66,7 +66,7 @@ def replay_mqtt(
 def replay_http(
     folder: Path = typer.Argument(..., help="A generated region folder."),
     url: str = typer.Option(..., "--url", help="Endpoint receiving one JSON message per POST."),
-    limit: int = typer.Option(0, "--limit"),
+    limit: int = typer.Option(0, "--limit", help="Stop after this many messages (0 = all)."),
 ) -> None:
     """POST wearable/*.jsonl messages to an HTTP endpoint."""
     from rhip.synth.replay import replay_http as run
@@ -77,9 +77,9 @@ def replay_http(
 @replay.command("mllp")
 def replay_mllp(
     folder: Path = typer.Argument(..., help="A generated region folder."),
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(2575, "--port"),
-    limit: int = typer.Option(0, "--limit"),
+    host: str = typer.Option("127.0.0.1", "--host", help="MLLP listener host."),
+    port: int = typer.Option(2575, "--port", help="MLLP listener port."),
+    limit: int = typer.Option(0, "--limit", help="Stop after this many messages (0 = all)."),
 ) -> None:
     """Send hl7v2/*/messages.hl7 to an MLLP listener, one message at a time, waiting for each ACK."""
     from rhip.synth.replay import replay_mllp as run
