@@ -125,3 +125,13 @@ def test_quarantine_commands_on_wrong_ids_and_values(tmp_path: Path) -> None:
     assert re.search(r'"created": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+08:00"', shown.output), shown.output
     nothing = _invoke("quarantine", "replay", "--facility", "H404", "--database-url", url)
     assert nothing.exit_code == 0 and "nothing to replay" in nothing.output
+
+
+def test_ingest_help_names_every_connector_and_an_example() -> None:
+    """``--connector`` said 'Force a connector' without naming one; the help had no example."""
+    from rhip.ingest.runner import EXTENSIONS
+
+    result = CliRunner().invoke(app, ["ingest", "--help"], env={"COLUMNS": "300"})
+    text = " ".join(result.output.replace("│", " ").split())
+    assert all(name in text for name in set(EXTENSIONS.values())), text
+    assert "Examples: `rhip ingest /data/drop/H001 --facility H001`" in text

@@ -11,7 +11,10 @@ import typer
 from rhip.errors import RhipError
 
 quarantine_app = typer.Typer(
-    help="Records that could not be stored: list, show, replay.", no_args_is_help=True
+    help="Records that could not be stored (隔离区): list, show, replay.\n\n"
+    "The usual round: `rhip quarantine list`, `rhip quarantine show ID` for every reason, fix the "
+    "CSV mapping, ConceptMap or source, then `rhip quarantine replay`.",
+    no_args_is_help=True,
 )
 
 
@@ -44,9 +47,16 @@ def ingest_command(
         help="Facility code (files and plain folders; default: MSH-4 for HL7, else 'unknown').",
     ),
     connector: str | None = typer.Option(
-        None, "--connector", help="Force a connector (default: by extension)."
+        None,
+        "--connector",
+        help="Force a connector: fhir-ndjson, fhir-bundle, hl7v2, csv, dicom or device-json "
+        "(default: by extension).",
     ),
-    mapping: str | None = typer.Option(None, "--mapping", help="CSV mapping name or YAML path."),
+    mapping: str | None = typer.Option(
+        None,
+        "--mapping",
+        help="CSV mapping: a shipped name (default: community-centre) or the path of your YAML file.",
+    ),
     via_mllp: bool = typer.Option(False, "--via-mllp", help="Send HL7 v2 through a real MLLP listener."),
     via_http: bool = typer.Option(
         False, "--via-http", help="Post device readings to the real HTTP endpoint (region folders)."
@@ -54,7 +64,13 @@ def ingest_command(
     link: bool = typer.Option(True, "--link/--no-link", help="Hand Patients to the identity layer (MPI)."),
     database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
 ) -> None:
-    """Ingest files or a generated region; prints reconciliation counts and the quality table."""
+    """Ingest files or a generated region; prints reconciliation counts and the quality table.
+
+    Examples: `rhip ingest /data/drop/H001 --facility H001` (every known file of a folder);
+    `rhip ingest person.csv --facility C01 --mapping clinic.yaml` (a CSV extract in your own
+    layout); `rhip ingest rhip-data/region` (a region written by `rhip generate`). Records that
+    cannot be stored are quarantined: `rhip quarantine list`.
+    """
     run_ingest(
         path,
         facility=facility,
