@@ -10,7 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from rhip.cli import app
+from rhip.errors import RhipError
 from rhip_testkit import free_port
 
 
@@ -88,3 +91,31 @@ def test_mllp_listen_on_a_port_in_use(tmp_path: Path, taken_port: int) -> None:
     line = _one_error(result)
     assert f"cannot listen on 127.0.0.1:{taken_port}" in line and "RHIP_MLLP_PORT" in line
     assert "MLLP listener on" not in result.stdout
+
+
+def test_surveil_run_with_an_end_that_is_no_day(tmp_path: Path) -> None:
+    """``rhip surveil run --end 2026-13-01`` was a ValueError traceback."""
+    result = CliRunner().invoke(app, ["surveil", "run", "--end", "2026-13-01"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2, result.output
+    assert "'2026-13-01' is not a day: use YYYY-MM-DD" in result.output
+
+
+def test_export_of_a_type_that_does_not_exist(tmp_path: Path) -> None:
+    """``rhip export --type Foo`` exported, then failed in DuckDB with a traceback."""
+    url = f"sqlite:///{tmp_path / 'x.sqlite'}"
+    args = ["export", "--type", "Foo", "--database-url", url, "--lake-dir", str(tmp_path / "lake")]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 2, result.output
+    assert "'Foo' is not an R4 resource type" in result.output
+    assert not (tmp_path / "lake").exists()
+
+
+def test_mqtt_subscribe_to_a_broker_that_is_not_there(tmp_path: Path) -> None:
+    """A broker that refuses the connection was a ConnectionRefusedError traceback."""
+    port = free_port()
+    url = f"sqlite:///{tmp_path / 'x.sqlite'}"
+    args = ["mqtt-subscribe", "--broker", f"mqtt://127.0.0.1:{port}", "--database-url", url]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, RhipError), result.output
+    assert result.exception.diagnostics.startswith(f"cannot connect to the MQTT broker at 127.0.0.1:{port}: ")
+    assert "--broker" in result.exception.diagnostics

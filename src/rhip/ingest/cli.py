@@ -283,6 +283,12 @@ def mqtt_subscribe(
     except KeyboardInterrupt:
         stop.set()
         rep = sub.report
+    except OSError as exc:  # the broker's connect, the one network call made here
+        reason = exc.strerror or str(exc)
+        raise RhipError(
+            f"cannot connect to the MQTT broker at {sub.host}:{sub.port}: {reason}; check --broker "
+            "(mqtt://host:1883) and that the broker runs"
+        ) from None
     typer.echo(
         f"received {rep.received} stored {rep.stored} "
         f"quarantined {rep.quarantined} duplicates {rep.duplicates}"

@@ -62,7 +62,10 @@ def run_command(
     from rhip.surveillance.runner import DEFAULT_SIGNALS, Signal, run_surveillance
 
     signals = tuple(Signal(m.strip()) for m in methods.split(",") if m.strip()) or DEFAULT_SIGNALS
-    day = dt.date.fromisoformat(end) if end else None
+    try:
+        day = dt.date.fromisoformat(end) if end else None
+    except ValueError:
+        raise typer.BadParameter(f"'{end}' is not a day: use YYYY-MM-DD", param_hint="--end") from None
     store = _store(database_url)
     console = Console()
     try:
