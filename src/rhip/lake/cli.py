@@ -100,6 +100,8 @@ def sql(
         raise typer.BadParameter("give either a SQL query or --view FILE")
     if fmt == "parquet" and output is None:
         raise typer.BadParameter("parquet output needs --output FILE", param_hint="--output")
+    if not lake.is_dir():  # else every table is 'does not exist', which sends one to the SQL
+        raise InvalidRequest(f"no lake at {lake}: run `rhip export` first, or give --lake-dir")
     columns, rows = _run(query, view, engine_name, lake, fmt, output)
     if fmt == "parquet":
         typer.echo(f"wrote {output}")
