@@ -135,3 +135,11 @@ def test_ingest_help_names_every_connector_and_an_example() -> None:
     text = " ".join(result.output.replace("│", " ").split())
     assert all(name in text for name in set(EXTENSIONS.values())), text
     assert "Examples: `rhip ingest /data/drop/H001 --facility H001`" in text
+
+
+def test_reconciliation_says_what_it_counts(tmp_path: Path) -> None:
+    """'received 2, resources 7' left a newcomer guessing what a record and a resource are."""
+    (tmp_path / "a.hl7").write_text(HL7, encoding="utf-8")
+    out = " ".join(_ingest(tmp_path / "a.hl7", f"sqlite:///{tmp_path / 'x.sqlite'}").split())
+    assert "Counts are records (an NDJSON line, an HL7 message, a CSV row, a file, a reading)" in out
+    assert "resources are the FHIR resources written from them" in out

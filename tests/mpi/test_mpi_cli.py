@@ -46,6 +46,8 @@ def test_link_new_then_all_with_truth(configured: Path) -> None:
     report = next(line for line in batch.output.splitlines() if line.startswith("{"))
     assert json.loads(report)["records"] == len(patients)
     assert "pair_precision" in batch.output
+    # the measures are explained under the table (their names alone told a newcomer little)
+    assert "precision: share of linked record pairs that are one person" in " ".join(batch.output.split())
     card = patients[0]["identifier"][0]
     shown = runner.invoke(app, ["mpi", "resident", f"{card['system']}|{card['value']}"])
     assert shown.exit_code == 0 and patients[0]["id"] in shown.output

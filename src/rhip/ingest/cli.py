@@ -208,7 +208,11 @@ def _print_reconciliation(console: Any, report: Any) -> None:
     """Counts per connector, per facility and in total; fits 80 columns without cutting a code."""
     from rhip.tables import compact_table
 
-    table = compact_table("Ingest reconciliation 对账\nreceived = stored + quarantined + duplicates + stale")
+    table = compact_table(
+        "Ingest reconciliation 对账\nreceived = stored + quarantined + duplicates + stale",
+        caption="Counts are records (an NDJSON line, an HL7 message, a CSV row, a file, a reading); "
+        "resources are the FHIR resources written from them. stale: older than what is stored.",
+    )
     table.add_column("source\n来源", overflow="fold", min_width=11)
     for header, _attr in _COUNT_COLUMNS:
         table.add_column(header, justify="right", no_wrap=True)
