@@ -143,3 +143,15 @@ def test_reconciliation_says_what_it_counts(tmp_path: Path) -> None:
     out = " ".join(_ingest(tmp_path / "a.hl7", f"sqlite:///{tmp_path / 'x.sqlite'}").split())
     assert "Counts are records (an NDJSON line, an HL7 message, a CSV row, a file, a reading)" in out
     assert "resources are the FHIR resources written from them" in out
+
+
+def test_files_without_facility_say_they_go_to_unknown(tmp_path: Path) -> None:
+    """Without --facility, NDJSON/CSV records silently went to a facility named 'unknown'."""
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "a.hl7").write_text(HL7, encoding="utf-8")
+    only_hl7 = _ingest(folder, f"sqlite:///{tmp_path / 'x.sqlite'}")
+    assert "no --facility" not in only_hl7  # HL7 names its sender
+    (folder / "z.ndjson").write_bytes(b'{"resourceType": "Patient", "id": "z1"}\n')
+    mixed = " ".join(_ingest(folder, f"sqlite:///{tmp_path / 'x.sqlite'}").split())
+    assert "no --facility: records of files other than HL7" in mixed and "'unknown'" in mixed

@@ -105,7 +105,7 @@ def run_ingest(
 
     console = console or Console()
     region = _is_region(path)
-    files = [] if region else _checked_files(console, path, connector, mapping)
+    files = [] if region else _checked_files(console, path, facility, connector, mapping)
     pipeline = _pipeline(database_url, link)
     try:
         install_conceptmaps(pipeline.store)
@@ -139,7 +139,9 @@ def run_ingest(
         pipeline.store.close()
 
 
-def _checked_files(console: Any, path: Path, connector: str | None, mapping: str | None) -> list[Path]:
+def _checked_files(
+    console: Any, path: Path, facility: str | None, connector: str | None, mapping: str | None
+) -> list[Path]:
     """The files to ingest, with their connector and CSV mapping checked before anything is written.
 
     A wrong ``--connector`` or ``--mapping`` stops the run at once; a CSV file for which the
@@ -151,6 +153,12 @@ def _checked_files(console: Any, path: Path, connector: str | None, mapping: str
 
     files = _input_files(console, path, connector)
     names = {connector or connector_for(file) for file in files}
+    if facility is None and names - {"hl7v2"}:
+        console.print(
+            "no --facility: records of files other than HL7 (which name their sender in MSH-4) are "
+            "credited to facility 'unknown'",
+            markup=False,
+        )
     unknown = names - set(EXTENSIONS.values())
     if unknown:
         known = ", ".join(sorted(set(EXTENSIONS.values())))
