@@ -251,6 +251,23 @@ def test_undecodable_header_is_an_encoding_reason(sqlite_pipeline: Pipeline, tmp
             "name: x\ntables:\n  person.csv:\n    resources:\n      - type: Patient\n        fields: [a]\n",
             "tables.person.csv.resources[0].fields must map FHIR paths to rules",
         ),
+        (
+            "name: x\ntables:\n  person.csv:\n    resources:\n      - type: Patient\n        id_form: [id]\n",
+            "tables.person.csv.resources[0]: unknown key 'id_form' (known: fields, foreach, id_from,",
+        ),
+        (
+            "name: x\nencodng: gbk\ntables:\n  person.csv:\n    resources: []\n",
+            "unknown key 'encodng' (known: date_formats, datetime_formats, delimiter, encoding,",
+        ),
+        (
+            "name: x\ntables:\n  person.csv:\n    required_column: [id]\n    resources: []\n",
+            "tables.person.csv: unknown key 'required_column'",
+        ),
+        (
+            "name: x\ntables:\n  person.csv:\n    resources:\n      - type: Patient\n        fields:\n"
+            "          gender: {column: sex, maps: {'1': male}}\n",
+            "tables.person.csv.resources[0].fields.gender: unknown key 'maps'",
+        ),
     ],
     ids=[
         "yaml-syntax",
@@ -265,6 +282,10 @@ def test_undecodable_header_is_an_encoding_reason(sqlite_pipeline: Pipeline, tmp
         "map-list",
         "field-type",
         "fields-list",
+        "resource-key",
+        "top-key",
+        "table-key",
+        "rule-key",
     ],
 )
 def test_an_unusable_mapping_is_refused_with_its_place(tmp_path: Path, text: str, message: str) -> None:
@@ -272,7 +293,8 @@ def test_an_unusable_mapping_is_refused_with_its_place(tmp_path: Path, text: str
 
     Wrong types (a text where a list goes) used to load: ``id_from: id`` gave every row the same
     id, ``date_formats: '%Y%m%d'`` tried each character as a format, a ``map`` list failed inside
-    every row; a YAML syntax error named its place but not the problem.
+    every row; a YAML syntax error named its place but not the problem. An unknown key (a typo such
+    as ``id_form``) was ignored: every row then got one id and overwrote the last.
     """
     mapping = tmp_path / "bad.yaml"
     mapping.write_text(text, encoding="utf-8")

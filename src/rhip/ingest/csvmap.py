@@ -103,6 +103,10 @@ def _spec_problem(spec: dict[str, Any]) -> str:
     Checked when the mapping is loaded, so a typo stops the run with its location instead of
     quarantining every row with a mapper error.
     """
+    single = "tables" not in spec  # one table given at the top level
+    problem = _unknown_key(spec, TOP_KEYS | (TABLE_KEYS if single else set()), "")
+    if problem:
+        return problem
     encoding = str(spec.get("encoding", "auto")).lower()
     if encoding != "auto":
         try:
@@ -117,6 +121,9 @@ def _spec_problem(spec: dict[str, Any]) -> str:
         where = f"tables.{name}." if name else ""
         if not isinstance(table, dict) or not isinstance(table.get("resources"), list):
             return f"{where}resources must be a list"
+        problem = "" if single else _unknown_key(table, TABLE_KEYS, f"tables.{name}")
+        if problem:
+            return problem
         if not _list_of_text(table.get("required_columns") or []):
             return f"{where}required_columns must be a list of column names, e.g. [档案编号]"
         modified = table.get("modified_column")
@@ -132,6 +139,9 @@ def _spec_problem(spec: dict[str, Any]) -> str:
 def _resource_problem(res: Any, where: str) -> str:
     if not isinstance(res, dict) or not isinstance(res.get("type"), str):
         return f"{where}.type is missing"
+    problem = _unknown_key(res, RESOURCE_KEYS, where)
+    if problem:
+        return problem
     each = res.get("foreach")
     if each is not None and not (isinstance(each, dict) and each.get("column")):
         return f"{where}.foreach needs a column"
@@ -142,13 +152,32 @@ def _resource_problem(res: Any, where: str) -> str:
     if not isinstance(res.get("identifiers") or [], list):
         return f"{where}.identifiers must be a list"
     for path, rule in (res.get("fields") or {}).items():
-        problem = _field_problem(rule)
+        problem = _field_problem(rule) or _unknown_key(rule, RULE_KEYS, f"{where}.fields.{path}")
         if problem:
-            return f"{where}.fields.{path} {problem}"
+            return problem if problem.startswith(where) else f"{where}.fields.{path} {problem}"
     for n, ident in enumerate(res.get("identifiers") or []):
         if not (isinstance(ident, dict) and ident.get("column") and ident.get("system")):
             return f"{where}.identifiers[{n}] needs a column and a system"
     return ""
+
+
+#: Keys a mapping may use at each level; any other is a typo (``id_form`` would give every row
+#: one id), refused with its place.
+TOP_KEYS = {"name", "encoding", "delimiter", "date_formats", "datetime_formats", "tables"}
+TABLE_KEYS = {"required_columns", "modified_column", "resources"}
+RESOURCE_KEYS = {"type", "id_from", "when", "identifiers", "fields", "foreach"}
+RULE_KEYS = {
+    "column", "const", "reference", "id_from", "required", "map", "strict_map", "type", "formats",
+    "if_column", "else_path",
+}  # fmt: skip
+
+
+def _unknown_key(spec: dict[str, Any], known: set[str], where: str) -> str:
+    unknown = sorted(str(k) for k in spec if k not in known)
+    if not unknown:
+        return ""
+    at = f"{where}: " if where else ""
+    return f"{at}unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})"
 
 
 #: Value types of a ``column`` rule.
