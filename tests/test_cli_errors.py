@@ -119,3 +119,24 @@ def test_mqtt_subscribe_to_a_broker_that_is_not_there(tmp_path: Path) -> None:
     assert isinstance(result.exception, RhipError), result.output
     assert result.exception.diagnostics.startswith(f"cannot connect to the MQTT broker at 127.0.0.1:{port}: ")
     assert "--broker" in result.exception.diagnostics
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["mpi", "evaluate"], "no patient_links.csv; give the file or a folder written by `rhip generate`"),
+        (["surveil", "evaluate"], "no truth/outbreaks.csv; give a folder written by `rhip generate`"),
+    ],
+    ids=["mpi", "surveil"],
+)
+def test_evaluate_against_a_folder_without_truth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], expected: str
+) -> None:
+    """A folder that is not a generated region was a FileNotFoundError traceback (mpi) or, once
+    the lake existed, a table of nan (surveil)."""
+    monkeypatch.setenv("RHIP_DATA_DIR", str(tmp_path / "data"))
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    result = CliRunner().invoke(app, [*command, str(folder)])
+    assert isinstance(result.exception, RhipError), result.output
+    assert result.exception.diagnostics.startswith(f"{folder}: {expected}")
