@@ -155,3 +155,27 @@ def test_files_without_facility_say_they_go_to_unknown(tmp_path: Path) -> None:
     (folder / "z.ndjson").write_bytes(b'{"resourceType": "Patient", "id": "z1"}\n')
     mixed = " ".join(_ingest(folder, f"sqlite:///{tmp_path / 'x.sqlite'}").split())
     assert "no --facility: records of files other than HL7" in mixed and "'unknown'" in mixed
+
+
+def test_a_drop_folder_with_a_csv_subfolder_and_a_facility_is_read_as_files(tmp_path: Path) -> None:
+    """A folder holding csv/ was taken for a generated region even with --facility and --mapping:
+    both were ignored, rows were credited to a facility named 'csv' and mapped with the default."""
+    mapping = tmp_path / "clinic.yaml"
+    mapping.write_text(
+        "name: clinic\ntables:\n  visits.csv:\n    resources:\n      - type: Patient\n"
+        "        id_from: [pid]\n        fields:\n          gender: {column: sex, map: {'1': male}}\n",
+        encoding="utf-8",
+    )
+    drop = tmp_path / "drop"
+    (drop / "csv").mkdir(parents=True)
+    (drop / "csv" / "visits.csv").write_text("pid,sex\n7,1\n", encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'x.sqlite'}"
+    result = _invoke(
+        "ingest", str(drop), "-f", "C01", "--mapping", str(mapping), "--no-link", "--database-url", url
+    )
+    assert result.exit_code == 0, result.output
+    facilities = result.output[result.output.index("facility 机构") :].splitlines()[1].split()
+    assert facilities[:3] == ["C01", "1", "1"]  # received, stored under the facility given
+    assert "read as a generated region" not in result.output
+    plain = _invoke("ingest", str(drop), "--no-link", "--database-url", url)
+    assert "read as a generated region" in " ".join(plain.output.split())

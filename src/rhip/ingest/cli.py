@@ -104,8 +104,16 @@ def run_ingest(
     from rhip.quality.cli import print_facility_table
 
     console = console or Console()
-    region = _is_region(path)
+    # --facility, --connector and --mapping are for an operator's own files: a drop folder that
+    # happens to hold a csv/ or fhir/ subfolder is then read as files, not as a generated region
+    region = _is_region(path) and not (facility or connector or mapping)
     files = [] if region else _checked_files(console, path, facility, connector, mapping)
+    if region:
+        console.print(
+            f"{path}: read as a generated region (fhir/, hl7v2/, csv/, ... subfolders; each file's "
+            "facility is its folder's name); give --facility to read it as a folder of your own files",
+            markup=False,
+        )
     pipeline = _pipeline(database_url, link)
     try:
         install_conceptmaps(pipeline.store)
