@@ -102,9 +102,10 @@ def replay_mllp(
 @contextlib.contextmanager
 def _reaching(target: str, check: str, *errors: type[BaseException]) -> Iterator[None]:
     """A peer that cannot be reached (refused, unknown host, timed out) is one message naming it."""
+    catch: tuple[type[BaseException], ...] = (OSError, *errors)
     try:
         yield
-    except (OSError, *errors) as exc:
+    except catch as exc:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise RhipError(f"cannot reach {target}: {reason}; check {check}") from None
 
