@@ -41,18 +41,20 @@ def _print_accuracy(store: Any, truth: Path) -> None:
     if not truth.exists():
         raise typer.BadParameter(f"{truth}: no such truth file or folder")
     acc = accuracy_against_truth(store.engine, truth)
-    table = Table(
-        title="linkage against the truth",
-        caption="precision: share of linked record pairs that are one person; recall: share of "
-        "one person's record pairs that are linked (pair_: over pairs, bcubed_: averaged per "
-        "record). wrong_link_share: residents holding records of two or more persons; "
-        "split_share: persons spread over two or more residents.",
-    )
+    table = Table(title="linkage against the truth")
     table.add_column("measure")
     table.add_column("value", justify="right")
     for key, value in acc.as_dict().items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(  # the measures' names alone tell a newcomer little; under the table, full width
+        "precision: share of linked record pairs that are one person; recall: share of one "
+        "person's record pairs that are linked (pair_: over pairs, bcubed_: averaged per record). "
+        "wrong_link_share: residents holding records of two or more persons; split_share: persons "
+        "spread over two or more residents.",
+        markup=False,
+    )
 
 
 def link_cmd(
