@@ -173,7 +173,7 @@ def _accounts(ctx: DemoContext) -> str:
     ctx.console.print(
         "Get a token, then call the API with it:\n"
         f"  curl -s {base}/auth/token -d grant_type=password -d username=demo-doctor -d password=<secret>\n"
-        f"  curl -s -H 'Authorization: Bearer <access_token>' {base}/fhir/Patient?_count=5",
+        f"  curl -s -H 'Authorization: Bearer <access_token>' '{base}/fhir/Patient?_count=5'",
         soft_wrap=True,  # a command is copied whole: the terminal may fold it, no line break is added
     )
     return "one demo account per role: resident, doctor, facility admin, public health, insurer, ..."
