@@ -179,3 +179,12 @@ def test_a_drop_folder_with_a_csv_subfolder_and_a_facility_is_read_as_files(tmp_
     assert "read as a generated region" not in result.output
     plain = _invoke("ingest", str(drop), "--no-link", "--database-url", url)
     assert "read as a generated region" in " ".join(plain.output.split())
+
+
+def test_via_options_on_plain_files_are_said_to_be_for_regions(tmp_path: Path) -> None:
+    """``--via-mllp`` on a plain HL7 file was ignored without a word."""
+    (tmp_path / "a.hl7").write_text(HL7, encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'x.sqlite'}"
+    result = _invoke("ingest", str(tmp_path / "a.hl7"), "--via-mllp", "--no-link", "--database-url", url)
+    assert result.exit_code == 0, result.output
+    assert "--via-mllp and --via-http apply to a generated region" in " ".join(result.output.split())

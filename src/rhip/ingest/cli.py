@@ -108,6 +108,12 @@ def run_ingest(
     # happens to hold a csv/ or fhir/ subfolder is then read as files, not as a generated region
     region = _is_region(path) and not (facility or connector or mapping)
     files = [] if region else _checked_files(console, path, facility, connector, mapping)
+    if not region and (via_mllp or via_http):
+        console.print(
+            "--via-mllp and --via-http apply to a generated region: these files are read directly "
+            "(a facility sends over MLLP to `rhip mllp-listen`, over HTTP to `rhip serve`)",
+            markup=False,
+        )
     if region:
         console.print(
             f"{path}: read as a generated region (fhir/, hl7v2/, csv/, ... subfolders; each file's "
