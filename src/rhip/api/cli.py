@@ -50,7 +50,8 @@ def check_can_listen(host: str, port: int) -> None:
     import socket
 
     try:
-        with socket.create_server((host, port)):  # SO_REUSEADDR, as uvicorn binds
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET  # '::' binds IPv6, as uvicorn
+        with socket.create_server((host, port), family=family):  # SO_REUSEADDR, as uvicorn binds
             pass
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
