@@ -45,3 +45,23 @@ def test_readme_quick_start_is_the_two_make_targets() -> None:
     assert "\ndemo:" in makefile and "\ntest:" in makefile
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "make test" in ci
+
+
+def _commands(group: object, prefix: str = "rhip") -> list[tuple[str, object]]:
+    found: list[tuple[str, object]] = []
+    for name, command in getattr(group, "commands", {}).items():
+        if not command.hidden:
+            found.append((f"{prefix} {name}", command))
+            found.extend(_commands(command, f"{prefix} {name}"))
+    return found
+
+
+def test_every_option_and_argument_says_what_it_is() -> None:
+    """``--help`` showed bare names (``--actor``, ``--limit``, ``REVIEW_ID argument``) for some."""
+    bare = [
+        f"{path} {param.name}"
+        for path, command in _commands(typer.main.get_command(app))
+        for param in getattr(command, "params", [])
+        if param.name != "help" and not (getattr(param, "help", None) or "").strip()
+    ]
+    assert not bare, f"options or arguments without help: {bare}"

@@ -15,7 +15,7 @@ import sys
 import typer
 
 from rhip import __version__
-from rhip.errors import RhipError
+from rhip.errors import ConfigurationError, RhipError
 
 #: Capability modules whose ``cli.register(app)`` adds commands, in help order.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -67,7 +67,13 @@ def _register_all() -> None:
         module.register(app)
 
 
-_register_all()
+#: Settings that could not be read while the commands were loaded (some modules read them on
+#: import); ``main`` reports it instead of a traceback.
+_STARTUP_ERROR: ConfigurationError | None = None
+try:
+    _register_all()
+except ConfigurationError as _exc:
+    _STARTUP_ERROR = _exc
 
 
 #: Columns of rich output written to a file or a pipe (a log, CI), where 80 would cut codes and secrets.
@@ -85,13 +91,41 @@ def _widen_piped_output() -> None:
 
 
 def main() -> None:
-    """Console entry point: runs the app and turns platform errors into a message and exit code 2."""
+    """Console entry point: runs the app and turns platform errors into a message and exit code 2.
+
+    A database that cannot be reached or used (server down, no such database, unwritable file)
+    is such an error too: the operator gets the driver's reason on one line, not a traceback.
+    """
     _widen_piped_output()
+    if _STARTUP_ERROR is not None:
+        typer.echo(f"error: {_STARTUP_ERROR.diagnostics}", err=True)
+        sys.exit(2)
     try:
         app()
     except RhipError as exc:
         typer.echo(f"error: {exc.diagnostics}", err=True)
         sys.exit(2)
+    except Exception as exc:
+        message = database_failure(exc)
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
+        sys.exit(2)
+
+
+def database_failure(exc: BaseException) -> str | None:
+    """One line for a database the command cannot connect to or use, None for any other error.
+
+    Only the driver's reason is kept: SQLAlchemy's text would add the statement and its values.
+    """
+    if "sqlalchemy" not in sys.modules:
+        return None
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return None
+    reason = " ".join(str(exc.orig or exc).split())
+    return f"database: {reason} (check RHIP_DATABASE_URL or --database-url; docs/configuration.md)"
 
 
 if __name__ == "__main__":

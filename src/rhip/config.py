@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rhip.errors import ConfigurationError
 
 
 class Settings(BaseSettings):
@@ -68,6 +71,15 @@ class Settings(BaseSettings):
         "(hosts with two or more cores); 0: never.",
     )
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)  # what every user of the setting builds from it
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError("not a time zone name such as Asia/Shanghai or UTC") from None
+        return value
+
     @property
     def resolved_database_url(self) -> str:
         """The database URL in force: the configured one or the SQLite file in the data dir."""
@@ -83,5 +95,20 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings (cached; tests build their own ``Settings``)."""
-    return Settings()
+    """The process-wide settings (cached; tests build their own ``Settings``).
+
+    Raises ConfigurationError naming each ``RHIP_*`` variable whose value cannot be used.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigurationError(settings_problem(exc)) from None
+
+
+def settings_problem(exc: ValidationError) -> str:
+    """One line per unusable setting: its variable, the value given and what it expects."""
+    lines = []
+    for error in exc.errors():
+        name = "RHIP_" + "_".join(str(part) for part in error["loc"]).upper()
+        lines.append(f"{name}={error.get('input')!r}: {error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(lines) + " (settings: docs/configuration.md)"

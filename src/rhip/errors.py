@@ -112,3 +112,13 @@ class FieldKeyError(RhipError):
 
     def __init__(self, diagnostics: str):
         super().__init__(diagnostics, code="security", status=500)
+
+
+class ConfigurationError(RhipError):
+    """A setting (``RHIP_*`` variable, ``.env`` entry or option) cannot be used (500).
+
+    The message names the setting and what it expects, so the operator fixes it where it is set.
+    """
+
+    def __init__(self, diagnostics: str):
+        super().__init__(diagnostics, code="exception", status=500)

@@ -35,5 +35,7 @@ def test_demo_runs_every_step_and_prints_the_urls(tmp_path: Path) -> None:
         assert expected in out, f"demo output lacks {expected!r}"
     assert "WARNING splink" not in result.stderr  # training notes on a tiny region are held back
     assert "identity linkage: " in out and "residents" in out
+    # quoted: zsh, the default shell of many desktops, refuses an unquoted '?' ("no matches found")
+    assert "'http://127.0.0.1:8080/fhir/Patient?_count=5'" in out
     assert (tmp_path / "data" / "rhip.sqlite").exists()
     assert (tmp_path / "data" / "lake").is_dir()

@@ -216,11 +216,86 @@ def test_undecodable_header_is_an_encoding_reason(sqlite_pipeline: Pipeline, tmp
             "          name[0].text: {colum: name}\n",
             "tables.person.csv.resources[0].fields.name[0].text needs one of column, const or reference",
         ),
+        (
+            "name: x\ntables:\n  person.csv:\n    resources:\n      - type: Patient\n        fields:\n"
+            "          name[0].text: {colum: name}\n",
+            "(found keys colum)",
+        ),
+        (
+            "name: x\ntables:\n  person.csv:\n    resources:\n      - type: Patient\n    fields: [\n",
+            "at line 7, column 1: expected the node content, but found '<stream end>'",
+        ),
+        (
+            "name: x\ntables:\n  person.csv:\n    required_columns: id\n    resources: []\n",
+            "tables.person.csv.required_columns must be a list of column names",
+        ),
+        (
+            "name: x\ntables:\n  person.csv:\n    resources:\n      - type: Patient\n        id_from: id\n",
+            "tables.person.csv.resources[0].id_from must be a list of column names",
+        ),
+        (
+            "name: x\ndate_formats: '%Y%m%d'\ntables:\n  person.csv:\n    resources: []\n",
+            "date_formats must be a list of formats",
+        ),
+        (
+            "name: x\ntables:\n  person.csv:\n    resources:\n      - type: Patient\n        fields:\n"
+            "          gender: {column: sex, map: [male, female]}\n",
+            "tables.person.csv.resources[0].fields.gender map must map source values to FHIR values",
+        ),
+        (
+            "name: x\ntables:\n  person.csv:\n    resources:\n      - type: Patient\n        fields:\n"
+            "          birthDate: {column: born, type: str}\n",
+            "fields.birthDate type 'str' is not one of string, date, datetime, decimal, integer, boolean",
+        ),
+        (
+            "name: x\ntables:\n  person.csv:\n    resources:\n      - type: Patient\n        fields: [a]\n",
+            "tables.person.csv.resources[0].fields must map FHIR paths to rules",
+        ),
+        (
+            "name: x\ntables:\n  person.csv:\n    resources:\n      - type: Patient\n        id_form: [id]\n",
+            "tables.person.csv.resources[0]: unknown key 'id_form' (known: fields, foreach, id_from,",
+        ),
+        (
+            "name: x\nencodng: gbk\ntables:\n  person.csv:\n    resources: []\n",
+            "unknown key 'encodng' (known: date_formats, datetime_formats, delimiter, encoding,",
+        ),
+        (
+            "name: x\ntables:\n  person.csv:\n    required_column: [id]\n    resources: []\n",
+            "tables.person.csv: unknown key 'required_column'",
+        ),
+        (
+            "name: x\ntables:\n  person.csv:\n    resources:\n      - type: Patient\n        fields:\n"
+            "          gender: {column: sex, maps: {'1': male}}\n",
+            "tables.person.csv.resources[0].fields.gender: unknown key 'maps'",
+        ),
     ],
-    ids=["yaml-syntax", "encoding", "no-type", "field-rule"],
+    ids=[
+        "yaml-syntax",
+        "encoding",
+        "no-type",
+        "field-rule",
+        "field-rule-found",
+        "yaml-problem",
+        "required-columns-text",
+        "id-from-text",
+        "date-formats-text",
+        "map-list",
+        "field-type",
+        "fields-list",
+        "resource-key",
+        "top-key",
+        "table-key",
+        "rule-key",
+    ],
 )
 def test_an_unusable_mapping_is_refused_with_its_place(tmp_path: Path, text: str, message: str) -> None:
-    """A typo in a mapping stops the load naming where it is, instead of failing every row."""
+    """A typo in a mapping stops the load naming where it is, instead of failing every row.
+
+    Wrong types (a text where a list goes) used to load: ``id_from: id`` gave every row the same
+    id, ``date_formats: '%Y%m%d'`` tried each character as a format, a ``map`` list failed inside
+    every row; a YAML syntax error named its place but not the problem. An unknown key (a typo such
+    as ``id_form``) was ignored: every row then got one id and overwrote the last.
+    """
     mapping = tmp_path / "bad.yaml"
     mapping.write_text(text, encoding="utf-8")
     with pytest.raises(InvalidRequest) as err:

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rhip.cli import app
+from rhip.errors import InvalidRequest
 
 
 @pytest.fixture
@@ -70,6 +71,17 @@ def test_sql_runs_a_view_definition_file(data_dir: Path) -> None:
 
 def test_sql_errors_are_reported_without_a_traceback(data_dir: Path) -> None:
     runner = CliRunner()
+    assert runner.invoke(app, ["export"]).exit_code == 0
     out = runner.invoke(app, ["sql", "SELECT * FROM no_such_table"])
     assert out.exit_code != 0
     assert "query failed" in str(out.exception) or "query failed" in out.output
+
+
+def test_sql_before_any_export_says_to_export(data_dir: Path) -> None:
+    """Before the first export every table was 'does not exist', which sent one to the SQL."""
+    out = CliRunner().invoke(app, ["sql", "SELECT * FROM patient"])
+    assert isinstance(out.exception, InvalidRequest), out.output
+    assert (
+        out.exception.diagnostics
+        == f"no lake at {data_dir / 'lake'}: run `rhip export` first, or give --lake-dir"
+    )

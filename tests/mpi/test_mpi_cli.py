@@ -46,9 +46,27 @@ def test_link_new_then_all_with_truth(configured: Path) -> None:
     report = next(line for line in batch.output.splitlines() if line.startswith("{"))
     assert json.loads(report)["records"] == len(patients)
     assert "pair_precision" in batch.output
+    # the measures are explained under the table (their names alone told a newcomer little)
+    assert "precision: share of linked record pairs that are one person" in " ".join(batch.output.split())
     card = patients[0]["identifier"][0]
     shown = runner.invoke(app, ["mpi", "resident", f"{card['system']}|{card['value']}"])
     assert shown.exit_code == 0 and patients[0]["id"] in shown.output
     assert runner.invoke(app, ["mpi", "review"]).exit_code == 0
     missing = runner.invoke(app, ["mpi", "resident", "urn:x|nobody"])
     assert missing.exit_code != 0
+
+
+def test_corrections_take_ids_as_review_prints_them(configured: Path) -> None:
+    """``rhip mpi review`` prints ``Patient/ID``; pasting that into unlink/link said 'record unknown'."""
+    patients, _truth = sample_population(20, seed=7)
+    with Store.from_settings() as store:
+        store.bulk_write(patients)
+    runner = CliRunner()
+    assert runner.invoke(app, ["link"]).exit_code == 0
+    record = patients[0]["id"]
+    unlinked = runner.invoke(app, ["mpi", "unlink", f"Patient/{record}"])
+    assert unlinked.exit_code == 0, unlinked.output
+    assert unlinked.output.startswith("change ")
+    residents = unlinked.output.strip().split("; residents ")[1].split(", ")
+    relinked = runner.invoke(app, ["mpi", "link", f"Patient/{record}", f"Patient/{residents[0]}"])
+    assert relinked.exit_code == 0, relinked.output

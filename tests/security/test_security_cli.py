@@ -131,3 +131,25 @@ def test_demo_connector_writes_for_its_own_facility_only(tmp_path: Path) -> None
         refused = client.post("/fhir/Encounter", json=elsewhere, headers=headers)
         assert refused.status_code == 403 and other in refused.text and own in refused.text
     store.close()
+
+
+def test_document_signing_on_wrong_files_and_keys(tmp_path: Path) -> None:
+    """A missing key file, a file that is not JSON or a public key that is not hex were
+    FileNotFoundError, JSONDecodeError and ValueError tracebacks."""
+    from typer.testing import CliRunner
+
+    from rhip.cli import app
+
+    def usage_error(*args: str) -> str:
+        result = CliRunner().invoke(app, ["keys", *args], env={"COLUMNS": "300"})
+        assert result.exit_code == 2, result.output  # a usage message, not an exception
+        return " ".join(result.output.replace("│", " ").split())
+
+    (tmp_path / "doc.json").write_text('{"resourceType": "Composition", "id": "c1"}', encoding="utf-8")
+    (tmp_path / "notes.json").write_text("{draft", encoding="utf-8")
+    sign = ["sign-document", str(tmp_path / "doc.json"), "--signer", "Practitioner/p1"]
+    assert "does not exist" in usage_error(*sign, "--key", str(tmp_path / "sm2.key"))
+    assert "holds no SM2 private key" in usage_error(*sign, "--key", str(tmp_path / "notes.json"))
+    verify = ["verify-document", str(tmp_path / "notes.json"), str(tmp_path / "doc.json")]
+    assert "neither an SM2 public key in hex" in usage_error(*verify, "--public-key", "not-a-key")
+    assert f"{tmp_path / 'notes.json'} is not JSON" in usage_error(*verify, "--public-key", "ab" * 32)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from rhip.errors import RhipError
+
 
 def serve(
     host: str | None = typer.Option(None, help="Address to bind (default: settings.host)."),
@@ -25,15 +27,38 @@ def serve(
         get_settings.cache_clear()
         settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    host, port = host or settings.host, port or settings.port
+    check_can_listen(host, port)
     uvicorn.run(
         "rhip.api.app:create_app",
         factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
+        host=host,
+        port=port,
         workers=workers,
         log_level=log_level,
         access_log=False,
     )
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Raise RhipError naming the address and the way out when ``host:port`` cannot be bound.
+
+    uvicorn would log the bind error and exit with its own code 3 after the app was built; the
+    operator gets one line and the options to change instead.
+    """
+    import os
+    import socket
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET  # '::' binds IPv6, as uvicorn
+        with socket.create_server((host, port), family=family):  # SO_REUSEADDR, as uvicorn binds
+            pass
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise RhipError(
+            f"cannot listen on {host}:{port}: {reason}; choose another --port (or RHIP_PORT) "
+            "or --host (RHIP_HOST), or stop what is using that port"
+        ) from None
 
 
 def register(app: typer.Typer) -> None:

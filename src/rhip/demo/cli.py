@@ -10,7 +10,11 @@ def demo(
     years: int = typer.Option(3, help="Years of history to generate."),
     seed: int = typer.Option(1, help="Seed: the same seed gives the same region."),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="Serve the API when the steps are done."),
-    skip: list[str] | None = typer.Option(None, "--skip", help="Step name(s) to skip."),
+    skip: list[str] | None = typer.Option(
+        None,
+        "--skip",
+        help="Step to skip (repeat for several): generate, ingest, link, lake, surveillance, accounts.",
+    ),
 ) -> None:
     """Generate a region, ingest, link, export, detect outbreaks, create demo accounts, then serve."""
     from rich.console import Console
@@ -28,6 +32,18 @@ def demo(
     console.print(f"FHIR API        {base}/fhir/metadata")
     console.print(f"OpenAPI docs    {base}/docs")
     console.print(f"Data directory  {settings.data_dir.resolve()}")
+    console.print(
+        "Log in with a demo account above: POST /auth/token, then send the access_token as "
+        "'Authorization: Bearer ...'. To look around: rhip quality, rhip quarantine list, "
+        "rhip sql 'select gender, count(*) from patient group by 1'.",
+        soft_wrap=True,
+    )
+    if not serve:
+        console.print(
+            "Not serving (--no-serve): start the API with `rhip serve` from this folder "
+            f"(or with RHIP_DATA_DIR={settings.data_dir.resolve()}).",
+            soft_wrap=True,
+        )
     if serve:
         from rhip.api.cli import serve as serve_api
 

@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from rhip.config import Settings
+from rhip.errors import RhipError
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ def _accounts(ctx: DemoContext) -> str:
     ctx.console.print(
         "Get a token, then call the API with it:\n"
         f"  curl -s {base}/auth/token -d grant_type=password -d username=demo-doctor -d password=<secret>\n"
-        f"  curl -s -H 'Authorization: Bearer <access_token>' {base}/fhir/Patient?_count=5",
+        f"  curl -s -H 'Authorization: Bearer <access_token>' '{base}/fhir/Patient?_count=5'",
         soft_wrap=True,  # a command is copied whole: the terminal may fold it, no line break is added
     )
     return "one demo account per role: resident, doctor, facility admin, public health, insurer, ..."
@@ -200,6 +201,11 @@ def _load_step_modules() -> None:
 def run_demo(ctx: DemoContext, *, skip: set[str] | None = None) -> dict[str, str]:
     """Run every registered step in order, printing a header and the time each took."""
     _load_step_modules()
+    unknown = sorted(set(skip or ()) - {step.name for step in STEPS})
+    if unknown:
+        raise RhipError(
+            f"no demo step named {', '.join(unknown)}; the steps are {', '.join(s.name for s in STEPS)}"
+        )
     summaries: dict[str, str] = {}
     for step in STEPS:
         if skip and step.name in skip:

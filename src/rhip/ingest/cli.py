@@ -11,7 +11,10 @@ import typer
 from rhip.errors import RhipError
 
 quarantine_app = typer.Typer(
-    help="Records that could not be stored: list, show, replay.", no_args_is_help=True
+    help="Records that could not be stored (隔离区): list, show, replay.\n\n"
+    "The usual round: `rhip quarantine list`, `rhip quarantine show ID` for every reason, fix the "
+    "CSV mapping, ConceptMap or source, then `rhip quarantine replay`.",
+    no_args_is_help=True,
 )
 
 
@@ -44,9 +47,16 @@ def ingest_command(
         help="Facility code (files and plain folders; default: MSH-4 for HL7, else 'unknown').",
     ),
     connector: str | None = typer.Option(
-        None, "--connector", help="Force a connector (default: by extension)."
+        None,
+        "--connector",
+        help="Force a connector: fhir-ndjson, fhir-bundle, hl7v2, csv, dicom or device-json "
+        "(default: by extension).",
     ),
-    mapping: str | None = typer.Option(None, "--mapping", help="CSV mapping name or YAML path."),
+    mapping: str | None = typer.Option(
+        None,
+        "--mapping",
+        help="CSV mapping: a shipped name (default: community-centre) or the path of your YAML file.",
+    ),
     via_mllp: bool = typer.Option(False, "--via-mllp", help="Send HL7 v2 through a real MLLP listener."),
     via_http: bool = typer.Option(
         False, "--via-http", help="Post device readings to the real HTTP endpoint (region folders)."
@@ -54,7 +64,13 @@ def ingest_command(
     link: bool = typer.Option(True, "--link/--no-link", help="Hand Patients to the identity layer (MPI)."),
     database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
 ) -> None:
-    """Ingest files or a generated region; prints reconciliation counts and the quality table."""
+    """Ingest files or a generated region; prints reconciliation counts and the quality table.
+
+    Examples: `rhip ingest /data/drop/H001 --facility H001` (every known file of a folder);
+    `rhip ingest person.csv --facility C01 --mapping clinic.yaml` (a CSV extract in your own
+    layout); `rhip ingest rhip-data/region` (a region written by `rhip generate`). Records that
+    cannot be stored are quarantined: `rhip quarantine list`.
+    """
     run_ingest(
         path,
         facility=facility,
@@ -88,6 +104,22 @@ def run_ingest(
     from rhip.quality.cli import print_facility_table
 
     console = console or Console()
+    # --facility, --connector and --mapping are for an operator's own files: a drop folder that
+    # happens to hold a csv/ or fhir/ subfolder is then read as files, not as a generated region
+    region = _is_region(path) and not (facility or connector or mapping)
+    files = [] if region else _checked_files(console, path, facility, connector, mapping)
+    if not region and (via_mllp or via_http):
+        console.print(
+            "--via-mllp and --via-http apply to a generated region: these files are read directly "
+            "(a facility sends over MLLP to `rhip mllp-listen`, over HTTP to `rhip serve`)",
+            markup=False,
+        )
+    if region:
+        console.print(
+            f"{path}: read as a generated region (fhir/, hl7v2/, csv/, ... subfolders; each file's "
+            "facility is its folder's name); give --facility to read it as a folder of your own files",
+            markup=False,
+        )
     pipeline = _pipeline(database_url, link)
     try:
         install_conceptmaps(pipeline.store)
@@ -98,18 +130,65 @@ def run_ingest(
             def tick(label: str, rep: Any) -> None:
                 progress.update(task, description=label[-60:], advance=1)
 
-            if _is_region(path):
+            if region:
                 report = ingest_region(pipeline, path, via_mllp=via_mllp, via_http=via_http, progress=tick)
             else:
-                for file in _input_files(console, path, connector):
+                for file in files:
                     rep = ingest_file(pipeline, file, facility, connector=connector, mapping=mapping)
                     report.add(rep)
                     tick(file.name, rep)
+                    if not rep.received:
+                        console.print(f"{file}: no records in this file (empty?)", markup=False)
         _print_reconciliation(console, report)
         print_facility_table(console, pipeline.store.engine, facilities=set(report.by_facility))
+        if report.total.quarantined:
+            console.print(
+                f"{report.total.quarantined:,} records quarantined (隔离): `rhip quarantine list` "
+                "shows them and their reasons; fix the mapping or the source, then "
+                "`rhip quarantine replay`.",
+                markup=False,
+            )
         return report
     finally:
         pipeline.store.close()
+
+
+def _checked_files(
+    console: Any, path: Path, facility: str | None, connector: str | None, mapping: str | None
+) -> list[Path]:
+    """The files to ingest, with their connector and CSV mapping checked before anything is written.
+
+    A wrong ``--connector`` or ``--mapping`` stops the run at once; a CSV file for which the
+    mapping has no table is named, since every one of its rows will be quarantined.
+    """
+    from rhip.ingest.csvmap import CONNECTOR as CSV
+    from rhip.ingest.csvmap import load_mapping
+    from rhip.ingest.runner import EXTENSIONS, connector_for
+
+    files = _input_files(console, path, connector)
+    names = {connector or connector_for(file) for file in files}
+    if facility is None and names - {"hl7v2"}:
+        console.print(
+            "no --facility: records of files other than HL7 (which name their sender in MSH-4) are "
+            "credited to facility 'unknown'",
+            markup=False,
+        )
+    unknown = names - set(EXTENSIONS.values())
+    if unknown:
+        known = ", ".join(sorted(set(EXTENSIONS.values())))
+        raise RhipError(f"unknown connector '{unknown.pop()}'; known: {known}")
+    if CSV in names:
+        csv_mapping = load_mapping(mapping or "community-centre")
+        tables = csv_mapping.spec.get("tables")
+        for file in files:
+            if (connector or connector_for(file)) == CSV and csv_mapping.table(file.name) is None:
+                console.print(
+                    f"{file}: mapping '{csv_mapping.name}' has no table '{file.name}' "
+                    f"(its tables: {', '.join(map(str, tables or {}))}), so its rows will be "
+                    "quarantined; give --mapping a YAML file with a table for it (docs/ingest.md)",
+                    markup=False,
+                )
+    return files
 
 
 def _input_files(console: Any, path: Path, connector: str | None) -> list[Path]:
@@ -151,7 +230,11 @@ def _print_reconciliation(console: Any, report: Any) -> None:
     """Counts per connector, per facility and in total; fits 80 columns without cutting a code."""
     from rhip.tables import compact_table
 
-    table = compact_table("Ingest reconciliation 对账\nreceived = stored + quarantined + duplicates + stale")
+    table = compact_table(
+        "Ingest reconciliation 对账\nreceived = stored + quarantined + duplicates + stale",
+        caption="Counts are records (an NDJSON line, an HL7 message, a CSV row, a file, a reading); "
+        "resources are the FHIR resources written from them. stale: older than what is stored.",
+    )
     table.add_column("source\n来源", overflow="fold", min_width=11)
     for header, _attr in _COUNT_COLUMNS:
         table.add_column(header, justify="right", no_wrap=True)
@@ -179,13 +262,32 @@ def mllp_listen(
     link: bool = typer.Option(True, "--link/--no-link", help="Hand Patients to the identity layer (MPI)."),
 ) -> None:
     """Run the HL7 v2 MLLP listener until interrupted (ACK AA/AE/AR with ERR segments)."""
+    import asyncio
+    import os
+
     from rhip.ingest import hl7v2_map  # noqa: F401 (registers the mapper)
     from rhip.ingest.mllp import MLLPListener, run
 
     listener = MLLPListener(_pipeline(database_url, link), host, port, facility=facility)
-    typer.echo(f"MLLP listener on {host}:{listener.port}")
+
+    async def serve() -> None:
+        try:
+            await listener.start()
+        except OSError as exc:  # port taken, address not on this host, port below 1024 without root
+            await listener.stop()
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise RhipError(
+                f"cannot listen on {host}:{listener.port}: {reason}; choose another --port "
+                "(or RHIP_MLLP_PORT) or --host, or stop what is using that port"
+            ) from None
+        typer.echo(f"MLLP listener on {host}:{listener.port} (Ctrl-C to stop)")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await listener.stop()
+
     with contextlib.suppress(KeyboardInterrupt):
-        run(listener.serve_forever())
+        run(serve())
 
 
 def mqtt_subscribe(
@@ -207,17 +309,45 @@ def mqtt_subscribe(
     except KeyboardInterrupt:
         stop.set()
         rep = sub.report
+    except OSError as exc:  # the broker's connect, the one network call made here
+        reason = exc.strerror or str(exc)
+        raise RhipError(
+            f"cannot connect to the MQTT broker at {sub.host}:{sub.port}: {reason}; check --broker "
+            "(mqtt://host:1883) and that the broker runs"
+        ) from None
     typer.echo(
         f"received {rep.received} stored {rep.stored} "
         f"quarantined {rep.quarantined} duplicates {rep.duplicates}"
     )
 
 
+#: Values of ``rhip quarantine list --status``.
+STATUSES = ("open", "replayed", "all")
+
+
+def _check_status(value: str) -> str:
+    if value not in STATUSES:
+        raise typer.BadParameter(f"'{value}' is not one of {', '.join(STATUSES)}")
+    return value
+
+
+def _entry(engine: Any, entry_id: int) -> Any:
+    """One quarantine entry; an unknown id names the command that lists the ids."""
+    from rhip.ingest.quarantine import get_entry
+
+    try:
+        return get_entry(engine, entry_id)
+    except RhipError:
+        raise RhipError(
+            f"no quarantine entry {entry_id}; `rhip quarantine list --status all` lists the ids"
+        ) from None
+
+
 @quarantine_app.command("list")
 def quarantine_list(
     facility: str | None = typer.Option(None, help="Only this facility."),
     connector: str | None = typer.Option(None, help="Only this connector."),
-    status: str = typer.Option("open", help="open | replayed | all"),
+    status: str = typer.Option("open", help="open | replayed | all", callback=_check_status),
     limit: int = typer.Option(50, help="Most entries shown."),
     database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
 ) -> None:
@@ -262,12 +392,19 @@ def quarantine_show(
     database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
 ) -> None:
     """Show one entry: source, position and every reason (rule, element path, message)."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
     import orjson
 
-    from rhip.ingest.quarantine import get_entry
+    from rhip.config import get_settings
 
-    entry = get_entry(_pipeline(database_url, link=False).engine, entry_id)
-    typer.echo(orjson.dumps(entry.summary(), option=orjson.OPT_INDENT_2).decode())
+    entry = _entry(_pipeline(database_url, link=False).engine, entry_id)
+    summary = entry.summary()
+    zone = ZoneInfo(get_settings().timezone)  # a local time the operator reads, not epoch seconds
+    created = datetime.fromtimestamp(entry.created, UTC).astimezone(zone)
+    summary["created"] = created.isoformat(timespec="seconds")
+    typer.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
     if raw:
         typer.echo(entry.raw.decode("utf-8", "replace"))
 
@@ -283,13 +420,16 @@ def quarantine_replay(
 ) -> None:
     """Run entries through the pipeline again (after fixing a mapping or ConceptMap)."""
     from rhip.ingest import runner  # noqa: F401 (registers every mapper)
-    from rhip.ingest.quarantine import get_entry, list_entries, replay
+    from rhip.ingest.quarantine import list_entries, replay
 
     pipeline = _pipeline(database_url)
     if entry_ids:
-        entries = [get_entry(pipeline.engine, i) for i in entry_ids]
+        entries = [_entry(pipeline.engine, i) for i in entry_ids]
     else:
         entries = list_entries(pipeline.engine, facility=facility, connector=connector, limit=1_000_000)
+        if not entries:
+            typer.echo("nothing to replay: no open quarantine entry matches")
+            return
     rep = replay(pipeline, entries)
     typer.echo(
         f"replayed {rep.received}: stored {rep.stored}, still quarantined {rep.quarantined}, "

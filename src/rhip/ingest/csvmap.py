@@ -62,13 +62,20 @@ class CsvMapping:
 def load_mapping(name_or_path: str | Path) -> CsvMapping:
     """A mapping by shipped name (``community-centre``) or by path to a YAML file."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") and path.exists():
+    if path.suffix in (".yaml", ".yml") and path.is_file():
         text = path.read_text(encoding="utf-8")
         where = str(path.resolve())
+    elif path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+        raise InvalidRequest(f"mapping file {path} not found")
     else:
-        entry = resources.files("rhip.ingest") / "mappings" / f"{name_or_path}.yaml"
+        shipped = resources.files("rhip.ingest") / "mappings"
+        entry = shipped / f"{name_or_path}.yaml"
         if not entry.is_file():
-            raise InvalidRequest(f"unknown CSV mapping '{name_or_path}'")
+            names = sorted(f.name[:-5] for f in shipped.iterdir() if f.name.endswith(".yaml"))
+            raise InvalidRequest(
+                f"unknown CSV mapping '{name_or_path}': shipped mappings are {', '.join(names)}; "
+                "for your own layout give the path of its YAML file"
+            )
         text = entry.read_text(encoding="utf-8")
         where = ""
     try:
@@ -76,7 +83,10 @@ def load_mapping(name_or_path: str | Path) -> CsvMapping:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise InvalidRequest(f"mapping '{name_or_path}' is not valid YAML{at}") from None
+        problem = getattr(exc, "problem", None)
+        raise InvalidRequest(
+            f"mapping '{name_or_path}' is not valid YAML{at}" + (f": {problem}" if problem else "")
+        ) from None
     if not isinstance(spec, dict) or not (
         isinstance(spec.get("resources"), list) or isinstance(spec.get("tables"), dict)
     ):
@@ -93,17 +103,29 @@ def _spec_problem(spec: dict[str, Any]) -> str:
     Checked when the mapping is loaded, so a typo stops the run with its location instead of
     quarantining every row with a mapper error.
     """
+    single = "tables" not in spec  # one table given at the top level
+    problem = _unknown_key(spec, TOP_KEYS | (TABLE_KEYS if single else set()), "")
+    if problem:
+        return problem
     encoding = str(spec.get("encoding", "auto")).lower()
     if encoding != "auto":
         try:
             codecs.lookup(encoding)
         except LookupError:
             return f"encoding '{encoding}' is not known (utf-8, gbk, gb18030 or auto)"
+    for key in ("date_formats", "datetime_formats"):
+        if not _list_of_text(spec.get(key) or []):
+            return f'{key} must be a list of formats, e.g. ["%Y-%m-%d"]'
     tables = spec["tables"] if isinstance(spec.get("tables"), dict) else {"": spec}
     for name, table in tables.items():
         where = f"tables.{name}." if name else ""
         if not isinstance(table, dict) or not isinstance(table.get("resources"), list):
             return f"{where}resources must be a list"
+        problem = "" if single else _unknown_key(table, TABLE_KEYS, f"tables.{name}")
+        if problem:
+            return problem
+        if not _list_of_text(table.get("required_columns") or []):
+            return f"{where}required_columns must be a list of column names, e.g. [档案编号]"
         modified = table.get("modified_column")
         if modified is not None and not (isinstance(modified, str) and modified.strip()):
             return f"{where}modified_column must name a column"
@@ -117,17 +139,68 @@ def _spec_problem(spec: dict[str, Any]) -> str:
 def _resource_problem(res: Any, where: str) -> str:
     if not isinstance(res, dict) or not isinstance(res.get("type"), str):
         return f"{where}.type is missing"
+    problem = _unknown_key(res, RESOURCE_KEYS, where)
+    if problem:
+        return problem
     each = res.get("foreach")
     if each is not None and not (isinstance(each, dict) and each.get("column")):
         return f"{where}.foreach needs a column"
+    if not _list_of_text(res.get("id_from") or []):
+        return f"{where}.id_from must be a list of column names, e.g. [档案编号]"
+    if not isinstance(res.get("fields") or {}, dict):
+        return f"{where}.fields must map FHIR paths to rules"
+    if not isinstance(res.get("identifiers") or [], list):
+        return f"{where}.identifiers must be a list"
     for path, rule in (res.get("fields") or {}).items():
-        kinds = [k for k in ("column", "const", "reference") if isinstance(rule, dict) and k in rule]
-        if len(kinds) != 1:
-            return f"{where}.fields.{path} needs one of column, const or reference"
+        problem = _field_problem(rule) or _unknown_key(rule, RULE_KEYS, f"{where}.fields.{path}")
+        if problem:
+            return problem if problem.startswith(where) else f"{where}.fields.{path} {problem}"
     for n, ident in enumerate(res.get("identifiers") or []):
         if not (isinstance(ident, dict) and ident.get("column") and ident.get("system")):
             return f"{where}.identifiers[{n}] needs a column and a system"
     return ""
+
+
+#: Keys a mapping may use at each level; any other is a typo (``id_form`` would give every row
+#: one id), refused with its place.
+TOP_KEYS = {"name", "encoding", "delimiter", "date_formats", "datetime_formats", "tables"}
+TABLE_KEYS = {"required_columns", "modified_column", "resources"}
+RESOURCE_KEYS = {"type", "id_from", "when", "identifiers", "fields", "foreach"}
+RULE_KEYS = {
+    "column", "const", "reference", "id_from", "required", "map", "strict_map", "type", "formats",
+    "if_column", "else_path",
+}  # fmt: skip
+
+
+def _unknown_key(spec: dict[str, Any], known: set[str], where: str) -> str:
+    unknown = sorted(str(k) for k in spec if k not in known)
+    if not unknown:
+        return ""
+    at = f"{where}: " if where else ""
+    return f"{at}unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})"
+
+
+#: Value types of a ``column`` rule.
+FIELD_TYPES = ("string", "date", "datetime", "decimal", "integer", "boolean")
+
+
+def _field_problem(rule: Any) -> str:
+    """What is wrong with one field rule ('' when nothing), worded to follow its path."""
+    kinds = [k for k in ("column", "const", "reference") if isinstance(rule, dict) and k in rule]
+    if not isinstance(rule, dict) or len(kinds) != 1:
+        found = f"keys {', '.join(map(str, rule))}" if isinstance(rule, dict) else repr(rule)
+        return f"needs one of column, const or reference (found {found})"
+    if "map" in rule and not isinstance(rule["map"], dict):
+        return 'map must map source values to FHIR values, e.g. {"1": male}'
+    if rule.get("type", "string") not in FIELD_TYPES:
+        return f"type '{rule['type']}' is not one of {', '.join(FIELD_TYPES)}"
+    if not _list_of_text(rule.get("formats") or []) or not _list_of_text(rule.get("id_from") or []):
+        return "formats and id_from must be lists"
+    return ""
+
+
+def _list_of_text(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def _decode(line: bytes, encoding: str) -> str:

@@ -62,20 +62,27 @@ def _ndjson_records(path: Path) -> Iterator[Record]:
         yield rec
 
 
+#: File extension -> connector of ``rhip ingest FILE``.
+EXTENSIONS: dict[str, str] = {
+    ".ndjson": fhir_files.NDJSON,
+    ".json": fhir_files.BUNDLE,
+    ".hl7": hl7v2.CONNECTOR,
+    ".csv": csvmap.CONNECTOR,
+    ".dcm": dicom.CONNECTOR,
+    ".jsonl": device.CONNECTOR,
+}
+
+
 def connector_for(path: Path) -> str:
     """The connector name for a file, from its extension."""
     suffix = path.suffix.lower()
-    table = {
-        ".ndjson": fhir_files.NDJSON,
-        ".json": fhir_files.BUNDLE,
-        ".hl7": hl7v2.CONNECTOR,
-        ".csv": csvmap.CONNECTOR,
-        ".dcm": dicom.CONNECTOR,
-        ".jsonl": device.CONNECTOR,
-    }
-    if suffix not in table:
-        raise InvalidRequest(f"{path.name}: no connector for '{suffix}' files")
-    return table[suffix]
+    if suffix not in EXTENSIONS:
+        known = ", ".join(f"{ext} ({name})" for ext, name in EXTENSIONS.items())
+        raise InvalidRequest(
+            f"{path.name}: no connector for '{suffix}' files; known: {known}. "
+            "Rename the file or choose one with --connector"
+        )
+    return EXTENSIONS[suffix]
 
 
 def ingest_file(
@@ -113,7 +120,8 @@ def ingest_file(
         return pipeline.run(source, dicom.iter_dicom_files([path]), options={"store": pipeline.store})
     if name == device.CONNECTOR:
         return pipeline.run(source, _jsonl(path), per_record_provenance=False)
-    raise InvalidRequest(f"unknown connector '{name}'")
+    known = ", ".join(sorted(set(EXTENSIONS.values())))
+    raise InvalidRequest(f"unknown connector '{name}'; known: {known}")
 
 
 def _jsonl(path: Path) -> Iterator[Record]:

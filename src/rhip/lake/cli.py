@@ -35,10 +35,16 @@ def export(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from rhip.config import get_settings
+    from rhip.fhir import is_resource_type
     from rhip.lake.export import export_store
     from rhip.lake.library import load_views, materialize, store_views
     from rhip.store import Store
 
+    unknown = [t for t in types or () if not is_resource_type(t)]
+    if unknown:  # the lake's view of it would fail half-way, after the export
+        raise typer.BadParameter(
+            f"'{unknown[0]}' is not an R4 resource type (e.g. Patient, Observation)", param_hint="--type"
+        )
     settings = get_settings()
     lake = lake_dir or settings.lake_dir
     store = Store(database_url or settings.resolved_database_url)
@@ -94,6 +100,8 @@ def sql(
         raise typer.BadParameter("give either a SQL query or --view FILE")
     if fmt == "parquet" and output is None:
         raise typer.BadParameter("parquet output needs --output FILE", param_hint="--output")
+    if not lake.is_dir():  # else every table is 'does not exist', which sends one to the SQL
+        raise InvalidRequest(f"no lake at {lake}: run `rhip export` first, or give --lake-dir")
     columns, rows = _run(query, view, engine_name, lake, fmt, output)
     if fmt == "parquet":
         typer.echo(f"wrote {output}")

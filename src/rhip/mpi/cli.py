@@ -13,6 +13,19 @@ mpi_app = typer.Typer(
 )
 
 
+ACTOR_HELP = "Name recorded with the change in the audit trail."
+REVIEW_HELP = "Review item id (the id of `rhip mpi review`)."
+RECORD_HELP = "Source Patient id: Patient/ID as `rhip mpi review` prints it, or ID."
+RESIDENT_HELP = "Resident id (its golden Patient): Patient/ID or ID."
+CHANGE_HELP = "Change id, as printed by the correction that made it ('change N; ...')."
+
+
+def _bare(patient_id: str) -> str:
+    """A record or resident id as the MPI keeps it: ``Patient/ID`` (how review items and
+    references show it) and ``ID`` name the same one."""
+    return patient_id.removeprefix("Patient/")
+
+
 def _store() -> Any:
     from rhip.store import Store
 
@@ -33,7 +46,15 @@ def _print_accuracy(store: Any, truth: Path) -> None:
     table.add_column("value", justify="right")
     for key, value in acc.as_dict().items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(  # the measures' names alone tell a newcomer little; under the table, full width
+        "precision: share of linked record pairs that are one person; recall: share of one "
+        "person's record pairs that are linked (pair_: over pairs, bcubed_: averaged per record). "
+        "wrong_link_share: residents holding records of two or more persons; split_share: persons "
+        "spread over two or more residents.",
+        markup=False,
+    )
 
 
 def link_cmd(
@@ -105,7 +126,7 @@ def resident_cmd(
 @mpi_app.command("review")
 def review_cmd(
     status: str = typer.Option("open", "--status", help="open, accepted, rejected or closed."),
-    count: int = typer.Option(20, "--count", min=1),
+    count: int = typer.Option(20, "--count", min=1, help="Most items shown."),
 ) -> None:
     """List review items (possible matches) with their evidence."""
     from rhip.mpi.api import review_page
@@ -124,7 +145,10 @@ def _done(result: Any) -> None:
 
 
 @mpi_app.command("accept")
-def accept_cmd(review_id: int, actor: str = typer.Option("cli", "--actor")) -> None:
+def accept_cmd(
+    review_id: int = typer.Argument(..., help=REVIEW_HELP),
+    actor: str = typer.Option("cli", "--actor", help=ACTOR_HELP),
+) -> None:
     """Accept a review item: the record joins the candidate resident."""
     from rhip.mpi.corrections import accept_review
 
@@ -132,7 +156,10 @@ def accept_cmd(review_id: int, actor: str = typer.Option("cli", "--actor")) -> N
 
 
 @mpi_app.command("reject")
-def reject_cmd(review_id: int, actor: str = typer.Option("cli", "--actor")) -> None:
+def reject_cmd(
+    review_id: int = typer.Argument(..., help=REVIEW_HELP),
+    actor: str = typer.Option("cli", "--actor", help=ACTOR_HELP),
+) -> None:
     """Reject a review item."""
     from rhip.mpi.corrections import reject_review
 
@@ -140,31 +167,45 @@ def reject_cmd(review_id: int, actor: str = typer.Option("cli", "--actor")) -> N
 
 
 @mpi_app.command("link")
-def link_record_cmd(record: str, resident: str, actor: str = typer.Option("cli", "--actor")) -> None:
+def link_record_cmd(
+    record: str = typer.Argument(..., help=RECORD_HELP),
+    resident: str = typer.Argument(..., help=RESIDENT_HELP),
+    actor: str = typer.Option("cli", "--actor", help=ACTOR_HELP),
+) -> None:
     """Link source Patient RECORD to RESIDENT (manual, sticky)."""
     from rhip.mpi.corrections import link_record
 
-    _done(link_record(_store(), record, resident, actor=actor))
+    _done(link_record(_store(), _bare(record), _bare(resident), actor=actor))
 
 
 @mpi_app.command("unlink")
-def unlink_cmd(record: str, actor: str = typer.Option("cli", "--actor")) -> None:
+def unlink_cmd(
+    record: str = typer.Argument(..., help=RECORD_HELP),
+    actor: str = typer.Option("cli", "--actor", help=ACTOR_HELP),
+) -> None:
     """Take source Patient RECORD out of its resident."""
     from rhip.mpi.corrections import unlink_record
 
-    _done(unlink_record(_store(), record, actor=actor))
+    _done(unlink_record(_store(), _bare(record), actor=actor))
 
 
 @mpi_app.command("merge")
-def merge_cmd(source: str, target: str, actor: str = typer.Option("cli", "--actor")) -> None:
+def merge_cmd(
+    source: str = typer.Argument(..., help="Resident merged away: " + RESIDENT_HELP),
+    target: str = typer.Argument(..., help="Resident kept: " + RESIDENT_HELP),
+    actor: str = typer.Option("cli", "--actor", help=ACTOR_HELP),
+) -> None:
     """Merge resident SOURCE into resident TARGET."""
     from rhip.mpi.corrections import merge_residents
 
-    _done(merge_residents(_store(), source, target, actor=actor))
+    _done(merge_residents(_store(), _bare(source), _bare(target), actor=actor))
 
 
 @mpi_app.command("unmerge")
-def unmerge_cmd(change: int, actor: str = typer.Option("cli", "--actor")) -> None:
+def unmerge_cmd(
+    change: int = typer.Argument(..., help=CHANGE_HELP),
+    actor: str = typer.Option("cli", "--actor", help=ACTOR_HELP),
+) -> None:
     """Undo merge CHANGE."""
     from rhip.mpi.corrections import unmerge
 
@@ -172,7 +213,10 @@ def unmerge_cmd(change: int, actor: str = typer.Option("cli", "--actor")) -> Non
 
 
 @mpi_app.command("revert")
-def revert_cmd(change: int, actor: str = typer.Option("cli", "--actor")) -> None:
+def revert_cmd(
+    change: int = typer.Argument(..., help=CHANGE_HELP),
+    actor: str = typer.Option("cli", "--actor", help=ACTOR_HELP),
+) -> None:
     """Undo any correction CHANGE."""
     from rhip.mpi.corrections import revert_change
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, select
 
+from rhip.errors import InvalidRequest
 from rhip.fhir import systems
 from rhip.mpi.evaluate import Accuracy, evaluate
 from rhip.mpi.schema import mpi_card, mpi_record
@@ -22,11 +23,17 @@ def read_truth(path: Path) -> list[tuple[str, str, str]]:
 
     ``path`` may be the file, the ``truth`` folder or the generated region folder.
     """
+    given = path
     if path.is_dir():
         path = (
             path / "patient_links.csv"
             if (path / "patient_links.csv").exists()
             else path / "truth" / "patient_links.csv"
+        )
+    if not path.is_file():
+        raise InvalidRequest(
+            f"{given}: no patient_links.csv; give the file or a folder written by `rhip generate` "
+            "(it holds truth/patient_links.csv)"
         )
     with path.open(encoding="utf-8", newline="") as handle:
         return [

@@ -68,7 +68,7 @@ def audit_review() -> None:
 
 @users_app.command("add")
 def users_add(
-    username: str = typer.Argument(...),
+    username: str = typer.Argument(..., help="Login name (a system account: its client_id)."),
     role: str = typer.Option(
         ...,
         help="resident, practitioner, facility_admin, public_health, insurance_auditor, researcher, "
@@ -261,8 +261,12 @@ def keys_sm2_generate(
 
 @keys_app.command("sign-document")
 def keys_sign_document(
-    document: Path = typer.Argument(..., help="DocumentReference or Composition JSON file."),
-    key: Path = typer.Option(..., help="sm2.key file made by `rhip keys sm2-generate`."),
+    document: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="DocumentReference or Composition JSON file."
+    ),
+    key: Path = typer.Option(
+        ..., exists=True, dir_okay=False, help="sm2.key file made by `rhip keys sm2-generate`."
+    ),
     signer: str = typer.Option(..., help="Reference of the signer, e.g. Practitioner/123."),
 ) -> None:
     """Print a Provenance carrying the SM2 signature of a document."""
@@ -271,28 +275,51 @@ def keys_sign_document(
     from rhip.security.crypto import SM2KeyPair, sm2_public_from_private
     from rhip.security.signing import sign_document
 
-    private = key.read_text("ascii").strip()
-    resource = orjson.loads(document.read_bytes())
-    provenance = sign_document(resource, SM2KeyPair(private, sm2_public_from_private(private)), signer)
+    private = key.read_text("ascii", errors="replace").strip()
+    resource = _json_file(document)
+    try:
+        pair = SM2KeyPair(private, sm2_public_from_private(private))
+    except ValueError:
+        raise typer.BadParameter(f"{key} holds no SM2 private key", param_hint="--key") from None
+    provenance = sign_document(resource, pair, signer)
     typer.echo(orjson.dumps(provenance, option=orjson.OPT_INDENT_2).decode("utf-8"))
 
 
 @keys_app.command("verify-document")
 def keys_verify_document(
-    document: Path = typer.Argument(..., help="DocumentReference or Composition JSON file."),
-    provenance: Path = typer.Argument(..., help="Provenance JSON file with the signature."),
+    document: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="DocumentReference or Composition JSON file."
+    ),
+    provenance: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="Provenance JSON file with the signature."
+    ),
     public_key: str = typer.Option(..., help="The signer's SM2 public key (hex) or a sm2.pub file."),
 ) -> None:
     """Exit 0 when the signature holds, 1 when it does not."""
-    import orjson
 
     from rhip.security.signing import verify_document
 
     key_text = Path(public_key).read_text("ascii").strip() if Path(public_key).is_file() else public_key
-    ok = verify_document(orjson.loads(document.read_bytes()), orjson.loads(provenance.read_bytes()), key_text)
+    try:
+        bytes.fromhex(key_text)
+    except ValueError:
+        raise typer.BadParameter(
+            "neither an SM2 public key in hex nor a sm2.pub file", param_hint="--public-key"
+        ) from None
+    ok = verify_document(_json_file(document), _json_file(provenance), key_text)
     typer.echo("signature valid" if ok else "signature INVALID")
     if not ok:
         raise typer.Exit(1)
+
+
+def _json_file(path: Path) -> Any:
+    """The JSON document of a file; one that does not parse is named with the parser's reason."""
+    import orjson
+
+    try:
+        return orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise typer.BadParameter(f"{path} is not JSON: {exc}") from None
 
 
 def register(app: typer.Typer) -> None:

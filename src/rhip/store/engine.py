@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from rhip.errors import RhipError, VersionConflict
@@ -51,7 +51,13 @@ def make_engine(url: str, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> E
     For a SQLite file the parent directory is created if missing; ``busy_timeout_ms`` is how long
     a SQLite writer waits for the lock before StoreBusy.
     """
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise RhipError(  # the text may hold a password: not echoed
+            "the database URL (RHIP_DATABASE_URL or --database-url) is not a URL: use "
+            "sqlite:///path/to/rhip.sqlite or postgresql+psycopg://user@host/db"
+        ) from None
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, int(busy_timeout_ms))
     if parsed.drivername in ("postgresql", "postgres"):  # plain URL: use psycopg 3, the driver we ship

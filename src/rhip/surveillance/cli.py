@@ -62,7 +62,10 @@ def run_command(
     from rhip.surveillance.runner import DEFAULT_SIGNALS, Signal, run_surveillance
 
     signals = tuple(Signal(m.strip()) for m in methods.split(",") if m.strip()) or DEFAULT_SIGNALS
-    day = dt.date.fromisoformat(end) if end else None
+    try:
+        day = dt.date.fromisoformat(end) if end else None
+    except ValueError:
+        raise typer.BadParameter(f"'{end}' is not a day: use YYYY-MM-DD", param_hint="--end") from None
     store = _store(database_url)
     console = Console()
     try:
@@ -150,7 +153,7 @@ def ack_command(
     alert_id: str = typer.Argument(..., help="Alert id (or unique prefix)."),
     by: str = typer.Option(..., "--by", help="Officer acknowledging."),
     note: str | None = typer.Option(None, help="Note kept with the action."),
-    database_url: str | None = typer.Option(None, "--database-url"),
+    database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
 ) -> None:
     """Acknowledge an alert."""
     _set(alert_id, "acknowledged", by, note, database_url)
@@ -160,7 +163,7 @@ def close_command(
     alert_id: str = typer.Argument(..., help="Alert id (or unique prefix)."),
     by: str = typer.Option(..., "--by", help="Officer closing."),
     note: str | None = typer.Option(None, help="Note kept with the action."),
-    database_url: str | None = typer.Option(None, "--database-url"),
+    database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
 ) -> None:
     """Close an alert."""
     _set(alert_id, "closed", by, note, database_url)

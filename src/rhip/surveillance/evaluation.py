@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from rhip.errors import InvalidRequest
 from rhip.surveillance.counting import CountTable
 from rhip.surveillance.runner import Signal, detect_tables
 
@@ -87,8 +88,13 @@ def read_outbreaks(region_dir: Path) -> list[Outbreak]:
     """Outbreaks of a generated region, with ICD-10 mapped to the notifiable disease code."""
     from rhip.fhir.terminology import notifiable_disease_for_icd10
 
+    truth = region_dir / "truth" / "outbreaks.csv"
+    if not truth.is_file():
+        raise InvalidRequest(
+            f"{region_dir}: no truth/outbreaks.csv; give a folder written by `rhip generate`"
+        )
     out = []
-    with (region_dir / "truth" / "outbreaks.csv").open(encoding="utf-8") as fh:
+    with truth.open(encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             disease = notifiable_disease_for_icd10(row["icd10"])
             if disease is None:
@@ -195,8 +201,9 @@ def evaluate_region(region_dir: Path, lake_dir: Path, methods: Sequence[str | Si
     signals = [m if isinstance(m, Signal) else Signal(m) for m in methods]
     from rhip.surveillance.counting import count_cases, default_definitions, lake_cases
 
+    outbreaks = read_outbreaks(region_dir)  # first: a folder without truth is the likelier mistake
     cases = lake_cases(lake_dir, default_definitions(), dt.date(1900, 1, 1), dt.date(2999, 12, 31))
     if not cases:
         return [MethodScore(s.label, 0, 0, 0, 0.0, []) for s in signals]
     tables = count_cases(cases, start=min(c.day for c in cases), end=max(c.day for c in cases))
-    return evaluate(tables, read_outbreaks(region_dir), signals)
+    return evaluate(tables, outbreaks, signals)

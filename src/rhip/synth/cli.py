@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import typer
+
+from rhip.errors import RhipError
 
 replay = typer.Typer(
     help="Replay generated device messages or HL7 v2 messages to a live endpoint.", no_args_is_help=True
@@ -51,40 +55,59 @@ def generate_cmd(
 @replay.command("mqtt")
 def replay_mqtt(
     folder: Path = typer.Argument(..., help="A generated region folder."),
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(1883, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="MQTT broker host."),
+    port: int = typer.Option(1883, "--port", help="MQTT broker port."),
     topic: str = typer.Option("rhip/wearable/{device_id}", "--topic", help="Topic template."),
     limit: int = typer.Option(0, "--limit", help="Stop after this many messages (0 = all)."),
 ) -> None:
     """Publish wearable/*.jsonl messages to an MQTT broker (QoS 1)."""
     from rhip.synth.replay import replay_mqtt as run
 
-    typer.echo(f"published {run(folder, host=host, port=port, topic=topic, limit=limit or None)} messages")
+    with _reaching(f"the MQTT broker at {host}:{port}", "--host/--port, and that the broker runs"):
+        sent = run(folder, host=host, port=port, topic=topic, limit=limit or None)
+    typer.echo(f"published {sent} messages")
 
 
 @replay.command("http")
 def replay_http(
     folder: Path = typer.Argument(..., help="A generated region folder."),
     url: str = typer.Option(..., "--url", help="Endpoint receiving one JSON message per POST."),
-    limit: int = typer.Option(0, "--limit"),
+    limit: int = typer.Option(0, "--limit", help="Stop after this many messages (0 = all)."),
 ) -> None:
     """POST wearable/*.jsonl messages to an HTTP endpoint."""
+    import httpx
+
     from rhip.synth.replay import replay_http as run
 
-    typer.echo(f"posted {run(folder, url=url, limit=limit or None)} messages")
+    with _reaching(url, "--url, and that `rhip serve` runs there", httpx.TransportError):
+        sent = run(folder, url=url, limit=limit or None)
+    typer.echo(f"posted {sent} messages")
 
 
 @replay.command("mllp")
 def replay_mllp(
     folder: Path = typer.Argument(..., help="A generated region folder."),
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(2575, "--port"),
-    limit: int = typer.Option(0, "--limit"),
+    host: str = typer.Option("127.0.0.1", "--host", help="MLLP listener host."),
+    port: int = typer.Option(2575, "--port", help="MLLP listener port."),
+    limit: int = typer.Option(0, "--limit", help="Stop after this many messages (0 = all)."),
 ) -> None:
     """Send hl7v2/*/messages.hl7 to an MLLP listener, one message at a time, waiting for each ACK."""
     from rhip.synth.replay import replay_mllp as run
 
-    typer.echo(f"sent {run(folder, host=host, port=port, limit=limit or None)} messages")
+    with _reaching(f"the MLLP listener at {host}:{port}", "--host/--port, and that `rhip mllp-listen` runs"):
+        sent = run(folder, host=host, port=port, limit=limit or None)
+    typer.echo(f"sent {sent} messages")
+
+
+@contextlib.contextmanager
+def _reaching(target: str, check: str, *errors: type[BaseException]) -> Iterator[None]:
+    """A peer that cannot be reached (refused, unknown host, timed out) is one message naming it."""
+    catch: tuple[type[BaseException], ...] = (OSError, *errors)
+    try:
+        yield
+    except catch as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise RhipError(f"cannot reach {target}: {reason}; check {check}") from None
 
 
 def register(app: typer.Typer) -> None:

@@ -40,7 +40,15 @@ def load_params(path: Path | None = None) -> dict[str, Any]:
     """The default parameters, overlaid with the keys of ``path`` (a YAML file) when given."""
     params: dict[str, Any] = yaml.safe_load(_text("params.yaml"))
     if path is not None:
-        override = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        try:
+            override = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ValueError(f"{path}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None)
+            raise ValueError(f"{path} is not valid YAML{at}" + (f": {problem}" if problem else "")) from None
         if not isinstance(override, dict):
             raise ValueError(f"{path}: parameter file must be a mapping")
         params = _merge(params, override)
