@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from conftest import make_pipeline
 from rhip.cli import app
 from rhip.ingest.mllp import ack_of
 from rhip.ingest.model import BatchReport
@@ -22,7 +21,13 @@ from rhip.ingest.pipeline import Pipeline
 from rhip.ingest.quarantine import list_entries
 from rhip.ingest.runner import ingest_file
 from rhip.ingest.schema import ingest_batch, ingest_quarantine
+from rhip.quality import QualityCollector
 from rhip.store import Store
+
+
+def make_pipeline(store: Store, chunk_size: int) -> Pipeline:
+    """A pipeline with the quality collector attached, reading ``chunk_size`` records a chunk."""
+    return Pipeline(store, observers=[QualityCollector(store.engine)], chunk_size=chunk_size)
 
 
 def _batch_rows(pipeline: Pipeline, report: BatchReport) -> int:
