@@ -28,6 +28,10 @@ _SOURCE_TIME_SQL = (
     "INSERT INTO ingest_source_time (res_type, res_id, event_time) VALUES ({m}, {m}, {m}) "
     "ON CONFLICT (res_type, res_id) DO UPDATE SET event_time = excluded.event_time"
 )
+_COUNTS_SQL = (
+    "UPDATE ingest_batch SET received = {m}, stored = {m}, quarantined = {m}, duplicates = {m}, "
+    "stale = {m} WHERE batch_id = {m}"
+)
 #: Ids per look-up statement.
 LOOKUP_PART = 400
 _DELIVERED_SQLITE = "SELECT key FROM ingest_delivery WHERE key IN (SELECT value FROM json_each(?))"
@@ -51,6 +55,11 @@ def insert_ignore(engine: Engine, table: Any) -> Any:
 def write_deliveries(conn: Connection, rows: list[tuple[str, str, float]]) -> None:
     """Record delivery keys (key, batch id, time received); a key already there is kept."""
     fastinsert.update_rows(conn, _DELIVERY_SQL.format(m=fastinsert.placeholder(conn)), rows)
+
+
+def write_counts(conn: Connection, row: tuple[int, int, int, int, int, str]) -> None:
+    """Set a batch's counts: (received, stored, quarantined, duplicates, stale, batch id)."""
+    fastinsert.update_rows(conn, _COUNTS_SQL.format(m=fastinsert.placeholder(conn)), [row])
 
 
 def write_source_times(conn: Connection, rows: list[tuple[str, str, float]]) -> None:

@@ -192,6 +192,41 @@ def header_field(message: str, index: int) -> str:
     return fields[pos].split(comp)[0].strip() if len(fields) > pos else ""
 
 
+def _lean(base: type, level: int) -> Any:
+    """python-hl7's container class ``base`` with a plain constructor: the same class (a
+    subclass), list and attributes, without the generic constructor's chain of ``super()``
+    calls and assertions (the parser always passes consistent separators). python-hl7 builds
+    about a hundred containers per message; this takes ≈ 12 % off its parse (docs/benchmarks.md).
+    """
+
+    def __init__(
+        self: Any,
+        separator: str | None = None,
+        sequence: Iterable[Any] = (),
+        esc: str = "\\",
+        separators: str = "\r|~^&",
+        factory: Any = None,
+    ) -> None:
+        list.__init__(self, sequence)
+        self.separator = separators[level]
+        self.esc = esc
+        self.separators = separators
+        self.factory = factory if factory is not None else Containers
+
+    return type(base.__name__, (base,), {"__init__": __init__, "__module__": __name__, "__doc__": base.__doc__})
+
+
+class Containers(hl7.Factory):
+    """The containers :func:`parse` has python-hl7 build (its documented ``factory`` hook):
+    python-hl7's own classes, constructed more cheaply."""
+
+    create_message = _lean(hl7.Message, 0)
+    create_segment = _lean(hl7.Segment, 1)
+    create_field = _lean(hl7.Field, 2)
+    create_repetition = _lean(hl7.Repetition, 3)
+    create_component = _lean(hl7.Component, 4)
+
+
 @dataclass
 class Parsed:
     """A parsed message and the values every mapper needs from its header."""
@@ -228,13 +263,15 @@ def parse(text: str) -> Parsed:
                 "broken segment", [issue("segment-syntax", f"segment {n}", "segment id or separator invalid")]
             )
     try:
-        message = hl7.parse(text)
+        message = hl7.parse(text, factory=Containers)
     except Exception as exc:
         raise MappingError("HL7 parse failed", [issue("hl7-syntax", "MSH", type(exc).__name__)]) from None
     by_id: dict[str, list[Any]] = {}
     for seg in message:
-        by_id.setdefault(str(seg[0]), []).append(seg)
-    msh = message.segment("MSH")
+        # the id was checked above (three letters or digits, no separator): python-hl7 holds it
+        # as the field's one string
+        by_id.setdefault(seg[0][0], []).append(seg)
+    msh = by_id["MSH"][0]  # the first segment (checked above), as message.segment("MSH") finds it
     msg_type = _get(msh, 9, 1)
     event = _get(msh, 9, 2)
     if not msg_type:
@@ -247,7 +284,43 @@ def parse(text: str) -> Parsed:
 
 
 def _get(segment: Any, field: int, comp: int = 1, rep: int = 1, sub: int = 1) -> str:
-    """Component value of a field (1-based, MSH numbered as in the standard), '' when absent."""
+    """Component value of a field (1-based, MSH numbered as in the standard), '' when absent.
+
+    Read from python-hl7's parse tree as it stands: joining a field back into text and splitting
+    it again (what this did before) cost more than the look-up (docs/benchmarks.md).
+    """
+    if field >= len(segment):
+        return ""
+    if field <= 2:  # MSH-1 and MSH-2 hold the separators themselves: read as text
+        return _get_text(segment, field, comp, rep, sub)
+    value = _part(_part(_part(_item(segment, field), rep), comp), sub)
+    return value.strip() if value is not None else ""
+
+
+get = _get
+
+
+def _part(node: Any, index: int) -> Any:
+    """Part ``index`` (1-based) of a parsed field, repetition or component; None when absent
+    (also below an absent part).
+
+    python-hl7 splits a part only when it holds a separator of its own or a lower level; an
+    unsplit part is a container of its one string, and a string stands for a list of itself.
+    So the parts of each level are exactly what splitting the text by that level's separator
+    gives.
+    """
+    if node is None or node.__class__ is str:
+        return node if index == 1 else None
+    return _item(node, index - 1) if index <= len(node) else None
+
+
+#: An element of a python-hl7 container by position: what its ``__getitem__`` does for an int
+#: index, without the Python-level call (it only adds slices and, for messages, segment names).
+_item = list.__getitem__
+
+
+def _get_text(segment: Any, field: int, comp: int, rep: int, sub: int) -> str:
+    """:func:`_get` by splitting the field's text (the definition the tree look-up follows)."""
     text = _field_text(segment, field)
     if not text:
         return ""
@@ -262,9 +335,6 @@ def _get(segment: Any, field: int, comp: int = 1, rep: int = 1, sub: int = 1) ->
     return subs[sub - 1].strip() if sub <= len(subs) else ""
 
 
-get = _get
-
-
 def _field_text(segment: Any, field: int) -> str:
     """A field's text as sent ('' when absent). A field without separators is parsed into one
     string, which is its text: only a field with repetitions or components is joined back."""
@@ -277,7 +347,34 @@ def _field_text(segment: Any, field: int) -> str:
 
 
 def field_reps(segment: Any, field: int) -> list[list[str]]:
-    """Each repetition of a field as its list of components."""
+    """Each non-empty repetition of a field as its list of components (a component with
+    subcomponents as its text), read from the parse tree as :func:`_get` is."""
+    if field >= len(segment):
+        return []
+    if field <= 2:
+        return _field_reps_text(segment, field)
+    reps: list[list[str]] = []
+    for part in _item(segment, field):
+        if part.__class__ is not str and (len(part) > 1 or part[0].__class__ is not str):
+            reps.append([_text(c) for c in part])  # split into components: never empty
+        else:
+            text = _text(part)
+            if text:
+                reps.append([text])
+    return reps
+
+
+def _text(node: Any) -> str:
+    """The text of a parsed part: an unsplit part is its string, or a container of just that."""
+    if node.__class__ is str:
+        return str(node)
+    if len(node) == 1 and node[0].__class__ is str:
+        return str(node[0])
+    return str(node)
+
+
+def _field_reps_text(segment: Any, field: int) -> list[list[str]]:
+    """:func:`field_reps` by splitting the field's text."""
     text = _field_text(segment, field)
     seps = segment.separators
     if not text:

@@ -40,6 +40,7 @@ from rhip.ingest.chunkwrite import (
     prepare_chunk,
     source_times,
     write_chunk_provenance,
+    write_counts,
     write_deliveries,
     write_resources,
     write_source_times,
@@ -258,7 +259,11 @@ class Pipeline:
         }
         if finished:
             values["finished"] = time.time()
-        conn.execute(update(ingest_batch).where(ingest_batch.c.batch_id == report.batch_id).values(**values))
+            conn.execute(update(ingest_batch).where(ingest_batch.c.batch_id == report.batch_id).values(**values))
+            return
+        # once per chunk: on the driver's cursor (SQLAlchemy's statement building and parameter
+        # processing cost ≈ 0.5 ms a chunk, more than the update itself; docs/benchmarks.md)
+        write_counts(conn, (*values.values(), report.batch_id))
 
     def close_batch(self, report: BatchReport) -> None:
         """Mark the batch finished with its final counts."""
