@@ -213,7 +213,8 @@ def _lean(base: type, level: int) -> Any:
         self.separators = separators
         self.factory = factory if factory is not None else Containers
 
-    return type(base.__name__, (base,), {"__init__": __init__, "__module__": __name__, "__doc__": base.__doc__})
+    members = {"__init__": __init__, "__module__": __name__, "__doc__": base.__doc__}
+    return type(base.__name__, (base,), members)
 
 
 class Containers(hl7.Factory):
@@ -424,15 +425,26 @@ def ack_code(outcome: str, reasons: list[dict[str, str]]) -> str:
     return "AE"
 
 
-def build_ack(message: str, code: str, reasons: list[dict[str, str]] | None = None) -> str:
-    """An ACK for ``message`` (which may be unparseable) with one ERR segment per reason."""
+def ack_time() -> str:
+    """The current time as an ACK's MSH-7 (UTC)."""
+    return datetime.now(UTC).strftime("%Y%m%d%H%M%S+0000")
+
+
+def build_ack(
+    message: str, code: str, reasons: list[dict[str, str]] | None = None, *, now: str | None = None
+) -> str:
+    """An ACK for ``message`` (which may be unparseable) with one ERR segment per reason.
+
+    ``now``: its MSH-7, from :func:`ack_time` (default: the current time), given by a caller
+    that answers many messages at once.
+    """
     sep = message[3] if message.startswith("MSH") and len(message) > 8 and not message[3].isalnum() else "|"
     fields = message.split("\r", 1)[0].split(sep) if message.startswith("MSH") else []
 
     def f(i: int) -> str:
         return _esc(fields[i - 1]) if len(fields) >= i and sep == "|" else ""
 
-    now = datetime.now(UTC).strftime("%Y%m%d%H%M%S+0000")
+    now = now or ack_time()
     ctrl = f(10)
     kind = fields[8].split(message[4]) if len(fields) > 8 and sep == "|" and len(message) > 4 else []
     event = _esc(kind[1]) if len(kind) > 1 else ""  # MSH-9.2, read before escaping
