@@ -259,7 +259,8 @@ class Pipeline:
         }
         if finished:
             values["finished"] = time.time()
-            conn.execute(update(ingest_batch).where(ingest_batch.c.batch_id == report.batch_id).values(**values))
+            match = ingest_batch.c.batch_id == report.batch_id
+            conn.execute(update(ingest_batch).where(match).values(**values))
             return
         # once per chunk: on the driver's cursor (SQLAlchemy's statement building and parameter
         # processing cost ≈ 0.5 ms a chunk, more than the update itself; docs/benchmarks.md)
