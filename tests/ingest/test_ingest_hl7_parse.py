@@ -52,6 +52,10 @@ def _messages() -> list[str]:
                 continue
     head = "MSH|^~\\&|A|B|C|D|20261101||ADT^A04|X1|P|2.5\r"
     texts.append(head + "PID|1||a&b^c~~d^^e&&f~||x^y&z^^~^|~|^|&|^&^||~~| a ^ b ~ c |&&|^^^|~^~&~")
+    # other delimiters: each set has parse plans of its own
+    texts.append("MSH#*!\\%#A#B#C#D#20261101##ADT*A04#X2#P#2.5\rPID#1##a%b*c!!d**e%%f!##x*y%z")
+    texts.append("MSH|^~\\&|A|B|C|D|20261101||ADT^A04|X3|P|2.5\rPID|1||a\\F\\b^c\\S\\d")
+    texts.append("MSH|*~\\&|A|B|C|D|20261101||ADT*A04|X4|P|2.5\rPID|1||a*b^c~d&e")
     rnd = random.Random(11)
     for _ in range(500):
         texts.append(head + "PID|" + "".join(rnd.choice("ab ~^&|") for _ in range(rnd.randint(0, 30))))
@@ -70,8 +74,9 @@ def _same_tree(a: Any, b: Any) -> bool:
 
 
 def test_the_parse_is_python_hl7s_own_with_cheaper_containers() -> None:
-    """python-hl7 parses every message; the containers it builds through the factory hook are
-    its own classes (subclasses), holding the same tree as a plain ``hl7.parse``."""
+    """python-hl7 parses every message, with its parse plans reused; the containers it builds
+    through the factory hook are its own classes (subclasses), holding the same tree as a plain
+    ``hl7.parse``."""
     checked = 0
     for text in _messages():
         try:
@@ -84,6 +89,7 @@ def test_the_parse_is_python_hl7s_own_with_cheaper_containers() -> None:
         assert str(p.message) == str(hl7.parse(text))
         checked += 1
     assert checked >= 500
+    assert {sep for sep, _esc in hl7v2._PLANS} >= {"\r|~^&", "\r#!*%", "\r|~*&"}
 
 
 def test_reading_the_tree_gives_what_splitting_the_text_gives() -> None:

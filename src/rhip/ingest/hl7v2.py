@@ -228,6 +228,56 @@ class Containers(hl7.Factory):
     create_component = _lean(hl7.Component, 4)
 
 
+try:  # python-hl7's parser itself (pinned in pyproject.toml), to reuse its parse plans
+    from hl7.parser import _ParsePlan, _split, create_parse_plan
+except ImportError:  # pragma: no cover - another python-hl7: its public parse, plans and all
+    _ParsePlan = None
+
+#: Parse plans by (separators, escape character), each reused for every message sent with them.
+_PLANS: dict[tuple[str, str], Any] = {}
+_MAX_PLANS = 64
+
+if _ParsePlan is not None:
+
+    class _Plan(_ParsePlan):  # type: ignore[misc,valid-type]
+        """python-hl7's parse plan with each level built once.
+
+        python-hl7 builds the next level's plan again for every part it splits (about a hundred
+        per message) and finds the level's separators in the separator string each time it asks
+        whether a part needs splitting; a plan never changes once built, so this one keeps its
+        next level and its separators (docs/benchmarks.md). What is parsed, and how, is
+        python-hl7's own ``_split``.
+        """
+
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            self._rest = self.separators[self.separators.find(self.separator) :]
+            self._next: Any = False
+
+        def next(self) -> Any:
+            if self._next is False:
+                self._next = super().next()
+            return self._next
+
+        def applies(self, text: str) -> bool:
+            return any(s in text for s in self._rest)
+
+
+def _python_hl7_parse(text: str) -> Any:
+    """``hl7.parse(text, factory=Containers)``: python-hl7's parse of the message, its plans reused."""
+    if _ParsePlan is None:
+        return hl7.parse(text, factory=Containers)
+    strmsg = text.strip()  # as hl7.parse does
+    plan = create_parse_plan(strmsg, Containers)
+    key = (plan.separators, plan.esc)
+    cached = _PLANS.get(key)
+    if cached is None:
+        cached = _Plan(plan.separator, plan.separators, plan.containers, plan.esc, plan.factory)
+        if len(_PLANS) < _MAX_PLANS:
+            _PLANS[key] = cached
+    return _split(strmsg, cached)
+
+
 @dataclass
 class Parsed:
     """A parsed message and the values every mapper needs from its header."""
@@ -264,7 +314,7 @@ def parse(text: str) -> Parsed:
                 "broken segment", [issue("segment-syntax", f"segment {n}", "segment id or separator invalid")]
             )
     try:
-        message = hl7.parse(text, factory=Containers)
+        message = _python_hl7_parse(text)
     except Exception as exc:
         raise MappingError("HL7 parse failed", [issue("hl7-syntax", "MSH", type(exc).__name__)]) from None
     by_id: dict[str, list[Any]] = {}
