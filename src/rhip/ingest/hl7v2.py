@@ -244,15 +244,18 @@ if _ParsePlan is not None:
 
         python-hl7 builds the next level's plan again for every part it splits (about a hundred
         per message) and finds the level's separators in the separator string each time it asks
-        whether a part needs splitting; a plan never changes once built, so this one keeps its
-        next level and its separators (docs/benchmarks.md). What is parsed, and how, is
-        python-hl7's own ``_split``.
+        whether a part needs splitting (one search per separator); a plan never changes once
+        built, so this one keeps its next level, looks for any of its separators in one search,
+        and builds its containers with positional arguments (docs/benchmarks.md). What is
+        parsed, and how, is python-hl7's own ``_split``.
         """
 
         def __init__(self, *args: Any) -> None:
             super().__init__(*args)
-            self._rest = self.separators[self.separators.find(self.separator) :]
+            rest = self.separators[self.separators.find(self.separator) :]
+            self._search = re.compile("[" + "".join(map(re.escape, rest)) + "]").search
             self._next: Any = False
+            self._make = self.containers[0]
 
         def next(self) -> Any:
             if self._next is False:
@@ -260,7 +263,10 @@ if _ParsePlan is not None:
             return self._next
 
         def applies(self, text: str) -> bool:
-            return any(s in text for s in self._rest)
+            return self._search(text) is not None
+
+        def container(self, data: list[Any]) -> Any:
+            return self._make(None, data, self.esc, self.separators, self.factory)
 
 
 def _python_hl7_parse(text: str) -> Any:
