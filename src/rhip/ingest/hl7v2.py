@@ -239,7 +239,7 @@ _MAX_PLANS = 64
 
 if _ParsePlan is not None:
 
-    class _Plan(_ParsePlan):  # type: ignore[misc,valid-type]
+    class _Plan(_ParsePlan):
         """python-hl7's parse plan with each level built once.
 
         python-hl7 builds the next level's plan again for every part it splits (about a hundred
