@@ -9,10 +9,11 @@ from rhip.ingest.chunkwrite import (
     LOOKUP_PART,
     delivered_keys,
     source_times,
+    write_counts,
     write_deliveries,
     write_source_times,
 )
-from rhip.ingest.schema import ingest_delivery, ingest_source_time
+from rhip.ingest.schema import ingest_batch, ingest_delivery, ingest_source_time
 from rhip.store import Store
 
 COUNT = LOOKUP_PART * 2 + 7  # more ids than one statement takes
@@ -75,3 +76,23 @@ def test_a_delivery_key_is_kept_and_a_source_time_replaced(store: Store) -> None
         )
     assert keys == [("k1", "first", 1.0), ("k2", "first", 1.0), ("k3", "second", 2.0)]
     assert times == [("Encounter", "e1", 7.0), ("Patient", "p1", 5.0)]  # the caller decides what is newer
+
+
+def test_a_batchs_counts_are_set(store: Store) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(
+            insert(ingest_batch).values(
+                batch_id="b1", facility="F", connector="hl7v2", location="", started=1.0
+            )
+        )
+        conn.execute(
+            insert(ingest_batch).values(
+                batch_id="b2", facility="F", connector="hl7v2", location="", started=1.0
+            )
+        )
+    with store.engine.begin() as conn:
+        write_counts(conn, (7, 3, 2, 1, 1, "b1"))
+    counts = "batch_id, received, stored, quarantined, duplicates, stale"
+    with store.engine.connect() as conn:
+        rows = sorted(map(tuple, conn.execute(text(f"SELECT {counts} FROM ingest_batch"))))
+    assert rows == [("b1", 7, 3, 2, 1, 1), ("b2", 0, 0, 0, 0, 0)]

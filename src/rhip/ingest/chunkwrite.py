@@ -29,6 +29,10 @@ _SOURCE_TIME_SQL = (
     "INSERT INTO ingest_source_time (res_type, res_id, event_time) VALUES ({m}, {m}, {m}) "
     "ON CONFLICT (res_type, res_id) DO UPDATE SET event_time = excluded.event_time"
 )
+_COUNTS_SQL = (
+    "UPDATE ingest_batch SET received = {m}, stored = {m}, quarantined = {m}, duplicates = {m}, "
+    "stale = {m} WHERE batch_id = {m}"
+)
 #: Ids per look-up statement.
 LOOKUP_PART = 400
 _DELIVERED_SQLITE = "SELECT key FROM ingest_delivery WHERE key IN (SELECT value FROM json_each(?))"
@@ -78,6 +82,11 @@ def write_quarantine(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
     """Insert quarantine rows; returns the keys that already had an entry (kept as they were)."""
     stmt = insert_ignore(conn.engine, ingest_quarantine).returning(ingest_quarantine.c.key)
     return {row["key"] for row in rows} - set(conn.execute(stmt, rows).scalars())
+
+
+def write_counts(conn: Connection, row: tuple[int, int, int, int, int, str]) -> None:
+    """Set a batch's counts: (received, stored, quarantined, duplicates, stale, batch id)."""
+    fastinsert.update_rows(conn, _COUNTS_SQL.format(m=fastinsert.placeholder(conn)), [row])
 
 
 def write_source_times(conn: Connection, rows: list[tuple[str, str, float]]) -> None:

@@ -192,6 +192,98 @@ def header_field(message: str, index: int) -> str:
     return fields[pos].split(comp)[0].strip() if len(fields) > pos else ""
 
 
+def _lean(base: type, level: int) -> Any:
+    """python-hl7's container class ``base`` with a plain constructor: the same class (a
+    subclass), list and attributes, without the generic constructor's chain of ``super()``
+    calls and assertions (the parser always passes consistent separators). python-hl7 builds
+    about a hundred containers per message; this takes ≈ 12 % off its parse (docs/benchmarks.md).
+    """
+
+    def __init__(
+        self: Any,
+        separator: str | None = None,
+        sequence: Iterable[Any] = (),
+        esc: str = "\\",
+        separators: str = "\r|~^&",
+        factory: Any = None,
+    ) -> None:
+        list.__init__(self, sequence)
+        self.separator = separators[level]
+        self.esc = esc
+        self.separators = separators
+        self.factory = factory if factory is not None else Containers
+
+    members = {"__init__": __init__, "__module__": __name__, "__doc__": base.__doc__}
+    return type(base.__name__, (base,), members)
+
+
+class Containers(hl7.Factory):
+    """The containers :func:`parse` has python-hl7 build (its documented ``factory`` hook):
+    python-hl7's own classes, constructed more cheaply."""
+
+    create_message = _lean(hl7.Message, 0)
+    create_segment = _lean(hl7.Segment, 1)
+    create_field = _lean(hl7.Field, 2)
+    create_repetition = _lean(hl7.Repetition, 3)
+    create_component = _lean(hl7.Component, 4)
+
+
+try:  # python-hl7's parser itself (pinned in pyproject.toml), to reuse its parse plans
+    from hl7.parser import _ParsePlan, _split, create_parse_plan
+except ImportError:  # pragma: no cover - another python-hl7: its public parse, plans and all
+    _ParsePlan = None
+
+#: Parse plans by (separators, escape character), each reused for every message sent with them.
+_PLANS: dict[tuple[str, str], Any] = {}
+_MAX_PLANS = 64
+
+if _ParsePlan is not None:
+
+    class _Plan(_ParsePlan):
+        """python-hl7's parse plan with each level built once.
+
+        python-hl7 builds the next level's plan again for every part it splits (about a hundred
+        per message) and finds the level's separators in the separator string each time it asks
+        whether a part needs splitting (one search per separator); a plan never changes once
+        built, so this one keeps its next level, looks for any of its separators in one search,
+        and builds its containers with positional arguments (docs/benchmarks.md). What is
+        parsed, and how, is python-hl7's own ``_split``.
+        """
+
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            rest = self.separators[self.separators.find(self.separator) :]
+            self._search = re.compile("[" + "".join(map(re.escape, rest)) + "]").search
+            self._next: Any = False
+            self._make = self.containers[0]
+
+        def next(self) -> Any:
+            if self._next is False:
+                self._next = super().next()
+            return self._next
+
+        def applies(self, text: str) -> bool:
+            return self._search(text) is not None
+
+        def container(self, data: list[Any]) -> Any:
+            return self._make(None, data, self.esc, self.separators, self.factory)
+
+
+def _python_hl7_parse(text: str) -> Any:
+    """``hl7.parse(text, factory=Containers)``: python-hl7's parse of the message, its plans reused."""
+    if _ParsePlan is None:
+        return hl7.parse(text, factory=Containers)
+    strmsg = text.strip()  # as hl7.parse does
+    plan = create_parse_plan(strmsg, Containers)
+    key = (plan.separators, plan.esc)
+    cached = _PLANS.get(key)
+    if cached is None:
+        cached = _Plan(plan.separator, plan.separators, plan.containers, plan.esc, plan.factory)
+        if len(_PLANS) < _MAX_PLANS:
+            _PLANS[key] = cached
+    return _split(strmsg, cached)
+
+
 @dataclass
 class Parsed:
     """A parsed message and the values every mapper needs from its header."""
@@ -228,13 +320,15 @@ def parse(text: str) -> Parsed:
                 "broken segment", [issue("segment-syntax", f"segment {n}", "segment id or separator invalid")]
             )
     try:
-        message = hl7.parse(text)
+        message = _python_hl7_parse(text)
     except Exception as exc:
         raise MappingError("HL7 parse failed", [issue("hl7-syntax", "MSH", type(exc).__name__)]) from None
     by_id: dict[str, list[Any]] = {}
     for seg in message:
-        by_id.setdefault(str(seg[0]), []).append(seg)
-    msh = message.segment("MSH")
+        # the id was checked above (three letters or digits, no separator): python-hl7 holds it
+        # as the field's one string
+        by_id.setdefault(seg[0][0], []).append(seg)
+    msh = by_id["MSH"][0]  # the first segment (checked above), as message.segment("MSH") finds it
     msg_type = _get(msh, 9, 1)
     event = _get(msh, 9, 2)
     if not msg_type:
@@ -247,7 +341,43 @@ def parse(text: str) -> Parsed:
 
 
 def _get(segment: Any, field: int, comp: int = 1, rep: int = 1, sub: int = 1) -> str:
-    """Component value of a field (1-based, MSH numbered as in the standard), '' when absent."""
+    """Component value of a field (1-based, MSH numbered as in the standard), '' when absent.
+
+    Read from python-hl7's parse tree as it stands: joining a field back into text and splitting
+    it again (what this did before) cost more than the look-up (docs/benchmarks.md).
+    """
+    if field >= len(segment):
+        return ""
+    if field <= 2:  # MSH-1 and MSH-2 hold the separators themselves: read as text
+        return _get_text(segment, field, comp, rep, sub)
+    value = _part(_part(_part(_item(segment, field), rep), comp), sub)
+    return value.strip() if value is not None else ""
+
+
+get = _get
+
+
+def _part(node: Any, index: int) -> Any:
+    """Part ``index`` (1-based) of a parsed field, repetition or component; None when absent
+    (also below an absent part).
+
+    python-hl7 splits a part only when it holds a separator of its own or a lower level; an
+    unsplit part is a container of its one string, and a string stands for a list of itself.
+    So the parts of each level are exactly what splitting the text by that level's separator
+    gives.
+    """
+    if node is None or node.__class__ is str:
+        return node if index == 1 else None
+    return _item(node, index - 1) if index <= len(node) else None
+
+
+#: An element of a python-hl7 container by position: what its ``__getitem__`` does for an int
+#: index, without the Python-level call (it only adds slices and, for messages, segment names).
+_item = list.__getitem__
+
+
+def _get_text(segment: Any, field: int, comp: int, rep: int, sub: int) -> str:
+    """:func:`_get` by splitting the field's text (the definition the tree look-up follows)."""
     text = _field_text(segment, field)
     if not text:
         return ""
@@ -262,9 +392,6 @@ def _get(segment: Any, field: int, comp: int = 1, rep: int = 1, sub: int = 1) ->
     return subs[sub - 1].strip() if sub <= len(subs) else ""
 
 
-get = _get
-
-
 def _field_text(segment: Any, field: int) -> str:
     """A field's text as sent ('' when absent). A field without separators is parsed into one
     string, which is its text: only a field with repetitions or components is joined back."""
@@ -277,7 +404,34 @@ def _field_text(segment: Any, field: int) -> str:
 
 
 def field_reps(segment: Any, field: int) -> list[list[str]]:
-    """Each repetition of a field as its list of components."""
+    """Each non-empty repetition of a field as its list of components (a component with
+    subcomponents as its text), read from the parse tree as :func:`_get` is."""
+    if field >= len(segment):
+        return []
+    if field <= 2:
+        return _field_reps_text(segment, field)
+    reps: list[list[str]] = []
+    for part in _item(segment, field):
+        if part.__class__ is not str and (len(part) > 1 or part[0].__class__ is not str):
+            reps.append([_text(c) for c in part])  # split into components: never empty
+        else:
+            text = _text(part)
+            if text:
+                reps.append([text])
+    return reps
+
+
+def _text(node: Any) -> str:
+    """The text of a parsed part: an unsplit part is its string, or a container of just that."""
+    if node.__class__ is str:
+        return str(node)
+    if len(node) == 1 and node[0].__class__ is str:
+        return str(node[0])
+    return str(node)
+
+
+def _field_reps_text(segment: Any, field: int) -> list[list[str]]:
+    """:func:`field_reps` by splitting the field's text."""
     text = _field_text(segment, field)
     seps = segment.separators
     if not text:
@@ -330,15 +484,26 @@ def ack_code(outcome: str, reasons: list[dict[str, str]]) -> str:
     return "AE"
 
 
-def build_ack(message: str, code: str, reasons: list[dict[str, str]] | None = None) -> str:
-    """An ACK for ``message`` (which may be unparseable) with one ERR segment per reason."""
+def ack_time() -> str:
+    """The current time as an ACK's MSH-7 (UTC)."""
+    return datetime.now(UTC).strftime("%Y%m%d%H%M%S+0000")
+
+
+def build_ack(
+    message: str, code: str, reasons: list[dict[str, str]] | None = None, *, now: str | None = None
+) -> str:
+    """An ACK for ``message`` (which may be unparseable) with one ERR segment per reason.
+
+    ``now``: its MSH-7, from :func:`ack_time` (default: the current time), given by a caller
+    that answers many messages at once.
+    """
     sep = message[3] if message.startswith("MSH") and len(message) > 8 and not message[3].isalnum() else "|"
     fields = message.split("\r", 1)[0].split(sep) if message.startswith("MSH") else []
 
     def f(i: int) -> str:
         return _esc(fields[i - 1]) if len(fields) >= i and sep == "|" else ""
 
-    now = datetime.now(UTC).strftime("%Y%m%d%H%M%S+0000")
+    now = now or ack_time()
     ctrl = f(10)
     kind = fields[8].split(message[4]) if len(fields) > 8 and sep == "|" and len(message) > 4 else []
     event = _esc(kind[1]) if len(kind) > 1 else ""  # MSH-9.2, read before escaping

@@ -41,6 +41,7 @@ from rhip.fhir.search_params import registry_version
 from rhip.ingest.hl7v2 import (
     CONNECTOR,
     ack_code,
+    ack_time,
     build_ack,
     control_id,
     decode,
@@ -523,17 +524,20 @@ class MLLPListener:
         for rec, n, (outcome, reasons), resources in zip(records, owner, outcomes, written, strict=True):
             per_item[n].append((outcome, reasons))
             source = rec.source or SourceInfo("unknown", CONNECTOR, "mllp")
-            fac = self.reports.setdefault(source.facility, BatchReport("mllp", source))
+            fac = self.reports.get(source.facility)
+            if fac is None:
+                fac = self.reports[source.facility] = BatchReport("mllp", source)
             fac.received += 1
             fac.resources_written += resources
             setattr(fac, _FIELD[outcome], getattr(fac, _FIELD[outcome]) + 1)
         acks: list[str] = []
+        now = ack_time()  # the batch is answered at once: one timestamp for its ACKs
         for text, results in zip(texts, per_item, strict=True):
             codes = [ack_code(o, r) for o, r in results]
             code = "AR" if "AR" in codes else "AE" if "AE" in codes else "AA"
             self.stats.received += 1
             self.stats.acks[code] += 1
-            acks.append(build_ack(text, code, [r for _o, rs in results for r in rs]))
+            acks.append(build_ack(text, code, [r for _o, rs in results for r in rs], now=now))
         return acks
 
 
@@ -546,7 +550,8 @@ def _answer(items: Sequence[_Item], acks: Sequence[str]) -> None:
 def _resend(texts: Sequence[str]) -> list[str]:
     """AE ACKs asking the senders to resend (the batch failed as a whole; nothing was committed)."""
     reason = {"rule": "internal-error", "path": "", "message": "processing failed; resend"}
-    return [build_ack(text, "AE", [reason]) for text in texts]
+    now = ack_time()
+    return [build_ack(text, "AE", [reason], now=now) for text in texts]
 
 
 _FIELD = {"stored": "stored", "duplicate": "duplicates", "quarantined": "quarantined", "stale": "stale"}

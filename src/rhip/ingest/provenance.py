@@ -17,6 +17,7 @@ from rhip.fhir import systems
 from rhip.ingest.model import SourceInfo
 
 _NAMESPACE = uuid.UUID("6f1c2a4e-8e0b-5b7e-9d3a-2c4d5e6f7a8b")
+_NAMESPACE_BYTES = _NAMESPACE.bytes
 #: Identifier system of ingest connectors (Provenance.agent of type Device).
 CONNECTOR_SYSTEM = "https://rhip.example.org/fhir/sid/ingest-connector"
 #: Identifier system of source locations (file#line, message control id) in Provenance.entity.
@@ -25,8 +26,16 @@ _PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-typ
 
 
 def stable_id(*parts: str) -> str:
-    """A deterministic FHIR id (uuid5 hex, 32 chars) for the given parts."""
-    return uuid.uuid5(_NAMESPACE, "\x1f".join(parts)).hex
+    """A deterministic FHIR id (uuid5 hex, 32 chars) for the given parts.
+
+    ``uuid.uuid5(namespace, name).hex`` computed on the digest's bytes directly (SHA-1 of the
+    namespace and the name, version and variant bits set), without building a UUID object on
+    the way: several ids per message and per resource.
+    """
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return digest.hex()
 
 
 def scoped_key(source: SourceInfo, key: str) -> str:
