@@ -375,12 +375,9 @@ class Relations:
         :func:`rhip.security.parties.parties_of`, as for a facility's writes. The Encounter is looked
         up (through the relationship cache) only when the record does not name ``organization``.
         """
-        if not organization:
-            return False
-        parties = parties_of(resource)
-        if organization in parties.owners or organization in parties.addressees:
+        if organization and organization in parties_of(resource).addressees:
             return True
-        return parties.encounter is not None and organization in self.encounter_facilities(parties.encounter)
+        return self.belongs_to(resource, organization)
 
     def belongs_to(self, resource: dict[str, Any], organization: str | None) -> bool:
         """True when a record belongs to facility ``organization`` (directly or through its Encounter);
