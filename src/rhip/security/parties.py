@@ -120,12 +120,11 @@ def _element(body: dict[str, Any], path: str) -> Any:
 def parties_of(body: dict[str, Any]) -> Parties:
     """The organisations a record names as its own and as those a request is addressed to."""
     addressed = ADDRESSEE_ELEMENTS.get(str(body.get("resourceType")), ())
-    owners = {
-        org
-        for name in ORGANIZATION_ELEMENTS
-        if name not in addressed
-        for org in organization_ids(body.get(name))
-    }
+    owners: set[str] = set()
+    for name in ORGANIZATION_ELEMENTS:  # read for every record a restricted search tests: kept lean
+        value = body.get(name)
+        if value is not None and name not in addressed:
+            owners.update(organization_ids(value))
     addressees = {org for path in addressed for org in organization_ids(_element(body, path))}
     encounter = reference_id(body.get("encounter") or body.get("context"), "Encounter")
     return Parties(frozenset(owners), frozenset(addressees), encounter)

@@ -26,7 +26,7 @@ from sqlalchemy import inspect
 
 from rhip.errors import RhipError
 from rhip.security import linkage
-from rhip.security.parties import parties_of, reference_id, references
+from rhip.security.parties import Parties, parties_of, reference_id, references
 
 if TYPE_CHECKING:
     from rhip.security.tokens import Principal
@@ -375,16 +375,17 @@ class Relations:
         :func:`rhip.security.parties.parties_of`, as for a facility's writes. The Encounter is looked
         up (through the relationship cache) only when the record does not name ``organization``.
         """
-        if organization and organization in parties_of(resource).addressees:
-            return True
-        return self.belongs_to(resource, organization)
+        if not organization:
+            return False
+        parties = parties_of(resource)
+        return organization in parties.addressees or self._belongs(parties, organization)
 
     def belongs_to(self, resource: dict[str, Any], organization: str | None) -> bool:
         """True when a record belongs to facility ``organization`` (directly or through its Encounter);
         the facility a request is only addressed to does not count."""
-        if not organization:
-            return False
-        parties = parties_of(resource)
+        return bool(organization) and self._belongs(parties_of(resource), str(organization))
+
+    def _belongs(self, parties: Parties, organization: str) -> bool:
         if organization in parties.owners:
             return True
         return parties.encounter is not None and organization in self.encounter_facilities(parties.encounter)
