@@ -22,7 +22,12 @@ through its Encounter) and **update** (``PUT Encounter/id``), all at facility or
 ``off``, ``admin``, ``system`` (bound to no facility) and ``system_org0`` (a facility's feed bound
 to org0, whose writes pass the facility check: on the body for a create, on the stored version the
 update path reads anyway for an update).
-Run: ``.venv/bin/python benchmarks/security_overhead.py [--patients 300] [--requests 300] [--writes]``.
+``--opt-out`` (searches): every resident has opted out of cross-institution sharing (an active
+Consent) and each laboratory result is performed by an outside laboratory (Organization/lab) in the
+resident's Encounter, so the practitioner's filter decides for every record whether it is their
+facility's own (the record's organisations, then its Encounter's).
+Run: ``.venv/bin/python benchmarks/security_overhead.py [--patients 300] [--requests 300]
+[--writes | --opt-out]``.
 """
 
 from __future__ import annotations
@@ -36,13 +41,28 @@ from pathlib import Path
 from typing import Any
 
 
-def _seed(store: Any, patients: int) -> None:
+def _opt_out(pid: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Consent",
+        "id": f"c{pid}",
+        "status": "active",
+        "scope": {"coding": [{"code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{pid}"},
+        "provision": {"type": "deny"},
+    }
+
+
+def _seed(store: Any, patients: int, opt_out: bool = False) -> None:
     rows: list[dict[str, Any]] = [{"resourceType": "Organization", "id": f"org{i}"} for i in range(3)]
+    rows.append({"resourceType": "Organization", "id": "lab"})
     for p in range(patients):
         pid = f"p{p}"
         rows.append(
             {"resourceType": "Patient", "id": pid, "gender": "female", "address": [{"district": "110105"}]}
         )
+        if opt_out:
+            rows.append(_opt_out(pid))
         rows.append(
             {
                 "resourceType": "Encounter",
@@ -55,8 +75,10 @@ def _seed(store: Any, patients: int) -> None:
         )
         for o in range(5):
             category = "laboratory" if o == 0 else "vital-signs"
+            outside = {"performer": [{"reference": "Organization/lab"}]} if opt_out and o == 0 else {}
             rows.append(
                 {
+                    **outside,
                     "resourceType": "Observation",
                     "id": f"o{p}-{o}",
                     "status": "final",
@@ -100,6 +122,9 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=300)
     parser.add_argument("--requests", type=int, default=300, help="requests per configuration")
     parser.add_argument("--writes", action="store_true", help="measure creates and updates instead")
+    parser.add_argument(
+        "--opt-out", action="store_true", help="every resident opted out; lab results by an outside lab"
+    )
     args = parser.parse_args()
     from fastapi.testclient import TestClient
 
@@ -109,7 +134,7 @@ def main() -> None:
         data_dir = Path(tmp)
         url = f"sqlite:///{data_dir / 'rhip.sqlite'}"
         seed = Store(url)
-        _seed(seed, args.patients)
+        _seed(seed, args.patients, args.opt_out)
         apps = _apps(data_dir, url)
         wanted = _WRITERS if args.writes else _SEARCHERS
         apps = {name: apps[name] for name in wanted}

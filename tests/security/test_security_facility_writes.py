@@ -556,3 +556,27 @@ def test_referrals_in_bundles(facilities: Facilities) -> None:
     denials = [e for e in facilities.audit() if e["actor"] == "his-b" and e["outcome"] == "4"]
     assert {e["action"] for e in denials} >= {"delete", "update"}, denials
     assert all(path in e["entities"] for e in denials), denials
+
+
+def test_device_owner_service_provider_and_performer_on_behalf_of_name_the_facility(
+    facilities: Facilities,
+) -> None:
+    """Regression: Device.owner, HealthcareService.providedBy and Procedure.performer.onBehalfOf
+    were not read, so B's device and service were shared data any feed rewrote, and a Procedure
+    done on behalf of B named no facility (refused to B's own feed)."""
+    device = {"resourceType": "Device", "id": "devB", "owner": _org("orgB")}
+    service = {"resourceType": "HealthcareService", "id": "hsB", "providedBy": _org("orgB")}
+    for body, change in ((device, {"status": "inactive"}), (service, {"active": False})):
+        path = f"{body['resourceType']}/{body['id']}"
+        assert facilities.call("his-b", "PUT", path, body).status_code == 201
+        _refused(facilities.call("his-a", "PUT", path, {**body, **change}), "orgB", "orgA")
+        assert facilities.call("his-b", "PUT", path, {**body, **change}).status_code == 200
+    procedure = {
+        "resourceType": "Procedure",
+        "status": "completed",
+        "subject": _ref("Patient/pB"),
+        "code": {"text": "dressing"},
+        "performer": [{"actor": _ref("Practitioner/pr1"), "onBehalfOf": _org("orgB")}],
+    }
+    assert facilities.call("his-b", "POST", "Procedure", procedure).status_code == 201
+    _refused(facilities.call("his-a", "POST", "Procedure", procedure), "orgB", "orgA")

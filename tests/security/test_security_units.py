@@ -89,7 +89,7 @@ def test_addressee_elements_are_r4_references_to_organizations() -> None:
     """Each element the facility write rule reads as a request's addressee is an R4 element that
     may reference an Organization, and the parties of a referral split as FHIR R4 means them."""
     from rhip.fhir.model import load_model
-    from rhip.security.facility import ADDRESSEE_ELEMENTS, parties_of
+    from rhip.security.parties import ADDRESSEE_ELEMENTS, parties_of
 
     model = load_model()
     for res_type, paths in ADDRESSEE_ELEMENTS.items():

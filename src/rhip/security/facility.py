@@ -3,16 +3,11 @@
 A facility's HIS, LIS or EMR feeds the platform over FHIR REST with a ``system`` account bound to
 its Organization. Such a feed writes (creates, updates, patches, deletes) only records its facility
 is responsible for, so that hospital A's feed can never overwrite, take over or delete hospital
-B's. A record names organisations in two roles (:func:`parties_of`):
-
-- the facilities it **belongs to**: every Organization in its ``serviceProvider``,
-  ``managingOrganization``, ``custodian``, ``organization``, ``performer``, ``author``,
-  ``provider``, ``insurer``, ``recorder`` or ``requester``, and its Encounter's
-  ``serviceProvider`` (the result of an outside laboratory in hospital A's Encounter belongs to
-  both);
-- the facilities a request is **addressed to**: the requested performer of a ServiceRequest (a
-  referral, 转诊), MedicationRequest or DeviceRequest, the ``owner`` of a Task, the ``insurer`` a
-  Claim is sent to. In FHIR R4 these name who is asked to act, not who made the record.
+B's. A record names organisations in two roles (:func:`rhip.security.parties.parties_of`): the
+facilities it **belongs to** (its ``serviceProvider``, ``managingOrganization``, ``performer``,
+``requester``, ... and its Encounter's ``serviceProvider``: the result of an outside laboratory in
+hospital A's Encounter belongs to both) and the facilities a request is **addressed to** (the
+requested performer of a referral, 转诊, the ``owner`` of a Task, ...).
 
 A facility the record belongs to creates it and updates it, but an update may not drop another
 facility the record belongs to; it deletes it when the record belongs to it alone. A facility a
@@ -27,8 +22,10 @@ another facility's record does not take it over. Records naming no organisation:
 - other records (Practitioner, Location or Device without an owner, terminology) are shared
   directory and reference data, writable as before.
 
-Reads are not concerned: sharing records across institutions is what the platform is for.
-Unbound ``system`` accounts (a regional hub, the device gateway) are not concerned either.
+Reads are not concerned: sharing records across institutions is what the platform is for (the
+same parties decide which records are a reader's own facility's where consent keeps records at
+home, see :meth:`rhip.security.relations.Relations.held_at`). Unbound ``system`` accounts (a
+regional hub, the device gateway) are not concerned either.
 """
 
 from __future__ import annotations
@@ -39,7 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rhip.errors import Forbidden
-from rhip.security.relations import ORGANIZATION_ELEMENTS, Relations, organization_ids, reference_id
+from rhip.security.parties import parties_of, reference_id
+from rhip.security.relations import Relations
 from rhip.security.tokens import Principal
 from rhip.store.guard import WriteCheck
 
@@ -50,62 +48,7 @@ _FACILITY_ELEMENTS = (
     "serviceProvider, managingOrganization, requester, performer, ... or an Encounter of a facility"
 )
 
-#: Per resource type, the elements (dotted paths) naming the organisation a request is addressed
-#: to: FHIR R4's requested performer or filler. The other organisation elements name the
-#: facilities the record belongs to.
-ADDRESSEE_ELEMENTS: dict[str, tuple[str, ...]] = {
-    "ServiceRequest": ("performer",),
-    "MedicationRequest": ("performer", "dispenseRequest.performer"),
-    "DeviceRequest": ("performer",),
-    "Task": ("owner",),
-    "Claim": ("insurer",),
-    "CoverageEligibilityRequest": ("insurer",),
-    "EnrollmentRequest": ("insurer",),
-}
-
 _Read = Callable[[str, str], dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class Parties:
-    """The organisations a record names, by role (Encounter not yet resolved).
-
-    Attributes:
-        owners: Organization ids named in the elements of the facilities the record belongs to.
-        addressees: Organization ids named as the facility a request is addressed to.
-        encounter: the id of the Encounter the record names, whose facility the record belongs to
-            as well.
-    """
-
-    owners: frozenset[str]
-    addressees: frozenset[str]
-    encounter: str | None
-
-    @property
-    def empty(self) -> bool:
-        """True when the record names no organisation and no Encounter."""
-        return not (self.owners or self.addressees or self.encounter)
-
-
-def _element(body: dict[str, Any], path: str) -> Any:
-    value: Any = body
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
-def parties_of(body: dict[str, Any]) -> Parties:
-    """The organisations a record names as its own and as those a request is addressed to."""
-    addressed = ADDRESSEE_ELEMENTS.get(str(body.get("resourceType")), ())
-    owners = {
-        org
-        for name in ORGANIZATION_ELEMENTS
-        if name not in addressed
-        for org in organization_ids(body.get(name))
-    }
-    addressees = {org for path in addressed for org in organization_ids(_element(body, path))}
-    encounter = reference_id(body.get("encounter") or body.get("context"), "Encounter")
-    return Parties(frozenset(owners), frozenset(addressees), encounter)
 
 
 def bound_facility(principal: Principal) -> str | None:
@@ -127,7 +70,7 @@ def _names(orgs: frozenset[str]) -> str:
 class _Record:
     """One side of a write (stored version or submitted body) with its parties, Encounter resolved lazily."""
 
-    def __init__(self, body: dict[str, Any], what: str, encounter_facility: Callable[[str], str | None]):
+    def __init__(self, body: dict[str, Any], what: str, encounter_facility: Callable[[str], frozenset[str]]):
         self.body = body
         self.what = what
         self.parties = parties_of(body)
@@ -136,8 +79,7 @@ class _Record:
     def owners(self) -> frozenset[str]:
         """Every facility the record belongs to, its Encounter's included."""
         enc = self.parties.encounter
-        found = self._encounter_facility(enc) if enc else None
-        return self.parties.owners | {found} if found else self.parties.owners
+        return (self.parties.owners | self._encounter_facility(enc)) if enc else self.parties.owners
 
     def owned_by(self, own: str) -> bool:
         """True when the record belongs to ``own`` (its Encounter is read only when needed)."""
@@ -155,7 +97,7 @@ class _Record:
 
 
 def _record(
-    check: WriteCheck, body: dict[str, Any] | None, stored: bool, facility: Callable[[str], str | None]
+    check: WriteCheck, body: dict[str, Any] | None, stored: bool, facility: Callable[[str], frozenset[str]]
 ) -> _Record | None:
     if body is None:
         return None
@@ -166,15 +108,14 @@ def _record(
     return _Record(body, what, facility)
 
 
-def _encounter_lookup(relations: Relations, read: _Read | None) -> Callable[[str], str | None]:
-    """The facility of an Encounter id, looked up once per check (in the write's transaction when
+def _encounter_lookup(relations: Relations, read: _Read | None) -> Callable[[str], frozenset[str]]:
+    """The facilities of an Encounter id, looked up once per check (in the write's transaction when
     ``read`` is given, through the relationship cache otherwise)."""
-    seen: dict[str, str | None] = {}
+    seen: dict[str, frozenset[str]] = {}
 
-    def facility(enc: str) -> str | None:
+    def facility(enc: str) -> frozenset[str]:
         if enc not in seen:
-            ref = {"encounter": {"reference": f"Encounter/{enc}"}}
-            seen[enc] = relations.encounter_facility(ref, read)
+            seen[enc] = relations.encounter_facilities(enc, read)
         return seen[enc]
 
     return facility
@@ -289,7 +230,7 @@ class FacilityGuard:
     entries were refused).
 
     Args:
-        relations: the runtime's relationship look-ups (``encounter_facility``, ``patient_of``).
+        relations: the runtime's relationship look-ups (``encounter_facilities``, ``patient_of``).
         principal: the caller.
         own: the Organization the caller is bound to.
         on_refusal: called with the check and the error before it is raised.

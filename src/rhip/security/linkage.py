@@ -18,12 +18,16 @@ from typing import Any
 
 from sqlalchemy import Select, select, union
 
-#: The relationships of :meth:`Relations._compute_care` as (type, reference parameter, target type).
+#: The care relationships of a facility as (type, reference search parameter naming it): read by
+#: :func:`care_patients_sql` and, one resident at a time, by :meth:`Relations._compute_care`. A
+#: referral counts for the facility that requested it as for the one it is addressed to.
 ORG_LINKS = (
     ("Encounter", "service-provider"),
     ("ServiceRequest", "performer"),
+    ("ServiceRequest", "requester"),
     ("EpisodeOfCare", "organization"),
 )
+#: The same for a practitioner.
 PRACTITIONER_LINKS = (
     ("Encounter", "participant"),
     ("ServiceRequest", "performer"),

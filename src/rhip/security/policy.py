@@ -169,8 +169,9 @@ class Policy:
         """A practitioner: their own relationship, or one through an MPI-linked record of the resident.
 
         Through a link, a record travels to another facility only when the resident has not opted
-        out of sharing and it is in no sensitive category; otherwise only the facility that holds
-        it sees it (so the linked Patient record of another facility is hidden too).
+        out of sharing and it is in no sensitive category; otherwise only the facilities that hold
+        it see it (:meth:`Relations.held_at`: those it belongs to and, for a request, the one it is
+        addressed to), so the linked Patient record of another facility is hidden too.
         """
         kind = self.relations.care(principal, patient)
         if kind is None or not self._consent_allows(principal, patient, resource):
@@ -178,8 +179,7 @@ class Policy:
         if kind == "direct":
             return True
         if self.relations.consent(patient).opt_out_sharing or sensitive_categories(resource):
-            facility = self.relations.facility_of(resource)
-            return facility is not None and facility == principal.organization
+            return self.relations.held_at(resource, principal.organization)
         return True
 
     def _related(self, principal: Principal, role: Role, patient: str, resource: dict[str, Any]) -> bool:
@@ -197,10 +197,9 @@ class Policy:
         if consent.restricted and consent.restricted & sensitive_categories(resource):
             return False
         if consent.opt_out_sharing:
-            facility = self.relations.facility_of(resource)
             if resource.get("resourceType") == "Patient":
                 return True
-            return facility is not None and facility == principal.organization
+            return self.relations.held_at(resource, principal.organization)
         return True
 
     def check_write(

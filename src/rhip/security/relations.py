@@ -2,14 +2,15 @@
 
 A practitioner has a care relationship with a resident when any of these exist: an Encounter at
 the practitioner's facility or with the practitioner as participant, a referral or consultation
-(ServiceRequest performed by or requested by them), a CareTeam naming them, an EpisodeOfCare at
-their facility, or a family-doctor contract (Patient.generalPractitioner). A relationship with any
-of a resident's records extends over every record the MPI links to the same resident
-(:meth:`Relations.care` answers ``"linked"``; the policy then withholds what the resident's consent
-or a sensitive category keeps at the facility that holds it). Answers are cached for a minute
-(consent answers for 5 s) so that a page of search results costs at most one lookup per resident,
-not per resource; an MPI correction made through this process clears the cache at once, a link
-made elsewhere (ingest, another node) shows within the minute.
+(ServiceRequest addressed to or requested by them or their facility), a CareTeam naming them, an
+EpisodeOfCare at their facility, or a family-doctor contract (Patient.generalPractitioner). A
+relationship with any of a resident's records extends over every record the MPI links to the same
+resident (:meth:`Relations.care` answers ``"linked"``; the policy then withholds what the
+resident's consent or a sensitive category keeps at the facilities that hold it,
+:meth:`Relations.held_at`). Answers are cached for a minute (consent answers for 5 s) so that a
+page of search results costs at most one lookup per resident, not per resource; an MPI correction
+made through this process clears the cache at once, a link made elsewhere (ingest, another node)
+shows within the minute.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy import inspect
 
 from rhip.errors import RhipError
 from rhip.security import linkage
+from rhip.security.parties import Parties, parties_of, reference_id, references
 
 if TYPE_CHECKING:
     from rhip.security.tokens import Principal
@@ -32,20 +34,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 _PATIENT_FIELDS = ("subject", "patient", "beneficiary", "individual", "for")
-#: Elements that name the Organization a record was made at or belongs to, in the order
-#: :meth:`Relations.facility_of` tries them.
-ORGANIZATION_ELEMENTS = (
-    "serviceProvider",
-    "managingOrganization",
-    "custodian",
-    "organization",
-    "performer",
-    "author",
-    "provider",
-    "insurer",
-    "recorder",
-    "requester",
-)
 #: Seconds a consent answer is reused (a Consent written through this process clears it at once).
 CONSENT_TTL = 5.0
 #: Seconds a care-relationship, area or record-facility answer is reused.
@@ -65,38 +53,6 @@ class ConsentState:
 
     opt_out_sharing: bool = False
     restricted: frozenset[str] = field(default_factory=frozenset)
-
-
-def reference_id(ref: Any, prefix: str) -> str | None:
-    """The id of a ``prefix/id`` reference (relative, absolute or versioned); None for anything else."""
-    if isinstance(ref, dict):
-        ref = ref.get("reference")
-    if isinstance(ref, str):
-        tail = ref.split("/_history/")[0]
-        marker = f"{prefix}/"
-        if tail.startswith(marker) or f"/{marker}" in tail:
-            return tail.rsplit("/", 1)[-1]
-    return None
-
-
-def organization_ids(value: Any) -> list[str]:
-    """The Organization ids an element names, in order: plain references, or ``actor``/``individual``
-    of performer- and participant-style elements; other references are skipped."""
-    found = (reference_id(ref, "Organization") for ref in _refs(value))
-    return [org for org in found if org]
-
-
-def _refs(value: Any) -> list[Any]:
-    items = value if isinstance(value, list) else [value]
-    out = []
-    for item in items:
-        if isinstance(item, dict) and "actor" in item:
-            out.append(item["actor"])
-        elif isinstance(item, dict) and "individual" in item:
-            out.append(item["individual"])
-        else:
-            out.append(item)
-    return out
 
 
 def parse_consent(consents: list[dict[str, Any]]) -> ConsentState:
@@ -163,7 +119,7 @@ class Relations:
             rid = resource.get("id")
             return str(rid) if rid else None
         for name in _PATIENT_FIELDS:
-            for ref in _refs(resource.get(name)):
+            for ref in references(resource.get(name)):
                 found = reference_id(ref, "Patient")
                 if found:
                     return found
@@ -206,21 +162,10 @@ class Relations:
         pats = ",".join(f"Patient/{p}" for p in patients)
         ids = ",".join(patients)
         checks: list[tuple[str, list[tuple[str, str]]]] = []
-        if org:
-            checks += [
-                ("Encounter", [("patient", pats), ("service-provider", org)]),
-                ("ServiceRequest", [("patient", pats), ("performer", org)]),
-                ("EpisodeOfCare", [("patient", pats), ("organization", org)]),
-                ("Patient", [("_id", ids), ("general-practitioner", org)]),
-            ]
-        if prac:
-            checks += [
-                ("Encounter", [("patient", pats), ("participant", prac)]),
-                ("ServiceRequest", [("patient", pats), ("performer", prac)]),
-                ("ServiceRequest", [("patient", pats), ("requester", prac)]),
-                ("CareTeam", [("patient", pats), ("participant", prac)]),
-                ("Patient", [("_id", ids), ("general-practitioner", prac)]),
-            ]
+        for target, links in ((org, linkage.ORG_LINKS), (prac, linkage.PRACTITIONER_LINKS)):
+            if target:
+                checks += [(rtype, [("patient", pats), (param, target)]) for rtype, param in links]
+                checks.append(("Patient", [("_id", ids), ("general-practitioner", target)]))
         return any(self._exists(rtype, params) for rtype, params in checks)
 
     # -- MPI links ---------------------------------------------------------------------------
@@ -421,53 +366,63 @@ class Relations:
             found = []
         return parse_consent(found)
 
-    def facility_of(
-        self, resource: dict[str, Any], read: Callable[[str, str], dict[str, Any]] | None = None
-    ) -> str | None:
-        """The Organization id a record was made at (directly, or through its Encounter).
+    def held_at(self, resource: dict[str, Any], organization: str | None) -> bool:
+        """True when a record is facility ``organization``'s own, for the reads consent keeps at home.
+
+        That is when ``organization`` is a facility the record belongs to (its ``serviceProvider``,
+        ``performer``, ``requester``, ... or its Encounter's facility) or, for a request, the one it
+        is addressed to (a referral's requested performer): the parties of
+        :func:`rhip.security.parties.parties_of`, as for a facility's writes. The Encounter is looked
+        up (through the relationship cache) only when the record does not name ``organization``.
+        """
+        if not organization:
+            return False
+        parties = parties_of(resource)
+        return organization in parties.addressees or self._belongs(parties, organization)
+
+    def belongs_to(self, resource: dict[str, Any], organization: str | None) -> bool:
+        """True when a record belongs to facility ``organization`` (directly or through its Encounter);
+        the facility a request is only addressed to does not count."""
+        return bool(organization) and self._belongs(parties_of(resource), str(organization))
+
+    def _belongs(self, parties: Parties, organization: str) -> bool:
+        if organization in parties.owners:
+            return True
+        return parties.encounter is not None and organization in self.encounter_facilities(parties.encounter)
+
+    def encounter_facilities(
+        self, encounter: str, read: Callable[[str, str], dict[str, Any]] | None = None
+    ) -> frozenset[str]:
+        """The facilities Encounter ``encounter`` belongs to (its ``serviceProvider``); empty when unknown.
 
         ``read``, when given, looks the Encounter up with it, uncached: a write check reads inside
         its own transaction, where an Encounter written earlier in the same bundle is visible and
-        a stale answer must not decide.
+        a stale answer must not decide. Without it the answer comes through the relationship cache.
         """
-        for name in ORGANIZATION_ELEMENTS:
-            found = organization_ids(resource.get(name))
-            if found:
-                return found[0]
-        return self.encounter_facility(resource, read)
 
-    def encounter_facility(
-        self, resource: dict[str, Any], read: Callable[[str, str], dict[str, Any]] | None = None
-    ) -> str | None:
-        """The facility of the Encounter a record names (``encounter`` or ``context``); None without one.
-
-        ``read`` as for :meth:`facility_of` (uncached, inside a write's transaction); without it the
-        answer comes through the relationship cache.
-        """
-        enc = reference_id(resource.get("encounter") or resource.get("context"), "Encounter")
-        if enc and read is not None:
+        def lookup(read_with: Callable[[str, str], dict[str, Any]]) -> frozenset[str]:
             try:
-                return self.facility_of(read("Encounter", enc))
+                return parties_of(read_with("Encounter", encounter)).owners
             except RhipError:
-                return None
-        if enc:
+                return frozenset()
 
-            def lookup() -> str | None:
-                try:
-                    return self.facility_of(self.store.read("Encounter", enc))
-                except RhipError:
-                    return None
-
-            return self._cached(("enc-org", enc), lookup)
-        return None
+        if read is not None:
+            return lookup(read)
+        return frozenset(self._cached(("enc-org", encounter), lambda: lookup(self.store.read)))
 
     def names_caller(self, principal: Principal, resource: dict[str, Any]) -> bool:
-        """True when a submitted resource names the caller's facility or the caller as performer."""
-        if principal.organization and self.facility_of(resource) == principal.organization:
+        """True when a submitted resource belongs to the caller's facility or names the caller as
+        performer (a practitioner's write without a care relationship).
+
+        The facility a request is addressed to does not count: as for a facility's feed, a record
+        is created by a facility it belongs to, so B's practitioner does not write A's referral to
+        B in A's name (B updates it through the care relationship the referral gives it).
+        """
+        if self.belongs_to(resource, principal.organization):
             return True
         if principal.practitioner:
             for name in ("participant", "performer", "recorder", "asserter", "requester", "author"):
-                for ref in _refs(resource.get(name)):
+                for ref in references(resource.get(name)):
                     if reference_id(ref, "Practitioner") == principal.practitioner:
                         return True
         return False

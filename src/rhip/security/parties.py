@@ -1,0 +1,130 @@
+"""The organisations a record names, and in which role: pure functions over a FHIR body.
+
+One reading of a record's organisations serves both sides of the security rules: what a facility's
+feed may write (:mod:`rhip.security.facility`) and which records are a reader's own facility's
+when a resident's consent or a sensitive category keeps records at home
+(:mod:`rhip.security.policy`, through :class:`rhip.security.relations.Relations`). A record names
+organisations in two roles (:func:`parties_of`):
+
+- the facilities it **belongs to**: every Organization in its ``serviceProvider``,
+  ``managingOrganization``, ``custodian``, ``organization``, ``performer`` (its ``actor`` or
+  ``onBehalfOf``), ``author``, ``provider``, ``insurer``, ``recorder``, ``requester``, ``owner``
+  or ``providedBy``, and its Encounter's (resolved by the caller, who has the store);
+- the facilities a request is **addressed to**: the requested performer of a ServiceRequest,
+  MedicationRequest or DeviceRequest, the ``owner`` of a Task, the ``insurer`` a Claim is sent to.
+  In FHIR R4 these name who is asked to act, not who made the record.
+
+Nothing here touches the store, so every module of :mod:`rhip.security` may import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+#: Elements that name an Organization a record belongs to (or, for the types and paths of
+#: :data:`ADDRESSEE_ELEMENTS`, the one a request is addressed to). ``owner`` is a Device's or an
+#: Account's owner (a Task's is its addressee), ``providedBy`` a HealthcareService's provider.
+ORGANIZATION_ELEMENTS = (
+    "serviceProvider",
+    "managingOrganization",
+    "custodian",
+    "organization",
+    "performer",
+    "author",
+    "provider",
+    "insurer",
+    "recorder",
+    "requester",
+    "owner",
+    "providedBy",
+)
+
+#: Per resource type, the elements (dotted paths) naming the organisation a request is addressed
+#: to: FHIR R4's requested performer or filler. The other organisation elements name the
+#: facilities the record belongs to.
+ADDRESSEE_ELEMENTS: dict[str, tuple[str, ...]] = {
+    "ServiceRequest": ("performer",),
+    "MedicationRequest": ("performer", "dispenseRequest.performer"),
+    "DeviceRequest": ("performer",),
+    "Task": ("owner",),
+    "Claim": ("insurer",),
+    "CoverageEligibilityRequest": ("insurer",),
+    "EnrollmentRequest": ("insurer",),
+}
+
+
+@dataclass(frozen=True)
+class Parties:
+    """The organisations a record names, by role (Encounter not yet resolved).
+
+    Attributes:
+        owners: Organization ids named in the elements of the facilities the record belongs to.
+        addressees: Organization ids named as the facility a request is addressed to.
+        encounter: the id of the Encounter the record names, whose facility the record belongs to
+            as well.
+    """
+
+    owners: frozenset[str]
+    addressees: frozenset[str]
+    encounter: str | None
+
+    @property
+    def empty(self) -> bool:
+        """True when the record names no organisation and no Encounter."""
+        return not (self.owners or self.addressees or self.encounter)
+
+
+def reference_id(ref: Any, prefix: str) -> str | None:
+    """The id of a ``prefix/id`` reference (relative, absolute or versioned); None for anything else."""
+    if isinstance(ref, dict):
+        ref = ref.get("reference")
+    if isinstance(ref, str):
+        tail = ref.split("/_history/")[0]
+        marker = f"{prefix}/"
+        if tail.startswith(marker) or f"/{marker}" in tail:
+            return tail.rsplit("/", 1)[-1]
+    return None
+
+
+def references(value: Any) -> list[Any]:
+    """The references an element holds, in order: plain references, or the ``actor`` (and
+    ``onBehalfOf``) or ``individual`` of performer- and participant-style elements."""
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, dict) and "actor" in item:
+            out.append(item["actor"])
+            if "onBehalfOf" in item:  # Procedure.performer: the organisation the actor acted for
+                out.append(item["onBehalfOf"])
+        elif isinstance(item, dict) and "individual" in item:
+            out.append(item["individual"])
+        else:
+            out.append(item)
+    return out
+
+
+def organization_ids(value: Any) -> list[str]:
+    """The Organization ids an element names (see :func:`references`); other references are skipped."""
+    found = (reference_id(ref, "Organization") for ref in references(value))
+    return [org for org in found if org]
+
+
+def _element(body: dict[str, Any], path: str) -> Any:
+    value: Any = body
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def parties_of(body: dict[str, Any]) -> Parties:
+    """The organisations a record names as its own and as those a request is addressed to."""
+    addressed = ADDRESSEE_ELEMENTS.get(str(body.get("resourceType")), ())
+    owners: set[str] = set()
+    for name in ORGANIZATION_ELEMENTS:  # read for every record a restricted search tests: kept lean
+        value = body.get(name)
+        if value is not None and name not in addressed:
+            owners.update(organization_ids(value))
+    addressees = {org for path in addressed for org in organization_ids(_element(body, path))}
+    encounter = reference_id(body.get("encounter") or body.get("context"), "Encounter")
+    return Parties(frozenset(owners), frozenset(addressees), encounter)

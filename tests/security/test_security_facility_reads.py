@@ -1,0 +1,245 @@
+"""Which records are a practitioner's own facility's when consent keeps records at home.
+
+Over real HTTP (uvicorn, authentication on), on SQLite and PostgreSQL. A resident opted out of
+cross-institution sharing; facility A treated them (Encounter encRA), referred them to B
+(ServiceRequest srAB: requester A, performer B) and sent a sample to the outside laboratory L,
+whose result obsL sits in A's Encounter; facility C treated them too (so C's doctors have a care
+relationship but no part in the referral or the result). A record is a reader's own when the
+reader's facility is one the record belongs to or, for a request, the one it is addressed to: the
+parties the write rule reads (:func:`rhip.security.parties.parties_of`). A second resident was
+referred by facility D, which has no other record of them: D's doctors care for them through the
+referral they requested. The relationship's two forms (one query per practitioner in SQL, the
+per-resident searches) are compared on every kind of relationship.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from security_seed import consent
+
+from rhip.config import Settings
+from rhip_testkit import running_server
+
+DOCTORS = {"docA": "orgA", "docB": "orgB", "docC": "orgC", "docL": "orgL", "docD": "orgD", "docX": "orgA"}
+
+
+def _ref(text: str) -> dict[str, str]:
+    return {"reference": text}
+
+
+def _encounter(rid: str, patient: str, org: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Encounter",
+        "id": rid,
+        "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": _ref(f"Patient/{patient}"),
+        "serviceProvider": _ref(f"Organization/{org}"),
+    }
+
+
+def _referral(rid: str | None, patient: str, requester: str, performer: str) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "resourceType": "ServiceRequest",
+        "status": "active",
+        "intent": "order",
+        "subject": _ref(f"Patient/{patient}"),
+        "requester": _ref(requester),
+        "performer": [_ref(performer)],
+    }
+    if rid:
+        body["id"] = rid
+    return body
+
+
+def _seed() -> list[dict[str, Any]]:
+    orgs = sorted(set(DOCTORS.values()))
+    return [
+        *({"resourceType": "Organization", "id": org} for org in orgs),
+        {"resourceType": "Patient", "id": "pR", "managingOrganization": _ref("Organization/orgA")},
+        consent("cR", "pR", opt_out=True),
+        _encounter("encRA", "pR", "orgA"),
+        _encounter("encRC", "pR", "orgC"),
+        _referral("srAB", "pR", "Organization/orgA", "Organization/orgB"),
+        _referral("srAL", "pR", "Organization/orgA", "Organization/orgL"),
+        {
+            "resourceType": "Observation",
+            "id": "obsL",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
+            "subject": _ref("Patient/pR"),
+            "encounter": _ref("Encounter/encRA"),
+            "performer": [_ref("Organization/orgL")],
+        },
+        {"resourceType": "Patient", "id": "pQ"},
+        _referral("srDB", "pQ", "Organization/orgD", "Organization/orgB"),
+        {"resourceType": "Patient", "id": "pN", "managingOrganization": _ref("Organization/orgB")},
+    ]
+
+
+@dataclass
+class Server:
+    """A running server's FHIR base and a token per practitioner."""
+
+    base: str
+    tokens: dict[str, str]
+
+    def request(self, who: str, method: str, path: str, **kw: Any) -> httpx.Response:
+        """One request as ``who``."""
+        headers = {"Authorization": f"Bearer {self.tokens[who]}", "content-type": "application/fhir+json"}
+        return httpx.request(method, f"{self.base}/{path}", headers=headers, timeout=30, **kw)
+
+    def sees(self, who: str, rtype: str, rid: str) -> bool:
+        """True when ``who`` reads the record and finds it by search; both answers must agree."""
+        read = self.request(who, "GET", f"{rtype}/{rid}")
+        assert read.status_code in (200, 403, 404), read.text
+        found = self.request(who, "GET", rtype, params={"_id": rid})
+        assert found.status_code == 200, found.text
+        assert (found.json()["total"] == 1) == (read.status_code == 200), (who, rtype, rid)
+        return read.status_code == 200
+
+    def readers(self, rtype: str, rid: str) -> set[str]:
+        """The practitioners who see the record."""
+        return {who for who in DOCTORS if self.sees(who, rtype, rid)}
+
+
+@pytest.fixture
+def server(db_url: str, tmp_path: Path) -> Iterator[Server]:
+    """uvicorn over a seeded store (SQLite and PostgreSQL) with authentication on."""
+    from rhip.api import create_app
+    from rhip.security.testing import issue_token
+    from rhip.store import Store
+
+    store = Store(db_url)
+    for body in _seed():
+        store.update(body["resourceType"], body["id"], body)
+    app = create_app(store, Settings(data_dir=tmp_path, database_url=db_url, auth_enabled=True))
+    tokens = {
+        who: issue_token(app, role="practitioner", username=who, practitioner_id=who, organization_id=org)
+        for who, org in DOCTORS.items()
+    }
+    with running_server(app) as root:
+        yield Server(f"{root}/fhir", tokens)
+    store.close()
+
+
+def test_opted_out_referral_is_seen_by_its_requester_and_its_addressee(server: Server) -> None:
+    """Regression: A's referral to B counted as B's alone (first Organization named), so under an
+    opt-out A's own practitioners could not read it."""
+    assert server.readers("ServiceRequest", "srAB") == {"docA", "docX", "docB"}
+    listed = server.request("docA", "GET", "ServiceRequest", params={"patient": "Patient/pR"}).json()
+    assert {e["resource"]["id"] for e in listed.get("entry", [])} == {"srAB", "srAL"}
+    # C cares for the resident too, but only for what is C's: the opt-out keeps the rest away
+    assert server.sees("docC", "Encounter", "encRC") and not server.sees("docC", "Encounter", "encRA")
+
+
+def test_outside_laboratory_result_in_a_facility_encounter_is_both_facilities(server: Server) -> None:
+    """Regression: a result performed by laboratory L in A's Encounter counted as L's only."""
+    assert server.readers("Observation", "obsL") == {"docA", "docX", "docL"}
+
+
+def test_requesting_facility_cares_for_the_resident_in_both_forms(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a facility's care relationships counted the referrals addressed to it but not
+    those it requested."""
+    import rhip.security.relations as relations
+
+    assert server.readers("ServiceRequest", "srDB") == {"docD", "docB"}
+    assert server.sees("docD", "Patient", "pQ")
+    monkeypatch.setattr(relations, "CARE_SET_MAX", 0)  # one resident at a time, by search
+    assert server.readers("ServiceRequest", "srDB") == {"docD", "docB"}
+
+
+def test_practitioner_write_without_care_names_the_facility_it_belongs_to(server: Server) -> None:
+    """Regression: a practitioner's write without a care relationship was allowed when the first
+    Organization it named was theirs, so A's referral to B counted as B's to write, not A's."""
+    own = server.request(
+        "docX", "POST", "ServiceRequest", json=_referral(None, "pN", "Organization/orgA", "Organization/orgB")
+    )
+    assert own.status_code == 201, own.text
+    in_a_name = server.request(
+        "docC", "POST", "ServiceRequest", json=_referral(None, "pN", "Organization/orgA", "Organization/orgC")
+    )
+    assert in_a_name.status_code == 403, in_a_name.text
+
+
+#: How a record names the facility or practitioner of each kind of care relationship, by
+#: (type, search parameter); every kind that may name an Organization is tried for a facility.
+_LINKS: dict[tuple[str, str], Callable[[dict[str, str]], dict[str, Any]]] = {
+    ("Encounter", "service-provider"): lambda ref: {"serviceProvider": ref},
+    ("Encounter", "participant"): lambda ref: {"participant": [{"individual": ref}]},
+    ("ServiceRequest", "performer"): lambda ref: {"performer": [ref]},
+    ("ServiceRequest", "requester"): lambda ref: {"requester": ref},
+    ("EpisodeOfCare", "organization"): lambda ref: {"managingOrganization": ref},
+    ("CareTeam", "participant"): lambda ref: {"participant": [{"member": ref}]},
+}
+_FOR_FACILITY = [
+    ("Encounter", "service-provider"),
+    ("ServiceRequest", "performer"),
+    ("ServiceRequest", "requester"),
+    ("EpisodeOfCare", "organization"),
+]
+_FOR_PRACTITIONER = [
+    ("Encounter", "participant"),
+    ("ServiceRequest", "performer"),
+    ("ServiceRequest", "requester"),
+    ("CareTeam", "participant"),
+]
+_REQUIRED: dict[str, dict[str, Any]] = {
+    "Encounter": {"status": "finished", "class": {"code": "AMB"}},
+    "ServiceRequest": {"status": "active", "intent": "order"},
+    "EpisodeOfCare": {"status": "active"},
+    "CareTeam": {},
+}
+
+
+def _relationship_records(target: str, prefix: str) -> tuple[list[dict[str, Any]], set[str]]:
+    """A resident per kind of relationship with ``target`` (and a family-doctor contract)."""
+    kinds = _FOR_FACILITY if target.startswith("Organization/") else _FOR_PRACTITIONER
+    rows: list[dict[str, Any]] = []
+    for n, (rtype, param) in enumerate(kinds):
+        patient = f"{prefix}{n}"
+        named = "patient" if rtype == "EpisodeOfCare" else "subject"
+        body = {"resourceType": rtype, "id": f"{prefix}-{rtype}-{param}", **_REQUIRED[rtype]}
+        body.update({named: _ref(f"Patient/{patient}"), **_LINKS[(rtype, param)](_ref(target))})
+        rows += [{"resourceType": "Patient", "id": patient}, body]
+    gp = f"{prefix}gp"
+    rows.append({"resourceType": "Patient", "id": gp, "generalPractitioner": [_ref(target)]})
+    return rows, {row["id"] for row in rows if row["resourceType"] == "Patient"}
+
+
+def test_care_relationships_agree_in_sql_and_by_search(db_url: str) -> None:
+    """Regression: a facility's care relationships left out the referrals it requested, in the
+    per-practitioner SQL and in the per-resident searches alike; both forms must find every kind."""
+    from rhip.security.relations import Relations
+    from rhip.security.tokens import Principal
+    from rhip.store import Store
+
+    store = Store(db_url)
+    expected: set[str] = set()
+    everybody: set[str] = set()
+    for target, prefix in (
+        ("Organization/orgK", "f"),
+        ("Practitioner/pracK", "d"),
+        ("Organization/orgZ", "zf"),  # another facility's and practitioner's residents
+        ("Practitioner/pracZ", "zd"),
+    ):
+        rows, patients = _relationship_records(target, prefix)
+        for body in rows:
+            store.update(body["resourceType"], body["id"], body)
+        everybody |= patients
+        expected |= patients if "K" in target else set()
+    principal = Principal(sub="k", role="practitioner", scope="", practitioner="pracK", organization="orgK")
+    relations = Relations(store)
+    by_search = {p for p in everybody if relations.has_care(principal, p)}
+    in_sql = relations.care_patients(principal)
+    store.close()
+    assert by_search == expected
+    assert in_sql == expected
