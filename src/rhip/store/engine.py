@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,8 @@ def _cheap_sqlite_binding() -> None:
     bool as the integer SQLite stored for it anyway (0 or 1). Process-wide, like the module's table.
     """
     sqlite3.register_adapter(bytes, bytes)  # bytes(b) is b itself
-    sqlite3.register_adapter(type(None), {}.get)  # a C call answering None
+    as_null: Callable[[None], None] = dict[None, None]().get  # a C call answering None
+    sqlite3.register_adapter(type(None), as_null)
     sqlite3.register_adapter(bool, int)
 
 
