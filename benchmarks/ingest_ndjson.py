@@ -15,6 +15,12 @@ Measures, in one run on the same machine:
 Usage: .venv/bin/python benchmarks/ingest_ndjson.py [--resources 20000] [--pg postgresql+psycopg://...]
        .venv/bin/python benchmarks/ingest_ndjson.py --stream-gb 2   # 2 GB streamed, memory only
        .venv/bin/python benchmarks/ingest_ndjson.py --long 1000000  # through the store, RSS sampled
+       .venv/bin/python benchmarks/ingest_ndjson.py --load-only 2500  # one load, for cachegrind
+
+Instructions per resource (immune to the other jobs on a shared machine): run ``--load-only``
+under ``valgrind --tool=cachegrind --cache-sim=no`` with ``PYTHONHASHSEED=0`` for 500 and for
+2,500 (or 5,500) resources and divide the difference of the two ``I refs`` by 2,000 (5,000): the
+imports, the schema and the warm-up cancel out.
 """
 
 from __future__ import annotations
@@ -366,6 +372,26 @@ def profile(path: Path, tmp: Path) -> list[tuple[str, float]]:
     return [(k, 100 * v / total) for k, v in areas.items()]
 
 
+def load_only(n: int, tmp: Path) -> None:
+    """One one-process SQLite load of ``n`` resources (quality collector), after a 50-resource warm-up."""
+    from rhip.ingest.pipeline import Pipeline
+    from rhip.ingest.runner import ingest_file
+    from rhip.quality.collector import QualityCollector
+    from rhip.store import Store
+
+    use_producer(False)
+    path, warm = tmp / "load.ndjson", tmp / "warm.ndjson"
+    make_file(path, n)
+    make_file(warm, 50, start=10_000_000)
+    store = Store(f"sqlite:///{tmp / 'load.sqlite'}")
+    pipe = Pipeline(store, observers=[QualityCollector(store.engine)])
+    ingest_file(pipe, warm, "WARM")
+    rep = ingest_file(pipe, path, "BENCH")
+    store.close()
+    if rep.stored != n:
+        raise SystemExit(f"expected {n} stored, got {rep}")
+
+
 def stream_only(gb: float, tmp: Path) -> None:
     """Parse + map + canonicalise + validate a streamed file of ``gb`` GB; report peak RSS."""
     from rhip.ingest.canonical import Canonicaliser, ConceptTranslator
@@ -488,6 +514,12 @@ def main() -> None:
     ap.add_argument(
         "--long", type=int, default=0, help="only a long run of this many resources (SQLite, or --pg)"
     )
+    ap.add_argument(
+        "--load-only",
+        type=int,
+        default=0,
+        help="only one one-process SQLite load of this many resources (for instruction counts)",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -496,6 +528,9 @@ def main() -> None:
             return
         if args.long:
             long_run(args.long, args.pg or f"sqlite:///{tmp / 'long.sqlite'}", tmp)
+            return
+        if args.load_only:
+            load_only(args.load_only, tmp)
             return
         path = tmp / "bench.ndjson"
         size = make_file(path, args.resources, last_updated=args.last_updated)

@@ -267,3 +267,30 @@ def test_create_new_writes_nothing_when_an_id_exists(store: Store, monkeypatch: 
         store.create_new([{"resourceType": "Patient"}, {"resourceType": "Patient", "gender": "male"}])
     assert store.read("Patient", first.res_id) == first.resource
     assert store.count("Patient") == 1
+
+
+def test_sqlite_binds_nulls_blobs_and_booleans_directly_and_unchanged(tmp_path: Path) -> None:
+    """NULLs, bodies and flags skip the sqlite3 module's failing adaptation look-ups, stored as before.
+
+    Without an adapter for their type the module looks for ``__adapt__`` on its protocol type for
+    every such parameter (raising and clearing an AttributeError each time) before binding the value
+    as it is; the index rows of a bulk load hold many NULLs and every body is a blob.
+    """
+    import sqlite3
+
+    store = Store(f"sqlite:///{tmp_path / 'bind.sqlite'}")
+    try:
+        for kind in (type(None), bytes, bool):
+            assert (kind, sqlite3.PrepareProtocol) in sqlite3.adapters, kind
+        store.bulk_write(_patients(3))
+        with store.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            raw.execute("CREATE TEMP TABLE bound (a, b, c, d)")
+            raw.execute("INSERT INTO bound VALUES (?, ?, ?, ?)", (None, b"\x00body", True, False))
+            kinds = raw.execute("SELECT typeof(a), b, typeof(b), c, typeof(c), d FROM bound").fetchone()
+            deleted = {r[0] for r in raw.execute("SELECT typeof(deleted) FROM resource")}
+            bodies = {r[0] for r in raw.execute("SELECT typeof(body) FROM resource_version")}
+        assert kinds == ("null", b"\x00body", "blob", 1, "integer", 0)
+        assert deleted == {"integer"} and bodies == {"blob"}
+    finally:
+        store.close()
