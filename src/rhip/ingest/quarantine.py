@@ -19,6 +19,7 @@ from rhip.errors import ResourceNotFound
 from rhip.ingest.model import BatchReport, Record, SourceInfo
 from rhip.ingest.pipeline import MAPPERS, MapContext, Pipeline
 from rhip.ingest.schema import ensure_schema, ingest_quarantine
+from rhip.store.meta import format_instant
 
 
 @dataclass
@@ -37,7 +38,7 @@ class QuarantineEntry:
     context: dict[str, Any]
 
     def summary(self) -> dict[str, Any]:
-        """JSON-friendly view without the raw bytes."""
+        """JSON-friendly view without the raw bytes; ``created`` is an instant in UTC."""
         return {
             "id": self.q_id,
             "facility": self.facility,
@@ -45,7 +46,7 @@ class QuarantineEntry:
             "location": self.location,
             "position": self.position,
             "reasons": self.reasons,
-            "created": self.created,
+            "created": format_instant(self.created),  # a FHIR-style instant, as the rest of the API
             "status": self.status,
         }
 
