@@ -396,10 +396,10 @@ class Pipeline:
             outcomes[accepted[n].slot] = ("stale", [])
         fresh = [a for n, a in enumerate(accepted) if n not in stale]
 
-        def score(result: bulk.BulkWriteResult) -> None:
-            """Show the observers the records stored; untracked, one the store found unchanged (a
+        def score(unchanged: set[tuple[str, str]]) -> None:
+            """Show the observers the records stored; untracked, one the store finds unchanged (a
             re-delivered line, which the batch counts as a duplicate) is not a new record."""
-            unchanged = result.unchanged_keys if not track else set()
+            unchanged = unchanged if not track else set()
             for acc in fresh:
                 if unchanged and _all_unchanged(acc, unchanged):
                     continue
@@ -490,23 +490,25 @@ class Pipeline:
         track: bool,
         per_record: bool,
         now: float,
-        score: Callable[[bulk.BulkWriteResult], None] = lambda result: None,
+        score: Callable[[set[tuple[str, str]]], None] = lambda unchanged: None,
     ) -> tuple[bulk.BulkWriteResult, set[str]]:
         """Commit the chunk in one transaction: resources, their Provenance and the bookkeeping rows.
 
         A process killed at any moment therefore leaves either all of a chunk or none of it; the
         restart re-processes a chunk that did not commit. A transaction that lost a race with a
         concurrent writer is retried whole, with the report's counts put back first. ``score`` is
-        called with the write's result before the quality counts are flushed into the transaction.
+        called once, before the transaction, with the resources the pre-read found unchanged (what
+        the write will count as unchanged unless a concurrent writer changes them in between).
         Returns the write's result and the keys of ``quarantined`` records that already had an entry.
         """
         plan = self._plan(source, fresh, per_record) if fresh else ChunkWrite([], 0, [])
+        # outside the write transaction: the rules' work does not hold the database's write lock
+        score({item.key for batch in plan.batches for item in batch if item.unchanged})
         before = dataclasses.replace(report)
         for attempt in range(1, bulk.BATCH_ATTEMPTS + 1):
             try:
                 with write_transaction(self.engine, wal_pages=self._wal_pages) as conn:
                     result = self._write(conn, report, plan, fresh, track=track, lock=attempt > 1)
-                    score(result)  # after the write (what it left unchanged), before the counts flush
                     known = self._finish_chunk(conn, report, fresh, quarantined, track, now)
                 return result, known
             except VersionConflict:
