@@ -47,3 +47,14 @@ def test_no_serve_says_how_to_serve_and_log_in(data_dir: Path) -> None:
     assert "start the API with `rhip serve` from this folder" in out
     assert f"RHIP_DATA_DIR={data_dir.resolve()}" in out
     assert "POST /auth/token" in out
+
+
+def test_the_linkage_line_puts_its_nouns_in_the_right_number() -> None:
+    """The demo said "1 pairs for clerical review" (and "1 residents")."""
+    from rhip.demo.steps import link_summary
+    from rhip.mpi.relink import RelinkReport
+
+    one = link_summary(RelinkReport(records=1, residents=1, review_items=1, seconds={"link": 0.25}))
+    assert one == "identity linkage: 1 source record -> 1 resident (1 pair for clerical review; link 0.2 s)"
+    many = link_summary(RelinkReport(records=1200, residents=0, review_items=2))
+    assert many == "identity linkage: 1,200 source records -> 0 residents (2 pairs for clerical review)"

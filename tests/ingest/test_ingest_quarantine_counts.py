@@ -136,3 +136,67 @@ def test_resent_bad_mllp_message_is_answered_ae_and_counted_once(pipeline: Pipel
     counts = [(r["received"], r["stored"], r["quarantined"], r["duplicates"]) for r in _reports(pipeline)]
     assert sorted(counts) == [(2, 0, 0, 2), (3, 0, 1, 2)]
     assert len(list_entries(pipeline.engine, status=None)) == 1
+
+
+def _accepted_tally(pipeline: Pipeline) -> tuple[int, int]:
+    """The facility's ``conformance.record-accepted`` tally: (checked, failed) over all days."""
+    from rhip.quality.schema import quality_tally as t
+
+    rule = t.c.rule == "conformance.record-accepted"
+    with pipeline.engine.connect() as conn:
+        checked, failed = conn.execute(select(func.sum(t.c.checked), func.sum(t.c.failed)).where(rule)).one()
+    return int(checked or 0), int(failed or 0)
+
+
+@pytest.mark.parametrize("producer", [False, True], ids=["in-process", "producer"])
+def test_identical_good_ndjson_lines_in_a_chunk_are_stored_once(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, producer: bool
+) -> None:
+    """Two identical good NDJSON lines in one chunk counted 2 stored for one written version (the
+    second's meta.source won); the quality tally scored both."""
+    from rhip.config import get_settings
+
+    monkeypatch.setenv("RHIP_INGEST_PRODUCER_MIN_BYTES", "1" if producer else "0")
+    get_settings.cache_clear()
+    pipeline = make_pipeline(store, chunk_size=1000)
+    path = tmp_path / "Patient.ndjson"
+    path.write_bytes(b"\n".join([GOOD % 1, GOOD % 1, GOOD % 2, BAD % 1, GOOD % 1, BAD % 1]) + b"\n")
+    first = ingest_file(pipeline, path, "F1")
+    assert pipeline.producer_stats is not None or not producer
+    counts = (first.received, first.stored, first.quarantined, first.duplicates)
+    assert counts == (6, 2, 1, 3), first
+    _batch_rows(pipeline, first)
+    p1 = store.read("Patient", "p1")
+    assert p1["meta"]["versionId"] == "1" and p1["meta"]["source"].endswith("Patient.ndjson:1")
+    assert _accepted_tally(pipeline) == (3, 1)  # the records stored and quarantined, not every line
+    again = ingest_file(pipeline, path, "F1")
+    assert (again.stored, again.quarantined, again.duplicates) == (0, 0, 6), again
+    assert store.read("Patient", "p1")["meta"]["versionId"] == "1"
+
+
+def test_a_later_different_line_of_the_same_resource_still_wins(store: Store, tmp_path: Path) -> None:
+    """A line repeating an earlier one after a different version of its resource is an update."""
+    pipeline = make_pipeline(store, chunk_size=1000)
+    path = tmp_path / "Patient.ndjson"
+    other = b'{"resourceType": "Patient", "id": "p1", "gender": "female"}'
+    path.write_bytes(b"\n".join([GOOD % 1, other, GOOD % 1]) + b"\n")
+    report = ingest_file(pipeline, path, "F1")
+    assert (report.stored, report.duplicates) == (3, 0), report
+    p1 = store.read("Patient", "p1")
+    assert p1["gender"] == "male" and p1["meta"]["source"].endswith("Patient.ndjson:3")
+
+
+@pytest.mark.parametrize("chunk_size", [1000, 2])
+def test_quality_tallies_agree_with_the_batch_counts(store: Store, tmp_path: Path, chunk_size: int) -> None:
+    """Repeated bad lines, counted once as quarantined by the batch, each failed the
+    record-accepted rule again (in the same chunk, a later chunk and a re-delivery)."""
+    pipeline = make_pipeline(store, chunk_size=chunk_size)
+    path = tmp_path / "Patient.ndjson"
+    lines = [GOOD % 1, BAD % 1, BAD % 1, GOOD % 2, BAD % 2, BAD % 1, BAD % 2]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    first = ingest_file(pipeline, path, "F1")
+    assert (first.stored, first.quarantined) == (2, 2), first
+    assert _accepted_tally(pipeline) == (first.stored + first.quarantined, first.quarantined)
+    again = ingest_file(pipeline, path, "F1")
+    assert (again.stored, again.quarantined, again.duplicates) == (0, 0, 7), again
+    assert _accepted_tally(pipeline) == (4, 2)

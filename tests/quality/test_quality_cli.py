@@ -47,3 +47,30 @@ def test_tables_come_from_what_was_ingested(tmp_path: Path) -> None:
 def test_catalogue_lists_every_rule() -> None:
     out = _run("quality", "--catalogue")
     assert all(r["id"][:20] in out for r in catalogue())
+
+
+def test_an_unknown_facility_is_a_usage_error_naming_known_ones(tmp_path: Path) -> None:
+    """``rhip quality --facility NOPE`` printed an empty table and exited 0."""
+    import os
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'q.sqlite'}"
+    path = tmp_path / "q.hl7"
+    path.write_text(HL7.format(n=1, birth="19800101"), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RHIP_")}
+    env["RHIP_DATA_DIR"] = str(tmp_path / "data")
+
+    def rhip(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "rhip.cli", "quality", *args, "--database-url", url]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+
+    empty = rhip("--facility", "NOPE")
+    assert empty.returncode == 2 and "nothing has been ingested yet" in empty.stderr, empty.stderr
+    _run("ingest", str(path), "--no-link", "--database-url", url)
+    for extra in ((), ("--rules",), ("--by-day",)):
+        result = rhip("--facility", "NOPE", *extra)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr and not result.stdout
+        assert "no quality records of facility NOPE are known; 1 facility has some: Q1" in result.stderr
+    assert rhip("--facility", "Q1").returncode == 0

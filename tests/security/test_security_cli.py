@@ -153,3 +153,42 @@ def test_document_signing_on_wrong_files_and_keys(tmp_path: Path) -> None:
     verify = ["verify-document", str(tmp_path / "notes.json"), str(tmp_path / "doc.json")]
     assert "neither an SM2 public key in hex" in usage_error(*verify, "--public-key", "not-a-key")
     assert f"{tmp_path / 'notes.json'} is not JSON" in usage_error(*verify, "--public-key", "ab" * 32)
+
+
+def test_a_resident_account_without_its_patient_is_refused(tmp_path: Path, db_url: str) -> None:
+    """``rhip users add X --role resident`` without ``--patient`` created an account bound to nobody."""
+    import pytest
+
+    from rhip.errors import InvalidRequest
+    from rhip.security.demo import create_demo_accounts
+    from rhip.security.users import Account, create_account, list_accounts
+
+    refused = _rhip(
+        tmp_path, "users", "add", "li.lei", "--role", "resident", extra={"RHIP_DATABASE_URL": db_url}
+    )
+    assert refused.returncode == 2, refused.stderr
+    words = " ".join(refused.stderr.replace("│", " ").split())  # the usage box wraps at any width
+    assert "a resident account must be bound to its Patient" in words, refused.stderr
+    assert "--patient" in words and "Traceback" not in refused.stderr
+    store = Store(db_url)
+    try:
+        with pytest.raises(InvalidRequest, match="bound to its Patient"):
+            create_account(store.engine, Account("li.lei", "person", "resident"), "s3cret-pw")
+        # the demo on a store without residents creates no unbound resident account
+        rows = create_demo_accounts(store.engine, "demo-pass-1")
+        assert "demo-resident" not in [r[0] for r in rows] and "demo-admin" in [r[0] for r in rows]
+        assert all(a.patient_id for a in list_accounts(store.engine) if a.role == "resident")
+        bound = _rhip(
+            tmp_path,
+            "users",
+            "add",
+            "li.lei",
+            "--role",
+            "resident",
+            "--patient",
+            "pat1",
+            extra={"RHIP_DATABASE_URL": db_url, "RHIP_NEW_SECRET": "s3cret-pw"},
+        )
+        assert bound.returncode == 0, bound.stderr
+    finally:
+        store.close()

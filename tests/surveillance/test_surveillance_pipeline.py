@@ -10,6 +10,7 @@ import csv
 import datetime as dt
 import itertools
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,10 @@ def test_run_records_deduplicated_alerts_and_api_serves_them(region: dict[str, A
         assert client.post(f"/surveillance/alerts/{first['id']}/acknowledge", json={}).status_code == 400
         closed = client.post(f"/surveillance/alerts/{first['id']}/close", json={"by": "officer-li"}).json()
         assert [a["action"] for a in closed["actions"]] == ["acknowledged", "closed"]
+        # times are instants with an offset, as in the rest of the API (they were epoch seconds)
+        instant = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00")
+        times = [closed["created"], closed["updated"], *(a["at"] for a in closed["actions"])]
+        assert all(isinstance(t, str) and instant.fullmatch(t) for t in times), times
         assert client.get("/surveillance/alerts/nope").status_code == 404
         assert client.get("/surveillance/alerts", params={"status": "closed"}).json()[0]["id"] == first["id"]
 

@@ -104,10 +104,21 @@ def _link(ctx: DemoContext) -> str:
         _print_accuracy(store, ctx.region_dir)
     finally:
         store.close()
+    return link_summary(report)
+
+
+def counted(n: int, singular: str, plural: str | None = None) -> str:
+    """``n`` with its noun in the right number: ``1 pair``, ``2 pairs``, ``1,200 pairs``."""
+    return f"{n:,} {singular if n == 1 else (plural or singular + 's')}"
+
+
+def link_summary(report: Any) -> str:
+    """The linkage step's line: records, residents and review pairs (a RelinkReport)."""
     phases = ", ".join(f"{name} {sec:.1f} s" for name, sec in report.seconds.items())
     return (
-        f"identity linkage: {report.records:,} source records -> {report.residents:,} residents "
-        f"({report.review_items:,} pairs for clerical review; {phases})"
+        f"identity linkage: {counted(report.records, 'source record')} -> "
+        f"{counted(report.residents, 'resident')} "
+        f"({counted(report.review_items, 'pair')} for clerical review{'; ' + phases if phases else ''})"
     )
 
 

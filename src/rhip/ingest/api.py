@@ -14,6 +14,8 @@ from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
+from rhip.store.meta import format_instant
+
 router = APIRouter(prefix="/ingest", tags=["ingest"])
 #: Row ids and offsets are SQL BIGINTs: larger values are client errors, not database overflows.
 _INT64_MAX = 2**63 - 1
@@ -76,7 +78,12 @@ def _batches(engine: Any, facility: str | None, limit: int) -> list[dict[str, An
     if facility:
         stmt = stmt.where(ingest_batch.c.facility == facility)
     with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(stmt)]
+        rows = [dict(r._mapping) for r in conn.execute(stmt)]
+    for row in rows:  # instants in UTC, as everywhere in the API (the table keeps epoch seconds)
+        for name in ("started", "finished"):
+            if row[name] is not None:
+                row[name] = format_instant(row[name])
+    return rows
 
 
 @router.get("/batches")

@@ -388,7 +388,15 @@ def quarantine_list(
 @quarantine_app.command("show")
 def quarantine_show(
     entry_id: int = typer.Argument(..., help="Quarantine entry id."),
-    raw: bool = typer.Option(False, "--raw", help="Also print the verbatim record (may hold personal data)."),
+    raw: bool = typer.Option(
+        False,
+        "--raw",
+        help="Also print the record as text, read in its declared or detected encoding, which is named "
+        "(may hold personal data).",
+    ),
+    raw_bytes: bool = typer.Option(
+        False, "--bytes", help="Write only the record's verbatim bytes, unchanged (to redirect to a file)."
+    ),
     database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
 ) -> None:
     """Show one entry: source, position and every reason (rule, element path, message)."""
@@ -400,13 +408,24 @@ def quarantine_show(
     from rhip.config import get_settings
 
     entry = _entry(_pipeline(database_url, link=False).engine, entry_id)
+    if raw_bytes:
+        import sys
+
+        sys.stdout.flush()
+        sys.stdout.buffer.write(entry.raw)
+        sys.stdout.buffer.flush()
+        return
     summary = entry.summary()
     zone = ZoneInfo(get_settings().timezone)  # a local time the operator reads, not epoch seconds
     created = datetime.fromtimestamp(entry.created, UTC).astimezone(zone)
     summary["created"] = created.isoformat(timespec="seconds")
     typer.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
     if raw:
-        typer.echo(entry.raw.decode("utf-8", "replace"))
+        from rhip.ingest.quarantine import raw_text
+
+        text, encoding = raw_text(entry)
+        typer.echo(f"raw record ({encoding}):")
+        typer.echo(text)
 
 
 @quarantine_app.command("replay")

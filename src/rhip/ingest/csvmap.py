@@ -236,6 +236,7 @@ def iter_csv(path: Path, mapping: CsvMapping) -> Iterator[Record]:
             "table": path.name,
             "header": header,
             "header_hex": header_bytes.hex(),
+            "encoding": mapping.encoding,  # declared: `rhip quarantine show --raw` reads the row with it
         }
         for lineno, line, size in lines:
             if not line.strip():

@@ -36,21 +36,28 @@ _CHARSETS = {
 }
 
 
-def decode(raw: bytes) -> str:
-    """Text of a message: BOM dropped, MSH-18 charset honoured, else UTF-8 then GB18030."""
+def declared_charset(raw: bytes) -> str | None:
+    """The Python codec of the message's MSH-18 character set, None when it names none we know."""
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     first = raw.split(b"\r", 1)[0].split(b"\n", 1)[0]
     if len(first) > 8 and first[:3] == b"MSH":
         fields = first.split(first[3:4])
         if len(fields) > 17:
-            charset = fields[17].decode("ascii", "replace").strip().upper()
-            codec = _CHARSETS.get(charset)
-            if codec:
-                try:
-                    return raw.decode(codec)
-                except UnicodeDecodeError:
-                    pass
+            return _CHARSETS.get(fields[17].decode("ascii", "replace").strip().upper())
+    return None
+
+
+def decode(raw: bytes) -> str:
+    """Text of a message: BOM dropped, MSH-18 charset honoured, else UTF-8 then GB18030."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    codec = declared_charset(raw)
+    if codec:
+        try:
+            return raw.decode(codec)
+        except UnicodeDecodeError:
+            pass
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -49,6 +49,7 @@ from rhip.ingest.model import BatchReport, Mapped, Record, SourceInfo
 from rhip.ingest.ordering import superseded
 from rhip.ingest.prepare import RecordPreparer
 from rhip.ingest.provenance import build_provenance, now_instant, scoped_key, stable_id
+from rhip.ingest.repeats import ChunkRepeats
 from rhip.ingest.schema import (
     ensure_schema,
     ingest_batch,
@@ -105,6 +106,13 @@ class _Accepted:
     slot: int
     ready: list[Any]  # rhip.store.bulk.Ready of the resources, when prepared by a producer
     targets: list[dict[str, Any]] | None = None  # what the store's bundle processing wrote
+
+
+def _all_unchanged(acc: _Accepted, unchanged: set[tuple[str, str]]) -> bool:
+    """Whether the store found every resource of a record unchanged (nothing of it written)."""
+    if acc.mapped.bundle is not None or not acc.mapped.resources:
+        return False
+    return all((r["resourceType"], r["id"]) in unchanged for r in acc.mapped.resources)
 
 
 class Pipeline:
@@ -354,6 +362,7 @@ class Pipeline:
         quarantined: list[dict[str, Any]] = []
         seen: set[str] = set()
         bad: dict[str, int] = {}  # key of a record quarantined in this chunk -> its slot
+        repeats = ChunkRepeats()  # identical records of this chunk (untracked loads: no `seen`)
         arrival = time.time()
         for i, (rec, key) in enumerate(zip(chunk, keys, strict=True)):
             report.received += 1
@@ -372,16 +381,16 @@ class Pipeline:
             if mapped is not None and mapped.bundle is not None:
                 targets, reasons = apply_bundle(self.store, mapped.bundle, mapped.entry)
                 mapped = mapped if targets is not None else None
+            if repeats.repeats(key, mapped):  # an identical record of this chunk counts, not this one
+                report.duplicates += 1
+                outcomes.append(("duplicate", reasons))
+                continue
             if mapped is None:
-                if key in bad:  # untracked: an identical record of this chunk holds the entry
-                    report.duplicates += 1
-                    outcomes.append(("duplicate", reasons))
-                else:
-                    report.quarantined += 1
-                    bad[key] = len(outcomes)
-                    outcomes.append(("quarantined", reasons))
-                    if keep_quarantine:
-                        quarantined.append(quarantine_row(report.batch_id, rec, key, src, reasons, arrival))
+                report.quarantined += 1
+                bad[key] = len(outcomes)
+                outcomes.append(("quarantined", reasons))
+                if keep_quarantine:
+                    quarantined.append(quarantine_row(report.batch_id, rec, key, src, reasons, arrival))
                 for obs in observers:
                     obs.on_quarantined(rec, reasons, src)
                 continue
@@ -392,11 +401,26 @@ class Pipeline:
             report.stale += 1
             outcomes[accepted[n].slot] = ("stale", [])
         fresh = [a for n, a in enumerate(accepted) if n not in stale]
-        for acc in fresh:
-            for obs in observers:
-                obs.on_stored(acc.record, acc.mapped, acc.record.source or source, arrival)
+
+        def score(unchanged: set[tuple[str, str]]) -> None:
+            """Show the observers the records stored; untracked, one the store finds unchanged (a
+            re-delivered line, which the batch counts as a duplicate) is not a new record."""
+            unchanged = unchanged if not track else set()
+            for acc in fresh:
+                if unchanged and _all_unchanged(acc, unchanged):
+                    continue
+                for obs in observers:
+                    obs.on_stored(acc.record, acc.mapped, acc.record.source or source, arrival)
+
         result, known = self._commit(
-            report, source, fresh, quarantined, track=track, per_record=per_record_provenance, now=arrival
+            report,
+            source,
+            fresh,
+            quarantined,
+            track=track,
+            per_record=per_record_provenance,
+            now=arrival,
+            score=score,
         )
         for key in known:  # quarantined before (an earlier chunk or delivery): a duplicate
             outcomes[bad[key]] = ("duplicate", outcomes[bad[key]][1])
@@ -472,15 +496,20 @@ class Pipeline:
         track: bool,
         per_record: bool,
         now: float,
+        score: Callable[[set[tuple[str, str]]], None] = lambda unchanged: None,
     ) -> tuple[bulk.BulkWriteResult, set[str]]:
         """Commit the chunk in one transaction: resources, their Provenance and the bookkeeping rows.
 
         A process killed at any moment therefore leaves either all of a chunk or none of it; the
         restart re-processes a chunk that did not commit. A transaction that lost a race with a
-        concurrent writer is retried whole, with the report's counts put back first. Returns the
-        write's result and the keys of ``quarantined`` records that already had an entry.
+        concurrent writer is retried whole, with the report's counts put back first. ``score`` is
+        called once, before the transaction, with the resources the pre-read found unchanged (what
+        the write will count as unchanged unless a concurrent writer changes them in between).
+        Returns the write's result and the keys of ``quarantined`` records that already had an entry.
         """
         plan = self._plan(source, fresh, per_record) if fresh else ChunkWrite([], 0, [])
+        # outside the write transaction: the rules' work does not hold the database's write lock
+        score({item.key for batch in plan.batches for item in batch if item.unchanged})
         before = dataclasses.replace(report)
         for attempt in range(1, bulk.BATCH_ATTEMPTS + 1):
             try:
@@ -550,6 +579,13 @@ class Pipeline:
         known = write_quarantine(conn, quarantined) if quarantined else set()
         report.quarantined -= len(known)
         report.duplicates += len(known)
+        if known:  # observers were told of them as quarantined: not new records after all
+            for obs in self.observers:
+                take_back = getattr(obs, "on_repeated_quarantine", None)
+                if take_back is not None:
+                    for row in quarantined:
+                        if row["key"] in known:
+                            take_back(row["facility"])
         self._save_counts(conn, report)
         for obs in self.observers:
             flush_into = getattr(obs, "flush_into", None)

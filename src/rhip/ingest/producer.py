@@ -46,6 +46,7 @@ from typing import Any
 
 from rhip.errors import RhipError
 from rhip.ingest.model import Mapped, Record, SourceInfo
+from rhip.ingest.repeats import ChunkRepeats
 
 log = logging.getLogger(__name__)
 
@@ -387,8 +388,11 @@ def _observe(job: ProducerJob, prepared: list[PreparedRecord]) -> PreparedChunk:
     if not job.observers or any(p.mapped is not None and p.mapped.ordered for p in prepared):
         return PreparedChunk(prepared, None)
     arrival = time.time()
+    repeats = ChunkRepeats()  # the writer counts these as duplicates: not scored either
     for p in prepared:
         src = p.record.source or job.source
+        if repeats.repeats(p.key, p.mapped):
+            continue
         for obs in job.observers:
             if p.mapped is None:
                 obs.on_quarantined(p.record, p.reasons, src)

@@ -19,6 +19,7 @@ from rhip.errors import ResourceNotFound
 from rhip.ingest.model import BatchReport, Record, SourceInfo
 from rhip.ingest.pipeline import MAPPERS, MapContext, Pipeline
 from rhip.ingest.schema import ensure_schema, ingest_quarantine
+from rhip.store.meta import format_instant
 
 
 @dataclass
@@ -37,7 +38,7 @@ class QuarantineEntry:
     context: dict[str, Any]
 
     def summary(self) -> dict[str, Any]:
-        """JSON-friendly view without the raw bytes."""
+        """JSON-friendly view without the raw bytes; ``created`` is an instant in UTC."""
         return {
             "id": self.q_id,
             "facility": self.facility,
@@ -45,9 +46,45 @@ class QuarantineEntry:
             "location": self.location,
             "position": self.position,
             "reasons": self.reasons,
-            "created": self.created,
+            "created": format_instant(self.created),  # a FHIR-style instant, as the rest of the API
             "status": self.status,
         }
+
+
+def raw_text(entry: QuarantineEntry) -> tuple[str, str]:
+    """The verbatim record as text, and which encoding read it and why.
+
+    The encoding the source declared comes first: a CSV mapping's (kept in the context), an HL7
+    message's MSH-18. Without one, or when the bytes are not in it, UTF-8 then GB18030 are tried;
+    bytes in neither are shown as UTF-8 with replacement characters, and the answer says so.
+    """
+    raw = entry.raw
+    declared, by = _declared_encoding(entry)
+    if declared:
+        try:
+            return raw.decode(declared), f"{declared}, {by}"
+        except (UnicodeDecodeError, LookupError):
+            by = f"not {declared} as {by}"
+    for codec in ("utf-8", "gb18030"):
+        try:
+            return raw.decode(codec), f"{codec}, detected" + (f"; {by}" if declared else "")
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("utf-8", "replace"), "utf-8 with undecodable bytes replaced (\ufffd)"
+
+
+def _declared_encoding(entry: QuarantineEntry) -> tuple[str | None, str]:
+    """The record's declared encoding (lower case) and who declared it; None when none did."""
+    declared = entry.context.get("encoding")
+    if isinstance(declared, str) and declared.lower() not in ("", "auto"):
+        return declared.lower(), "declared by the mapping"
+    if entry.connector == "hl7v2":
+        from rhip.ingest.hl7v2 import declared_charset
+
+        codec = declared_charset(entry.raw)
+        if codec:
+            return codec, "declared in MSH-18"
+    return None, ""
 
 
 def _entry(row: Any) -> QuarantineEntry:

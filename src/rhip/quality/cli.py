@@ -7,6 +7,9 @@ from typing import Any
 
 import typer
 
+#: How many known facility codes an unknown ``--facility`` is answered with.
+_FACILITIES_SHOWN = 8
+
 #: Table headers of the quality dimensions (数据质量维度), short enough for 80 columns.
 _DIMENSION_HEADERS = {
     "completeness": "complete\n完整性",
@@ -77,6 +80,8 @@ def quality_command(
         return
     store = Store(database_url or get_settings().resolved_database_url)
     try:
+        if facility is not None:
+            _check_facility(store.engine, facility)
         if rules:
             table = Table(title="Quality per rule")
             for col in ("facility", "day", "rule", "checked", "failed", "score"):
@@ -95,6 +100,23 @@ def quality_command(
             print_facility_table(console, store.engine, facility, by_day)
     finally:
         store.close()
+
+
+def _check_facility(engine: Any, facility: str) -> None:
+    """Refuse a facility with no quality records, naming a few that have some (RhipError: exit 2)."""
+    from rhip.errors import RhipError
+    from rhip.quality.scores import known_facilities
+
+    known = known_facilities(engine)
+    if facility in known:
+        return
+    if not known:
+        raise RhipError(f"no quality records of facility {facility} are known: nothing has been ingested yet")
+    shown = ", ".join(known[:_FACILITIES_SHOWN]) + (", ..." if len(known) > _FACILITIES_SHOWN else "")
+    raise RhipError(
+        f"no quality records of facility {facility} are known; "
+        f"{len(known)} facilit{'y has' if len(known) == 1 else 'ies have'} some: {shown}"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -100,6 +100,13 @@ class _Tallies:
         """A quarantined record fails the record-accepted rule."""
         self._count(source.facility, self._day(time.time()), "conformance.record-accepted", False)
 
+    def on_repeated_quarantine(self, facility: str) -> None:
+        """Take back an :meth:`on_quarantined` of this chunk: the record repeats one quarantined
+        before (an earlier chunk or delivery), which the batch counts as a duplicate."""
+        entry = self._tally[(facility, self._day(time.time()), "conformance.record-accepted")]
+        entry[0] -= 1
+        entry[1] -= 1
+
 
 class QualityCollector(_Tallies):
     """Ingest observer (``rhip.ingest.hooks.RecordObserver``) that tallies quality rules.

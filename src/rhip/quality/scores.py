@@ -67,6 +67,14 @@ def _merge_days(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(merged.values())
 
 
+def known_facilities(engine: Engine) -> list[str]:
+    """The facility codes that have quality tallies, sorted."""
+    ensure_schema(engine)
+    t = quality_tally
+    with engine.connect() as conn:
+        return list(conn.execute(select(t.c.facility).distinct().order_by(t.c.facility)).scalars())
+
+
 def facility_scores(engine: Engine, *, by_day: bool = True, **filters: str | None) -> list[dict[str, Any]]:
     """One row per facility and day (or per facility over all days): overall and per-dimension score."""
     rows = rule_scores(engine, **filters)

@@ -74,7 +74,7 @@ def users_add(
         help="resident, practitioner, facility_admin, public_health, insurance_auditor, researcher, "
         "platform_admin or system",
     ),
-    patient: str | None = typer.Option(None, help="Patient id (residents)."),
+    patient: str | None = typer.Option(None, help="Patient id (required for residents)."),
     practitioner: str | None = typer.Option(None, help="Practitioner id."),
     organization: str | None = typer.Option(None, help="Organization id."),
     area: str | None = typer.Option(None, help="Area code (public health)."),
@@ -82,6 +82,11 @@ def users_add(
     """Create an account; the secret is read from RHIP_NEW_SECRET or generated and printed once."""
     from rhip.security.users import Account, create_account
 
+    if role == "resident" and not (patient or "").strip():
+        raise typer.BadParameter(
+            "a resident account must be bound to its Patient: give --patient <Patient id>",
+            param_hint="'--patient'",
+        )
     secret = os.environ.get("RHIP_NEW_SECRET") or secrets.token_urlsafe(12)
     kind = "system" if role == "system" else "person"
     create_account(

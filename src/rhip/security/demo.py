@@ -75,6 +75,8 @@ def create_demo_accounts(
     ]
     rows = []
     for account in plan:
+        if account.role == "resident" and not account.patient_id:
+            continue  # no Patient in the store to bind the resident to: no resident account
         secret = password or secrets.token_urlsafe(9)
         create_account(engine, account, secret, replace=True)
         binding = account.patient_id or account.organization_id or account.area or "-"

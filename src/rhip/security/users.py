@@ -59,11 +59,19 @@ def check_secret(secret: str, stored: str) -> bool:
 
 
 def create_account(engine: sa.Engine, account: Account, secret: str, *, replace: bool = False) -> None:
-    """Store an account with its hashed secret (``replace`` overwrites an existing one)."""
+    """Store an account with its hashed secret (``replace`` overwrites an existing one).
+
+    Raises InvalidRequest for an unknown role, a resident account without its Patient, or an
+    existing username (unless ``replace``).
+    """
     from rhip.security.policy import ROLES
 
     if account.role not in ROLES:
         raise InvalidRequest(f"role: unknown role '{account.role}' (known: {', '.join(sorted(ROLES))})")
+    if account.role == "resident" and not (account.patient_id or "").strip():
+        # a resident reads only their own records: unbound, the account could read nothing (or,
+        # under a policy change, everything), so it is refused rather than created
+        raise InvalidRequest("patient_id: a resident account must be bound to its Patient")
     ensure_schema(engine)
     values = dict(account.__dict__, secret_hash=hash_secret(secret), active=True)
     # a write transaction from its first statement: on SQLite a read that turns into a write fails

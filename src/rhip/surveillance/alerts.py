@@ -23,6 +23,7 @@ import orjson
 import sqlalchemy as sa
 
 from rhip.errors import InvalidRequest, ResourceNotFound
+from rhip.store.meta import format_instant
 
 __all__ = [
     "ALERT_STATUSES",
@@ -186,6 +187,7 @@ def _public(row: Any, *, with_cases: bool) -> dict[str, Any]:
             "updated",
         )
     }
+    out["created"], out["updated"] = format_instant(row["created"]), format_instant(row["updated"])
     out["evidence"] = orjson.loads(row["evidence"])
     cases = orjson.loads(row["cases"])
     out["case_count"] = len(cases)
@@ -227,7 +229,8 @@ def get_alert(conn: sa.Connection, alert_id: str) -> dict[str, Any]:
         sa.select(action_table).where(action_table.c.alert_id == alert_id).order_by(action_table.c.seq)
     ).mappings()
     out["actions"] = [
-        {"action": a["action"], "actor": a["actor"], "note": a["note"], "at": a["at"]} for a in acts
+        {"action": a["action"], "actor": a["actor"], "note": a["note"], "at": format_instant(a["at"])}
+        for a in acts
     ]
     return out
 
