@@ -300,6 +300,19 @@ def dump(out: Path, n_bench: int) -> int:
     return n
 
 
+def compare_dumps(before: Path, after: Path) -> None:
+    """Exit with the first differing lines unless the two dumps are identical line for line."""
+    old, new = before.read_text("utf-8").splitlines(), after.read_text("utf-8").splitlines()
+    if len(old) != len(new):
+        raise SystemExit(f"DIFFERENT: {len(old)} lines before, {len(new)} after")
+    diffs = [(a, b) for a, b in zip(old, new, strict=True) if a != b]
+    for a, b in diffs[:5]:
+        print(f"- {a[:400]}\n+ {b[:400]}")
+    if diffs:
+        raise SystemExit(f"DIFFERENT: {len(diffs)} lines differ")
+    print("identical")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
@@ -310,15 +323,7 @@ def main() -> None:
     n = dump(args.out, args.bench)
     print(f"{n} resources dumped to {args.out}")
     if args.compare:
-        old, new = args.compare.read_text("utf-8").splitlines(), args.out.read_text("utf-8").splitlines()
-        diffs = [(a, b) for a, b in zip(old, new, strict=False) if a != b]
-        if len(old) != len(new):
-            raise SystemExit(f"DIFFERENT: {len(old)} lines before, {len(new)} after")
-        for a, b in diffs[:5]:
-            print(f"- {a[:400]}\n+ {b[:400]}")
-        if diffs:
-            raise SystemExit(f"DIFFERENT: {len(diffs)} lines differ")
-        print("identical")
+        compare_dumps(args.compare, args.out)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ from typing import Any
 
 import orjson
 
+from ingest_equivalence import compare_dumps
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "tests" / "data" / "hl7v2" / "messages").glob("*.hl7"))
 #: Fixed keys, so that pseudonyms (and therefore the protected bodies' index rows) repeat run to run.
@@ -245,15 +247,7 @@ def main() -> None:
     n = dump(args.out)
     print(f"{n} ACKs; dump in {args.out}")
     if args.compare:
-        old, new = args.compare.read_text("utf-8").splitlines(), args.out.read_text("utf-8").splitlines()
-        if len(old) != len(new):
-            raise SystemExit(f"DIFFERENT: {len(old)} lines before, {len(new)} after")
-        diffs = [(a, b) for a, b in zip(old, new, strict=True) if a != b]
-        for a, b in diffs[:5]:
-            print(f"- {a[:400]}\n+ {b[:400]}")
-        if diffs:
-            raise SystemExit(f"DIFFERENT: {len(diffs)} lines differ")
-        print("identical")
+        compare_dumps(args.compare, args.out)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clinic_mapping import CLINIC_MAPPING
 from typer.testing import CliRunner
 
 from rhip.cli import app
@@ -12,22 +13,10 @@ from rhip.ingest.pipeline import Pipeline
 from rhip.ingest.quarantine import count_open, get_entry, list_entries, replay
 from rhip.ingest.runner import ingest_file
 
-MAPPING = """name: clinic
-encoding: utf-8
-tables:
-  person.csv:
-    resources:
-      - type: Patient
-        id_from: [pid]
-        fields:
-          name[0].text: {column: name}
-          gender: {column: sex, map: {"1": male, "2": female}}
-"""
-
 
 def test_replay_after_fixing_mapping(sqlite_pipeline: Pipeline, tmp_path: Path) -> None:
     mapping = tmp_path / "clinic.yaml"
-    mapping.write_text(MAPPING, encoding="utf-8")
+    mapping.write_text(CLINIC_MAPPING, encoding="utf-8")
     data = tmp_path / "person.csv"
     data.write_text("pid,name,sex\n1,Wang,1\n2,Li,M\n3,Zhao,F\n", encoding="utf-8")
     rep = ingest_file(sqlite_pipeline, data, "C1", mapping=str(mapping))
@@ -43,7 +32,7 @@ def test_replay_after_fixing_mapping(sqlite_pipeline: Pipeline, tmp_path: Path) 
     assert len(list_entries(sqlite_pipeline.engine, status=None)) == 2
 
     mapping.write_text(
-        MAPPING.replace('{"1": male, "2": female}', '{"1": male, "2": female, M: male, F: female}'),
+        CLINIC_MAPPING.replace('{"1": male, "2": female}', '{"1": male, "2": female, M: male, F: female}'),
         encoding="utf-8",
     )
     fixed = replay(sqlite_pipeline, entries)

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+from clinic_mapping import CLINIC_MAPPING
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -97,19 +98,6 @@ def test_identical_bad_hl7_messages_are_one_entry(
     _load_twice(pipeline, db_url, path, bad=1)
 
 
-MAPPING = """name: clinic
-encoding: utf-8
-tables:
-  person.csv:
-    resources:
-      - type: Patient
-        id_from: [pid]
-        fields:
-          name[0].text: {column: name}
-          gender: {column: sex, map: {"1": male, "2": female}}
-"""
-
-
 @pytest.mark.parametrize("chunk_size", [1000, 2])
 def test_identical_bad_csv_rows_are_one_entry(
     store: Store, db_url: str, tmp_path: Path, chunk_size: int
@@ -117,7 +105,7 @@ def test_identical_bad_csv_rows_are_one_entry(
     """Two identical bad CSV rows counted 2 quarantined for one row across a chunk boundary."""
     pipeline = make_pipeline(store, chunk_size=chunk_size)
     mapping = tmp_path / "clinic.yaml"
-    mapping.write_text(MAPPING, encoding="utf-8")
+    mapping.write_text(CLINIC_MAPPING, encoding="utf-8")
     path = tmp_path / "person.csv"
     path.write_text("pid,name,sex\n1,Wang,1\n2,Li,M\n3,Zhao,2\n2,Li,M\n", encoding="utf-8")
     _load_twice(pipeline, db_url, path, bad=1, mapping=str(mapping))

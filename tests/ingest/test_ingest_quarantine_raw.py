@@ -5,24 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clinic_mapping import clinic_mapping
 from typer.testing import CliRunner
 
 from rhip.cli import app
 from rhip.ingest.pipeline import Pipeline
 from rhip.ingest.quarantine import list_entries
 from rhip.ingest.runner import ingest_file
-
-MAPPING = """name: clinic
-encoding: {encoding}
-tables:
-  person.csv:
-    resources:
-      - type: Patient
-        id_from: [pid]
-        fields:
-          name[0].text: {{column: name}}
-          gender: {{column: sex, map: {{"1": male, "2": female}}}}
-"""
 
 HL7 = (
     "MSH|^~\\&|HIS|H1|R|R|20261101083000||ADT^A28^ADT_A05|C1|P|2.5||||||GBK\r"
@@ -50,7 +39,7 @@ def list_entries_of(db_url: str) -> list[int]:
 def test_a_gbk_csv_row_is_shown_as_gbk(pipeline: Pipeline, db_url: str, tmp_path: Path) -> None:
     """A GBK row was printed as UTF-8 with replacement characters (mojibake)."""
     mapping = tmp_path / "clinic.yaml"
-    mapping.write_text(MAPPING.format(encoding="gbk"), encoding="utf-8")
+    mapping.write_text(clinic_mapping("gbk"), encoding="utf-8")
     path = tmp_path / "person.csv"
     row = "2,王芳,M".encode("gbk")
     path.write_bytes("pid,name,sex\n1,李明,1\n".encode("gbk") + row + b"\n")

@@ -21,27 +21,12 @@ from typing import Any
 
 import httpx
 import pytest
-from security_seed import consent
+from security_seed import _enc, _ref, consent
 
 from rhip.config import Settings
 from rhip_testkit import running_server
 
 DOCTORS = {"docA": "orgA", "docB": "orgB", "docC": "orgC", "docL": "orgL", "docD": "orgD", "docX": "orgA"}
-
-
-def _ref(text: str) -> dict[str, str]:
-    return {"reference": text}
-
-
-def _encounter(rid: str, patient: str, org: str) -> dict[str, Any]:
-    return {
-        "resourceType": "Encounter",
-        "id": rid,
-        "status": "finished",
-        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
-        "subject": _ref(f"Patient/{patient}"),
-        "serviceProvider": _ref(f"Organization/{org}"),
-    }
 
 
 def _referral(rid: str | None, patient: str, requester: str, performer: str) -> dict[str, Any]:
@@ -64,8 +49,8 @@ def _seed() -> list[dict[str, Any]]:
         *({"resourceType": "Organization", "id": org} for org in orgs),
         {"resourceType": "Patient", "id": "pR", "managingOrganization": _ref("Organization/orgA")},
         consent("cR", "pR", opt_out=True),
-        _encounter("encRA", "pR", "orgA"),
-        _encounter("encRC", "pR", "orgC"),
+        _enc("encRA", "pR", "orgA"),
+        _enc("encRC", "pR", "orgC"),
         _referral("srAB", "pR", "Organization/orgA", "Organization/orgB"),
         _referral("srAL", "pR", "Organization/orgA", "Organization/orgL"),
         {
