@@ -212,8 +212,8 @@ def _revealed_same(crypt: Any, protected: dict[str, Any], plain: dict[str, Any])
 def _map_record(preparer: Any, raw: dict[str, Any], n: int) -> tuple[Any, ...]:
     """What the pipeline's preparer makes of the resource as an NDJSON line: body, reasons, warnings."""
     from rhip.ingest.fhir_files import map_ndjson
+    from rhip.ingest.mappers import MapContext
     from rhip.ingest.model import Record, SourceInfo
-    from rhip.ingest.pipeline import MapContext
 
     ctx = MapContext(
         SourceInfo(facility="EQ", connector="fhir-ndjson"),

@@ -34,8 +34,9 @@ from sqlalchemy import select
 from rhip.fhir.validation import validate_resource
 from rhip.ingest.conceptmaps import install_conceptmaps
 from rhip.ingest.csvmap import load_mapping
+from rhip.ingest.mappers import MAPPERS, MapContext
 from rhip.ingest.model import BatchReport, Record, SourceInfo
-from rhip.ingest.pipeline import MAPPERS, MapContext, Pipeline
+from rhip.ingest.pipeline import Pipeline
 from rhip.ingest.schema import ingest_batch, ingest_quarantine
 from rhip.quality.collector import QualityCollector
 from rhip.store import Store

@@ -223,7 +223,7 @@ class Digester:
     def outputs(self, item: Item) -> tuple[Any, ...]:
         """Everything ingest derives from one record (see the module docstring)."""
         from rhip.fhir.validation import validate_resource
-        from rhip.ingest.pipeline import MAPPERS, MapContext, record_key
+        from rhip.ingest.mappers import MAPPERS, MapContext, record_key
         from rhip.ingest.provenance import build_provenance, stable_id
         from rhip.quality.rules import RULES
 

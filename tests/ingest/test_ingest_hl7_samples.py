@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import select
 
 from rhip.ingest import hl7v2
+from rhip.ingest.mappers import MAPPERS, MapContext
 from rhip.ingest.model import Record, SourceInfo
-from rhip.ingest.pipeline import MAPPERS, MapContext, Pipeline
+from rhip.ingest.pipeline import Pipeline
 from rhip.ingest.schema import ingest_quarantine
 
 DATA = Path(__file__).resolve().parents[1] / "data"

@@ -20,8 +20,9 @@ import pytest
 from sqlalchemy import text
 
 from rhip.errors import RhipError
+from rhip.ingest.mappers import MAPPERS, MapContext, chunks
 from rhip.ingest.model import Record, SourceInfo
-from rhip.ingest.pipeline import MAPPERS, MapContext, Pipeline, RecordPreparer, chunks
+from rhip.ingest.pipeline import Pipeline, RecordPreparer
 from rhip.ingest.producer import (
     Balance,
     PreparedChunk,

@@ -6,8 +6,9 @@ import orjson
 
 from rhip.ingest.canonical import ConceptTranslator
 from rhip.ingest.fhir_files import map_ndjson
+from rhip.ingest.mappers import MapContext
 from rhip.ingest.model import Record, SourceInfo
-from rhip.ingest.pipeline import MapContext, RecordPreparer
+from rhip.ingest.pipeline import RecordPreparer
 from rhip.ingest.validate import ResourceValidator, structural_issues
 
 SOURCE = SourceInfo(facility="F1", connector="fhir-ndjson")

@@ -13,8 +13,9 @@ from rhip.ingest.hooks import (
     register_patient_sink,
     unregister_patient_sink,
 )
+from rhip.ingest.mappers import MAPPERS, MapContext, register_mapper
 from rhip.ingest.model import BatchReport, Mapped, MappingError, Record, SourceInfo
-from rhip.ingest.pipeline import MAPPERS, MapContext, Pipeline, register_mapper
+from rhip.ingest.pipeline import Pipeline
 from rhip.ingest.schema import INGEST_TABLES, ensure_schema
 
 __all__ = [

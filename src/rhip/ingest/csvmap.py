@@ -26,8 +26,8 @@ from rhip.errors import InvalidRequest
 from rhip.fhir import systems
 from rhip.ingest.canonical import epoch, finite_number, fold, to_instant
 from rhip.ingest.lines import OVERLONG, read_lines
+from rhip.ingest.mappers import MapContext, register_mapper
 from rhip.ingest.model import Mapped, MappingError, Record, issue
-from rhip.ingest.pipeline import MapContext, register_mapper
 from rhip.ingest.provenance import stable_id
 
 CONNECTOR = "csv"

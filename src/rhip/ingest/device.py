@@ -28,8 +28,9 @@ import orjson
 
 from rhip.fhir import systems
 from rhip.ingest.canonical import epoch, to_instant
+from rhip.ingest.mappers import MapContext, register_mapper
 from rhip.ingest.model import BatchReport, Mapped, MappingError, Record, SourceInfo, issue
-from rhip.ingest.pipeline import MapContext, Pipeline, register_mapper
+from rhip.ingest.pipeline import Pipeline
 from rhip.ingest.provenance import stable_id
 
 log = logging.getLogger(__name__)

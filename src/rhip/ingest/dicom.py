@@ -20,8 +20,8 @@ from rhip.errors import ResourceNotFound
 from rhip.fhir import systems
 from rhip.fhir.validation import validate_resource
 from rhip.ingest.canonical import to_instant
+from rhip.ingest.mappers import MapContext, register_mapper
 from rhip.ingest.model import Mapped, MappingError, Record, issue
-from rhip.ingest.pipeline import MapContext, register_mapper
 from rhip.ingest.provenance import stable_id
 
 log = logging.getLogger(__name__)

@@ -26,8 +26,8 @@ from typing import Any
 import orjson
 
 from rhip.ingest.lines import KEPT, MAX_LINE, OVERLONG, read_lines
+from rhip.ingest.mappers import MapContext, register_mapper
 from rhip.ingest.model import Mapped, MappingError, Record, issue
-from rhip.ingest.pipeline import MapContext, register_mapper
 
 NDJSON = "fhir-ndjson"
 BUNDLE = "fhir-bundle"

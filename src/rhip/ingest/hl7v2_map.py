@@ -14,8 +14,8 @@ from rhip.fhir import systems
 from rhip.fhir.primitives import is_ascii_digits
 from rhip.ingest.canonical import epoch, finite_number, sex_codes, to_instant
 from rhip.ingest.hl7v2 import CONNECTOR, Parsed, decode, field_reps, get, normalise, parse
+from rhip.ingest.mappers import MapContext, register_mapper
 from rhip.ingest.model import Mapped, MappingError, Record, issue
-from rhip.ingest.pipeline import MapContext, register_mapper
 from rhip.ingest.provenance import stable_id
 
 _ADT_PERSON_ENCOUNTER = {"A01", "A02", "A03", "A04", "A05", "A06", "A07", "A08", "A13"}

@@ -48,9 +48,10 @@ from rhip.ingest.hl7v2 import (
     header_field,
     message_bytes,
 )
+from rhip.ingest.mappers import MAPPERS, MapContext
 from rhip.ingest.mllp_prepare import PrepareProcess
 from rhip.ingest.model import BatchReport, MappingError, Record, SourceInfo
-from rhip.ingest.pipeline import MAPPERS, MapContext, Pipeline
+from rhip.ingest.pipeline import Pipeline
 from rhip.ingest.producer import (
     BULK_GC_THRESHOLDS,
     PreparedRecord,

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import os
 import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from itertools import islice
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, insert, update
@@ -45,10 +43,11 @@ from rhip.ingest.chunkwrite import (
     write_source_times,
 )
 from rhip.ingest.hooks import RecordObserver, notify_merge, notify_patients, patient_sinks
+from rhip.ingest.mappers import MAPPERS, MapContext, MapFn, chunks, record_key
 from rhip.ingest.model import BatchReport, Mapped, Record, SourceInfo
 from rhip.ingest.ordering import superseded
 from rhip.ingest.prepare import RecordPreparer
-from rhip.ingest.provenance import build_provenance, now_instant, scoped_key, stable_id
+from rhip.ingest.provenance import build_provenance, now_instant, stable_id
 from rhip.ingest.repeats import ChunkRepeats
 from rhip.ingest.schema import (
     ensure_schema,
@@ -63,39 +62,6 @@ if TYPE_CHECKING:
     from rhip.ingest.producer import PreparedRecord, ProducerStats
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class MapContext:
-    """What a mapper may use besides the record: the source, the local time zone, the translator."""
-
-    source: SourceInfo
-    tz: str
-    translator: ConceptTranslator
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-MapFn = Callable[[Record, MapContext], Mapped]
-
-#: Connector name -> mapper; quarantine replay finds the mapper of a record here.
-MAPPERS: dict[str, MapFn] = {}
-
-
-def register_mapper(connector: str, mapper: MapFn) -> None:
-    """Register (or replace) the mapper of a connector, the way an extension adds one."""
-    MAPPERS[connector] = mapper
-
-
-def record_key(rec: Record, source: SourceInfo) -> str:
-    """The idempotency key of a record: its own key (or content hash) scoped to its source."""
-    return scoped_key(source, rec.key or hashlib.sha256(rec.raw).hexdigest())
-
-
-def chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
-    """Consecutive lists of up to ``size`` records (the last one shorter)."""
-    it = iter(records)
-    while chunk := list(islice(it, size)):
-        yield chunk
 
 
 @dataclass

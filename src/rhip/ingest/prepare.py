@@ -22,7 +22,7 @@ from rhip.ingest.provenance import source_uri, stable_id
 from rhip.ingest.validate import ResourceValidator, structural_issues
 
 if TYPE_CHECKING:
-    from rhip.ingest.pipeline import MapContext, MapFn
+    from rhip.ingest.mappers import MapContext, MapFn
 
 log = logging.getLogger(__name__)
 

@@ -190,7 +190,7 @@ def prepare_chunk(
     The resources of the first ``share`` of the records are encoded for the store here; the
     writer prepares the others' itself (see :class:`Balance`).
     """
-    from rhip.ingest.pipeline import MAPPERS, MapContext, record_key
+    from rhip.ingest.mappers import MAPPERS, MapContext, record_key
 
     fn = job.mapper or MAPPERS[job.connector]
     contexts: dict[SourceInfo, Any] = {}
@@ -352,7 +352,7 @@ def from_wire(data: bytes) -> PreparedChunk:
 def _produce(job: ProducerJob, out: Any, parent: int) -> None:
     """Child process body: prepare every chunk and queue it; ``None`` ends, a string is an error."""
     from rhip.ingest import runner  # noqa: F401 (registers the built-in mappers in this process)
-    from rhip.ingest.pipeline import chunks
+    from rhip.ingest.mappers import chunks
     from rhip.ingest.prepare import RecordPreparer
 
     stats = ProducerStats()

@@ -16,8 +16,9 @@ import orjson
 from sqlalchemy import func, select, update
 
 from rhip.errors import ResourceNotFound
+from rhip.ingest.mappers import MAPPERS, MapContext
 from rhip.ingest.model import BatchReport, Record, SourceInfo
-from rhip.ingest.pipeline import MAPPERS, MapContext, Pipeline
+from rhip.ingest.pipeline import Pipeline
 from rhip.ingest.schema import ensure_schema, ingest_quarantine
 from rhip.store.meta import format_instant
 
