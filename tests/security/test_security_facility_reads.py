@@ -9,7 +9,9 @@ reader's facility is one the record belongs to or, for a request, the one it is 
 parties the write rule reads (:func:`rhip.security.parties.parties_of`). A second resident was
 referred by facility D, which has no other record of them: D's doctors care for them through the
 referral they requested. The relationship's two forms (one query per practitioner in SQL, the
-per-resident searches) are compared on every kind of relationship.
+per-resident searches) are compared on every kind of relationship. A referral may name a
+facility's post or department instead of the Organization (requester PractitionerRole/roleA of A,
+performer HealthcareService/hsB of B): those count for their facility.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from rhip.config import Settings
 from rhip_testkit import running_server
 
 DOCTORS = {"docA": "orgA", "docB": "orgB", "docC": "orgC", "docL": "orgL", "docD": "orgD", "docX": "orgA"}
+#: The facilities' feeds (``system`` accounts bound to them).
+FEEDS = {"his-a": "orgA", "his-b": "orgB", "his-c": "orgC"}
 
 
 def _referral(rid: str | None, patient: str, requester: str, performer: str) -> dict[str, Any]:
@@ -53,6 +57,9 @@ def _seed() -> list[dict[str, Any]]:
         _enc("encRC", "pR", "orgC"),
         _referral("srAB", "pR", "Organization/orgA", "Organization/orgB"),
         _referral("srAL", "pR", "Organization/orgA", "Organization/orgL"),
+        {"resourceType": "PractitionerRole", "id": "roleA", "organization": _ref("Organization/orgA")},
+        {"resourceType": "HealthcareService", "id": "hsB", "providedBy": _ref("Organization/orgB")},
+        _referral("srUnit", "pR", "PractitionerRole/roleA", "HealthcareService/hsB"),
         {
             "resourceType": "Observation",
             "id": "obsL",
@@ -109,6 +116,8 @@ def server(db_url: str, tmp_path: Path) -> Iterator[Server]:
         who: issue_token(app, role="practitioner", username=who, practitioner_id=who, organization_id=org)
         for who, org in DOCTORS.items()
     }
+    for who, org in FEEDS.items():
+        tokens[who] = issue_token(app, role="system", username=who, organization_id=org)
     with running_server(app) as root:
         yield Server(f"{root}/fhir", tokens)
     store.close()
@@ -119,9 +128,32 @@ def test_opted_out_referral_is_seen_by_its_requester_and_its_addressee(server: S
     opt-out A's own practitioners could not read it."""
     assert server.readers("ServiceRequest", "srAB") == {"docA", "docX", "docB"}
     listed = server.request("docA", "GET", "ServiceRequest", params={"patient": "Patient/pR"}).json()
-    assert {e["resource"]["id"] for e in listed.get("entry", [])} == {"srAB", "srAL"}
+    assert {e["resource"]["id"] for e in listed.get("entry", [])} == {"srAB", "srAL", "srUnit"}
     # C cares for the resident too, but only for what is C's: the opt-out keeps the rest away
     assert server.sees("docC", "Encounter", "encRC") and not server.sees("docC", "Encounter", "encRA")
+
+
+def test_referral_from_a_role_to_a_department_is_seen_by_both_facilities(server: Server) -> None:
+    """Regression: a referral requested by A's PractitionerRole and addressed to B's HealthcareService
+    named no facility, so under an opt-out neither A's nor B's practitioners could read it."""
+    assert server.readers("ServiceRequest", "srUnit") == {"docA", "docX", "docB"}
+
+
+def test_feeds_write_a_referral_from_a_role_to_a_department(server: Server) -> None:
+    """Regression: A's feed could not create its referral from its PractitionerRole to B's
+    HealthcareService (it named no facility), nor B's feed accept it."""
+    body = _referral(None, "pR", "PractitionerRole/roleA", "HealthcareService/hsB")
+    created = server.request("his-a", "POST", "ServiceRequest", json=body)
+    assert created.status_code == 201, created.text
+    path = f"ServiceRequest/{created.json()['id']}"
+    accepted = server.request("his-b", "PUT", path, json={**created.json(), "status": "completed"})
+    assert accepted.status_code == 200, accepted.text
+    refused = server.request("his-c", "PUT", path, json={**created.json(), "status": "revoked"})
+    assert refused.status_code == 403, refused.text
+    assert "orgA" in refused.text and "orgB" in refused.text
+    assert server.request("his-b", "DELETE", path).status_code == 403
+    assert server.readers("ServiceRequest", created.json()["id"]) == {"docA", "docX", "docB"}
+    assert server.request("docB", "GET", path).json()["status"] == "completed"
 
 
 def test_outside_laboratory_result_in_a_facility_encounter_is_both_facilities(server: Server) -> None:

@@ -580,3 +580,59 @@ def test_device_owner_service_provider_and_performer_on_behalf_of_name_the_facil
     }
     assert facilities.call("his-b", "POST", "Procedure", procedure).status_code == 201
     _refused(facilities.call("his-a", "POST", "Procedure", procedure), "orgB", "orgA")
+
+
+def _units(facilities: Facilities) -> None:
+    """orgA's post PractitionerRole/roleA and orgB's department HealthcareService/hsB, each written
+    by its own facility's feed."""
+    role = {"resourceType": "PractitionerRole", "id": "roleA", "organization": _org("orgA")}
+    service = {"resourceType": "HealthcareService", "id": "hsB", "providedBy": _org("orgB")}
+    assert facilities.call("his-a", "PUT", "PractitionerRole/roleA", role).status_code == 201
+    assert facilities.call("his-b", "PUT", "HealthcareService/hsB", service).status_code == 201
+
+
+def test_a_referral_from_a_role_to_a_department_is_the_requesters_and_addressed_to_the_department(
+    facilities: Facilities,
+) -> None:
+    """Regression: a PractitionerRole requester and a HealthcareService performer named no facility,
+    so orgA's feed could not create its referral to orgB's department (a resident's record naming no
+    facility) and orgB's feed could not accept it."""
+    _units(facilities)
+    body = {
+        **_referral(_ref("PractitionerRole/roleA"), "orgB"),
+        "performer": [_ref("HealthcareService/hsB")],
+    }
+    created = facilities.call("his-a", "POST", "ServiceRequest", body)
+    assert created.status_code == 201, created.text
+    path = f"ServiceRequest/{created.json()['id']}"
+    accepted = facilities.call("his-b", "PATCH", path, _set_status("completed"))
+    assert accepted.status_code == 200, accepted.text
+    _refused(facilities.call("his-c", "PATCH", path, _set_status("revoked")), "orgA", "orgB", "orgC")
+    _refused(facilities.call("his-c", "POST", "ServiceRequest", body), "orgA", "orgB", "orgC")
+    _refused(facilities.call("his-b", "POST", "ServiceRequest", body), "orgA", "orgB", "addressed to")
+    _refused(facilities.call("his-b", "DELETE", path), "orgA", "orgB")
+    redirected = [{"op": "replace", "path": "/performer/0", "value": _org("orgB")}]
+    _refused(facilities.call("his-b", "PATCH", path, redirected), "orgA", "orgB")
+    assert facilities.stored(path).json()["status"] == "completed"
+    # a role or a service that is not found resolves to no facility, as an unknown Encounter does
+    ghost = {**body, "requester": _ref("PractitionerRole/ghost")}
+    _refused(facilities.call("his-a", "POST", "ServiceRequest", ghost), "orgB", "orgA")
+    lost = {**body, "performer": [_ref("HealthcareService/ghost")]}
+    assert facilities.call("his-a", "POST", "ServiceRequest", lost).status_code == 201
+
+
+def test_a_role_named_as_performer_counts_for_its_facility_in_a_shared_record(facilities: Facilities) -> None:
+    """Regression: orgA's post (PractitionerRole) performing a result in orgB's Encounter did not make
+    the result orgA's too, so orgA's feed could not write it and orgB's could drop orgA from it."""
+    _units(facilities)
+    result = {**_observation("pB", "Encounter/encB"), "performer": [_ref("PractitionerRole/roleA")]}
+    created = facilities.call("his-a", "POST", "Observation", result)
+    assert created.status_code == 201, created.text
+    path = f"Observation/{created.json()['id']}"
+    stored = created.json()
+    amended = facilities.call("his-b", "PUT", path, {**stored, "status": "amended"})
+    assert amended.status_code == 200, amended.text
+    _refused(facilities.call("his-b", "PUT", path, {**stored, "performer": [_org("orgB")]}), "orgA")
+    _refused(facilities.call("his-b", "DELETE", path), "orgA", "orgB")
+    _refused(facilities.call("his-c", "PUT", path, stored), "orgA", "orgB", "orgC")
+    assert facilities.stored(path).json()["performer"] == [_ref("PractitionerRole/roleA")]

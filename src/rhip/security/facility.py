@@ -7,7 +7,9 @@ B's. A record names organisations in two roles (:func:`rhip.security.parties.par
 facilities it **belongs to** (its ``serviceProvider``, ``managingOrganization``, ``performer``,
 ``requester``, ... and its Encounter's ``serviceProvider``: the result of an outside laboratory in
 hospital A's Encounter belongs to both) and the facilities a request is **addressed to** (the
-requested performer of a referral, 转诊, the ``owner`` of a Task, ...).
+requested performer of a referral, 转诊, the ``owner`` of a Task, ...). Where those elements name a
+PractitionerRole or a HealthcareService, its ``organization`` or ``providedBy`` counts in the same
+role (read one level, inside the write's transaction like the Encounter).
 
 A facility the record belongs to creates it and updates it, but an update may not drop another
 facility the record belongs to; it deletes it when the record belongs to it alone. A facility a
@@ -45,7 +47,8 @@ logger = logging.getLogger(__name__)
 
 #: Where a record names its facility (for the refusal message).
 _FACILITY_ELEMENTS = (
-    "serviceProvider, managingOrganization, requester, performer, ... or an Encounter of a facility"
+    "serviceProvider, managingOrganization, requester, performer, ... naming an Organization or a "
+    "PractitionerRole or HealthcareService of one, or an Encounter of a facility"
 )
 
 _Read = Callable[[str, str], dict[str, Any]]
@@ -68,22 +71,38 @@ def _names(orgs: frozenset[str]) -> str:
 
 
 class _Record:
-    """One side of a write (stored version or submitted body) with its parties, Encounter resolved lazily."""
+    """One side of a write (stored version or submitted body) with its parties; its Encounter,
+    PractitionerRoles and HealthcareServices resolved lazily."""
 
-    def __init__(self, body: dict[str, Any], what: str, encounter_facility: Callable[[str], frozenset[str]]):
+    def __init__(self, body: dict[str, Any], what: str, facility: Callable[[str], frozenset[str]]):
         self.body = body
         self.what = what
         self.parties = parties_of(body)
-        self._encounter_facility = encounter_facility
+        self._facility = facility
 
     def owners(self) -> frozenset[str]:
-        """Every facility the record belongs to, its Encounter's included."""
-        enc = self.parties.encounter
-        return (self.parties.owners | self._encounter_facility(enc)) if enc else self.parties.owners
+        """Every facility the record belongs to, its Encounter's and its roles' and services' included."""
+        found = self.parties.owners
+        if self.parties.encounter:
+            found = found | self._facility(f"Encounter/{self.parties.encounter}")
+        for unit in sorted(self.parties.owner_units):
+            found = found | self._facility(unit)
+        return found
+
+    def addressees(self) -> frozenset[str]:
+        """Every facility a request is addressed to, its roles' and services' included."""
+        found = self.parties.addressees
+        for unit in sorted(self.parties.addressee_units):
+            found = found | self._facility(unit)
+        return found
 
     def owned_by(self, own: str) -> bool:
-        """True when the record belongs to ``own`` (its Encounter is read only when needed)."""
+        """True when the record belongs to ``own`` (its Encounter, roles, services read only when needed)."""
         return own in self.parties.owners or own in self.owners()
+
+    def addressed_to(self, own: str) -> bool:
+        """True when the request is addressed to ``own`` (its roles and services read only when needed)."""
+        return own in self.parties.addressees or own in self.addressees()
 
     def describe(self) -> str:
         """Whose the record is, for a refusal: ``belongs to facility X and is addressed to Y``."""
@@ -91,8 +110,9 @@ class _Record:
         text = f"belongs to facilit{'ies' if len(owners) > 1 else 'y'} {_names(owners)}"
         if not owners:
             text = f"names no facility it belongs to ({_FACILITY_ELEMENTS})"
-        if self.parties.addressees:
-            text += f" and is addressed to {_names(self.parties.addressees)}"
+        addressees = self.addressees()
+        if addressees:
+            text += f" and is addressed to {_names(addressees)}"
         return text
 
 
@@ -108,15 +128,20 @@ def _record(
     return _Record(body, what, facility)
 
 
-def _encounter_lookup(relations: Relations, read: _Read | None) -> Callable[[str], frozenset[str]]:
-    """The facilities of an Encounter id, looked up once per check (in the write's transaction when
-    ``read`` is given, through the relationship cache otherwise)."""
+def _facility_lookup(relations: Relations, read: _Read | None) -> Callable[[str], frozenset[str]]:
+    """The facilities of an ``Encounter/id``, ``PractitionerRole/id`` or ``HealthcareService/id``,
+    each looked up once per check (in the write's transaction when ``read`` is given, through the
+    relationship cache otherwise)."""
     seen: dict[str, frozenset[str]] = {}
 
-    def facility(enc: str) -> frozenset[str]:
-        if enc not in seen:
-            seen[enc] = relations.encounter_facilities(enc, read)
-        return seen[enc]
+    def facility(ref: str) -> frozenset[str]:
+        if ref not in seen:
+            rtype, _, rid = ref.partition("/")
+            if rtype == "Encounter":
+                seen[ref] = relations.encounter_facilities(rid, read)
+            else:
+                seen[ref] = relations.unit_facilities(ref, read)
+        return seen[ref]
 
     return facility
 
@@ -141,8 +166,10 @@ def _check_directory(relations: Relations, record: _Record, own: str) -> None:
 
 
 def _unnamed(record: _Record) -> bool:
-    """True when the record names no organisation (directly or through a known Encounter)."""
-    return not record.parties.owners and not record.parties.addressees and not record.owners()
+    """True when the record names no organisation (directly or through a known Encounter,
+    PractitionerRole or HealthcareService)."""
+    parties = record.parties
+    return not parties.owners and not parties.addressees and not record.owners() and not record.addressees()
 
 
 def _shared(record: _Record) -> bool:
@@ -154,7 +181,7 @@ def _check_create(new: _Record, own: str) -> None:
     """A record is created by a facility it belongs to."""
     if new.owned_by(own):
         return
-    if own in new.parties.addressees:
+    if new.addressed_to(own):
         raise Forbidden(
             f"{new.what} {new.describe()}; facility {own} is only the one it is addressed to, and a "
             f"record is created by a facility it belongs to"
@@ -173,7 +200,8 @@ def _check_change(stored: _Record, new: _Record | None, own: str) -> None:
                     f"facility is not deleted by facility {own} alone (mark it entered-in-error)"
                 )
             return
-        if stored.parties.encounter == new.parties.encounter:  # its facility is on both sides
+        same = stored.parties.encounter == new.parties.encounter
+        if same and stored.parties.owner_units <= new.parties.owner_units:  # resolved on both sides
             dropped = stored.parties.owners - {own} - new.parties.owners
             dropped = dropped - new.owners() if dropped else dropped
         else:
@@ -186,7 +214,7 @@ def _check_change(stored: _Record, new: _Record | None, own: str) -> None:
         if not _shared(new) and not new.owned_by(own):
             raise Forbidden(f"{new.what} {new.describe()}; this account writes for facility {own} only")
         return
-    if own not in stored.parties.addressees:
+    if not stored.addressed_to(own):
         raise Forbidden(f"{stored.what} {stored.describe()}; this account writes for facility {own} only")
     if new is None:
         raise Forbidden(
@@ -208,7 +236,7 @@ def check_facility_write(relations: Relations, own: str, check: WriteCheck) -> N
     patch) are checked; see the module docstring for the rule and for records naming no
     organisation.
     """
-    lookup = _encounter_lookup(relations, check.read)
+    lookup = _facility_lookup(relations, check.read)
     stored = _record(check, check.stored, True, lookup)
     new = _record(check, check.new, False, lookup)
     for record in (stored, new):
@@ -230,7 +258,8 @@ class FacilityGuard:
     entries were refused).
 
     Args:
-        relations: the runtime's relationship look-ups (``encounter_facilities``, ``patient_of``).
+        relations: the runtime's relationship look-ups (``encounter_facilities``,
+            ``unit_facilities``, ``patient_of``).
         principal: the caller.
         own: the Organization the caller is bound to.
         on_refusal: called with the check and the error before it is raised.

@@ -14,6 +14,12 @@ organisations in two roles (:func:`parties_of`):
   MedicationRequest or DeviceRequest, the ``owner`` of a Task, the ``insurer`` a Claim is sent to.
   In FHIR R4 these name who is asked to act, not who made the record.
 
+In either role an element may name a facility's department or post instead of the Organization
+itself: a PractitionerRole (its ``organization``) or a HealthcareService (its ``providedBy``), as a
+referral to a department (转诊 to ``HealthcareService/cardiology-B``) does. Those references are
+kept apart (:attr:`Parties.owner_units`, :attr:`Parties.addressee_units`) and resolved one level
+by the caller, like the Encounter.
+
 Nothing here touches the store, so every module of :mod:`rhip.security` may import it.
 """
 
@@ -54,6 +60,12 @@ ADDRESSEE_ELEMENTS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: The resource types naming a facility's department or post, and the element of each that names
+#: the facility (read one level: a PractitionerRole's ``organization``, a HealthcareService's
+#: ``providedBy``).
+UNIT_ORGANIZATION: dict[str, str] = {"PractitionerRole": "organization", "HealthcareService": "providedBy"}
+
+
 @dataclass(frozen=True)
 class Parties:
     """The organisations a record names, by role (Encounter not yet resolved).
@@ -63,16 +75,23 @@ class Parties:
         addressees: Organization ids named as the facility a request is addressed to.
         encounter: the id of the Encounter the record names, whose facility the record belongs to
             as well.
+        owner_units: ``PractitionerRole/id`` and ``HealthcareService/id`` references in the
+            elements of :attr:`owners`: the record belongs to their facility as well.
+        addressee_units: the same in the elements of :attr:`addressees`: the request is addressed
+            to their facility as well.
     """
 
     owners: frozenset[str]
     addressees: frozenset[str]
     encounter: str | None
+    owner_units: frozenset[str] = frozenset()
+    addressee_units: frozenset[str] = frozenset()
 
     @property
     def empty(self) -> bool:
-        """True when the record names no organisation and no Encounter."""
-        return not (self.owners or self.addressees or self.encounter)
+        """True when the record names no organisation, no department or post and no Encounter."""
+        named = self.owners or self.addressees or self.owner_units or self.addressee_units
+        return not (named or self.encounter)
 
 
 def reference_id(ref: Any, prefix: str) -> str | None:
@@ -110,6 +129,27 @@ def organization_ids(value: Any) -> list[str]:
     return [org for org in found if org]
 
 
+def unit_reference(ref: Any) -> str | None:
+    """``PractitionerRole/id`` or ``HealthcareService/id`` for a reference to one (relative, absolute
+    or versioned); None for anything else."""
+    for rtype in UNIT_ORGANIZATION:
+        rid = reference_id(ref, rtype)
+        if rid:
+            return f"{rtype}/{rid}"
+    return None
+
+
+def _split(value: Any, orgs: set[str], units: set[str]) -> None:
+    """Add the Organization ids an element names to ``orgs``, its department and post references
+    to ``units`` (other references are skipped)."""
+    for ref in references(value):
+        org = reference_id(ref, "Organization")
+        if org:
+            orgs.add(org)
+        elif (unit := unit_reference(ref)) is not None:
+            units.add(unit)
+
+
 def _element(body: dict[str, Any], path: str) -> Any:
     value: Any = body
     for part in path.split("."):
@@ -121,10 +161,15 @@ def parties_of(body: dict[str, Any]) -> Parties:
     """The organisations a record names as its own and as those a request is addressed to."""
     addressed = ADDRESSEE_ELEMENTS.get(str(body.get("resourceType")), ())
     owners: set[str] = set()
+    owner_units: set[str] = set()
     for name in ORGANIZATION_ELEMENTS:  # read for every record a restricted search tests: kept lean
         value = body.get(name)
         if value is not None and name not in addressed:
-            owners.update(organization_ids(value))
-    addressees = {org for path in addressed for org in organization_ids(_element(body, path))}
+            _split(value, owners, owner_units)
+    addressees: set[str] = set()
+    addressee_units: set[str] = set()
+    for path in addressed:
+        _split(_element(body, path), addressees, addressee_units)
     encounter = reference_id(body.get("encounter") or body.get("context"), "Encounter")
-    return Parties(frozenset(owners), frozenset(addressees), encounter)
+    units = (frozenset(owner_units), frozenset(addressee_units))
+    return Parties(frozenset(owners), frozenset(addressees), encounter, *units)

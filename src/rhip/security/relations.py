@@ -26,7 +26,14 @@ from sqlalchemy import inspect
 
 from rhip.errors import RhipError
 from rhip.security import linkage
-from rhip.security.parties import Parties, parties_of, reference_id, references
+from rhip.security.parties import (
+    UNIT_ORGANIZATION,
+    Parties,
+    organization_ids,
+    parties_of,
+    reference_id,
+    references,
+)
 
 if TYPE_CHECKING:
     from rhip.security.tokens import Principal
@@ -372,23 +379,30 @@ class Relations:
         That is when ``organization`` is a facility the record belongs to (its ``serviceProvider``,
         ``performer``, ``requester``, ... or its Encounter's facility) or, for a request, the one it
         is addressed to (a referral's requested performer): the parties of
-        :func:`rhip.security.parties.parties_of`, as for a facility's writes. The Encounter is looked
-        up (through the relationship cache) only when the record does not name ``organization``.
+        :func:`rhip.security.parties.parties_of`, as for a facility's writes. A PractitionerRole or
+        HealthcareService named in those elements counts for its facility. The Encounter, roles and
+        services are looked up (through the relationship cache) only when the record does not name
+        ``organization`` itself.
         """
         if not organization:
             return False
         parties = parties_of(resource)
-        return organization in parties.addressees or self._belongs(parties, organization)
+        if organization in parties.addressees or self._belongs(parties, organization):
+            return True
+        return any(organization in self.unit_facilities(unit) for unit in sorted(parties.addressee_units))
 
     def belongs_to(self, resource: dict[str, Any], organization: str | None) -> bool:
-        """True when a record belongs to facility ``organization`` (directly or through its Encounter);
-        the facility a request is only addressed to does not count."""
+        """True when a record belongs to facility ``organization`` (directly, through its Encounter
+        or through a PractitionerRole or HealthcareService it names); the facility a request is
+        only addressed to does not count."""
         return bool(organization) and self._belongs(parties_of(resource), str(organization))
 
     def _belongs(self, parties: Parties, organization: str) -> bool:
         if organization in parties.owners:
             return True
-        return parties.encounter is not None and organization in self.encounter_facilities(parties.encounter)
+        if parties.encounter is not None and organization in self.encounter_facilities(parties.encounter):
+            return True
+        return any(organization in self.unit_facilities(unit) for unit in sorted(parties.owner_units))
 
     def encounter_facilities(
         self, encounter: str, read: Callable[[str, str], dict[str, Any]] | None = None
@@ -409,6 +423,27 @@ class Relations:
         if read is not None:
             return lookup(read)
         return frozenset(self._cached(("enc-org", encounter), lambda: lookup(self.store.read)))
+
+    def unit_facilities(
+        self, unit: str, read: Callable[[str, str], dict[str, Any]] | None = None
+    ) -> frozenset[str]:
+        """The facility of ``PractitionerRole/id`` (its ``organization``) or ``HealthcareService/id``
+        (its ``providedBy``), one level; empty when unknown. ``read`` as for :meth:`encounter_facilities`.
+        """
+        rtype, _, rid = unit.partition("/")
+        element = UNIT_ORGANIZATION.get(rtype)
+        if element is None or not rid:
+            return frozenset()
+
+        def lookup(read_with: Callable[[str, str], dict[str, Any]]) -> frozenset[str]:
+            try:
+                return frozenset(organization_ids(read_with(rtype, rid).get(element)))
+            except RhipError:
+                return frozenset()
+
+        if read is not None:
+            return lookup(read)
+        return frozenset(self._cached(("unit-org", rtype, rid), lambda: lookup(self.store.read)))
 
     def names_caller(self, principal: Principal, resource: dict[str, Any]) -> bool:
         """True when a submitted resource belongs to the caller's facility or names the caller as
