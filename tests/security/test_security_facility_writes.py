@@ -636,3 +636,27 @@ def test_a_role_named_as_performer_counts_for_its_facility_in_a_shared_record(fa
     _refused(facilities.call("his-b", "DELETE", path), "orgA", "orgB")
     _refused(facilities.call("his-c", "PUT", path, stored), "orgA", "orgB", "orgC")
     assert facilities.stored(path).json()["performer"] == [_ref("PractitionerRole/roleA")]
+
+
+def test_a_role_written_earlier_in_the_same_transaction_names_the_facility(facilities: Facilities) -> None:
+    """Regression: a referral whose requester was a PractitionerRole created by an earlier entry of
+    the same transaction named no facility and was refused to the requesting facility's feed."""
+    _units(facilities)
+    placeholder = "urn:uuid:6d1c3f0e-8a4b-4c2e-b7d9-1f5e2a9c4b70"
+    role = {"resourceType": "PractitionerRole", "organization": _org("orgA")}
+    referral = {**_referral(_ref(placeholder), "orgB"), "performer": [_ref("HealthcareService/hsB")]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            _entry("POST", "PractitionerRole", role, full_url=placeholder),
+            _entry("POST", "ServiceRequest", referral),
+        ],
+    }
+    _refused(facilities.call("his-c", "POST", "", bundle), "orgC")
+    done = facilities.call("his-a", "POST", "", bundle)
+    assert done.status_code == 200, done.text
+    path = done.json()["entry"][1]["response"]["location"].split("/_history/")[0]
+    accepted = facilities.call("his-b", "PATCH", path, _set_status("completed"))
+    assert accepted.status_code == 200, accepted.text
+    _refused(facilities.call("his-c", "PATCH", path, _set_status("revoked")), "orgA", "orgB", "orgC")
