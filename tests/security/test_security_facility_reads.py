@@ -11,7 +11,8 @@ referred by facility D, which has no other record of them: D's doctors care for 
 referral they requested. The relationship's two forms (one query per practitioner in SQL, the
 per-resident searches) are compared on every kind of relationship. A referral may name a
 facility's post or department instead of the Organization (requester PractitionerRole/roleA of A,
-performer HealthcareService/hsB of B): those count for their facility.
+performer HealthcareService/hsB of B): those count for their facility, for the records it owns and
+for its care relationships alike.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def _seed() -> list[dict[str, Any]]:
         {"resourceType": "Patient", "id": "pQ"},
         _referral("srDB", "pQ", "Organization/orgD", "Organization/orgB"),
         {"resourceType": "Patient", "id": "pN", "managingOrganization": _ref("Organization/orgB")},
+        {"resourceType": "Patient", "id": "pU"},
+        _referral("srUnitU", "pU", "PractitionerRole/roleA", "HealthcareService/hsB"),
     ]
 
 
@@ -174,6 +177,19 @@ def test_requesting_facility_cares_for_the_resident_in_both_forms(
     assert server.readers("ServiceRequest", "srDB") == {"docD", "docB"}
 
 
+def test_referral_from_a_role_to_a_department_gives_both_facilities_care(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a referral requested by A's PractitionerRole and addressed to B's
+    HealthcareService gave neither facility a care relationship with the resident (only
+    Organization references counted), in the SQL form and the per-resident form alike."""
+    import rhip.security.relations as relations
+
+    assert server.readers("Patient", "pU") == {"docA", "docX", "docB"}
+    monkeypatch.setattr(relations, "CARE_SET_MAX", 0)  # one resident at a time, by search
+    assert server.readers("Patient", "pU") == {"docA", "docX", "docB"}
+
+
 def test_practitioner_write_without_care_names_the_facility_it_belongs_to(server: Server) -> None:
     """Regression: a practitioner's write without a care relationship was allowed when the first
     Organization it named was theirs, so A's referral to B counted as B's to write, not A's."""
@@ -188,7 +204,8 @@ def test_practitioner_write_without_care_names_the_facility_it_belongs_to(server
 
 
 #: How a record names the facility or practitioner of each kind of care relationship, by
-#: (type, search parameter); every kind that may name an Organization is tried for a facility.
+#: (type, search parameter); every kind that may name an Organization is tried for a facility,
+#: and every kind that may name a facility's PractitionerRole or HealthcareService (below).
 _LINKS: dict[tuple[str, str], Callable[[dict[str, str]], dict[str, Any]]] = {
     ("Encounter", "service-provider"): lambda ref: {"serviceProvider": ref},
     ("Encounter", "participant"): lambda ref: {"participant": [{"individual": ref}]},
@@ -208,6 +225,13 @@ _FOR_PRACTITIONER = [
     ("ServiceRequest", "performer"),
     ("ServiceRequest", "requester"),
     ("CareTeam", "participant"),
+]
+#: Kinds naming a post or department of the facility: (type, search parameter, unit type).
+_FOR_FACILITY_UNIT = [
+    ("ServiceRequest", "performer", "PractitionerRole"),
+    ("ServiceRequest", "performer", "HealthcareService"),
+    ("ServiceRequest", "requester", "PractitionerRole"),
+    ("Patient", "general-practitioner", "PractitionerRole"),
 ]
 _REQUIRED: dict[str, dict[str, Any]] = {
     "Encounter": {"status": "finished", "class": {"code": "AMB"}},
@@ -229,11 +253,23 @@ def _relationship_records(target: str, prefix: str) -> tuple[list[dict[str, Any]
         rows += [{"resourceType": "Patient", "id": patient}, body]
     gp = f"{prefix}gp"
     rows.append({"resourceType": "Patient", "id": gp, "generalPractitioner": [_ref(target)]})
+    if target.startswith("Organization/"):
+        for n, (rtype, param, unit) in enumerate(_FOR_FACILITY_UNIT):
+            patient, unit_ref = f"{prefix}u{n}", _ref(f"{unit}/{prefix}-unit{n}")
+            element = "organization" if unit == "PractitionerRole" else "providedBy"
+            rows.append({"resourceType": unit, "id": f"{prefix}-unit{n}", element: _ref(target)})
+            if rtype == "Patient":
+                rows.append({"resourceType": "Patient", "id": patient, "generalPractitioner": [unit_ref]})
+                continue
+            body = {"resourceType": rtype, "id": f"{prefix}-{rtype}-{param}-{unit}", **_REQUIRED[rtype]}
+            body.update({"subject": _ref(f"Patient/{patient}"), **_LINKS[(rtype, param)](unit_ref)})
+            rows += [{"resourceType": "Patient", "id": patient}, body]
     return rows, {row["id"] for row in rows if row["resourceType"] == "Patient"}
 
 
 def test_care_relationships_agree_in_sql_and_by_search(db_url: str) -> None:
-    """Regression: a facility's care relationships left out the referrals it requested, in the
+    """Regression: a facility's care relationships left out the referrals it requested, and those
+    naming one of its PractitionerRoles or HealthcareServices instead of the Organization, in the
     per-practitioner SQL and in the per-resident searches alike; both forms must find every kind."""
     from rhip.security.relations import Relations
     from rhip.security.tokens import Principal
@@ -258,5 +294,6 @@ def test_care_relationships_agree_in_sql_and_by_search(db_url: str) -> None:
     by_search = {p for p in everybody if relations.has_care(principal, p)}
     in_sql = relations.care_patients(principal)
     store.close()
+    assert {f"fu{n}" for n in range(len(_FOR_FACILITY_UNIT))} <= expected
     assert by_search == expected
     assert in_sql == expected

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Select, select, union
+from sqlalchemy import Select, false, select, union
 
 #: The care relationships of a facility as (type, reference search parameter naming it): read by
 #: :func:`care_patients_sql` and, one resident at a time, by :meth:`Relations._compute_care`. A
@@ -27,6 +27,19 @@ ORG_LINKS = (
     ("ServiceRequest", "requester"),
     ("EpisodeOfCare", "organization"),
 )
+#: Where an organisation-level relationship may name one of the facility's posts or departments
+#: instead of the Organization, as (type, reference search parameter, unit type): a PractitionerRole
+#: counts for its ``organization``, a HealthcareService for its ``providedBy`` (one level), as for
+#: the records a facility owns. ``Patient`` is the family-doctor contract (``generalPractitioner``).
+ORG_UNIT_LINKS = (
+    ("ServiceRequest", "performer", "PractitionerRole"),
+    ("ServiceRequest", "performer", "HealthcareService"),
+    ("ServiceRequest", "requester", "PractitionerRole"),
+    ("Patient", "general-practitioner", "PractitionerRole"),
+)
+#: The search parameter naming a unit's facility (PractitionerRole.organization,
+#: HealthcareService.providedBy).
+UNIT_ORGANIZATION_PARAM = {"PractitionerRole": "organization", "HealthcareService": "organization"}
 #: The same for a practitioner.
 PRACTITIONER_LINKS = (
     ("Encounter", "participant"),
@@ -90,15 +103,53 @@ def residents_of_sql(patients: Iterable[str]) -> Select[Any]:
     return select(mpi_record.c.resident_id).where(mpi_record.c.record_id.in_(ids)).distinct()
 
 
-def _patients_of(res_type: str, link_param: str, target: str, base_url: str) -> Select[Any]:
-    """Patient ids referenced (``patient`` parameter) by current ``res_type`` resources naming ``target``."""
+def unit_link_param(link_param: str, unit: str) -> str:
+    """The chained search parameter finding records whose ``link_param`` names a ``unit`` of a facility."""
+    return f"{link_param}:{unit}.{UNIT_ORGANIZATION_PARAM[unit]}"
+
+
+def _naming_units(res_type: str, link_param: str, unit: str, target: str, base_url: str) -> Select[Any]:
+    """Current ``res_type`` resources whose ``link_param`` names a ``unit`` of facility ``target``.
+
+    The same records as the chained search :func:`unit_link_param`, read the other way round: the
+    facility's units first (few, through the index), then the references to them (an index range
+    per unit), so a broad search never tests every record's unit on its own.
+    """
     from rhip.store.index_schema import idx_reference
     from rhip.store.schema import resource
     from rhip.store.search import where_clauses
     from rhip.store.search_sql import param_clause
 
-    ref = idx_reference.alias()
+    link = idx_reference.alias()
+    units = select(resource.c.res_id).where(
+        *where_clauses(unit, [(UNIT_ORGANIZATION_PARAM[unit], target)], base_url)
+    )
+    naming = select(link.c.res_id).where(
+        link.c.res_type == res_type,
+        param_clause(link, res_type, link_param),
+        link.c.target_type == unit,
+        link.c.target_id.in_(units),
+    )
+    return select(resource.c.res_id).where(
+        resource.c.res_type == res_type, resource.c.deleted == false(), resource.c.res_id.in_(naming)
+    )
+
+
+def _patients_of(res_type: str, link_param: str, target: str, base_url: str) -> Select[Any]:
+    """Patient ids referenced (``patient`` parameter) by current ``res_type`` resources naming ``target``."""
+    from rhip.store.schema import resource
+    from rhip.store.search import where_clauses
+
     holders = select(resource.c.res_id).where(*where_clauses(res_type, [(link_param, target)], base_url))
+    return _patients_in(res_type, holders)
+
+
+def _patients_in(res_type: str, holders: Select[Any]) -> Select[Any]:
+    """Patient ids referenced (``patient`` parameter) by the ``res_type`` resources ``holders``."""
+    from rhip.store.index_schema import idx_reference
+    from rhip.store.search_sql import param_clause
+
+    ref = idx_reference.alias()
     return select(ref.c.target_id.label("patient")).where(
         ref.c.res_type == res_type,
         param_clause(ref, res_type, "patient"),
@@ -114,8 +165,10 @@ def care_patients_sql(
 
     The same relationships as the per-resident check, read in one statement from the reference
     index: Encounters, referrals, EpisodesOfCare and CareTeams naming them, and family-doctor
-    contracts. ``limit`` caps the rows (the caller asks for one more than it will use, to learn
-    that the set is too large to pass on). None when the principal has no binding at all.
+    contracts; for a facility also referrals and contracts naming one of its PractitionerRoles or
+    HealthcareServices (:data:`ORG_UNIT_LINKS`). ``limit`` caps the rows (the caller asks for one
+    more than it will use, to learn that the set is too large to pass on). None when the principal
+    has no binding at all.
     """
     from rhip.store.schema import resource
     from rhip.store.search import where_clauses
@@ -131,6 +184,10 @@ def care_patients_sql(
         parts += [_patients_of(t, p, target, base_url) for t, p in links]
         gp = where_clauses("Patient", [("general-practitioner", target)], base_url)
         parts.append(select(resource.c.res_id.label("patient")).where(*gp))
+        if rtype == "Organization":
+            for t, p, unit in ORG_UNIT_LINKS:
+                holders = _naming_units(t, p, unit, target, base_url)
+                parts.append(holders if t == "Patient" else _patients_in(t, holders))
     if not parts:
         return None
     combined = union(*parts).subquery()

@@ -3,7 +3,9 @@
 A practitioner has a care relationship with a resident when any of these exist: an Encounter at
 the practitioner's facility or with the practitioner as participant, a referral or consultation
 (ServiceRequest addressed to or requested by them or their facility), a CareTeam naming them, an
-EpisodeOfCare at their facility, or a family-doctor contract (Patient.generalPractitioner). A
+EpisodeOfCare at their facility, or a family-doctor contract (Patient.generalPractitioner); a
+referral or contract naming a PractitionerRole or HealthcareService of the facility counts for the
+facility (one level, :data:`linkage.ORG_UNIT_LINKS`). A
 relationship with any of a resident's records extends over every record the MPI links to the same
 resident (:meth:`Relations.care` answers ``"linked"``; the policy then withholds what the
 resident's consent or a sensitive category keeps at the facilities that hold it,
@@ -173,6 +175,12 @@ class Relations:
             if target:
                 checks += [(rtype, [("patient", pats), (param, target)]) for rtype, param in links]
                 checks.append(("Patient", [("_id", ids), ("general-practitioner", target)]))
+        if org:  # a referral or contract naming one of the facility's posts or departments
+            for rtype, param, unit in linkage.ORG_UNIT_LINKS:
+                chained = (linkage.unit_link_param(param, unit), org)
+                checks.append(
+                    (rtype, [("_id", ids), chained] if rtype == "Patient" else [("patient", pats), chained])
+                )
         return any(self._exists(rtype, params) for rtype, params in checks)
 
     # -- MPI links ---------------------------------------------------------------------------
