@@ -83,10 +83,8 @@ class _Record:
     def owners(self) -> frozenset[str]:
         """Every facility the record belongs to, its Encounter's and its roles' and services' included."""
         found = self.parties.owners
-        if self.parties.encounter:
-            found = found | self._facility(f"Encounter/{self.parties.encounter}")
-        for unit in sorted(self.parties.owner_units):
-            found = found | self._facility(unit)
+        for ref in self.parties.owner_refs:
+            found = found | self._facility(ref)
         return found
 
     def addressees(self) -> frozenset[str]:
@@ -136,11 +134,7 @@ def _facility_lookup(relations: Relations, read: _Read | None) -> Callable[[str]
 
     def facility(ref: str) -> frozenset[str]:
         if ref not in seen:
-            rtype, _, rid = ref.partition("/")
-            if rtype == "Encounter":
-                seen[ref] = relations.encounter_facilities(rid, read)
-            else:
-                seen[ref] = relations.unit_facilities(ref, read)
+            seen[ref] = relations.facilities_of(ref, read)
         return seen[ref]
 
     return facility
@@ -258,8 +252,7 @@ class FacilityGuard:
     entries were refused).
 
     Args:
-        relations: the runtime's relationship look-ups (``encounter_facilities``,
-            ``unit_facilities``, ``patient_of``).
+        relations: the runtime's relationship look-ups (``facilities_of``, ``patient_of``).
         principal: the caller.
         own: the Organization the caller is bound to.
         on_refusal: called with the check and the error before it is raised.

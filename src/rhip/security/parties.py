@@ -88,6 +88,13 @@ class Parties:
     addressee_units: frozenset[str] = frozenset()
 
     @property
+    def owner_refs(self) -> list[str]:
+        """What a record's owning facilities are looked up through: ``Encounter/id``, then its
+        PractitionerRoles and HealthcareServices (sorted, so look-ups run in a stable order)."""
+        encounter = [f"Encounter/{self.encounter}"] if self.encounter else []
+        return encounter + sorted(self.owner_units)
+
+    @property
     def empty(self) -> bool:
         """True when the record names no organisation, no department or post and no Encounter."""
         named = self.owners or self.addressees or self.owner_units or self.addressee_units

@@ -397,7 +397,7 @@ class Relations:
         parties = parties_of(resource)
         if organization in parties.addressees or self._belongs(parties, organization):
             return True
-        return any(organization in self.unit_facilities(unit) for unit in sorted(parties.addressee_units))
+        return any(organization in self.facilities_of(unit) for unit in sorted(parties.addressee_units))
 
     def belongs_to(self, resource: dict[str, Any], organization: str | None) -> bool:
         """True when a record belongs to facility ``organization`` (directly, through its Encounter
@@ -408,9 +408,17 @@ class Relations:
     def _belongs(self, parties: Parties, organization: str) -> bool:
         if organization in parties.owners:
             return True
-        if parties.encounter is not None and organization in self.encounter_facilities(parties.encounter):
-            return True
-        return any(organization in self.unit_facilities(unit) for unit in sorted(parties.owner_units))
+        return any(organization in self.facilities_of(ref) for ref in parties.owner_refs)
+
+    def facilities_of(
+        self, ref: str, read: Callable[[str, str], dict[str, Any]] | None = None
+    ) -> frozenset[str]:
+        """The facilities of ``Encounter/id``, ``PractitionerRole/id`` or ``HealthcareService/id``
+        (see :meth:`encounter_facilities` and :meth:`unit_facilities`; ``read`` as there)."""
+        rtype, _, rid = ref.partition("/")
+        if rtype == "Encounter":
+            return self.encounter_facilities(rid, read)
+        return self.unit_facilities(ref, read)
 
     def encounter_facilities(
         self, encounter: str, read: Callable[[str, str], dict[str, Any]] | None = None
@@ -423,14 +431,9 @@ class Relations:
         """
 
         def lookup(read_with: Callable[[str, str], dict[str, Any]]) -> frozenset[str]:
-            try:
-                return parties_of(read_with("Encounter", encounter)).owners
-            except RhipError:
-                return frozenset()
+            return parties_of(read_with("Encounter", encounter)).owners
 
-        if read is not None:
-            return lookup(read)
-        return frozenset(self._cached(("enc-org", encounter), lambda: lookup(self.store.read)))
+        return self._resolved(("enc-org", encounter), lookup, read)
 
     def unit_facilities(
         self, unit: str, read: Callable[[str, str], dict[str, Any]] | None = None
@@ -444,14 +447,28 @@ class Relations:
             return frozenset()
 
         def lookup(read_with: Callable[[str, str], dict[str, Any]]) -> frozenset[str]:
+            return frozenset(organization_ids(read_with(rtype, rid).get(element)))
+
+        return self._resolved(("unit-org", rtype, rid), lookup, read)
+
+    def _resolved(
+        self,
+        key: tuple[str, ...],
+        lookup: Callable[[Callable[[str, str], dict[str, Any]]], frozenset[str]],
+        read: Callable[[str, str], dict[str, Any]] | None,
+    ) -> frozenset[str]:
+        """``lookup`` with ``read`` (uncached, in a write's transaction) or through the relationship
+        cache under ``key``; empty when the record it reads is not there."""
+
+        def safe(read_with: Callable[[str, str], dict[str, Any]]) -> frozenset[str]:
             try:
-                return frozenset(organization_ids(read_with(rtype, rid).get(element)))
+                return lookup(read_with)
             except RhipError:
                 return frozenset()
 
         if read is not None:
-            return lookup(read)
-        return frozenset(self._cached(("unit-org", rtype, rid), lambda: lookup(self.store.read)))
+            return safe(read)
+        return frozenset(self._cached(key, lambda: safe(self.store.read)))
 
     def names_caller(self, principal: Principal, resource: dict[str, Any]) -> bool:
         """True when a submitted resource belongs to the caller's facility or names the caller as
