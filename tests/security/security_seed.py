@@ -213,3 +213,15 @@ def linked_resident_records() -> list[dict[str, Any]]:
             "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "F41.1"}]},
         },
     ]
+
+
+def secured_app(db_url: str, data_dir: Any, bodies: list[dict[str, Any]]) -> Any:
+    """The API with authentication on over a store at ``db_url`` holding ``bodies``."""
+    from rhip.api import create_app
+    from rhip.config import Settings
+    from rhip.store import Store
+
+    store = Store(db_url)
+    for body in bodies:
+        store.update(body["resourceType"], body["id"], body)
+    return create_app(store, Settings(data_dir=data_dir, database_url=db_url, auth_enabled=True))

@@ -24,9 +24,8 @@ from typing import Any
 
 import httpx
 import pytest
-from security_seed import _enc, _ref, consent
+from security_seed import _enc, _ref, consent, secured_app
 
-from rhip.config import Settings
 from rhip_testkit import running_server
 
 DOCTORS = {"docA": "orgA", "docB": "orgB", "docC": "orgC", "docL": "orgL", "docD": "orgD", "docX": "orgA"}
@@ -107,14 +106,9 @@ class Server:
 @pytest.fixture
 def server(db_url: str, tmp_path: Path) -> Iterator[Server]:
     """uvicorn over a seeded store (SQLite and PostgreSQL) with authentication on."""
-    from rhip.api import create_app
     from rhip.security.testing import issue_token
-    from rhip.store import Store
 
-    store = Store(db_url)
-    for body in _seed():
-        store.update(body["resourceType"], body["id"], body)
-    app = create_app(store, Settings(data_dir=tmp_path, database_url=db_url, auth_enabled=True))
+    app = secured_app(db_url, tmp_path, _seed())
     tokens = {
         who: issue_token(app, role="practitioner", username=who, practitioner_id=who, organization_id=org)
         for who, org in DOCTORS.items()
@@ -123,7 +117,7 @@ def server(db_url: str, tmp_path: Path) -> Iterator[Server]:
         tokens[who] = issue_token(app, role="system", username=who, organization_id=org)
     with running_server(app) as root:
         yield Server(f"{root}/fhir", tokens)
-    store.close()
+    app.state.store.close()
 
 
 def test_opted_out_referral_is_seen_by_its_requester_and_its_addressee(server: Server) -> None:

@@ -19,8 +19,8 @@ import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from security_seed import secured_app
 
-from rhip.config import Settings
 from rhip.security.audit import iter_entries
 
 LOINC = "http://loinc.org"
@@ -111,14 +111,9 @@ class Facilities:
 @pytest.fixture
 def facilities(db_url: str, tmp_path: Path) -> Iterator[Facilities]:
     """The API with authentication on over a seeded store (SQLite and PostgreSQL)."""
-    from rhip.api import create_app
     from rhip.security.testing import issue_token
-    from rhip.store import Store
 
-    store = Store(db_url)
-    for body in _seed():
-        store.update(body["resourceType"], body["id"], body)
-    app = create_app(store, Settings(data_dir=tmp_path, database_url=db_url, auth_enabled=True))
+    app = secured_app(db_url, tmp_path, _seed())
     accounts = {
         "his-a": {"role": "system", "organization_id": "orgA"},
         "his-b": {"role": "system", "organization_id": "orgB"},
@@ -132,7 +127,7 @@ def facilities(db_url: str, tmp_path: Path) -> Iterator[Facilities]:
             for name, kw in accounts.items()
         }
         yield Facilities(client, app, headers)
-    store.close()
+    app.state.store.close()
 
 
 def _refused(response: httpx.Response, *named: str) -> str:
