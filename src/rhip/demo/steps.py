@@ -87,6 +87,7 @@ def _ingest(ctx: DemoContext) -> str:
         link=True,
         database_url=ctx.database_url,
         console=ctx.console,
+        explain_region=False,
     )
     ctx.results["ingest"] = report
     return "ingested: FHIR files, HL7 v2 over MLLP, CSV, DICOM, device JSON over HTTP"

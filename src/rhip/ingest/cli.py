@@ -94,8 +94,13 @@ def run_ingest(
     link: bool = True,
     database_url: str | None = None,
     console: Any = None,
+    explain_region: bool = True,
 ) -> Any:
-    """What ``rhip ingest`` does, callable by ``rhip demo``: ingest, print both tables, return the report."""
+    """What ``rhip ingest`` does, callable by ``rhip demo``: ingest, print both tables, return the report.
+
+    ``explain_region`` prints how a generated region's folder is read (and how to read it as plain
+    files instead): a hint for an operator at the command line, noise in the demo's own output.
+    """
     from rich.console import Console
     from rich.progress import Progress
 
@@ -114,7 +119,7 @@ def run_ingest(
             "(a facility sends over MLLP to `rhip mllp-listen`, over HTTP to `rhip serve`)",
             markup=False,
         )
-    if region:
+    if region and explain_region:
         console.print(
             f"{path}: read as a generated region (fhir/, hl7v2/, csv/, ... subfolders; each file's "
             "facility is its folder's name); give --facility to read it as a folder of your own files",
