@@ -85,7 +85,30 @@ def _seed() -> list[dict[str, Any]]:
         _referral("srUnitU", "pU", "PractitionerRole/roleA", "HealthcareService/hsB"),
         *_discharges(),
         *_participating_roles(),
+        _claim(),
     ]
+
+
+def _claim() -> dict[str, Any]:
+    """A's claim for the opted-out resident (provider A's PractitionerRole, insurer D), whose care
+    team names facility C and E's PractitionerRole."""
+    return {
+        "resourceType": "Claim",
+        "id": "clA",
+        "status": "active",
+        "use": "claim",
+        "created": "2026-01-01",
+        "type": {"coding": [{"code": "institutional"}]},
+        "priority": {"coding": [{"code": "normal"}]},
+        "patient": _ref("Patient/pR"),
+        "provider": _ref("PractitionerRole/roleA"),
+        "insurer": _ref("Organization/orgD"),
+        "careTeam": [
+            {"sequence": 1, "provider": _ref("Organization/orgC")},
+            {"sequence": 2, "provider": _ref("PractitionerRole/roleE")},
+        ],
+        "insurance": [{"sequence": 1, "focal": True, "coverage": {"display": "NHSA"}}],
+    }
 
 
 def _discharges() -> list[dict[str, Any]]:
@@ -286,6 +309,19 @@ def test_discharge_destination_receives_the_encounter_but_does_not_write_it(serv
     new = {k: v for k, v in stored.items() if k not in ("id", "meta")}
     assert server.request("his-c", "POST", "Encounter", json=new).status_code == 403
     kept = server.request("his-a", "PUT", "Encounter/encToC", json={**stored, "status": "finished"})
+    assert kept.status_code == 200, kept.text
+
+
+def test_claim_belongs_to_its_provider_not_to_its_care_team(server: Server) -> None:
+    """A Claim belongs to its provider (the party responsible for it, here A's PractitionerRole)
+    and is addressed to its insurer; a facility on its care team (C, who cares for the resident
+    too) provided services A bills, and neither reads the claim under an opt-out nor writes it."""
+    assert server.readers("Claim", "clA") == {"docA", "docX"}
+    stored = server.request("his-a", "GET", "Claim/clA").json()
+    refused = server.request("his-c", "PUT", "Claim/clA", json={**stored, "status": "cancelled"})
+    assert refused.status_code == 403, refused.text
+    assert "belongs to facility orgA and is addressed to orgD" in refused.text
+    kept = server.request("his-a", "PUT", "Claim/clA", json={**stored, "status": "active"})
     assert kept.status_code == 200, kept.text
 
 
