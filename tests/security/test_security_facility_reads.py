@@ -86,6 +86,7 @@ def _seed() -> list[dict[str, Any]]:
         *_discharges(),
         *_participating_roles(),
         _claim(),
+        _claim_response(),
     ]
 
 
@@ -108,6 +109,23 @@ def _claim() -> dict[str, Any]:
             {"sequence": 2, "provider": _ref("PractitionerRole/roleE")},
         ],
         "insurance": [{"sequence": 1, "focal": True, "coverage": {"display": "NHSA"}}],
+    }
+
+
+def _claim_response() -> dict[str, Any]:
+    """Insurer D's answer to A's claim, sent to the requestor (A's PractitionerRole)."""
+    return {
+        "resourceType": "ClaimResponse",
+        "id": "crA",
+        "status": "active",
+        "type": {"coding": [{"code": "institutional"}]},
+        "use": "claim",
+        "patient": _ref("Patient/pR"),
+        "created": "2026-01-02",
+        "insurer": _ref("Organization/orgD"),
+        "requestor": _ref("PractitionerRole/roleA"),
+        "request": _ref("Claim/clA"),
+        "outcome": "complete",
     }
 
 
@@ -304,7 +322,7 @@ def test_discharge_destination_receives_the_encounter_but_does_not_write_it(serv
     stored = server.request("his-a", "GET", "Encounter/encToC").json()
     refused = server.request("his-c", "PUT", "Encounter/encToC", json={**stored, "status": "cancelled"})
     assert refused.status_code == 403, refused.text
-    assert "discharge destination" in refused.text and "orgA" in refused.text
+    assert "receives it but does not write it" in refused.text and "orgA" in refused.text
     assert server.request("his-c", "DELETE", "Encounter/encToC").status_code == 403
     new = {k: v for k, v in stored.items() if k not in ("id", "meta")}
     assert server.request("his-c", "POST", "Encounter", json=new).status_code == 403
@@ -323,6 +341,18 @@ def test_claim_belongs_to_its_provider_not_to_its_care_team(server: Server) -> N
     assert "belongs to facility orgA and is addressed to orgD" in refused.text
     kept = server.request("his-a", "PUT", "Claim/clA", json={**stored, "status": "active"})
     assert kept.status_code == 200, kept.text
+
+
+def test_opted_out_claim_response_is_seen_by_the_provider_that_asked(server: Server) -> None:
+    """Regression: ClaimResponse.requestor was not read, so under an opt-out the provider's
+    practitioners could not read the insurer's answer to their own claim; the provider receives
+    it but does not rewrite the insurer's adjudication."""
+    assert server.readers("ClaimResponse", "crA") == {"docA", "docX"}
+    stored = server.request("his-a", "GET", "ClaimResponse/crA").json()
+    refused = server.request("his-a", "PUT", "ClaimResponse/crA", json={**stored, "outcome": "error"})
+    assert refused.status_code == 403, refused.text
+    assert "belongs to facility orgD and is addressed to orgA" in refused.text
+    assert "receives it but does not write it" in refused.text
 
 
 #: How a record names the facility or practitioner of each kind of care relationship, by

@@ -16,7 +16,8 @@ A facility the record belongs to creates it and updates it, but an update may no
 facility the record belongs to; it deletes it when the record belongs to it alone. A facility a
 request is addressed to updates it (to accept, decline or complete it) without changing the
 organisations it names or its Encounter, and neither creates nor deletes it; the facility an
-Encounter's patient is discharged to only receives it (it does not write it at all). Both the version
+Encounter's patient is discharged to, and the provider an insurer's response is sent to, only
+receive the record (they do not write it at all). Both the version
 stored before and the body written are checked, so rewriting the organisation references of
 another facility's record does not take it over. Records naming no organisation:
 
@@ -214,8 +215,9 @@ def _check_change(stored: _Record, new: _Record | None, own: str) -> None:
         raise Forbidden(f"{stored.what} {stored.describe()}; this account writes for facility {own} only")
     if stored.body.get("resourceType") in RECEIVE_ONLY:
         raise Forbidden(
-            f"{stored.what} {stored.describe()}; facility {own}, to which it is addressed (the "
-            f"discharge destination), receives it but does not write it"
+            f"{stored.what} {stored.describe()}; facility {own}, to which it is addressed (a "
+            f"discharge destination, or the provider an insurer answers), receives it but does not "
+            f"write it"
         )
     if new is None:
         raise Forbidden(

@@ -13,8 +13,9 @@ organisations in two roles (:func:`parties_of`):
 - the facilities a record is **addressed to**: the requested performer of a ServiceRequest,
   MedicationRequest or DeviceRequest, the ``owner`` of a Task, the ``insurer`` a Claim is sent to.
   In FHIR R4 these name who is asked to act, not who made the record. An Encounter is addressed
-  to the facility its patient is discharged to (``hospitalization.destination``), which receives
-  it but does not act on it by writing it (:data:`RECEIVE_ONLY`).
+  to the facility its patient is discharged to (``hospitalization.destination``), an insurer's
+  ClaimResponse or CoverageEligibilityResponse to the provider that asked (``requestor``): they
+  receive the record but do not act on it by writing it (:data:`RECEIVE_ONLY`).
 
 In either role an element may name a facility's department or post instead of the Organization
 itself: a PractitionerRole (its ``organization``) or a HealthcareService (its ``providedBy``), as a
@@ -61,13 +62,16 @@ ADDRESSEE_ELEMENTS: dict[str, tuple[str, ...]] = {
     "CoverageEligibilityRequest": ("insurer",),
     "EnrollmentRequest": ("insurer",),
     "Encounter": ("hospitalization.destination",),
+    "ClaimResponse": ("requestor",),
+    "CoverageEligibilityResponse": ("requestor",),
 }
 
 #: The types whose addressee only receives the record: it reads it where consent keeps records at
 #: home, but does not update it as a request's addressee does to accept or complete the request.
 #: The facility a patient is discharged to continues the care; the Encounter stays the discharging
-#: facility's to write.
-RECEIVE_ONLY = frozenset({"Encounter"})
+#: facility's to write. An insurer's response goes to the provider that asked (``requestor``); the
+#: adjudication stays the insurer's to write.
+RECEIVE_ONLY = frozenset({"Encounter", "ClaimResponse", "CoverageEligibilityResponse"})
 
 
 #: The resource types naming a facility's department, post or place, and the element of each that
