@@ -28,7 +28,16 @@ from security_seed import _enc, _ref, consent, secured_app
 
 from rhip_testkit import running_server
 
-DOCTORS = {"docA": "orgA", "docB": "orgB", "docC": "orgC", "docL": "orgL", "docD": "orgD", "docX": "orgA"}
+DOCTORS = {
+    "docA": "orgA",
+    "docB": "orgB",
+    "docC": "orgC",
+    "docL": "orgL",
+    "docD": "orgD",
+    "docX": "orgA",
+    "docE": "orgE",
+    "docT": "orgT",
+}
 #: The facilities' feeds (``system`` accounts bound to them).
 FEEDS = {"his-a": "orgA", "his-b": "orgB", "his-c": "orgC"}
 
@@ -74,6 +83,92 @@ def _seed() -> list[dict[str, Any]]:
         {"resourceType": "Patient", "id": "pN", "managingOrganization": _ref("Organization/orgB")},
         {"resourceType": "Patient", "id": "pU"},
         _referral("srUnitU", "pU", "PractitionerRole/roleA", "HealthcareService/hsB"),
+        *_discharges(),
+        *_participating_roles(),
+        _claim(),
+        _claim_response(),
+    ]
+
+
+def _claim() -> dict[str, Any]:
+    """A's claim for the opted-out resident (provider A's PractitionerRole, insurer D), whose care
+    team names facility C and E's PractitionerRole."""
+    return {
+        "resourceType": "Claim",
+        "id": "clA",
+        "status": "active",
+        "use": "claim",
+        "created": "2026-01-01",
+        "type": {"coding": [{"code": "institutional"}]},
+        "priority": {"coding": [{"code": "normal"}]},
+        "patient": _ref("Patient/pR"),
+        "provider": _ref("PractitionerRole/roleA"),
+        "insurer": _ref("Organization/orgD"),
+        "careTeam": [
+            {"sequence": 1, "provider": _ref("Organization/orgC")},
+            {"sequence": 2, "provider": _ref("PractitionerRole/roleE")},
+        ],
+        "insurance": [{"sequence": 1, "focal": True, "coverage": {"display": "NHSA"}}],
+    }
+
+
+def _claim_response() -> dict[str, Any]:
+    """Insurer D's answer to A's claim, sent to the requestor (A's PractitionerRole)."""
+    return {
+        "resourceType": "ClaimResponse",
+        "id": "crA",
+        "status": "active",
+        "type": {"coding": [{"code": "institutional"}]},
+        "use": "claim",
+        "patient": _ref("Patient/pR"),
+        "created": "2026-01-02",
+        "insurer": _ref("Organization/orgD"),
+        "requestor": _ref("PractitionerRole/roleA"),
+        "request": _ref("Claim/clA"),
+        "outcome": "complete",
+    }
+
+
+def _discharges() -> list[dict[str, Any]]:
+    """A's Encounters of the opted-out resident discharging them to C (an Organization) and to B
+    (a Location of B's), and a result in the first."""
+    to_c = {**_enc("encToC", "pR", "orgA"), "hospitalization": {"destination": _ref("Organization/orgC")}}
+    to_b = {**_enc("encToB", "pR", "orgA"), "hospitalization": {"destination": _ref("Location/locB")}}
+    result = {
+        "resourceType": "Observation",
+        "id": "obsToC",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
+        "subject": _ref("Patient/pR"),
+        "encounter": _ref("Encounter/encToC"),
+    }
+    return [
+        {"resourceType": "Location", "id": "locB", "managingOrganization": _ref("Organization/orgB")},
+        to_c,
+        to_b,
+        result,
+    ]
+
+
+def _participating_roles() -> list[dict[str, Any]]:
+    """Residents whose only tie to facilities E and T is E's PractitionerRole taking part in C's
+    Encounter and T's PractitionerRole on a CareTeam managed by C."""
+    role_e = [{"individual": _ref("PractitionerRole/roleE")}]
+    encounter = {**_enc("encPE", "pP", "orgC"), "participant": role_e}
+    team = {
+        "resourceType": "CareTeam",
+        "id": "ctT",
+        "subject": _ref("Patient/pT"),
+        "managingOrganization": [_ref("Organization/orgC")],
+        "participant": [{"member": _ref("PractitionerRole/roleT")}],
+    }
+    return [
+        {"resourceType": "PractitionerRole", "id": "roleE", "organization": _ref("Organization/orgE")},
+        {"resourceType": "PractitionerRole", "id": "roleT", "organization": _ref("Organization/orgT")},
+        {"resourceType": "Patient", "id": "pP"},
+        {"resourceType": "Patient", "id": "pT"},
+        encounter,
+        team,
     ]
 
 
@@ -197,6 +292,69 @@ def test_practitioner_write_without_care_names_the_facility_it_belongs_to(server
     assert in_a_name.status_code == 403, in_a_name.text
 
 
+def test_practitioner_roles_taking_part_give_their_facility_care(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: E's PractitionerRole as an Encounter's participant, or T's as a CareTeam member,
+    gave E or T no care relationship with the resident (only referrals and contracts naming a role
+    counted), in the SQL form and the per-resident form alike."""
+    import rhip.security.relations as relations
+
+    assert server.readers("Patient", "pP") == {"docC", "docE"}
+    assert server.readers("CareTeam", "ctT") == {"docT"}
+    monkeypatch.setattr(relations, "CARE_SET_MAX", 0)  # one resident at a time, by search
+    assert server.readers("Encounter", "encPE") == {"docC", "docE"}
+    assert server.readers("Patient", "pT") == {"docT"}
+
+
+def test_opted_out_discharge_is_seen_by_its_destination(server: Server) -> None:
+    """Regression: an Encounter's ``hospitalization.destination`` was not read, so under an opt-out
+    the facility the resident was discharged to (C, or B through its Location) could not read the
+    discharge, though it cares for the resident; the Encounter's results stay at A."""
+    assert server.readers("Encounter", "encToC") == {"docA", "docX", "docC"}
+    assert server.readers("Encounter", "encToB") == {"docA", "docX", "docB"}
+    assert server.readers("Observation", "obsToC") == {"docA", "docX"}
+
+
+def test_discharge_destination_receives_the_encounter_but_does_not_write_it(server: Server) -> None:
+    """The facility an Encounter discharges to is addressed, not answerable: its feed may not
+    update, take over or delete A's Encounter, nor create one in A's name; A's feed still writes it."""
+    stored = server.request("his-a", "GET", "Encounter/encToC").json()
+    refused = server.request("his-c", "PUT", "Encounter/encToC", json={**stored, "status": "cancelled"})
+    assert refused.status_code == 403, refused.text
+    assert "receives it but does not write it" in refused.text and "orgA" in refused.text
+    assert server.request("his-c", "DELETE", "Encounter/encToC").status_code == 403
+    new = {k: v for k, v in stored.items() if k not in ("id", "meta")}
+    assert server.request("his-c", "POST", "Encounter", json=new).status_code == 403
+    kept = server.request("his-a", "PUT", "Encounter/encToC", json={**stored, "status": "finished"})
+    assert kept.status_code == 200, kept.text
+
+
+def test_claim_belongs_to_its_provider_not_to_its_care_team(server: Server) -> None:
+    """A Claim belongs to its provider (the party responsible for it, here A's PractitionerRole)
+    and is addressed to its insurer; a facility on its care team (C, who cares for the resident
+    too) provided services A bills, and neither reads the claim under an opt-out nor writes it."""
+    assert server.readers("Claim", "clA") == {"docA", "docX"}
+    stored = server.request("his-a", "GET", "Claim/clA").json()
+    refused = server.request("his-c", "PUT", "Claim/clA", json={**stored, "status": "cancelled"})
+    assert refused.status_code == 403, refused.text
+    assert "belongs to facility orgA and is addressed to orgD" in refused.text
+    kept = server.request("his-a", "PUT", "Claim/clA", json={**stored, "status": "active"})
+    assert kept.status_code == 200, kept.text
+
+
+def test_opted_out_claim_response_is_seen_by_the_provider_that_asked(server: Server) -> None:
+    """Regression: ClaimResponse.requestor was not read, so under an opt-out the provider's
+    practitioners could not read the insurer's answer to their own claim; the provider receives
+    it but does not rewrite the insurer's adjudication."""
+    assert server.readers("ClaimResponse", "crA") == {"docA", "docX"}
+    stored = server.request("his-a", "GET", "ClaimResponse/crA").json()
+    refused = server.request("his-a", "PUT", "ClaimResponse/crA", json={**stored, "outcome": "error"})
+    assert refused.status_code == 403, refused.text
+    assert "belongs to facility orgD and is addressed to orgA" in refused.text
+    assert "receives it but does not write it" in refused.text
+
+
 #: How a record names the facility or practitioner of each kind of care relationship, by
 #: (type, search parameter); every kind that may name an Organization is tried for a facility,
 #: and every kind that may name a facility's PractitionerRole or HealthcareService (below).
@@ -213,6 +371,7 @@ _FOR_FACILITY = [
     ("ServiceRequest", "performer"),
     ("ServiceRequest", "requester"),
     ("EpisodeOfCare", "organization"),
+    ("CareTeam", "participant"),
 ]
 _FOR_PRACTITIONER = [
     ("Encounter", "participant"),
@@ -226,6 +385,8 @@ _FOR_FACILITY_UNIT = [
     ("ServiceRequest", "performer", "HealthcareService"),
     ("ServiceRequest", "requester", "PractitionerRole"),
     ("Patient", "general-practitioner", "PractitionerRole"),
+    ("Encounter", "participant", "PractitionerRole"),
+    ("CareTeam", "participant", "PractitionerRole"),
 ]
 _REQUIRED: dict[str, dict[str, Any]] = {
     "Encounter": {"status": "finished", "class": {"code": "AMB"}},
@@ -263,8 +424,10 @@ def _relationship_records(target: str, prefix: str) -> tuple[list[dict[str, Any]
 
 def test_care_relationships_agree_in_sql_and_by_search(db_url: str) -> None:
     """Regression: a facility's care relationships left out the referrals it requested, and those
-    naming one of its PractitionerRoles or HealthcareServices instead of the Organization, in the
-    per-practitioner SQL and in the per-resident searches alike; both forms must find every kind."""
+    naming one of its PractitionerRoles or HealthcareServices instead of the Organization (a
+    PractitionerRole taking part in an Encounter or on a CareTeam, an Organization on a CareTeam),
+    in the per-practitioner SQL and in the per-resident searches alike; both forms must find every
+    kind."""
     from rhip.security.relations import Relations
     from rhip.security.tokens import Principal
     from rhip.store import Store

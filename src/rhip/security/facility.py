@@ -7,14 +7,17 @@ B's. A record names organisations in two roles (:func:`rhip.security.parties.par
 facilities it **belongs to** (its ``serviceProvider``, ``managingOrganization``, ``performer``,
 ``requester``, ... and its Encounter's ``serviceProvider``: the result of an outside laboratory in
 hospital A's Encounter belongs to both) and the facilities a request is **addressed to** (the
-requested performer of a referral, 转诊, the ``owner`` of a Task, ...). Where those elements name a
-PractitionerRole or a HealthcareService, its ``organization`` or ``providedBy`` counts in the same
-role (read one level, inside the write's transaction like the Encounter).
+requested performer of a referral, 转诊, the ``owner`` of a Task, an Encounter's discharge
+destination, ...). Where those elements name a PractitionerRole, a HealthcareService or a
+Location, its ``organization``, ``providedBy`` or ``managingOrganization`` counts in the same role
+(read one level, inside the write's transaction like the Encounter).
 
 A facility the record belongs to creates it and updates it, but an update may not drop another
 facility the record belongs to; it deletes it when the record belongs to it alone. A facility a
 request is addressed to updates it (to accept, decline or complete it) without changing the
-organisations it names or its Encounter, and neither creates nor deletes it. Both the version
+organisations it names or its Encounter, and neither creates nor deletes it; the facility an
+Encounter's patient is discharged to, and the provider an insurer's response is sent to, only
+receive the record (they do not write it at all). Both the version
 stored before and the body written are checked, so rewriting the organisation references of
 another facility's record does not take it over. Records naming no organisation:
 
@@ -38,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rhip.errors import Forbidden
-from rhip.security.parties import parties_of, reference_id
+from rhip.security.parties import RECEIVE_ONLY, parties_of, reference_id
 from rhip.security.relations import Relations
 from rhip.security.tokens import Principal
 from rhip.store.guard import WriteCheck
@@ -210,6 +213,12 @@ def _check_change(stored: _Record, new: _Record | None, own: str) -> None:
         return
     if not stored.addressed_to(own):
         raise Forbidden(f"{stored.what} {stored.describe()}; this account writes for facility {own} only")
+    if stored.body.get("resourceType") in RECEIVE_ONLY:
+        raise Forbidden(
+            f"{stored.what} {stored.describe()}; facility {own}, to which it is addressed (a "
+            f"discharge destination, or the provider an insurer answers), receives it but does not "
+            f"write it"
+        )
     if new is None:
         raise Forbidden(
             f"{stored.what} {stored.describe()}; facility {own}, to which it is addressed, may update "

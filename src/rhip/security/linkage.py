@@ -20,22 +20,29 @@ from sqlalchemy import Select, false, select, union
 
 #: The care relationships of a facility as (type, reference search parameter naming it): read by
 #: :func:`care_patients_sql` and, one resident at a time, by :meth:`Relations._compute_care`. A
-#: referral counts for the facility that requested it as for the one it is addressed to.
+#: referral counts for the facility that requested it as for the one it is addressed to; a CareTeam
+#: for an Organization that is one of its members (``participant.member``).
 ORG_LINKS = (
     ("Encounter", "service-provider"),
     ("ServiceRequest", "performer"),
     ("ServiceRequest", "requester"),
     ("EpisodeOfCare", "organization"),
+    ("CareTeam", "participant"),
 )
 #: Where an organisation-level relationship may name one of the facility's posts or departments
 #: instead of the Organization, as (type, reference search parameter, unit type): a PractitionerRole
 #: counts for its ``organization``, a HealthcareService for its ``providedBy`` (one level), as for
-#: the records a facility owns. ``Patient`` is the family-doctor contract (``generalPractitioner``).
+#: the records a facility owns. ``Patient`` is the family-doctor contract (``generalPractitioner``);
+#: a facility's PractitionerRole taking part in an Encounter (``participant.individual``) or a
+#: member of a CareTeam (``participant.member``) gives the facility the relationship a Practitioner
+#: named there gives the practitioner.
 ORG_UNIT_LINKS = (
     ("ServiceRequest", "performer", "PractitionerRole"),
     ("ServiceRequest", "performer", "HealthcareService"),
     ("ServiceRequest", "requester", "PractitionerRole"),
     ("Patient", "general-practitioner", "PractitionerRole"),
+    ("Encounter", "participant", "PractitionerRole"),
+    ("CareTeam", "participant", "PractitionerRole"),
 )
 #: The search parameter naming a unit's facility (PractitionerRole.organization,
 #: HealthcareService.providedBy).
@@ -165,10 +172,10 @@ def care_patients_sql(
 
     The same relationships as the per-resident check, read in one statement from the reference
     index: Encounters, referrals, EpisodesOfCare and CareTeams naming them, and family-doctor
-    contracts; for a facility also referrals and contracts naming one of its PractitionerRoles or
-    HealthcareServices (:data:`ORG_UNIT_LINKS`). ``limit`` caps the rows (the caller asks for one
-    more than it will use, to learn that the set is too large to pass on). None when the principal
-    has no binding at all.
+    contracts; for a facility also the referrals, contracts, Encounters and CareTeams naming one of
+    its PractitionerRoles or HealthcareServices (:data:`ORG_UNIT_LINKS`). ``limit`` caps the rows
+    (the caller asks for one more than it will use, to learn that the set is too large to pass on).
+    None when the principal has no binding at all.
     """
     from rhip.store.schema import resource
     from rhip.store.search import where_clauses

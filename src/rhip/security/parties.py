@@ -10,13 +10,17 @@ organisations in two roles (:func:`parties_of`):
   ``managingOrganization``, ``custodian``, ``organization``, ``performer`` (its ``actor`` or
   ``onBehalfOf``), ``author``, ``provider``, ``insurer``, ``recorder``, ``requester``, ``owner``
   or ``providedBy``, and its Encounter's (resolved by the caller, who has the store);
-- the facilities a request is **addressed to**: the requested performer of a ServiceRequest,
+- the facilities a record is **addressed to**: the requested performer of a ServiceRequest,
   MedicationRequest or DeviceRequest, the ``owner`` of a Task, the ``insurer`` a Claim is sent to.
-  In FHIR R4 these name who is asked to act, not who made the record.
+  In FHIR R4 these name who is asked to act, not who made the record. An Encounter is addressed
+  to the facility its patient is discharged to (``hospitalization.destination``), an insurer's
+  ClaimResponse or CoverageEligibilityResponse to the provider that asked (``requestor``): they
+  receive the record but do not act on it by writing it (:data:`RECEIVE_ONLY`).
 
 In either role an element may name a facility's department or post instead of the Organization
 itself: a PractitionerRole (its ``organization``) or a HealthcareService (its ``providedBy``), as a
-referral to a department (转诊 to ``HealthcareService/cardiology-B``) does. Those references are
+referral to a department (转诊 to ``HealthcareService/cardiology-B``) does; a discharge destination
+may name a Location (its ``managingOrganization``). Those references are
 kept apart (:attr:`Parties.owner_units`, :attr:`Parties.addressee_units`) and resolved one level
 by the caller, like the Encounter.
 
@@ -57,13 +61,27 @@ ADDRESSEE_ELEMENTS: dict[str, tuple[str, ...]] = {
     "Claim": ("insurer",),
     "CoverageEligibilityRequest": ("insurer",),
     "EnrollmentRequest": ("insurer",),
+    "Encounter": ("hospitalization.destination",),
+    "ClaimResponse": ("requestor",),
+    "CoverageEligibilityResponse": ("requestor",),
 }
 
+#: The types whose addressee only receives the record: it reads it where consent keeps records at
+#: home, but does not update it as a request's addressee does to accept or complete the request.
+#: The facility a patient is discharged to continues the care; the Encounter stays the discharging
+#: facility's to write. An insurer's response goes to the provider that asked (``requestor``); the
+#: adjudication stays the insurer's to write.
+RECEIVE_ONLY = frozenset({"Encounter", "ClaimResponse", "CoverageEligibilityResponse"})
 
-#: The resource types naming a facility's department or post, and the element of each that names
-#: the facility (read one level: a PractitionerRole's ``organization``, a HealthcareService's
-#: ``providedBy``).
-UNIT_ORGANIZATION: dict[str, str] = {"PractitionerRole": "organization", "HealthcareService": "providedBy"}
+
+#: The resource types naming a facility's department, post or place, and the element of each that
+#: names the facility (read one level: a PractitionerRole's ``organization``, a HealthcareService's
+#: ``providedBy``, a Location's ``managingOrganization``).
+UNIT_ORGANIZATION: dict[str, str] = {
+    "PractitionerRole": "organization",
+    "HealthcareService": "providedBy",
+    "Location": "managingOrganization",
+}
 
 
 @dataclass(frozen=True)
@@ -75,8 +93,9 @@ class Parties:
         addressees: Organization ids named as the facility a request is addressed to.
         encounter: the id of the Encounter the record names, whose facility the record belongs to
             as well.
-        owner_units: ``PractitionerRole/id`` and ``HealthcareService/id`` references in the
-            elements of :attr:`owners`: the record belongs to their facility as well.
+        owner_units: ``PractitionerRole/id``, ``HealthcareService/id`` and ``Location/id``
+            references in the elements of :attr:`owners`: the record belongs to their facility as
+            well.
         addressee_units: the same in the elements of :attr:`addressees`: the request is addressed
             to their facility as well.
     """
@@ -137,8 +156,8 @@ def organization_ids(value: Any) -> list[str]:
 
 
 def unit_reference(ref: Any) -> str | None:
-    """``PractitionerRole/id`` or ``HealthcareService/id`` for a reference to one (relative, absolute
-    or versioned); None for anything else."""
+    """``PractitionerRole/id``, ``HealthcareService/id`` or ``Location/id`` for a reference to one
+    (relative, absolute or versioned); None for anything else."""
     for rtype in UNIT_ORGANIZATION:
         rid = reference_id(ref, rtype)
         if rid:

@@ -4,8 +4,9 @@ A practitioner has a care relationship with a resident when any of these exist: 
 the practitioner's facility or with the practitioner as participant, a referral or consultation
 (ServiceRequest addressed to or requested by them or their facility), a CareTeam naming them, an
 EpisodeOfCare at their facility, or a family-doctor contract (Patient.generalPractitioner); a
-referral or contract naming a PractitionerRole or HealthcareService of the facility counts for the
-facility (one level, :data:`linkage.ORG_UNIT_LINKS`). A
+referral or contract naming a PractitionerRole or HealthcareService of the facility, and an
+Encounter or CareTeam naming one of its PractitionerRoles as participant, count for the facility
+(one level, :data:`linkage.ORG_UNIT_LINKS`). A
 relationship with any of a resident's records extends over every record the MPI links to the same
 resident (:meth:`Relations.care` answers ``"linked"``; the policy then withholds what the
 resident's consent or a sensitive category keeps at the facilities that hold it,
@@ -385,12 +386,12 @@ class Relations:
         """True when a record is facility ``organization``'s own, for the reads consent keeps at home.
 
         That is when ``organization`` is a facility the record belongs to (its ``serviceProvider``,
-        ``performer``, ``requester``, ... or its Encounter's facility) or, for a request, the one it
-        is addressed to (a referral's requested performer): the parties of
-        :func:`rhip.security.parties.parties_of`, as for a facility's writes. A PractitionerRole or
-        HealthcareService named in those elements counts for its facility. The Encounter, roles and
-        services are looked up (through the relationship cache) only when the record does not name
-        ``organization`` itself.
+        ``performer``, ``requester``, ... or its Encounter's facility) or one it is addressed to (a
+        referral's requested performer, an Encounter's discharge destination): the parties of
+        :func:`rhip.security.parties.parties_of`, as for a facility's writes. A PractitionerRole,
+        HealthcareService or Location named in those elements counts for its facility. The
+        Encounter, roles and services are looked up (through the relationship cache) only when the
+        record does not name ``organization`` itself.
         """
         if not organization:
             return False
@@ -413,8 +414,9 @@ class Relations:
     def facilities_of(
         self, ref: str, read: Callable[[str, str], dict[str, Any]] | None = None
     ) -> frozenset[str]:
-        """The facilities of ``Encounter/id``, ``PractitionerRole/id`` or ``HealthcareService/id``
-        (see :meth:`encounter_facilities` and :meth:`unit_facilities`; ``read`` as there)."""
+        """The facilities of ``Encounter/id``, ``PractitionerRole/id``, ``HealthcareService/id`` or
+        ``Location/id`` (see :meth:`encounter_facilities` and :meth:`unit_facilities`; ``read`` as
+        there)."""
         rtype, _, rid = ref.partition("/")
         if rtype == "Encounter":
             return self.encounter_facilities(rid, read)
@@ -438,8 +440,9 @@ class Relations:
     def unit_facilities(
         self, unit: str, read: Callable[[str, str], dict[str, Any]] | None = None
     ) -> frozenset[str]:
-        """The facility of ``PractitionerRole/id`` (its ``organization``) or ``HealthcareService/id``
-        (its ``providedBy``), one level; empty when unknown. ``read`` as for :meth:`encounter_facilities`.
+        """The facility of ``PractitionerRole/id`` (its ``organization``), ``HealthcareService/id``
+        (its ``providedBy``) or ``Location/id`` (its ``managingOrganization``), one level; empty when
+        unknown. ``read`` as for :meth:`encounter_facilities`.
         """
         rtype, _, rid = unit.partition("/")
         element = UNIT_ORGANIZATION.get(rtype)
