@@ -1,4 +1,4 @@
-"""Helpers every test folder shares: a fresh PostgreSQL database and a real uvicorn server.
+"""Helpers every test folder shares: a fresh PostgreSQL database, a real uvicorn server, chart pages.
 
 Importable from any test module (``from rhip_testkit import ...``) because the root conftest puts
 ``tests/`` on ``sys.path``; it is not a conftest, so the name is unambiguous across folders.
@@ -82,3 +82,19 @@ def running_server(app: Any, *, lifespan: str = "on", timeout: float = 60) -> It
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def chart_figures(page: str) -> list[dict[str, Any]]:
+    """The plotly figures of a chart page (``rhip.charts``), each checked against plotly's schema."""
+    import json
+    import re
+
+    import plotly.graph_objects as go
+
+    blocks = re.findall(
+        r'<script type="application/json" class="rhip-figure"[^>]*>(.*?)</script>', page, re.S
+    )
+    figures = [json.loads(b) for b in blocks]
+    for figure in figures:
+        go.Figure(figure)  # raises on a property plotly does not know
+    return figures

@@ -16,3 +16,20 @@ def compact_table(title: str, **options: Any) -> Any:
     from rich.table import Table
 
     return Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, **options)
+
+
+#: Eight block heights, lowest first (U+2581..U+2588).
+SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float]) -> str:
+    """One block character per value, scaled to the largest: the shape of a series in a cell.
+
+    Zero is always the lowest block and any count above zero at least the second, so a single
+    case stands out from an empty week.
+    """
+    top = max(values, default=0.0)
+    if top <= 0:
+        return SPARK_BLOCKS[0] * len(values)
+    steps = len(SPARK_BLOCKS) - 2
+    return "".join(SPARK_BLOCKS[0] if v <= 0 else SPARK_BLOCKS[1 + round(steps * v / top)] for v in values)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import itertools
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from surveillance_region import build_region
 from typer.testing import CliRunner
 
 from rhip.fhir.terminology import notifiable_disease_for_icd10
@@ -25,28 +25,12 @@ from rhip.surveillance.runner import Signal, run_surveillance
 
 pytestmark = pytest.mark.xdist_group("surveillance_region")
 
-TYPES = ("Patient", "Encounter", "Condition", "Organization")
-
 
 @pytest.fixture(scope="module")
 def region(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from rhip.lake import export_store, materialize
-    from rhip.store import Store
-    from rhip.synth import generate
-
-    root = tmp_path_factory.mktemp("surv")
-    generate(root / "gen", residents=3000, years=4, seed=7, formats=["fhir"])
-    url = f"sqlite:///{root / 'store.db'}"
-    store = Store(url)
-    files = [p for p in (root / "gen").glob("fhir/*/*.ndjson") if p.stem in TYPES]
-    resources = [
-        json.loads(line) for p in [*files, root / "gen/region/Organization.ndjson"] for line in p.open()
-    ]
-    store.bulk_write(resources)
-    export_store(store, root / "lake")
-    materialize(root / "lake")
-    yield {"root": root, "gen": root / "gen", "lake": root / "lake", "store": store, "url": url}
-    store.close()
+    built = build_region(tmp_path_factory.mktemp("surv"))
+    yield built
+    built["store"].close()
 
 
 def _truth_cases(gen: Path) -> list[dict[str, str]]:

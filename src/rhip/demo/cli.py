@@ -38,6 +38,11 @@ def demo(
         "rhip sql 'select gender, count(*) from patient group by 1'.",
         soft_wrap=True,
     )
+    console.print(
+        "Charts: rhip surveil alerts, then rhip surveil chart ALERT_ID --out alert.html; "
+        "rhip quality chart --out quality.html.",
+        soft_wrap=True,
+    )
     if not serve:
         console.print(
             "Not serving (--no-serve): start the API with `rhip serve` from this folder "

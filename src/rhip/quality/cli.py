@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -54,6 +55,7 @@ def print_facility_table(
 
 
 def quality_command(
+    ctx: typer.Context,
     facility: str | None = typer.Option(None, help="Only this facility."),
     rules: bool = typer.Option(False, "--rules", help="One row per rule instead of per facility."),
     by_day: bool = typer.Option(False, "--by-day", help="One row per facility and day."),
@@ -61,6 +63,8 @@ def quality_command(
     database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
 ) -> None:
     """Show data-quality scores per facility and day (from what was ingested)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from rich.console import Console
     from rich.table import Table
 
@@ -119,6 +123,34 @@ def _check_facility(engine: Any, facility: str) -> None:
     )
 
 
+def chart_command(
+    out: Path = typer.Option(Path("quality.html"), "--out", help="HTML file written (self-contained)."),
+    facility: str | None = typer.Option(None, help="Only this facility."),
+    days: int | None = typer.Option(
+        None, min=1, help="Last days up to the latest tallied day (default: all)."
+    ),
+    database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
+) -> None:
+    """Write the quality charts (daily score per facility, latest score per rule) as an HTML file."""
+    from rhip.config import get_settings
+    from rhip.quality.chart import quality_page
+    from rhip.store import Store
+
+    store = Store(database_url or get_settings().resolved_database_url)
+    try:
+        if facility is not None:
+            _check_facility(store.engine, facility)
+        page = quality_page(store.engine, facility=facility, days=days)
+    finally:
+        store.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    typer.echo(str(out))
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``rhip quality``."""
-    app.command("quality")(quality_command)
+    """Add ``rhip quality`` (the tables) and ``rhip quality chart``."""
+    group = typer.Typer(no_args_is_help=False)
+    group.callback(invoke_without_command=True)(quality_command)
+    group.command("chart")(chart_command)
+    app.add_typer(group, name="quality")

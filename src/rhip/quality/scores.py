@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from rhip.quality.rules import DIMENSIONS
 from rhip.quality.schema import ensure_schema, quality_tally
@@ -73,6 +73,18 @@ def known_facilities(engine: Engine) -> list[str]:
     t = quality_tally
     with engine.connect() as conn:
         return list(conn.execute(select(t.c.facility).distinct().order_by(t.c.facility)).scalars())
+
+
+def latest_day(engine: Engine, facility: str | None = None) -> str | None:
+    """The latest day with tallies (of ``facility``), None when there are none."""
+    ensure_schema(engine)
+    t = quality_tally
+    stmt = select(func.max(t.c.day))
+    if facility:
+        stmt = stmt.where(t.c.facility == facility)
+    with engine.connect() as conn:
+        day = conn.execute(stmt).scalar()
+    return None if day is None else str(day)
 
 
 def facility_scores(engine: Engine, *, by_day: bool = True, **filters: str | None) -> list[dict[str, Any]]:

@@ -22,9 +22,13 @@ from rhip.security.tokens import decode_token
 if TYPE_CHECKING:
     from rhip.security.runtime import SecurityRuntime
 
-#: Paths anyone may call: discovery, the token endpoint and the API description.
+#: Paths anyone may call: discovery, the token endpoint, the API description and the chart
+#: pages' static scripts (plotly.js and its loader: no data; a chart page saved to a file loads
+#: them without a token).
 PUBLIC_PATHS = frozenset(
     {
+        "/static/plotly.min.js",
+        "/static/rhip-charts.js",
         "/fhir/metadata",
         "/.well-known/smart-configuration",
         "/fhir/.well-known/smart-configuration",

@@ -40,8 +40,19 @@ class Role:
     consent_applies: bool = True
 
 
+#: What public-health officers read: clinical records of their area, and the surveillance alerts
+#: (``/surveillance``, resource type of :mod:`rhip.surveillance.api`) they are the users of.
 _PH_TYPES = frozenset(
-    {"Patient", "Condition", "Observation", "DiagnosticReport", "Encounter", "Immunization", "Procedure"}
+    {
+        "Patient",
+        "Condition",
+        "Observation",
+        "DiagnosticReport",
+        "Encounter",
+        "Immunization",
+        "Procedure",
+        "SurveillanceAlert",
+    }
 )
 _INSURANCE_TYPES = frozenset(
     {"Patient", "Coverage", "Claim", "ClaimResponse", "ExplanationOfBenefit", "Encounter", "Account"}

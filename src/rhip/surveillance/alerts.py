@@ -94,16 +94,23 @@ class AlertEvidence:
     upperbound: float | None
     score: float | None
     cases: list[dict[str, str]]
+    signal: dict[str, Any] | None = None  # Signal.to_json() of the run, so the series can be rebuilt
+    window: tuple[str, str] | None = None  # first and last day the run counted
 
     def row(self) -> dict[str, Any]:
-        """The evidence row kept with the alert."""
-        return {
+        """The evidence row kept with the alert (with the run's signal and window when known)."""
+        out: dict[str, Any] = {
             "period": self.period.isoformat(),
             "observed": self.observed,
             "expected": self.expected,
             "upperbound": self.upperbound,
             "score": self.score,
         }
+        if self.signal is not None:
+            out["signal"] = self.signal
+        if self.window is not None:
+            out["window"] = list(self.window)
+        return out
 
 
 def _previous(period: dt.date, unit: str) -> str:

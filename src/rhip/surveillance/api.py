@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import HTMLResponse
 
 from rhip.api.access import audit, authorize
 from rhip.api.deps import request_context
@@ -18,6 +19,7 @@ from rhip.store.engine import write_transaction
 from rhip.surveillance.alerts import ensure_schema, get_alert, list_alerts, set_status
 from rhip.surveillance.definitions import delete_definition, list_definitions, put_definition
 from rhip.surveillance.methods import get_method, method_names
+from rhip.surveillance.series import DEFAULT_SERIES_PERIODS, MAX_SERIES_PERIODS
 
 router = APIRouter(prefix="/surveillance", tags=["surveillance"])
 
@@ -70,6 +72,40 @@ def get_one(request: Request, alert_id: str) -> dict[str, Any]:
         out = get_alert(conn, alert_id)
     audit(ctx, "read", "0", [(ALERT_TYPE, alert_id)])
     return out
+
+
+def _series(request: Request, alert_id: str, periods: int) -> dict[str, Any]:
+    """An alert's series recomputed from the lake (read of the alert: authorised and audited)."""
+    from rhip.surveillance.series import alert_series
+
+    ctx = _check(request, "read", alert_id)
+    engine = _engine(request)
+    with engine.connect() as conn:
+        alert = get_alert(conn, alert_id)
+    out = alert_series(engine, request.app.state.settings.lake_dir, alert, periods)
+    audit(ctx, "read", "0", [(ALERT_TYPE, alert_id)])
+    return out
+
+
+_PERIODS = Query(
+    DEFAULT_SERIES_PERIODS, ge=1, le=MAX_SERIES_PERIODS, description="Periods up to the alert's last."
+)
+
+
+@router.get("/alerts/{alert_id}/series")
+def get_series(request: Request, alert_id: str, periods: int = _PERIODS) -> dict[str, Any]:
+    """Observed, expected, upper bound, alarm and method per period before and including the alert."""
+    return _series(request, alert_id, periods)
+
+
+@router.get("/alerts/{alert_id}/chart", response_class=HTMLResponse)
+def get_chart(request: Request, alert_id: str, periods: int = _PERIODS) -> HTMLResponse:
+    """The alert's series as an HTML page with a plotly chart (plotly.js from ``/static``)."""
+    from rhip.charts import CONTENT_SECURITY_POLICY
+    from rhip.surveillance.chart import alert_page
+
+    page = alert_page(_series(request, alert_id, periods), static_base=str(request.base_url))
+    return HTMLResponse(page, headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
 
 
 def alert_group(alert: dict[str, Any]) -> dict[str, Any]:

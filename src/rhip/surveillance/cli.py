@@ -94,11 +94,14 @@ def run_command(
 
 def alerts_command(
     status: str | None = typer.Option(None, help="open, acknowledged or closed."),
+    lake_dir: Path | None = typer.Option(
+        None, "--lake-dir", help="Lake root for the recent-counts column (default: settings)."
+    ),
     database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
 ) -> None:
-    """List alerts."""
+    """List alerts; with a materialised lake, the last 12 periods' counts as a sparkline."""
     from rich.console import Console
-    from rich.table import Table
+    from rich.measure import Measurement
 
     from rhip.surveillance.alerts import ensure_schema, list_alerts
 
@@ -107,46 +110,103 @@ def alerts_command(
         ensure_schema(store.engine)
         with store.engine.connect() as conn:
             rows = list_alerts(conn, status=status)
+        recent = _recent(store.engine, _lake(lake_dir), rows)
     finally:
         store.close()
-    table = Table(title="Surveillance alerts")
+    console = Console()
+    table = _alerts_table(rows, recent)
+    if (
+        recent is not None
+        and Measurement.get(console, console.options.update_width(10**4), table).maximum > console.width
+    ):
+        table = _alerts_table(rows, None)  # the sparkline only where it fits without wrapping
+    console.print(table)
+
+
+def _alerts_table(rows: list[dict[str, Any]], recent: dict[str, list[float]] | None) -> Any:
+    """The alert list; with ``recent`` counts a sparkline column of the last periods."""
+    from rhip.tables import compact_table, sparkline
+
+    table = compact_table("Surveillance alerts 预警信号")
     for col in ("id", "disease", "area", "first", "last", "method", "status", "cases"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("id", "area", "first", "last", "cases"))
+    if recent is not None:
+        table.add_column(f"last {SPARK_PERIODS}", no_wrap=True)
     for r in rows:
-        table.add_row(
-            r["id"][:12],
-            r["disease"],
-            r["area"],
-            r["first_period"],
-            r["last_period"],
-            r["method"],
-            r["status"],
-            str(r["case_count"]),
-        )
-    Console().print(table)
+        cells = [r["id"][:12], r["disease"], r["area"], r["first_period"], r["last_period"], r["method"]]
+        cells += [r["status"], str(r["case_count"])]
+        if recent is not None:
+            cells.append(sparkline(recent[r["id"]]) if r["id"] in recent else "-")
+        table.add_row(*cells)
+    return table
+
+
+#: Periods in the sparkline column of ``rhip surveil alerts``.
+SPARK_PERIODS = 12
+
+
+def _recent(engine: Any, lake_dir: Path, rows: list[dict[str, Any]]) -> dict[str, list[float]] | None:
+    """Recent counts per alert, or None (no column) when there are no alerts or no lake views."""
+    from rhip.surveillance.series import recent_counts
+
+    if not rows or not (lake_dir / "views" / "condition.parquet").exists():
+        return None
+    return recent_counts(engine, lake_dir, rows, SPARK_PERIODS)
 
 
 def _set(alert_id: str, status: str, by: str, note: str | None, database_url: str | None) -> None:
     from rich.console import Console
 
     from rhip.store.engine import write_transaction
-    from rhip.surveillance.alerts import alert_table, ensure_schema, set_status
+    from rhip.surveillance.alerts import ensure_schema, set_status
 
     store = _store(database_url)
     try:
         ensure_schema(store.engine)
         with write_transaction(store.engine) as conn:
-            ids = [
-                r[0]
-                for r in conn.execute(alert_table.select().with_only_columns(alert_table.c.id))
-                if str(r[0]).startswith(alert_id)
-            ]
-            if len(ids) != 1:
-                raise typer.BadParameter(f"alert id prefix {alert_id!r} matches {len(ids)} alerts")
-            out = set_status(conn, ids[0], status, actor=by, note=note)
+            out = set_status(conn, _resolve(conn, alert_id), status, actor=by, note=note)
     finally:
         store.close()
     Console().print(f"alert {out['id']} is {out['status']}")
+
+
+def _resolve(conn: Any, alert_id: str) -> str:
+    """The one alert id starting with ``alert_id`` (BadParameter when none or several do)."""
+    from rhip.surveillance.alerts import alert_table
+
+    ids = [
+        r[0]
+        for r in conn.execute(alert_table.select().with_only_columns(alert_table.c.id))
+        if str(r[0]).startswith(alert_id)
+    ]
+    if len(ids) != 1:
+        raise typer.BadParameter(f"alert id prefix {alert_id!r} matches {len(ids)} alerts")
+    return str(ids[0])
+
+
+def chart_command(
+    alert_id: str = typer.Argument(..., help="Alert id (or unique prefix)."),
+    out: Path = typer.Option(Path("alert.html"), "--out", help="HTML file written (self-contained)."),
+    periods: int = typer.Option(52, "--periods", min=1, max=520, help="Periods up to the alert's last."),
+    lake_dir: Path | None = typer.Option(None, "--lake-dir", help="Lake root (default: settings)."),
+    database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
+) -> None:
+    """Write an alert's chart (observed, expected, upper bound, alarms) as an HTML file."""
+    from rhip.surveillance.alerts import ensure_schema, get_alert
+    from rhip.surveillance.chart import alert_page
+    from rhip.surveillance.series import alert_series
+
+    store = _store(database_url)
+    try:
+        ensure_schema(store.engine)
+        with store.engine.connect() as conn:
+            alert = get_alert(conn, _resolve(conn, alert_id))
+        series = alert_series(store.engine, _lake(lake_dir), alert, periods)
+    finally:
+        store.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(alert_page(series), encoding="utf-8")
+    typer.echo(str(out))
 
 
 def ack_command(
@@ -222,6 +282,7 @@ def register(app: typer.Typer) -> None:
     surveil.command("alerts")(alerts_command)
     surveil.command("ack")(ack_command)
     surveil.command("close")(close_command)
+    surveil.command("chart")(chart_command)
     surveil.command("evaluate")(evaluate_command)
     surveil.command("methods")(methods_command)
     app.add_typer(surveil, name="surveil")

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from rhip.store.engine import write_transaction
 from rhip.surveillance.alerts import AlertEvidence, ensure_schema, record_alarm
-from rhip.surveillance.counting import CountTable, count_cases, lake_cases
+from rhip.surveillance.counting import Case, CountTable, count_cases, lake_cases
 from rhip.surveillance.definitions import active_definitions
 from rhip.surveillance.methods import detect, get_method
 from rhip.surveillance.result import DetectionResult
@@ -31,10 +31,12 @@ __all__ = [
     "Alarm",
     "RunReport",
     "Signal",
+    "count_tables",
     "daily_job",
     "detect_signal",
     "detect_tables",
     "run_surveillance",
+    "run_window",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,21 @@ class Signal:
             own += "(" + ",".join(f"{k}={v}" for k, v in sorted(self.params.items())) + ")"
         return f"{own} > {self.fallback.label}" if self.fallback else own
 
+    def to_json(self) -> dict[str, Any]:
+        """The signal as kept with an alert's evidence, so a chart can run it again."""
+        out: dict[str, Any] = {"method": self.method, "params": dict(self.params)}
+        if self.fallback is not None:
+            out["fallback"] = self.fallback.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Signal:
+        """Inverse of :meth:`to_json`."""
+        fallback = body.get("fallback")
+        return cls(
+            str(body["method"]), dict(body.get("params") or {}), cls.from_json(fallback) if fallback else None
+        )
+
 
 #: EARS C2 with a floor of 0.5 on the baseline standard deviation: after seven weeks without
 #: cases it takes two cases in a week (not one) to alarm. Needs seven weeks of history.
@@ -83,6 +100,7 @@ class Alarm:
     expected: float | None
     upperbound: float | None
     score: float | None
+    signal: Signal | None = None  # the signal (with its fallback) whose run raised the alarm
 
 
 @dataclass
@@ -96,6 +114,7 @@ class RunReport:
     alerts_extended: int = 0
     notes: list[str] = field(default_factory=list)
     area_years: float = 0.0  # areas × years evaluated (denominator of false-alarm rates)
+    window: tuple[dt.date, dt.date] | None = None  # first and last day counted
 
 
 def _fit_params(signal: Signal, n_periods: int, unit: str, notes: list[str]) -> dict[str, Any] | None:
@@ -193,7 +212,7 @@ def detect_tables(
 
 
 def _alarms(
-    table: CountTable, res: DetectionResult, methods: Sequence[str], rows: Sequence[int]
+    table: CountTable, res: DetectionResult, methods: Sequence[str], rows: Sequence[int], signal: Signal
 ) -> list[Alarm]:
     out = []
     for t in rows:
@@ -209,9 +228,32 @@ def _alarms(
                     _clean(res.expected[t, a]),
                     _clean(res.upperbound[t, a]),
                     _clean(res.score[t, a]),
+                    signal,
                 )
             )
     return out
+
+
+def run_window(end: dt.date | None, unit: str, history_years: int) -> tuple[dt.date, dt.date]:
+    """The days a run counts: ``history_years`` of baseline up to ``end`` (default yesterday),
+    cut back to the last complete ISO week when counting weeks."""
+    end = end or dt.date.today() - dt.timedelta(days=1)
+    if unit == "week":  # last complete ISO week
+        end = end - dt.timedelta(days=(end.weekday() + 1) % 7)
+    return end - dt.timedelta(days=365 * history_years + history_years // 4 + 7), end
+
+
+def count_tables(
+    engine: sa.Engine, lake_dir: Path, start: dt.date, end: dt.date, *, area: str, unit: str
+) -> tuple[list[Case], dict[str, CountTable], dt.date]:
+    """Cases and count tables per disease (every active definition) as a run counts them; the
+    start returned is moved to the lake's first case, since weeks before it are unknown, not zero."""
+    with engine.connect() as conn:
+        definitions = active_definitions(conn)
+    cases = lake_cases(lake_dir, definitions, start, end)
+    if cases:
+        start = max(start, min(c.day for c in cases))
+    return cases, count_cases(cases, area=area, unit=unit, start=start, end=end), start
 
 
 def run_surveillance(
@@ -236,17 +278,10 @@ def run_surveillance(
         signals: methods to run. area: ``district`` or ``facility``. unit: ``week`` or ``day``.
     """
     ensure_schema(engine)
-    end = end or dt.date.today() - dt.timedelta(days=1)
-    if unit == "week":  # last complete ISO week
-        end = end - dt.timedelta(days=(end.weekday() + 1) % 7)
-    start = end - dt.timedelta(days=365 * history_years + history_years // 4 + 7)
+    start, end = run_window(end, unit, history_years)
     report = RunReport()
-    with engine.connect() as conn:
-        definitions = active_definitions(conn)
-    cases = lake_cases(lake_dir, definitions, start, end)
-    if cases:  # weeks before the lake's first case are unknown, not zero
-        start = max(start, min(c.day for c in cases))
-    tables = count_cases(cases, area=area, unit=unit, start=start, end=end)
+    cases, tables, start = count_tables(engine, lake_dir, start, end, area=area, unit=unit)
+    report.window = (start, end)
     report.cases = len(cases)
     report.series = sum(len(t.areas) for t in tables.values())
     for signal in signals:
@@ -257,7 +292,7 @@ def run_surveillance(
             report.area_years = max(report.area_years, len(rows) * len(table.areas) / per_year)
             if report_periods:
                 rows = rows[-report_periods:]
-            report.alarms += _alarms(table, res, methods, rows)
+            report.alarms += _alarms(table, res, methods, rows, signal)
     _record(engine, report, tables, area, unit)
     return report
 
@@ -278,6 +313,8 @@ def _record(
                 }
                 for c in table.cases.get((t, a), [])
             ]
+            signal = al.signal.to_json() if al.signal is not None else None
+            window = (report.window[0].isoformat(), report.window[1].isoformat()) if report.window else None
             _, created = record_alarm(
                 conn,
                 AlertEvidence(
@@ -292,6 +329,8 @@ def _record(
                     al.upperbound,
                     al.score,
                     cases,
+                    signal,
+                    window,
                 ),
             )
             if created:
