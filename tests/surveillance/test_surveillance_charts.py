@@ -178,3 +178,23 @@ def test_cli_writes_a_self_contained_chart_and_lists_sparklines(
     row = next(line for line in listed.output.splitlines() if line.split()[:1] == [alert["id"][:12]])
     spark = re.search(r"[▁▂▃▄▅▆▇█]{12}", row)
     assert spark and spark.group(0)[-1] != "▁"  # the alert's own week has cases
+
+
+def test_an_officer_acknowledges_and_closes_alerts_and_nothing_else(api: dict[str, Any]) -> None:
+    """Public-health officers are the users of alerts: with authentication on they acknowledge and
+    close them (each action kept with its actor), but write no clinical record; practitioners do
+    neither."""
+    alert_id = _alerts(api)[0]["id"]
+    headers = {"Authorization": f"Bearer {api['tokens']['ph']}"}
+    doc = {"Authorization": f"Bearer {api['tokens']['doc']}"}
+    url = f"{api['base']}/surveillance/alerts/{alert_id}"
+    assert httpx.post(f"{url}/acknowledge", json={}, headers=doc, timeout=60).status_code == 403
+    acked = httpx.post(f"{url}/acknowledge", json={"note": "checking"}, headers=headers, timeout=60)
+    assert acked.status_code == 200, acked.text
+    closed = httpx.post(f"{url}/close", json={"note": "cluster explained"}, headers=headers, timeout=60)
+    assert closed.status_code == 200, closed.text
+    actions = _get(api, "ph", f"/surveillance/alerts/{alert_id}").json()["actions"]
+    assert [a["action"] for a in actions][-2:] == ["acknowledged", "closed"]
+    patient = {"resourceType": "Patient", "id": "ph-write", "gender": "female"}
+    refused = httpx.put(f"{api['base']}/fhir/Patient/ph-write", json=patient, headers=headers, timeout=60)
+    assert refused.status_code == 403, refused.text

@@ -78,7 +78,16 @@ ROLES: dict[str, Role] = {
         ),
         Role("practitioner", READ | WRITE, 5, "care", "user/*.cruds"),
         Role("facility_admin", READ | WRITE | {"delete"}, 2, "directory", "user/*.cruds", types=_DIRECTORY),
-        Role("public_health", READ, 5, "area", "user/*.rs", types=_PH_TYPES, consent_applies=False),
+        Role(
+            "public_health",
+            READ | {"update"},
+            5,
+            "area",
+            "user/*.rs user/SurveillanceAlert.u",
+            types=_PH_TYPES,
+            write_types=frozenset({"SurveillanceAlert"}),  # acknowledge and close alerts, nothing else
+            consent_applies=False,
+        ),
         Role("insurance_auditor", READ, 3, "all", "user/*.rs", types=_INSURANCE_TYPES, consent_applies=False),
         Role("researcher", frozenset({"read", "search-type"}), 1, "none", "user/*.rs"),
         Role("platform_admin", ALL, 5, "all", "system/*.cruds user/*.cruds", consent_applies=False),
