@@ -334,13 +334,13 @@ def report(results: Results, args: argparse.Namespace) -> None:
     pairs = [("rhip-on", "rhip-off")]
     pairs += [(f"rhip-{m}", f"base-{m}") for m in args.auth.split(",")] if args.base_src else []
     for op in args.ops.split(","):
+        keys = {"p95": "p95_ms"} if op == "search" else {"req/s": "rps", "req/CPU-s": "per_cpu_s"}
         for pair in pairs:
             label = "on/off" if pair == pairs[0] else f"{pair[0]} / {pair[1]}"
-            if op == "search":
-                print(f"search p95 {label} per round: {_ratio(results, op, 'p95_ms', pair)}")
-            else:
-                print(f"{op} req/s {label} per round: {_ratio(results, op, 'rps', pair)}")
-                print(f"{op} req/CPU-s {label} per round: {_ratio(results, op, 'per_cpu_s', pair)}")
+            for shown, key in keys.items():
+                ratios = _ratio(results, op, key, pair)
+                if ratios:  # both servers of the pair ran
+                    print(f"{op} {shown} {label} per round: {ratios}")
 
 
 def _parser() -> argparse.ArgumentParser:
