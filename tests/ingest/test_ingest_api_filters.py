@@ -28,6 +28,7 @@ def _refused(response: httpx.Response, status: int, code: str, named: str) -> No
 def test_an_unknown_facility_is_404_naming_it(office: BackOffice, path: str) -> None:
     """``?facility=NOPE`` answered ``[]``, as for a facility that sent only clean records."""
     _refused(office.get(path, facility="NOPE"), 404, "not-found", "unknown facility 'NOPE'")
+    _refused(office.get(path, facility="F" * 300), 404, "not-found", f"unknown facility '{'F' * 64}'")
     assert len(office.get(path, facility="F1").json()) == 1
 
 

@@ -30,6 +30,8 @@ def test_an_unknown_facility_is_404_naming_it(office: BackOffice, path: str) -> 
     assert response.status_code == 404, response.text
     assert "unknown facility 'NOPE'" in _diagnostics(response)
     assert response.json()["issue"][0]["code"] == "not-found"
+    longer = office.get(path, facility="F" * 300)  # beyond the column's 64 characters: still a 404
+    assert longer.status_code == 404 and f"'{'F' * 64}'" in _diagnostics(longer)
 
 
 @pytest.mark.parametrize("path", ["/quality/scores", "/quality/scores/rules"])
