@@ -126,3 +126,5 @@ def test_api_chart_is_authenticated_and_references_the_static_plotly(served: dic
     assert _rule_score(rules, "completeness.patient-birthdate") == 100.0
     assert f'src="{served["base"]}/static/plotly.min.js?v=' in response.text
     assert httpx.get(url, params={"days": 0}, headers=admin, timeout=60).status_code == 400
+    unknown = httpx.get(url, params={"facility": "NOPE"}, headers=admin, timeout=60)
+    assert unknown.status_code == 404 and "unknown facility 'NOPE'" in unknown.text  # as /quality/scores

@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Path, Query, Request
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from rhip.store.meta import format_instant
+from rhip.errors import InvalidRequest, ResourceNotFound
 
 router = APIRouter(prefix="/ingest", tags=["ingest"])
 #: Row ids and offsets are SQL BIGINTs: larger values are client errors, not database overflows.
@@ -70,28 +69,40 @@ def _check_sender(request: Request, facility: str) -> None:
         raise Forbidden(f"this account sends for facility {bound!r} only, not for {facility!r}")
 
 
-def _batches(engine: Any, facility: str | None, limit: int) -> list[dict[str, Any]]:
-    from rhip.ingest.schema import ensure_schema, ingest_batch
+def _check_facility(engine: Any, facility: str) -> None:
+    """ResourceNotFound (404) naming ``facility`` when it has never sent a batch."""
+    from rhip.ingest.batches import facility_has_batches
 
-    ensure_schema(engine)
-    stmt = select(ingest_batch).order_by(ingest_batch.c.started.desc()).limit(limit)
-    if facility:
-        stmt = stmt.where(ingest_batch.c.facility == facility)
-    with engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(stmt)]
-    for row in rows:  # instants in UTC, as everywhere in the API (the table keeps epoch seconds)
-        for name in ("started", "finished"):
-            if row[name] is not None:
-                row[name] = format_instant(row[name])
-    return rows
+    if not facility_has_batches(engine, facility):
+        raise ResourceNotFound(f"unknown facility '{facility[:64]}': it has sent no batch")
+
+
+def _check_quarantine_filters(status: str, connector: str | None) -> None:
+    """InvalidRequest (400) for a status or connector no quarantine entry can have."""
+    from rhip.ingest import runner  # noqa: F401 (registers the built-in connectors' mappers)
+    from rhip.ingest.mappers import MAPPERS
+    from rhip.ingest.quarantine import STATUS_FILTERS
+
+    if status not in STATUS_FILTERS:
+        known = ", ".join(STATUS_FILTERS)
+        raise InvalidRequest(f"unknown status '{status[:64]}'; use one of {known}", expression=("status",))
+    if connector and connector not in MAPPERS:
+        known = ", ".join(sorted(MAPPERS))
+        message = f"unknown connector '{connector[:64]}'; known: {known}"
+        raise InvalidRequest(message, expression=("connector",))
 
 
 @router.get("/batches")
 async def get_batches(
     request: Request, facility: str | None = Query(None), limit: int = Query(100, ge=1, le=1000)
 ) -> list[dict[str, Any]]:
-    """Recent batches with their reconciliation counts, newest first."""
-    return await run_in_threadpool(_batches, request.app.state.store.engine, facility, limit)
+    """Recent batches with their reconciliation counts, newest first; 404 for an unknown facility."""
+    from rhip.ingest.batches import list_batches
+
+    engine = request.app.state.store.engine
+    if facility:
+        await run_in_threadpool(_check_facility, engine, facility)
+    return await run_in_threadpool(list_batches, engine, facility, limit)
 
 
 @router.get("/quarantine")
@@ -103,12 +114,20 @@ async def get_quarantine(
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=_INT64_MAX),
 ) -> list[dict[str, Any]]:
-    """Quarantined records (source, position, reasons, status), oldest first."""
+    """Quarantined records (source, position, reasons, status), oldest first.
+
+    An unknown status or connector is a 400, a facility that never sent a batch a 404: an empty
+    list then means only that nothing matches.
+    """
     from rhip.ingest.quarantine import list_entries
 
+    engine = request.app.state.store.engine
+    _check_quarantine_filters(status, connector)
+    if facility:
+        await run_in_threadpool(_check_facility, engine, facility)
     entries = await run_in_threadpool(
         list_entries,
-        request.app.state.store.engine,
+        engine,
         status=None if status == "all" else status,
         facility=facility,
         connector=connector,

@@ -326,13 +326,11 @@ def mqtt_subscribe(
     )
 
 
-#: Values of ``rhip quarantine list --status``.
-STATUSES = ("open", "replayed", "all")
-
-
 def _check_status(value: str) -> str:
-    if value not in STATUSES:
-        raise typer.BadParameter(f"'{value}' is not one of {', '.join(STATUSES)}")
+    from rhip.ingest.quarantine import STATUS_FILTERS
+
+    if value not in STATUS_FILTERS:
+        raise typer.BadParameter(f"'{value}' is not one of {', '.join(STATUS_FILTERS)}")
     return value
 
 

@@ -22,6 +22,9 @@ from rhip.ingest.pipeline import Pipeline
 from rhip.ingest.schema import ensure_schema, ingest_quarantine
 from rhip.store.meta import format_instant
 
+#: The values a listing's status filter takes: an entry is ``open`` or ``replayed``; ``all`` is both.
+STATUS_FILTERS = ("open", "replayed", "all")
+
 
 @dataclass
 class QuarantineEntry:

@@ -87,6 +87,22 @@ def latest_day(engine: Engine, facility: str | None = None) -> str | None:
     return None if day is None else str(day)
 
 
+def facility_known(engine: Engine, facility: str) -> bool:
+    """Whether ``facility`` has ever sent anything: a quality tally or an ingest batch.
+
+    A facility whose batches were all quarantined or duplicates has batches but perhaps no tally:
+    it is known, and its scores are an empty list rather than "unknown facility".
+    """
+    from rhip.ingest.batches import facility_has_batches
+
+    ensure_schema(engine)
+    t = quality_tally
+    with engine.connect() as conn:
+        if conn.execute(select(t.c.facility).where(t.c.facility == facility).limit(1)).first():
+            return True
+    return facility_has_batches(engine, facility)
+
+
 def facility_scores(engine: Engine, *, by_day: bool = True, **filters: str | None) -> list[dict[str, Any]]:
     """One row per facility and day (or per facility over all days): overall and per-dimension score."""
     rows = rule_scores(engine, **filters)

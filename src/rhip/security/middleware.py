@@ -17,7 +17,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from rhip.api.access import RequestContext
 from rhip.errors import Unauthorized
 from rhip.security.audit import AuditRecord
-from rhip.security.tokens import decode_token
 
 if TYPE_CHECKING:
     from rhip.security.runtime import SecurityRuntime
@@ -102,7 +101,7 @@ class SecurityMiddleware:
         auth = headers.get("authorization", "")
         try:
             if auth[:7].lower() == "bearer ":
-                principal = decode_token(self.runtime.keys, auth[7:].strip())
+                principal = self.runtime.tokens.verify(auth[7:].strip())
                 ctx.principal = principal.sub
                 ctx.scopes = tuple(principal.scope.split())
                 ctx.extra["principal"] = principal

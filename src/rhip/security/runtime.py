@@ -19,7 +19,7 @@ from rhip.security.levels import type_level
 from rhip.security.policy import ROLES, WRITE, Policy, check_interaction
 from rhip.security.relations import Relations
 from rhip.security.schema import ensure_schema
-from rhip.security.tokens import Principal
+from rhip.security.tokens import Principal, TokenVerifier
 
 if TYPE_CHECKING:
     from rhip.api.access import RequestContext
@@ -50,6 +50,7 @@ class SecurityRuntime:
         self.keys = KeyRing(settings.data_dir)
         for kind in KEY_KINDS:  # generated on first start, never shipped
             self.keys.current(kind)
+        self.tokens = TokenVerifier(self.keys)
         ensure_schema(store.engine)
         self.relations = Relations(store)
         self.policy = Policy(self.relations)

@@ -8,12 +8,15 @@ needs :func:`decode_token` to yield the same claims.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
+import orjson
 
 from rhip.errors import Unauthorized
 from rhip.security.keys import KeyRing
@@ -82,16 +85,42 @@ def issue_token(
     return jwt.encode(claims, key, algorithm="HS256", headers={"kid": str(version)})
 
 
-def decode_token(keys: KeyRing, token: str) -> Principal:
-    """The principal of a valid token; Unauthorized for expired, forged or malformed ones."""
+def _key_version(token: str) -> int:
+    """The ``kid`` of a token's header, read from the header segment alone.
+
+    PyJWT's ``get_unverified_header`` checks every character of all three segments in Python
+    (≈ 0.1 ms a token) and ``decode`` does it again: the signature check still sees the whole
+    token, so the header alone is read here. Raises ValueError when it is not a JWT header.
+    """
+    segment = token.split(".", 1)[0]
     try:
-        header = jwt.get_unverified_header(token)
-        key = keys.get("jwt", int(header.get("kid", "0")))
+        header = orjson.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (binascii.Error, orjson.JSONDecodeError):
+        raise ValueError("malformed token header") from None
+    if not isinstance(header, dict):
+        raise ValueError("malformed token header")
+    return int(header.get("kid", "0"))
+
+
+def _verified_claims(keys: KeyRing, token: str) -> dict[str, Any]:
+    """The claims of a token whose signature, issuer and expiry hold; Unauthorized otherwise."""
+    try:
+        key = keys.get("jwt", _key_version(token))
         claims = jwt.decode(
             token, key, algorithms=["HS256"], issuer=ISSUER, options={"require": ["exp", "sub"]}
         )
-    except (jwt.PyJWTError, KeyError, ValueError):
+    except (jwt.PyJWTError, KeyError, ValueError, TypeError):
         raise Unauthorized("invalid or expired access token") from None
+    return dict(claims)
+
+
+def decode_token(keys: KeyRing, token: str) -> Principal:
+    """The principal of a valid token; Unauthorized for expired, forged or malformed ones."""
+    return _principal(_verified_claims(keys, token))
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    """The caller a verified token's claims describe."""
     return Principal(
         sub=str(claims["sub"]),
         role=str(claims.get("role", "")),
@@ -102,3 +131,42 @@ def decode_token(keys: KeyRing, token: str) -> Principal:
         area=claims.get("area"),
         break_glass=claims.get("btg"),
     )
+
+
+class TokenVerifier:
+    """Verifies bearer tokens for one key ring and remembers the ones that verified.
+
+    A client sends the same token with every request for up to an hour, and PyJWT's checks cost
+    ≈ 0.2 ms of CPU each time, more than the rest of authentication and audit together. A token
+    that verified once is looked up by its exact text instead; its expiry is checked on every use,
+    as :func:`decode_token` would. Only verified tokens are kept (a forged or expired one is never
+    stored), at most ``max_size`` of them (the oldest is dropped first), and each verifier belongs
+    to one app's key ring, so a token signed by another app's keys is never found here.
+    """
+
+    def __init__(self, keys: KeyRing, max_size: int = 4096) -> None:
+        self.keys = keys
+        self.max_size = max_size
+        self._verified: dict[str, tuple[Principal, float]] = {}
+
+    def verify(self, token: str) -> Principal:
+        """The principal of a valid token; Unauthorized for expired, forged or malformed ones."""
+        known = self._verified.get(token)
+        if known is not None:
+            principal, expires = known
+            if time.time() < expires:
+                return principal
+            self._verified.pop(token, None)
+            raise Unauthorized("invalid or expired access token")
+        claims = _verified_claims(self.keys, token)
+        principal = _principal(claims)
+        self._remember(token, principal, float(claims["exp"]))
+        return principal
+
+    def _remember(self, token: str, principal: Principal, expires: float) -> None:
+        while len(self._verified) >= self.max_size:
+            try:
+                del self._verified[next(iter(self._verified))]
+            except (KeyError, StopIteration, RuntimeError):  # emptied or changed by another thread
+                break
+        self._verified[token] = (principal, expires)
