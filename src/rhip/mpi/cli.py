@@ -41,9 +41,9 @@ def _print_accuracy(store: Any, truth: Path) -> None:
     if not truth.exists():
         raise typer.BadParameter(f"{truth}: no such truth file or folder")
     acc = accuracy_against_truth(store.engine, truth)
-    table = Table(title="linkage against the truth")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
+    table = Table(title="linkage against the truth 匹配准确性")
+    table.add_column("measure 指标")
+    table.add_column("value 数值", justify="right")
     for key, value in acc.as_dict().items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console = Console()
