@@ -45,7 +45,9 @@ def audit_verify() -> None:
 
     report = verify_chain(_engine())
     if report.ok:
-        typer.echo(f"audit chain intact: {report.checked} entries verified (SM3)")
+        typer.echo(
+            f"audit chain intact: {report.checked} entries verified (SM3), head hash {report.head_hash}"
+        )
         return
     typer.echo(
         f"audit chain BROKEN at entry {report.first_bad}: {report.reason} "
