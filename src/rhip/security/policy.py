@@ -42,6 +42,9 @@ class Role:
 
 _PH_TYPES = frozenset(
     {"Patient", "Condition", "Observation", "DiagnosticReport", "Encounter", "Immunization", "Procedure"}
+    # the surveillance router's alerts (rhip.surveillance.api.ALERT_TYPE): the officers they are for
+    # were refused them ("role public_health may not access SurveillanceAlert")
+    | {"SurveillanceAlert"}
 )
 _INSURANCE_TYPES = frozenset(
     {"Patient", "Coverage", "Claim", "ClaimResponse", "ExplanationOfBenefit", "Encounter", "Account"}
