@@ -48,7 +48,7 @@ def _say_where(host: str, port: int, data_dir: Path | None) -> None:
     so an operator could not tell a started server from a hung one. The store URL is not printed
     (it may hold a password); the data directory is, when the store lives there."""
     base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-    store = f"; data directory {data_dir}" if data_dir is not None else ""
+    store = f"; data directory {data_dir.absolute()}" if data_dir is not None else ""
     typer.echo(f"RHIP API on {base}/fhir (OpenAPI docs: {base}/docs){store}; Ctrl-C stops it")
 
 
