@@ -40,7 +40,10 @@ def test_link_new_then_all_with_truth(configured: Path) -> None:
     runner = CliRunner()
     first = runner.invoke(app, ["link"])
     assert first.exit_code == 0, first.output
-    assert f"linked {len(patients)} new records" in first.output
+    assert f"linked {len(patients)} new records: " in first.output
+    assert "{" not in first.output and "a new resident" in first.output  # words, not the outcome dict
+    again = runner.invoke(app, ["link"])
+    assert "linked 0 new records: every stored source Patient is linked already" in again.output
     batch = runner.invoke(app, ["link", "--all", "--truth", str(truth_file)])
     assert batch.exit_code == 0, batch.output
     report = next(line for line in batch.output.splitlines() if line.startswith("{"))
