@@ -73,3 +73,11 @@ def test_corrections_take_ids_as_review_prints_them(configured: Path) -> None:
     residents = unlinked.output.strip().split("; residents ")[1].split(", ")
     relinked = runner.invoke(app, ["mpi", "link", f"Patient/{record}", f"Patient/{residents[0]}"])
     assert relinked.exit_code == 0, relinked.output
+    # an id the MPI does not know is named, with where the known ones are listed
+    # (it said only 'record unknown to the MPI' and 'unknown review item')
+    missing = runner.invoke(app, ["mpi", "unlink", "Patient/nope"])
+    assert "Patient/nope is unknown to the MPI" in str(missing.exception) and "`rhip link`" in str(
+        missing.exception
+    )
+    review = runner.invoke(app, ["mpi", "accept", "999"])
+    assert "no review item 999" in str(review.exception) and "rhip mpi review" in str(review.exception)
