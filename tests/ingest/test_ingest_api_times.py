@@ -39,3 +39,20 @@ def test_quarantine_and_batch_times_are_instants(pipeline: Pipeline, tmp_path: P
         (batch,) = client.get("/ingest/batches").json()
         _near_now(batch["started"], since)
         _near_now(batch["finished"], since)
+
+
+def test_an_unknown_quarantine_status_is_a_400(pipeline: Pipeline) -> None:
+    """``GET /ingest/quarantine?status=closed`` answered [] as if nothing were quarantined."""
+    from rhip.api.routing import install_handlers
+
+    app = FastAPI()
+    app.state.store = pipeline.store
+    app.include_router(ingest_api.router)
+    install_handlers(app)  # the API app's: a platform error answers as an OperationOutcome
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/ingest/quarantine", params={"status": "closed"})
+        assert response.status_code == 400, response.text
+        assert response.json()["issue"][0]["diagnostics"] == (
+            "status: 'closed' is not one of open, replayed, all"
+        )
+        assert client.get("/ingest/quarantine", params={"status": "all"}).status_code == 200

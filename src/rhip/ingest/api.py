@@ -103,9 +103,17 @@ async def get_quarantine(
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=_INT64_MAX),
 ) -> list[dict[str, Any]]:
-    """Quarantined records (source, position, reasons, status), oldest first."""
+    """Quarantined records (source, position, reasons, status), oldest first.
+
+    A ``status`` other than open, replayed or all is a 400 naming them: it listed nothing, so a
+    typo looked like an empty quarantine (the CLI refuses it the same way).
+    """
+    from rhip.errors import InvalidRequest
+    from rhip.ingest.cli import STATUSES
     from rhip.ingest.quarantine import list_entries
 
+    if status not in STATUSES:
+        raise InvalidRequest(f"status: '{status[:32]}' is not one of {', '.join(STATUSES)}")
     entries = await run_in_threadpool(
         list_entries,
         request.app.state.store.engine,
