@@ -1,4 +1,4 @@
-"""``rhip serve`` starts uvicorn on the configured host and port and serves the FHIR API."""
+"""``rhip serve`` starts uvicorn on the configured host and port, says where, and serves the FHIR API."""
 
 from __future__ import annotations
 
@@ -37,5 +37,9 @@ def test_rhip_serve_answers_metadata(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-        if proc.stdout:
-            proc.stdout.close()
+    assert proc.stdout is not None
+    output = proc.stdout.read().decode()
+    proc.stdout.close()
+    # It said nothing at all while it served (uvicorn logs at 'warning' only).
+    base = f"http://127.0.0.1:{port}"
+    assert f"RHIP API on {base}/fhir (OpenAPI docs: {base}/docs); data directory {tmp_path};" in output

@@ -58,3 +58,15 @@ def test_the_linkage_line_puts_its_nouns_in_the_right_number() -> None:
     assert one == "identity linkage: 1 source record -> 1 resident (1 pair for clerical review; link 0.2 s)"
     many = link_summary(RelinkReport(records=1200, residents=0, review_items=2))
     assert many == "identity linkage: 1,200 source records -> 0 residents (2 pairs for clerical review)"
+
+
+def test_skipping_generate_without_a_region_says_so(data_dir: Path) -> None:
+    """``--skip generate`` in a fresh folder ran the ingest step, which said "region: no connector
+    for '' files"."""
+    result = CliRunner().invoke(app, ["demo", "--no-serve", "--skip", "generate"])
+    assert isinstance(result.exception, RhipError), result.output
+    assert result.exception.diagnostics.startswith(
+        f"--skip generate: no generated region in {data_dir / 'region'} "
+        "for the ingest, link, surveillance step(s)"
+    )
+    assert not data_dir.exists() or not (data_dir / "rhip.sqlite").exists()

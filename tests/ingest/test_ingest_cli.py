@@ -92,6 +92,15 @@ def test_a_mapping_that_does_not_exist(tmp_path: Path) -> None:
     assert not (tmp_path / "x.sqlite").exists()
 
 
+def test_a_mapping_that_does_not_exist_is_refused_for_other_files_too(tmp_path: Path) -> None:
+    """--mapping nope with an NDJSON or HL7 file was ignored and the file ingested."""
+    (tmp_path / "a.hl7").write_text(HL7, encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'x.sqlite'}"
+    message = _refused(_invoke("ingest", str(tmp_path / "a.hl7"), "--mapping", "nope", "--database-url", url))
+    assert message.startswith("unknown CSV mapping 'nope'")
+    assert not (tmp_path / "x.sqlite").exists()
+
+
 def test_a_csv_file_the_mapping_has_no_table_for_is_named(tmp_path: Path) -> None:
     """Every row of a CSV file whose name the mapping does not know was quarantined without a word."""
     (tmp_path / "patients.csv").write_text("档案编号,姓名\n1,张三\n", encoding="utf-8")

@@ -165,3 +165,25 @@ def test_a_gateway_bound_to_a_facility_sends_for_that_facility_only(sqlite_store
     assert other.status_code == 403 and "'F2' only" in other.json()["issue"][0]["diagnostics"]
     assert own.status_code == 200 and own.json()["stored"] == 1
     assert sqlite_store.count("Observation") == 1
+
+
+def test_a_reading_without_device_id_or_time_names_what_it_lacks(sqlite_pipeline: Pipeline) -> None:
+    """The reason was one 'required' on path 'device_id|time' whichever of the two was missing."""
+    from rhip.ingest.device import ingest_payload
+    from rhip.ingest.quarantine import list_entries
+
+    simple = {"type": "heart-rate", "value": 72, "unit": "bpm", "patient_id": "p1"}
+    payload = [
+        {**simple, "time": "2026-11-01T08:00:00+08:00"},
+        {**simple, "device_id": "W-1"},
+        simple,
+    ]
+    report = ingest_payload(sqlite_pipeline, orjson.dumps(payload), "WEAR", "http")
+    assert (report.received, report.quarantined) == (3, 3)
+    entries = list_entries(sqlite_pipeline.store.engine, facility="WEAR")
+    assert [[(r["rule"], r["path"]) for r in e.reasons] for e in entries] == [
+        [("required", "device_id")],
+        [("required", "time")],
+        [("required", "device_id"), ("required", "time")],
+    ]
+    assert entries[0].reasons[0]["message"] == "reading has no device_id"

@@ -40,7 +40,10 @@ def test_link_new_then_all_with_truth(configured: Path) -> None:
     runner = CliRunner()
     first = runner.invoke(app, ["link"])
     assert first.exit_code == 0, first.output
-    assert f"linked {len(patients)} new records" in first.output
+    assert f"linked {len(patients)} new records: " in first.output
+    assert "{" not in first.output and "a new resident" in first.output  # words, not the outcome dict
+    again = runner.invoke(app, ["link"])
+    assert "linked 0 new records: every stored source Patient is linked already" in again.output
     batch = runner.invoke(app, ["link", "--all", "--truth", str(truth_file)])
     assert batch.exit_code == 0, batch.output
     report = next(line for line in batch.output.splitlines() if line.startswith("{"))
@@ -70,3 +73,11 @@ def test_corrections_take_ids_as_review_prints_them(configured: Path) -> None:
     residents = unlinked.output.strip().split("; residents ")[1].split(", ")
     relinked = runner.invoke(app, ["mpi", "link", f"Patient/{record}", f"Patient/{residents[0]}"])
     assert relinked.exit_code == 0, relinked.output
+    # an id the MPI does not know is named, with where the known ones are listed
+    # (it said only 'record unknown to the MPI' and 'unknown review item')
+    missing = runner.invoke(app, ["mpi", "unlink", "Patient/nope"])
+    assert "Patient/nope is unknown to the MPI" in str(missing.exception) and "`rhip link`" in str(
+        missing.exception
+    )
+    review = runner.invoke(app, ["mpi", "accept", "999"])
+    assert "no review item 999" in str(review.exception) and "rhip mpi review" in str(review.exception)

@@ -40,13 +40,24 @@ def test_tables_come_from_what_was_ingested(tmp_path: Path) -> None:
     assert days == ["2026-11-01", "2026-11-02"]
     rules = _run("quality", "--rules", "--facility", "Q1", "--database-url", url)
     birth = next(line for line in rules.splitlines() if "completeness.patient-birthdate" in line)
-    cells = [c.strip() for c in birth.split("│") if c.strip()]
-    assert cells[-3:] == ["2", "1", "50.0"]  # checked, failed, score: one Patient lacks PID-7
+    assert birth.split()[-3:] == ["2", "1", "50.0"]  # checked, failed, score: one Patient lacks PID-7
+    # English and Chinese labels, as the facility table has ("Quality per rule" had English only)
+    assert "Data quality per rule (0-100) 规则质量" in rules
+    assert _row_after(rules, "facility") == ["机构", "日期", "规则", "检查数", "不合格", "得分"]
+
+
+def _row_after(table: str, first: str) -> list[str]:
+    """The words of the line under the header line that starts with ``first`` (its Chinese half)."""
+    lines = table.splitlines()
+    at = next(n for n, line in enumerate(lines) if line.split()[:1] == [first])
+    return lines[at + 1].split()
 
 
 def test_catalogue_lists_every_rule() -> None:
     out = _run("quality", "--catalogue")
     assert all(r["id"][:20] in out for r in catalogue())
+    assert "Quality rule catalogue 质量规则目录" in out
+    assert _row_after(out, "rule") == ["规则", "维度", "适用资源", "检查内容"]
 
 
 def test_an_unknown_facility_is_a_usage_error_naming_known_ones(tmp_path: Path) -> None:

@@ -85,6 +85,10 @@ def test_rhip_audit_verify_cli(tmp_path: Path) -> None:
     ok = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert "12 entries verified" in ok.stdout
+    # the head hash the docs say to copy elsewhere was not printed
+    with engine.connect() as conn:
+        head = conn.execute(sa.select(audit_log.c.hash).where(audit_log.c.seq == 12)).scalar_one()
+    assert ok.stdout.strip().endswith(f"verified (SM3), head hash {head}")
     with engine.begin() as conn:
         conn.execute(
             sa.update(audit_log).where(audit_log.c.seq == 5).values(recorded=1.0, entry='{"actor":"x"}')

@@ -190,5 +190,17 @@ def test_a_resident_account_without_its_patient_is_refused(tmp_path: Path, db_ur
             extra={"RHIP_DATABASE_URL": db_url, "RHIP_NEW_SECRET": "s3cret-pw"},
         )
         assert bound.returncode == 0, bound.stderr
+        # it printed 'li.lei<TAB>resident<TAB>(from RHIP_NEW_SECRET)': no word on what each field was
+        assert bound.stdout.strip() == (
+            "account li.lei created, role resident, POST /auth/token with password; "
+            "secret: the one in RHIP_NEW_SECRET"
+        )
+        generated = _rhip(
+            tmp_path, "users", "add", "hub", "--role", "system", extra={"RHIP_DATABASE_URL": db_url}
+        )
+        assert generated.returncode == 0, generated.stderr
+        line = generated.stdout.strip()
+        assert line.startswith("account hub created, role system, POST /auth/token with client_credentials")
+        assert line.endswith("(shown only now; keep it, it is stored hashed)")
     finally:
         store.close()

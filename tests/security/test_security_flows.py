@@ -126,6 +126,21 @@ def test_who_read_my_records_is_true(secured: SecuredServer) -> None:
     assert verify_chain(secured.app.state.store.engine).ok
 
 
+def test_public_health_officers_read_surveillance_alerts(secured: SecuredServer) -> None:
+    """The gate let public_health into /surveillance/, then the policy refused every call with
+    'role public_health may not access SurveillanceAlert'."""
+    root = _root(secured)
+    headers = {"Authorization": f"Bearer {secured.tokens['ph']}"}
+    for path in ("/surveillance/methods", "/surveillance/alerts", "/surveillance/case-definitions"):
+        response = httpx.get(f"{root}{path}", headers=headers)
+        assert response.status_code == 200, (path, response.text)
+    assert httpx.get(f"{root}/surveillance/alerts/nope", headers=headers).status_code == 404
+    refused = httpx.put(f"{root}/surveillance/case-definitions/ili", headers=headers, json={"icd10": ["J11"]})
+    assert (
+        refused.status_code == 403
+    )  # officers acknowledge and close alerts; case definitions are the platform's
+
+
 def test_back_office_routes_are_gated_and_audited(secured: SecuredServer) -> None:
     root = _root(secured)
     for path in ("/mpi/resident", "/mpi/review", "/ingest/batches", "/quality/rules", "/surveillance/alerts"):

@@ -163,9 +163,11 @@ def test_cli_run_and_alerts(region: dict[str, Any]) -> None:
         app, ["surveil", "run", "--end", "2026-12-31", "--periods", "0", "--methods", "ears_c2", *args]
     )
     assert out.exit_code == 0, out.output
-    assert "alarms from" in out.output
+    assert "Signals 预警信号:" in out.output and "alarms from" in out.output
+    assert "病种" in out.output and "观察数" in out.output  # the tables had English labels only
     listed = runner.invoke(app, ["surveil", "alerts", "--database-url", region["url"]])
     assert listed.exit_code == 0 and "ears_c2" in listed.output
+    assert "Surveillance alerts 预警" in listed.output and "病例" in listed.output
 
 
 def test_evaluation_against_injected_outbreaks(region: dict[str, Any]) -> None:

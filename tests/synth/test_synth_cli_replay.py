@@ -158,3 +158,41 @@ def test_replay_wearables_over_http(synth_region: tuple[Path, Manifest]) -> None
         server.server_close()
     assert sent == 12 and len(bodies) == 12
     assert all(json.loads(b)["measurements"] for b in bodies)
+
+
+def test_replay_over_http_sends_the_bearer_token(synth_region: tuple[Path, Manifest]) -> None:
+    """`rhip replay http` had no way to authenticate, so RHIP's own endpoint answered 401 and the
+    error said only 'HTTP 401 after 0 messages'."""
+    from typer.testing import CliRunner
+
+    from rhip.cli import app
+
+    out, _ = synth_region
+    seen: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(202 if self.headers.get("Authorization") == "Bearer t0k" else 401)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/ingest/device/wearable"
+    try:
+        refused = CliRunner().invoke(app, ["replay", "http", str(out), "--url", url, "--limit", "2"])
+        sent = CliRunner().invoke(
+            app, ["replay", "http", str(out), "--url", url, "--limit", "2", "--token", "t0k"]
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "HTTP 401 after 0 messages" in str(refused.exception)  # `rhip` prints it as one error line
+    assert "give --token" in str(refused.exception)
+    assert sent.exit_code == 0 and "posted 2 messages" in sent.output
+    assert seen == [None, "Bearer t0k", "Bearer t0k"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from rhip.errors import RhipError
@@ -29,6 +31,7 @@ def serve(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     host, port = host or settings.host, port or settings.port
     check_can_listen(host, port)
+    _say_where(host, port, None if settings.database_url else settings.data_dir)
     uvicorn.run(
         "rhip.api.app:create_app",
         factory=True,
@@ -38,6 +41,15 @@ def serve(
         log_level=log_level,
         access_log=False,
     )
+
+
+def _say_where(host: str, port: int, data_dir: Path | None) -> None:
+    """Print where the API answers: at uvicorn's ``warning`` log level the server says nothing,
+    so an operator could not tell a started server from a hung one. The store URL is not printed
+    (it may hold a password); the data directory is, when the store lives there."""
+    base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    store = f"; data directory {data_dir.absolute()}" if data_dir is not None else ""
+    typer.echo(f"RHIP API on {base}/fhir (OpenAPI docs: {base}/docs){store}; Ctrl-C stops it")
 
 
 def check_can_listen(host: str, port: int) -> None:

@@ -210,6 +210,22 @@ def _load_step_modules() -> None:
         importlib.import_module(name).register()
 
 
+#: Steps that read the generated region (its files or its truth), so need it when generation is skipped.
+_NEEDS_REGION = frozenset({"ingest", "link", "surveillance"})
+
+
+def _check_region(ctx: DemoContext, skip: set[str]) -> None:
+    """Refuse ``--skip generate`` before any step runs when there is no region to read: ingest
+    read the missing folder as a file and said "no connector for '' files"."""
+    needed = sorted(_NEEDS_REGION - skip)
+    if "generate" in skip and needed and not (ctx.region_dir / "manifest.json").exists():
+        raise RhipError(
+            f"--skip generate: no generated region in {ctx.region_dir} for the {', '.join(needed)} "
+            "step(s); run the demo without --skip generate, from the folder of an earlier demo, or "
+            "skip those steps too"
+        )
+
+
 def run_demo(ctx: DemoContext, *, skip: set[str] | None = None) -> dict[str, str]:
     """Run every registered step in order, printing a header and the time each took."""
     _load_step_modules()
@@ -218,6 +234,7 @@ def run_demo(ctx: DemoContext, *, skip: set[str] | None = None) -> dict[str, str
         raise RhipError(
             f"no demo step named {', '.join(unknown)}; the steps are {', '.join(s.name for s in STEPS)}"
         )
+    _check_region(ctx, set(skip or ()))
     summaries: dict[str, str] = {}
     for step in STEPS:
         if skip and step.name in skip:

@@ -163,8 +163,9 @@ def _checked_files(
 ) -> list[Path]:
     """The files to ingest, with their connector and CSV mapping checked before anything is written.
 
-    A wrong ``--connector`` or ``--mapping`` stops the run at once; a CSV file for which the
-    mapping has no table is named, since every one of its rows will be quarantined.
+    A wrong ``--connector`` or ``--mapping`` stops the run at once (a mistyped ``--mapping`` too
+    when no file is CSV: the operator meant one); a CSV file for which the mapping has no table is
+    named, since every one of its rows will be quarantined.
     """
     from rhip.ingest.csvmap import CONNECTOR as CSV
     from rhip.ingest.csvmap import load_mapping
@@ -182,7 +183,7 @@ def _checked_files(
     if unknown:
         known = ", ".join(sorted(set(EXTENSIONS.values())))
         raise RhipError(f"unknown connector '{unknown.pop()}'; known: {known}")
-    if CSV in names:
+    if CSV in names or mapping:
         csv_mapping = load_mapping(mapping or "community-centre")
         tables = csv_mapping.spec.get("tables")
         for file in files:

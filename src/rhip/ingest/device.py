@@ -91,9 +91,13 @@ def map_reading(record: Record, ctx: MapContext) -> Mapped:
     kind = str(reading.get("type", ""))
     device = str(reading.get("device_id", "")).strip()
     when_raw = reading.get("time", reading.get("timestamp"))
-    if not device or not isinstance(when_raw, str):
+    missing = [name for name, ok in (("device_id", device), ("time", isinstance(when_raw, str))) if not ok]
+    if missing or not isinstance(when_raw, str):
+        # One reason per missing element, each naming its own path: "device_id|time: missing" left
+        # the sender guessing which of the two it had forgotten.
         raise MappingError(
-            "device_id and time are required", [issue("required", "device_id|time", "missing")]
+            f"{' and '.join(missing)} required",
+            [issue("required", name, f"reading has no {name}") for name in missing],
         )
     try:
         when = to_instant(when_raw, ctx.tz)

@@ -32,6 +32,27 @@ def _store() -> Any:
     return Store.from_settings()
 
 
+#: How ``rhip link`` names each outcome of :func:`rhip.mpi.link.match_and_link`.
+_OUTCOME_WORDS = {
+    "link": "joined a resident",
+    "new": "a new resident",
+    "review": "for review (`rhip mpi review`)",
+    "unchanged": "unchanged",
+}
+
+
+def _link_summary(count: int, outcomes: dict[str, int]) -> str:
+    """One line on what ``rhip link`` did, in words: it printed the outcome dict (``{}``, or
+    ``{'new': 3, 'link': 2}``), which told a newcomer little."""
+    if not count:
+        return (
+            "linked 0 new records: every stored source Patient is linked already "
+            "(`rhip link --all` re-links all)"
+        )
+    parts = [f"{n:,} {_OUTCOME_WORDS.get(name, name)}" for name, n in sorted(outcomes.items())]
+    return f"linked {count:,} new records: {', '.join(parts)}"
+
+
 def _print_accuracy(store: Any, truth: Path) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -41,9 +62,9 @@ def _print_accuracy(store: Any, truth: Path) -> None:
     if not truth.exists():
         raise typer.BadParameter(f"{truth}: no such truth file or folder")
     acc = accuracy_against_truth(store.engine, truth)
-    table = Table(title="linkage against the truth")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
+    table = Table(title="linkage against the truth 匹配准确性")
+    table.add_column("measure 指标")
+    table.add_column("value 数值", justify="right")
     for key, value in acc.as_dict().items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console = Console()
@@ -105,7 +126,7 @@ def link_cmd(
                 decision = match_and_link(store, patient)
                 outcomes[decision.outcome] = outcomes.get(decision.outcome, 0) + 1
                 progress.advance(task)
-        typer.echo(f"linked {len(todo)} new records: {outcomes}")
+        typer.echo(_link_summary(len(todo), outcomes))
     if truth is not None:
         _print_accuracy(store, truth)
 

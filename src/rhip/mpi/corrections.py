@@ -50,7 +50,7 @@ class _Change:
             )
         ).first()
         if row is None:
-            raise ResourceNotFound("record unknown to the MPI")
+            raise ResourceNotFound(_unknown_record(record_id))
         self.conn.execute(
             update(mpi_record)
             .where(mpi_record.c.record_id == record_id)
@@ -83,7 +83,7 @@ class _Change:
             select(mpi_review.c.status).where(mpi_review.c.review_id == review_id)
         ).first()
         if row is None:
-            raise ResourceNotFound("unknown review item")
+            raise ResourceNotFound(_unknown_review(review_id))
         resolved = None if status == "open" else self.now
         self.conn.execute(
             update(mpi_review)
@@ -133,10 +133,23 @@ def _after(
     return ChangeResult(result.change_id, audit_id, result.residents)
 
 
+def _unknown_record(record_id: str) -> str:
+    """The error for a record id the MPI has no row for, naming it and the way out."""
+    return (
+        f"Patient/{record_id} is unknown to the MPI: not a stored source Patient, or not linked yet "
+        "(`rhip link`)"
+    )
+
+
+def _unknown_review(review_id: int) -> str:
+    """The error for a review id that does not exist, naming it and where the ids are listed."""
+    return f"no review item {review_id}; the queue (`rhip mpi review`, GET /mpi/review) lists the ids"
+
+
 def _record_resident(conn: Connection, record_id: str) -> str:
     row = conn.execute(select(mpi_record.c.resident_id).where(mpi_record.c.record_id == record_id)).first()
     if row is None:
-        raise ResourceNotFound("record unknown to the MPI")
+        raise ResourceNotFound(_unknown_record(record_id))
     return str(row[0])
 
 
@@ -221,7 +234,7 @@ def _open_review(store: StoreLike, review_id: int) -> tuple[str, str]:
     with store.engine.connect() as conn:
         row = conn.execute(select(mpi_review).where(mpi_review.c.review_id == review_id)).first()
     if row is None:
-        raise ResourceNotFound("unknown review item")
+        raise ResourceNotFound(_unknown_review(review_id))
     if row.status != "open":
         raise VersionConflict("review item is already resolved", status=409)
     return str(row.record_id), str(row.candidate_resident_id)

@@ -66,44 +66,61 @@ def quality_command(
     if ctx.invoked_subcommand is not None:
         return
     from rich.console import Console
-    from rich.table import Table
 
     from rhip.config import get_settings
-    from rhip.quality import rules as rule_module
     from rhip.quality.scores import rule_scores
     from rhip.store import Store
 
     console = Console()
     if catalogue:
-        table = Table(title="Quality rule catalogue")
-        for col in ("id", "dimension", "applies_to", "description"):
-            table.add_column(col)
-        for r in rule_module.catalogue():
-            table.add_row(r["id"], r["dimension"], r["applies_to"], r["description"])
-        console.print(table)
+        _print_catalogue(console)
         return
     store = Store(database_url or get_settings().resolved_database_url)
     try:
         if facility is not None:
             _check_facility(store.engine, facility)
         if rules:
-            table = Table(title="Quality per rule")
-            for col in ("facility", "day", "rule", "checked", "failed", "score"):
-                table.add_column(col)
-            for r in rule_scores(store.engine, facility=facility):
-                table.add_row(
-                    r["facility"],
-                    r["day"],
-                    r["rule"],
-                    str(r["checked"]),
-                    str(r["failed"]),
-                    "-" if r["score"] is None else f"{r['score']:.1f}",
-                )
-            console.print(table)
+            _print_rule_scores(console, rule_scores(store.engine, facility=facility))
         else:
             print_facility_table(console, store.engine, facility, by_day)
     finally:
         store.close()
+
+
+def _print_rule_scores(console: Any, rows: list[dict[str, Any]]) -> None:
+    """``--rules``: checked, failed and score per facility, day and rule, labelled in English and
+    Chinese like the facility table."""
+    from rhip.tables import compact_table
+
+    table = compact_table("Data quality per rule (0-100) 规则质量")
+    table.add_column("facility\n机构", no_wrap=True)
+    table.add_column("day\n日期", no_wrap=True)
+    table.add_column("rule\n规则", no_wrap=True)
+    for header in ("checked\n检查数", "failed\n不合格", "score\n得分"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for r in rows:
+        table.add_row(
+            r["facility"],
+            r["day"],
+            r["rule"],
+            f"{r['checked']:,}",
+            f"{r['failed']:,}",
+            "-" if r["score"] is None else f"{r['score']:.1f}",
+        )
+    console.print(table)
+
+
+def _print_catalogue(console: Any) -> None:
+    """``--catalogue``: every registered rule, its dimension, the types it applies to, what it checks."""
+    from rhip.quality import rules as rule_module
+    from rhip.tables import compact_table
+
+    table = compact_table("Quality rule catalogue 质量规则目录")
+    for header in ("rule\n规则", "dimension\n维度", "applies to\n适用资源", "checks\n检查内容"):
+        table.add_column(header)
+    for r in rule_module.catalogue():
+        table.add_row(r["id"], r["dimension"], r["applies_to"], r["description"])
+    console.print(table)
 
 
 def _check_facility(engine: Any, facility: str) -> None:

@@ -241,6 +241,9 @@ class VerifyReport:
     ok: bool
     first_bad: int | None = None
     reason: str | None = None
+    #: SM3 hash of the last entry of an intact chain: what an operator copies to another system,
+    #: since only an outside copy catches a chain rewritten whole (docs/security.md)
+    head_hash: str | None = None
 
 
 def verify_chain(engine: sa.Engine) -> VerifyReport:
@@ -260,7 +263,7 @@ def verify_chain(engine: sa.Engine) -> VerifyReport:
             prev, expected_seq, checked = row["hash"], expected_seq + 1, checked + 1
     if head.seq != checked or head.hash != prev:
         return VerifyReport(checked, False, checked + 1, "chain truncated: head names a later entry")
-    return VerifyReport(checked, True)
+    return VerifyReport(checked, True, head_hash=prev)
 
 
 def events_for_patient(

@@ -45,7 +45,9 @@ def audit_verify() -> None:
 
     report = verify_chain(_engine())
     if report.ok:
-        typer.echo(f"audit chain intact: {report.checked} entries verified (SM3)")
+        typer.echo(
+            f"audit chain intact: {report.checked} entries verified (SM3), head hash {report.head_hash}"
+        )
         return
     typer.echo(
         f"audit chain BROKEN at entry {report.first_bad}: {report.reason} "
@@ -93,9 +95,15 @@ def users_add(
         _engine(), Account(username, kind, role, patient, practitioner, organization, area), secret
     )
     _policy_change("account-create", f"{username} as {role}")
-    typer.echo(
-        f"{username}\t{role}\t{secret if not os.environ.get('RHIP_NEW_SECRET') else '(from RHIP_NEW_SECRET)'}"
+    # It printed "name<TAB>role<TAB>secret": nothing said which field was the secret, nor that it
+    # is shown only this once (the table keeps a scrypt hash).
+    grant = "client_credentials (client_id = the username)" if kind == "system" else "password"
+    shown = (
+        "the one in RHIP_NEW_SECRET"
+        if os.environ.get("RHIP_NEW_SECRET")
+        else f"{secret} (shown only now; keep it, it is stored hashed)"
     )
+    typer.echo(f"account {username} created, role {role}, POST /auth/token with {grant}; secret: {shown}")
 
 
 @users_app.command("list")

@@ -24,6 +24,9 @@ from rhip.surveillance.series import DEFAULT_SERIES_PERIODS, MAX_SERIES_PERIODS
 router = APIRouter(prefix="/surveillance", tags=["surveillance"])
 
 ALERT_TYPE = "SurveillanceAlert"
+#: Writes of case definitions are checked as this type: officers read them (as alerts) and
+#: acknowledge alerts, but what counts as a case is the platform's to change.
+DEFINITION_TYPE = "SurveillanceCaseDefinition"
 
 
 def _engine(request: Request) -> Any:
@@ -34,9 +37,11 @@ def _engine(request: Request) -> Any:
     return engine
 
 
-def _check(request: Request, interaction: str, alert_id: str | None = None) -> Any:
+def _check(
+    request: Request, interaction: str, alert_id: str | None = None, res_type: str = ALERT_TYPE
+) -> Any:
     ctx = request_context(request)
-    authorize(ctx, interaction, ALERT_TYPE, alert_id)
+    authorize(ctx, interaction, res_type, alert_id)
     return ctx
 
 
@@ -177,17 +182,17 @@ def get_definitions(request: Request) -> list[dict[str, Any]]:
 @router.put("/case-definitions/{code}")
 def put_def(request: Request, code: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
     """Create or replace a region case definition (``icd10`` list, ``episode_days``, ``active``)."""
-    ctx = _check(request, "update", None)
+    ctx = _check(request, "update", None, DEFINITION_TYPE)
     with write_transaction(_engine(request)) as conn:
         out = put_definition(conn, {**body, "code": code})
-    audit(ctx, "update", "0", [("SurveillanceCaseDefinition", code)])
+    audit(ctx, "update", "0", [(DEFINITION_TYPE, code)])
     return out
 
 
 @router.delete("/case-definitions/{code}", status_code=204)
 def delete_def(request: Request, code: str) -> None:
     """Remove a region case definition (the built-in one, if any, applies again)."""
-    ctx = _check(request, "delete", None)
+    ctx = _check(request, "delete", None, DEFINITION_TYPE)
     with write_transaction(_engine(request)) as conn:
         delete_definition(conn, code)
-    audit(ctx, "delete", "0", [("SurveillanceCaseDefinition", code)])
+    audit(ctx, "delete", "0", [(DEFINITION_TYPE, code)])

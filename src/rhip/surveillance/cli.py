@@ -28,11 +28,13 @@ def _lake(lake_dir: Path | None) -> Path:
 
 def print_alarms(console: Any, alarms: list[Any], title: str) -> None:
     """Print alarms as a table (disease, area, period, method, observed, expected, bound)."""
-    from rich.table import Table
+    from rhip.tables import compact_table
 
-    table = Table(title=title)
-    for col in ("disease", "area", "period", "method", "observed", "expected", "upper bound"):
+    table = compact_table(title)
+    for col in ("disease\n病种", "area\n地区", "period\n周期", "method\n方法"):
         table.add_column(col)
+    for col in ("observed\n观察数", "expected\n期望数", "upper bound\n上限"):
+        table.add_column(col, justify="right")
     for a in alarms:
         table.add_row(
             a.disease,
@@ -87,7 +89,7 @@ def run_command(
     print_alarms(
         console,
         report.alarms,
-        f"{len(report.alarms)} alarms from {report.cases} cases, {report.series} series",
+        f"Signals 预警信号: {len(report.alarms)} alarms from {report.cases} cases, {report.series} series",
     )
     console.print(f"alerts created: {report.alerts_created}, extended: {report.alerts_extended}")
 
@@ -127,11 +129,15 @@ def _alerts_table(rows: list[dict[str, Any]], recent: dict[str, list[float]] | N
     """The alert list; with ``recent`` counts a sparkline column of the last periods."""
     from rhip.tables import compact_table, sparkline
 
-    table = compact_table("Surveillance alerts 预警信号")
-    for col in ("id", "disease", "area", "first", "last", "method", "status", "cases"):
-        table.add_column(col, no_wrap=col in ("id", "area", "first", "last", "cases"))
+    table = compact_table("Surveillance alerts 预警")
+    table.add_column("id\n编号", no_wrap=True)  # the prefix `rhip surveil ack` takes: never cut
+    table.add_column("disease\n病种", overflow="fold")
+    for col in ("area\n地区", "first\n首期", "last\n末期", "method\n方法"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("status\n状态")
+    table.add_column("cases\n病例", justify="right")
     if recent is not None:
-        table.add_column(f"last {SPARK_PERIODS}", no_wrap=True)
+        table.add_column(f"last {SPARK_PERIODS}\n近{SPARK_PERIODS}期", no_wrap=True)
     for r in rows:
         cells = [r["id"][:12], r["disease"], r["area"], r["first_period"], r["last_period"], r["method"]]
         cells += [r["status"], str(r["case_count"])]
@@ -236,23 +242,23 @@ def evaluate_command(
 ) -> None:
     """Score methods (and the default signals) against the generator's injected outbreaks."""
     from rich.console import Console
-    from rich.table import Table
 
     from rhip.surveillance.evaluation import evaluate_region
     from rhip.surveillance.runner import DEFAULT_SIGNALS, Signal
+    from rhip.tables import compact_table
 
     signals = [Signal(m.strip()) for m in methods.split(",") if m.strip()]
     scores = evaluate_region(region_dir, _lake(lake_dir), [*signals, *DEFAULT_SIGNALS])
-    table = Table(title="Methods against injected outbreaks (weekly, by district)")
+    table = compact_table("Methods against injected outbreaks 方法评估 (weekly, by district)")
+    table.add_column("method\n方法", no_wrap=True)
     for col in (
-        "method",
-        "outbreaks",
-        "detected",
-        "sensitivity",
-        "false alarms / area-year",
-        "median delay (weeks)",
+        "outbreaks\n暴发",
+        "detected\n发现",
+        "sensitivity\n灵敏度",
+        "false alarms /\narea-year\n误报/地区年",
+        "median delay\n(weeks)\n中位延迟",
     ):
-        table.add_column(col, no_wrap=col == "method")
+        table.add_column(col, justify="right")
     for s in scores:
         table.add_row(
             s.method,

@@ -57,7 +57,12 @@ def replay_mqtt(
     folder: Path = typer.Argument(..., help="A generated region folder."),
     host: str = typer.Option("127.0.0.1", "--host", help="MQTT broker host."),
     port: int = typer.Option(1883, "--port", help="MQTT broker port."),
-    topic: str = typer.Option("rhip/wearable/{device_id}", "--topic", help="Topic template."),
+    topic: str = typer.Option(
+        "rhip/devices/wearable",
+        "--topic",
+        help="Topic template, may use {device_id}; `rhip mqtt-subscribe` credits a reading to the "
+        "facility its last topic level names.",
+    ),
     limit: int = typer.Option(0, "--limit", help="Stop after this many messages (0 = all)."),
 ) -> None:
     """Publish wearable/*.jsonl messages to an MQTT broker (QoS 1)."""
@@ -73,6 +78,9 @@ def replay_http(
     folder: Path = typer.Argument(..., help="A generated region folder."),
     url: str = typer.Option(..., "--url", help="Endpoint receiving one JSON message per POST."),
     limit: int = typer.Option(0, "--limit", help="Stop after this many messages (0 = all)."),
+    token: str | None = typer.Option(
+        None, "--token", help="Bearer token (for RHIP's /ingest/device/FACILITY: a system account's token)."
+    ),
 ) -> None:
     """POST wearable/*.jsonl messages to an HTTP endpoint."""
     import httpx
@@ -80,7 +88,7 @@ def replay_http(
     from rhip.synth.replay import replay_http as run
 
     with _reaching(url, "--url, and that `rhip serve` runs there", httpx.TransportError):
-        sent = run(folder, url=url, limit=limit or None)
+        sent = run(folder, url=url, limit=limit or None, token=token)
     typer.echo(f"posted {sent} messages")
 
 

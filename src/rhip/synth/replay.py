@@ -58,16 +58,29 @@ def replay_mqtt(folder: Path, *, host: str, port: int, topic: str, limit: int | 
     return sent
 
 
-def replay_http(folder: Path, *, url: str, limit: int | None = None) -> int:
-    """POST each wearable message as application/json; any non-2xx answer stops the replay."""
+def replay_http(folder: Path, *, url: str, limit: int | None = None, token: str | None = None) -> int:
+    """POST each wearable message as application/json; any non-2xx answer stops the replay.
+
+    ``token`` is sent as a bearer token: RHIP's own ``/ingest/device/{facility}`` answers 401
+    without one, since authentication is on by default.
+    """
     import httpx
 
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     sent = 0
     with httpx.Client(timeout=10) as client:
         for raw in wearable_messages(folder):
-            resp = client.post(url, content=raw, headers={"Content-Type": "application/json"})
+            resp = client.post(url, content=raw, headers=headers)
             if resp.status_code >= 300:
-                raise InvalidRequest(f"{url}: HTTP {resp.status_code} after {sent} messages")
+                hint = (
+                    ": the endpoint wants a bearer token; give --token (a system account's "
+                    "access_token from POST /auth/token)"
+                    if resp.status_code == 401
+                    else ""
+                )
+                raise InvalidRequest(f"{url}: HTTP {resp.status_code} after {sent} messages{hint}")
             sent += 1
             if limit is not None and sent >= limit:
                 break
