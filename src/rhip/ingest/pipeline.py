@@ -74,6 +74,21 @@ class _Accepted:
     targets: list[dict[str, Any]] | None = None  # what the store's bundle processing wrote
 
 
+@dataclass
+class _ChunkState:
+    """A chunk's records as they are sorted: outcomes (by slot), accepted records, quarantine rows."""
+
+    arrival: float  # when the chunk arrived: quarantine rows, delivery keys, the quality rules' "now"
+    delivered: set[str]  # keys an earlier chunk or delivery committed (tracked sources)
+    track: bool
+    keep_quarantine: bool
+    outcomes: list[tuple[str, list[dict[str, str]]]] = dataclasses.field(default_factory=list)
+    accepted: list[_Accepted] = dataclasses.field(default_factory=list)
+    quarantined: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    seen: set[str] = dataclasses.field(default_factory=set)
+    bad: dict[str, int] = dataclasses.field(default_factory=dict)  # key quarantined in this chunk -> slot
+
+
 def _all_unchanged(acc: _Accepted, unchanged: set[tuple[str, str]]) -> bool:
     """Whether the store found every resource of a record unchanged (nothing of it written)."""
     if acc.mapped.bundle is not None or not acc.mapped.resources:
@@ -314,30 +329,65 @@ class Pipeline:
         ``observed_by`` names the observers whose producer part has already seen them. ``written``,
         when given, is filled with the number of resources each record had created or updated, for
         callers that report per sender (the MLLP listener's per-facility counts).
+
+        In steps: sort the records into duplicates, quarantined and accepted ones; set aside the
+        accepted ones older than what the store applied (stale); commit the others with their
+        bookkeeping rows; settle what only the commit tells (quarantine entries that existed
+        already); then hand the stored records to the hooks.
         """
         observers = [o for o in self.observers if all(o is not done for done in observed_by)]
         source = ctx.source
-        contexts: dict[SourceInfo, MapContext] = {source: ctx}
-        for r in chunk:
-            if r.source is not None and r.source not in contexts:
-                contexts[r.source] = MapContext(r.source, ctx.tz, ctx.translator, ctx.options)
         keys = [p.key for p in prepared] if prepared else [record_key(r, r.source or source) for r in chunk]
         delivered = self._delivered(keys) if track else set()
-        outcomes: list[tuple[str, list[dict[str, str]]]] = []
-        accepted: list[_Accepted] = []
-        quarantined: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        bad: dict[str, int] = {}  # key of a record quarantined in this chunk -> its slot
-        repeats = ChunkRepeats()  # identical records of this chunk (untracked loads: no `seen`)
-        arrival = time.time()
+        state = _ChunkState(time.time(), delivered, track, keep_quarantine)
+        self._sort(report, ctx, chunk, keys, mapper, prepared, state, observers)
+        fresh = self._without_stale(report, state)
+        result, known = self._commit(
+            report,
+            source,
+            fresh,
+            state.quarantined,
+            track=track,
+            per_record=per_record_provenance,
+            now=state.arrival,
+            score=self._scorer(observers, fresh, source, state.arrival, track=track),
+        )
+        for key in known:  # quarantined before (an earlier chunk or delivery): a duplicate
+            state.outcomes[state.bad[key]] = ("duplicate", state.outcomes[state.bad[key]][1])
+        if written is not None:
+            written[:] = _written_per_record(len(chunk), fresh, result.unchanged_keys)
+        self._after_commit(source, fresh)
+        return state.outcomes
+
+    def _sort(
+        self,
+        report: BatchReport,
+        ctx: MapContext,
+        chunk: list[Record],
+        keys: list[str],
+        mapper: MapFn,
+        prepared: Sequence[PreparedRecord] | None,
+        state: _ChunkState,
+        observers: list[Any],
+    ) -> None:
+        """Sort the chunk's records, in order, into duplicates, quarantined and accepted ones.
+
+        A record is a duplicate when its key was delivered before or (tracked) seen earlier in the
+        chunk, or when it repeats an identical record of the chunk (:mod:`rhip.ingest.repeats`,
+        which also covers untracked loads). Otherwise it is mapped (or taken as the producer
+        prepared it); a bundle needing server logic is applied by the store here.
+        """
+        contexts = self._contexts(ctx, chunk)
+        repeats = ChunkRepeats()
+        outcomes, seen, bad = state.outcomes, state.seen, state.bad
         for i, (rec, key) in enumerate(zip(chunk, keys, strict=True)):
             report.received += 1
-            if key in delivered or (track and key in seen):
+            if key in state.delivered or (state.track and key in seen):
                 report.duplicates += 1
                 outcomes.append(("duplicate", outcomes[bad[key]][1] if key in bad else []))
                 continue
             seen.add(key)
-            src = rec.source or source
+            src = rec.source or ctx.source
             if prepared is None:
                 mapped, reasons = self.preparer.map_record(rec, key, contexts[src], mapper)
                 ready: list[Any] = []
@@ -350,27 +400,65 @@ class Pipeline:
             if repeats.repeats(key, mapped):  # an identical record of this chunk counts, not this one
                 report.duplicates += 1
                 outcomes.append(("duplicate", reasons))
-                continue
-            if mapped is None:
-                report.quarantined += 1
-                bad[key] = len(outcomes)
-                outcomes.append(("quarantined", reasons))
-                if keep_quarantine:
-                    quarantined.append(quarantine_row(report.batch_id, rec, key, src, reasons, arrival))
-                for obs in observers:
-                    obs.on_quarantined(rec, reasons, src)
-                continue
-            accepted.append(_Accepted(rec, key, mapped, len(outcomes), ready, targets))
-            outcomes.append(("stored", []))
+            elif mapped is None:
+                self._reject(report, state, rec, key, src, reasons, observers)
+            else:
+                state.accepted.append(_Accepted(rec, key, mapped, len(outcomes), ready, targets))
+                outcomes.append(("stored", []))
+
+    @staticmethod
+    def _contexts(ctx: MapContext, chunk: list[Record]) -> dict[SourceInfo, MapContext]:
+        """The map context of each source in the chunk (records may name their own source)."""
+        contexts: dict[SourceInfo, MapContext] = {ctx.source: ctx}
+        for r in chunk:
+            if r.source is not None and r.source not in contexts:
+                contexts[r.source] = MapContext(r.source, ctx.tz, ctx.translator, ctx.options)
+        return contexts
+
+    @staticmethod
+    def _reject(
+        report: BatchReport,
+        state: _ChunkState,
+        rec: Record,
+        key: str,
+        src: SourceInfo,
+        reasons: list[dict[str, str]],
+        observers: list[Any],
+    ) -> None:
+        """Count a record that cannot be used as quarantined and keep its entry's row.
+
+        Whether an entry for its key exists already (an earlier chunk or delivery) is known only in
+        the chunk's transaction, which then turns it into a duplicate (:meth:`_finish_chunk`).
+        """
+        report.quarantined += 1
+        state.bad[key] = len(state.outcomes)
+        state.outcomes.append(("quarantined", reasons))
+        if state.keep_quarantine:
+            state.quarantined.append(quarantine_row(report.batch_id, rec, key, src, reasons, state.arrival))
+        for obs in observers:
+            obs.on_quarantined(rec, reasons, src)
+
+    def _without_stale(self, report: BatchReport, state: _ChunkState) -> list[_Accepted]:
+        """The accepted records minus those whose every resource the store has a newer source
+        version of (``stale``, see :mod:`rhip.ingest.ordering`)."""
+        accepted = state.accepted
         stale = superseded(self.engine, [a.mapped for a in accepted])
         for n in stale:
             report.stale += 1
-            outcomes[accepted[n].slot] = ("stale", [])
-        fresh = [a for n, a in enumerate(accepted) if n not in stale]
+            state.outcomes[accepted[n].slot] = ("stale", [])
+        return [a for n, a in enumerate(accepted) if n not in stale]
+
+    @staticmethod
+    def _scorer(
+        observers: list[Any], fresh: list[_Accepted], source: SourceInfo, arrival: float, *, track: bool
+    ) -> Callable[[set[tuple[str, str]]], None]:
+        """What shows the observers the chunk's stored records, once the store's pre-read is known.
+
+        Untracked, a record the store finds unchanged (a re-delivered line, which the batch counts
+        as a duplicate) is not a new record, so it is not scored.
+        """
 
         def score(unchanged: set[tuple[str, str]]) -> None:
-            """Show the observers the records stored; untracked, one the store finds unchanged (a
-            re-delivered line, which the batch counts as a duplicate) is not a new record."""
             unchanged = unchanged if not track else set()
             for acc in fresh:
                 if unchanged and _all_unchanged(acc, unchanged):
@@ -378,27 +466,16 @@ class Pipeline:
                 for obs in observers:
                     obs.on_stored(acc.record, acc.mapped, acc.record.source or source, arrival)
 
-        result, known = self._commit(
-            report,
-            source,
-            fresh,
-            quarantined,
-            track=track,
-            per_record=per_record_provenance,
-            now=arrival,
-            score=score,
-        )
-        for key in known:  # quarantined before (an earlier chunk or delivery): a duplicate
-            outcomes[bad[key]] = ("duplicate", outcomes[bad[key]][1])
-        if written is not None:
-            written[:] = _written_per_record(len(chunk), fresh, result.unchanged_keys)
+        return score
+
+    def _after_commit(self, source: SourceInfo, fresh: list[_Accepted]) -> None:
+        """Hand the committed records to the patient sinks and let observers flush their counts."""
         for src in {a.record.source or source for a in fresh}:
             self._notify(src, [a for a in fresh if (a.record.source or source) == src])
         for obs in self.observers:
             flush = getattr(obs, "on_chunk_end", None)
             if flush is not None:
                 flush()
-        return outcomes
 
     def _delivered(self, keys: list[str]) -> set[str]:
         return delivered_keys(self.engine, keys) if keys else set()
