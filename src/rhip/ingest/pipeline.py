@@ -213,31 +213,7 @@ class Pipeline:
         )
         job = self._producer_job(ctx, records, fn, ahead)
         if job is not None:
-            from rhip.ingest.producer import Producer
-
-            with self._bulk_load(), Producer(job) as produced:
-                self.producer_stats = None
-                for ready in produced:
-                    for obs, part in zip(ahead, ready.observed or (), strict=False):
-                        obs.merge(part)
-                    self.process_chunk(
-                        rep,
-                        ctx,
-                        [p.record for p in ready.records],
-                        fn,
-                        track=track,
-                        per_record_provenance=per_record_provenance,
-                        prepared=ready.records,
-                        observed_by=ahead if ready.observed is not None else (),
-                    )
-                self.producer_stats = stats = produced.stats
-                log.info(
-                    "ingest producer: %d chunks, producer %.1f CPU-s, waited %.1f s; writer waited %.1f s",
-                    stats.chunks,
-                    stats.producer_cpu,
-                    stats.producer_waited,
-                    stats.writer_waited,
-                )
+            self._run_produced(job, rep, ctx, fn, ahead, track=track, per_record=per_record_provenance)
         else:
             from rhip.ingest.producer import RecordSource
 
@@ -249,6 +225,44 @@ class Pipeline:
         if own:
             self.close_batch(rep)
         return rep
+
+    def _run_produced(
+        self,
+        job: Any,
+        report: BatchReport,
+        ctx: MapContext,
+        fn: MapFn,
+        ahead: list[Any],
+        *,
+        track: bool,
+        per_record: bool,
+    ) -> None:
+        """Write the chunks a producer process prepares (and the observers ``ahead`` scored there)."""
+        from rhip.ingest.producer import Producer
+
+        with self._bulk_load(), Producer(job) as produced:
+            self.producer_stats = None
+            for ready in produced:
+                for obs, part in zip(ahead, ready.observed or (), strict=False):
+                    obs.merge(part)
+                self.process_chunk(
+                    report,
+                    ctx,
+                    [p.record for p in ready.records],
+                    fn,
+                    track=track,
+                    per_record_provenance=per_record,
+                    prepared=ready.records,
+                    observed_by=ahead if ready.observed is not None else (),
+                )
+            self.producer_stats = stats = produced.stats
+            log.info(
+                "ingest producer: %d chunks, producer %.1f CPU-s, waited %.1f s; writer waited %.1f s",
+                stats.chunks,
+                stats.producer_cpu,
+                stats.producer_waited,
+                stats.writer_waited,
+            )
 
     @contextlib.contextmanager
     def _bulk_load(self) -> Iterator[None]:
@@ -350,7 +364,7 @@ class Pipeline:
             track=track,
             per_record=per_record_provenance,
             now=state.arrival,
-            score=self._scorer(observers, fresh, source, state.arrival, track=track),
+            score=self._scorer(observers, observed_by, fresh, source, state.arrival, track=track),
         )
         for key in known:  # quarantined before (an earlier chunk or delivery): a duplicate
             state.outcomes[state.bad[key]] = ("duplicate", state.outcomes[state.bad[key]][1])
@@ -450,21 +464,34 @@ class Pipeline:
 
     @staticmethod
     def _scorer(
-        observers: list[Any], fresh: list[_Accepted], source: SourceInfo, arrival: float, *, track: bool
+        observers: list[Any],
+        ahead: Sequence[Any],
+        fresh: list[_Accepted],
+        source: SourceInfo,
+        arrival: float,
+        *,
+        track: bool,
     ) -> Callable[[set[tuple[str, str]]], None]:
         """What shows the observers the chunk's stored records, once the store's pre-read is known.
 
         Untracked, a record the store finds unchanged (a re-delivered line, which the batch counts
-        as a duplicate) is not a new record, so it is not scored.
+        as a duplicate) is not a new record, so it is not scored; observers that scored the chunk
+        ``ahead`` in a producer process take back what they counted for it (``forget_stored``).
         """
 
         def score(unchanged: set[tuple[str, str]]) -> None:
             unchanged = unchanged if not track else set()
+            repeated = []
             for acc in fresh:
                 if unchanged and _all_unchanged(acc, unchanged):
+                    repeated.append(acc.record.position)
                     continue
                 for obs in observers:
                     obs.on_stored(acc.record, acc.mapped, acc.record.source or source, arrival)
+            for obs in ahead if repeated else ():
+                forget = getattr(obs, "forget_stored", None)
+                if forget is not None:
+                    forget(repeated)
 
         return score
 
