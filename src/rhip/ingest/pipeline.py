@@ -48,7 +48,7 @@ from rhip.ingest.model import BatchReport, Mapped, Record, SourceInfo
 from rhip.ingest.ordering import superseded
 from rhip.ingest.prepare import RecordPreparer
 from rhip.ingest.provenance import build_provenance, now_instant, stable_id
-from rhip.ingest.repeats import ChunkRepeats
+from rhip.ingest.repeats import ChunkRepeats, repeated_line
 from rhip.ingest.schema import (
     ensure_schema,
     ingest_batch,
@@ -507,13 +507,14 @@ class Pipeline:
     def _delivered(self, keys: list[str]) -> set[str]:
         return delivered_keys(self.engine, keys) if keys else set()
 
-    def _plan(self, source: SourceInfo, fresh: list[_Accepted], per_record: bool) -> ChunkWrite:
+    def _plan(self, source: SourceInfo, fresh: list[_Accepted], per_record: bool, track: bool) -> ChunkWrite:
         """Everything the chunk's transaction writes, pre-read and prepared before it opens.
 
         A bundle that needs server logic was already processed by the store, in a transaction of
         its own (:func:`rhip.ingest.store_bundle.apply_bundle`; see docs/ingest.md: its Provenance
         and delivery key commit with the chunk, so a crash in between re-delivers the bundle on
-        restart).
+        restart). Untracked, a resource the store holds from another line of the same file, with
+        the same content, is unchanged (:func:`rhip.ingest.repeats.repeated_line`).
         """
         targets: dict[int, list[dict[str, Any]]] = {}
         latest: dict[tuple[str, str], Any] = {}  # resource, or its bulk.Ready from a producer
@@ -554,7 +555,8 @@ class Pipeline:
                         recorded,
                     )
                 ]
-        return prepare_chunk(self.engine, [*latest.values(), *provs], len(provs), chunk_prov)
+        alike = None if track else repeated_line
+        return prepare_chunk(self.engine, [*latest.values(), *provs], len(provs), chunk_prov, alike)
 
     def _commit(
         self,
@@ -577,7 +579,7 @@ class Pipeline:
         the write will count as unchanged unless a concurrent writer changes them in between).
         Returns the write's result and the keys of ``quarantined`` records that already had an entry.
         """
-        plan = self._plan(source, fresh, per_record) if fresh else ChunkWrite([], 0, [])
+        plan = self._plan(source, fresh, per_record, track) if fresh else ChunkWrite([], 0, [])
         # outside the write transaction: the rules' work does not hold the database's write lock
         score({item.key for batch in plan.batches for item in batch if item.unchanged})
         before = dataclasses.replace(report)
