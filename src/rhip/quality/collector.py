@@ -199,38 +199,52 @@ class QualityPart(_Tallies):
         self._new_patients: dict[str, Any] = {}
         self._by_position: dict[str, int] = {}
         self._outcome_ids: dict[Outcome, int] = {}
+        self._records_with: list[int] = []  # records per outcome, by its index
+        self._own: defaultdict[TallyKey, list[float]] = defaultdict(_zero)  # one record's counts
 
     def _patient_seen(self, ref: str, summary: dict[str, Any]) -> None:
         super()._patient_seen(ref, summary)
         self._new_patients[ref] = summary
 
     def on_stored(self, record: Record, mapped: Mapped, source: SourceInfo, arrival: float) -> None:
-        """Run the rules and keep what this record added, by its position (see ``drain``)."""
-        chunk = self._tally
-        own: defaultdict[TallyKey, list[float]] = defaultdict(_zero)
+        """Run the rules and keep what this record added, by its position (see ``drain``).
+
+        Records of one type mostly add the same counts, so each distinct outcome is kept once
+        with the number of records that had it; the chunk's counts are summed from them on drain.
+        """
+        chunk, own = self._tally, self._own
         self._tally = own
         try:
             super().on_stored(record, mapped, source, arrival)
         finally:
             self._tally = chunk
-        outcome = tuple((key, v[0], v[1], v[2]) for key, v in own.items())
-        for key, checked, failed, delay in outcome:
-            entry = chunk[key]
-            entry[0] += checked
-            entry[1] += failed
-            entry[2] += delay
-        # records of one type mostly add the same counts: each distinct outcome travels once
+        # the record's own counts: the entries it touched (each counted a check), then zeroed
+        # again (kept, not cleared: the next record mostly touches the same ones)
+        outcome = tuple([(key, v[0], v[1], v[2]) for key, v in own.items() if v[0]])
+        for v in own.values():
+            v[0] = v[1] = 0
+            v[2] = 0.0
         found = self._outcome_ids.get(outcome)
         if found is None:
-            found = self._outcome_ids[outcome] = len(self._outcome_ids)
+            found = self._outcome_ids[outcome] = len(self._records_with)
+            self._records_with.append(0)
+        self._records_with[found] += 1
         self._by_position[record.position] = found
 
     def drain(self) -> Drained:
         """The counts and patients since the last drain, for :meth:`QualityCollector.merge`, with
         what each stored record added (its position -> one of the distinct outcomes)."""
-        out = (dict(self._tally), self._new_patients, self._by_position, list(self._outcome_ids))
-        self._tally.clear()
+        chunk = self._tally
+        for outcome, records in zip(self._outcome_ids, self._records_with, strict=True):
+            for key, checked, failed, delay in outcome:
+                entry = chunk[key]
+                entry[0] += records * checked
+                entry[1] += records * failed
+                entry[2] += records * delay
+        out = (dict(chunk), self._new_patients, self._by_position, list(self._outcome_ids))
+        chunk.clear()
         self._new_patients = {}
         self._by_position = {}
         self._outcome_ids = {}
+        self._records_with = []
         return out
