@@ -187,6 +187,34 @@ def test_ingest_file_uses_the_producer_from_the_configured_size(
     assert (second.stored, second.duplicates, second.quarantined) == (0, total, 0)
 
 
+def _tallies(store: Store) -> list[tuple[Any, ...]]:
+    """Every quality tally row: facility, day, rule, checked, failed."""
+    sql = "SELECT facility, day, rule, checked, failed FROM quality_tally ORDER BY facility, day, rule"
+    with store.engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(text(sql))]
+
+
+@pytest.mark.parametrize("producer", [True, False], ids=["producer", "one-process"])
+def test_a_redelivered_file_leaves_the_quality_tallies_as_they_were(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, producer: bool
+) -> None:
+    """The same file delivered twice: the second delivery counts every line as a duplicate and
+    adds nothing to the quality tallies, whether its rules ran in a producer process or not."""
+    path = tmp_path / "mixed.ndjson"
+    total = _mixed_file(path)
+    _producer_from(monkeypatch, 1 if producer else 0)
+    pipe = Pipeline(store, observers=[QualityCollector(store.engine)], chunk_size=97)
+    first = ingest_file(pipe, path, "SYN")
+    assert (pipe.producer_stats is not None) == producer
+    after_first = _tallies(store)
+    assert sum(row[3] for row in after_first) > total
+    again = ingest_file(pipe, path, "SYN")
+    assert (pipe.producer_stats is not None) == producer
+    assert (first.stored, first.quarantined) == (total - len(BAD_LINES), len(BAD_LINES))
+    assert (again.received, again.stored, again.quarantined, again.duplicates) == (total, 0, 0, total)
+    assert _tallies(store) == after_first
+
+
 @pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
 def test_whoever_encodes_a_record_the_store_gets_the_same(tmp_path: Path, share: float) -> None:
     """Chunks prepared as the producer prepares them (encoded share, compact records, pickled)

@@ -162,9 +162,37 @@ def test_identical_good_ndjson_lines_in_a_chunk_are_stored_once(
     assert store.read("Patient", "p1")["meta"]["versionId"] == "1"
 
 
-def test_a_later_different_line_of_the_same_resource_still_wins(store: Store, tmp_path: Path) -> None:
-    """A line repeating an earlier one after a different version of its resource is an update."""
-    pipeline = make_pipeline(store, chunk_size=1000)
+@pytest.mark.parametrize("producer", [False, True], ids=["in-process", "producer"])
+def test_an_identical_good_line_in_a_later_chunk_is_a_duplicate(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, producer: bool
+) -> None:
+    """A good line repeated in a later chunk of the file, with no other version of its resource in
+    between, counts as a duplicate: no new version, its resource still names the first line, and
+    the quality rules score it once."""
+    from rhip.config import get_settings
+
+    monkeypatch.setenv("RHIP_INGEST_PRODUCER_MIN_BYTES", "1" if producer else "0")
+    get_settings.cache_clear()
+    pipeline = make_pipeline(store, chunk_size=2)
+    path = tmp_path / "Patient.ndjson"
+    path.write_bytes(b"\n".join([GOOD % 1, GOOD % 2, GOOD % 3, GOOD % 1, GOOD % 2]) + b"\n")
+    report = ingest_file(pipeline, path, "F1")
+    assert pipeline.producer_stats is not None or not producer
+    assert (report.received, report.stored, report.duplicates) == (5, 3, 2), report
+    _batch_rows(pipeline, report)
+    for n in (1, 2):
+        res = store.read("Patient", f"p{n}")
+        assert res["meta"]["versionId"] == "1" and res["meta"]["source"].endswith(f"Patient.ndjson:{n}")
+    assert _accepted_tally(pipeline) == (3, 0)
+
+
+@pytest.mark.parametrize("chunk_size", [1000, 1])
+def test_a_later_different_line_of_the_same_resource_still_wins(
+    store: Store, tmp_path: Path, chunk_size: int
+) -> None:
+    """A line repeating an earlier one after a different version of its resource is an update,
+    in one chunk and across chunks."""
+    pipeline = make_pipeline(store, chunk_size=chunk_size)
     path = tmp_path / "Patient.ndjson"
     other = b'{"resourceType": "Patient", "id": "p1", "gender": "female"}'
     path.write_bytes(b"\n".join([GOOD % 1, other, GOOD % 1]) + b"\n")

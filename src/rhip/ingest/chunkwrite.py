@@ -21,6 +21,7 @@ from rhip.ingest.model import Record, SourceInfo
 from rhip.ingest.schema import ingest_delivery, ingest_quarantine, ingest_source_time
 from rhip.store import bulk, fastinsert
 from rhip.store.engine import is_sqlite
+from rhip.store.fieldcrypt import Alike
 
 _DELIVERY_SQL = (
     "INSERT INTO ingest_delivery (key, batch_id, received_at) VALUES ({m}, {m}, {m}) ON CONFLICT DO NOTHING"
@@ -133,11 +134,18 @@ def pause_point() -> None:
 
 
 def prepare_chunk(
-    engine: Engine, resources: list[Any], provenances: int, chunk_provenance: list[dict[str, Any]]
+    engine: Engine,
+    resources: list[Any],
+    provenances: int,
+    chunk_provenance: list[dict[str, Any]],
+    alike: Alike | None = None,
 ) -> ChunkWrite:
-    """Pre-read and prepare a chunk's writes (``resources`` ends with its ``provenances``)."""
+    """Pre-read and prepare a chunk's writes (``resources`` ends with its ``provenances``).
+
+    ``alike``: see :func:`rhip.store.bulk.prepare` (applied to the resources, not the Provenance).
+    """
     return ChunkWrite(
-        [bulk.prepare(engine, b) for b in bulk.split_batches(resources)],
+        [bulk.prepare(engine, b, alike) for b in bulk.split_batches(resources)],
         provenances,
         [bulk.prepare(engine, b) for b in bulk.split_batches(chunk_provenance)],
     )

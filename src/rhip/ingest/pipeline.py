@@ -48,7 +48,7 @@ from rhip.ingest.model import BatchReport, Mapped, Record, SourceInfo
 from rhip.ingest.ordering import superseded
 from rhip.ingest.prepare import RecordPreparer
 from rhip.ingest.provenance import build_provenance, now_instant, stable_id
-from rhip.ingest.repeats import ChunkRepeats
+from rhip.ingest.repeats import ChunkRepeats, repeated_line
 from rhip.ingest.schema import (
     ensure_schema,
     ingest_batch,
@@ -72,6 +72,21 @@ class _Accepted:
     slot: int
     ready: list[Any]  # rhip.store.bulk.Ready of the resources, when prepared by a producer
     targets: list[dict[str, Any]] | None = None  # what the store's bundle processing wrote
+
+
+@dataclass
+class _ChunkState:
+    """A chunk's records as they are sorted: outcomes (by slot), accepted records, quarantine rows."""
+
+    arrival: float  # when the chunk arrived: quarantine rows, delivery keys, the quality rules' "now"
+    delivered: set[str]  # keys an earlier chunk or delivery committed (tracked sources)
+    track: bool
+    keep_quarantine: bool
+    outcomes: list[tuple[str, list[dict[str, str]]]] = dataclasses.field(default_factory=list)
+    accepted: list[_Accepted] = dataclasses.field(default_factory=list)
+    quarantined: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    seen: set[str] = dataclasses.field(default_factory=set)
+    bad: dict[str, int] = dataclasses.field(default_factory=dict)  # key quarantined in this chunk -> slot
 
 
 def _all_unchanged(acc: _Accepted, unchanged: set[tuple[str, str]]) -> bool:
@@ -198,31 +213,7 @@ class Pipeline:
         )
         job = self._producer_job(ctx, records, fn, ahead)
         if job is not None:
-            from rhip.ingest.producer import Producer
-
-            with self._bulk_load(), Producer(job) as produced:
-                self.producer_stats = None
-                for ready in produced:
-                    for obs, part in zip(ahead, ready.observed or (), strict=False):
-                        obs.merge(part)
-                    self.process_chunk(
-                        rep,
-                        ctx,
-                        [p.record for p in ready.records],
-                        fn,
-                        track=track,
-                        per_record_provenance=per_record_provenance,
-                        prepared=ready.records,
-                        observed_by=ahead if ready.observed is not None else (),
-                    )
-                self.producer_stats = stats = produced.stats
-                log.info(
-                    "ingest producer: %d chunks, producer %.1f CPU-s, waited %.1f s; writer waited %.1f s",
-                    stats.chunks,
-                    stats.producer_cpu,
-                    stats.producer_waited,
-                    stats.writer_waited,
-                )
+            self._run_produced(job, rep, ctx, fn, ahead, track=track, per_record=per_record_provenance)
         else:
             from rhip.ingest.producer import RecordSource
 
@@ -234,6 +225,44 @@ class Pipeline:
         if own:
             self.close_batch(rep)
         return rep
+
+    def _run_produced(
+        self,
+        job: Any,
+        report: BatchReport,
+        ctx: MapContext,
+        fn: MapFn,
+        ahead: list[Any],
+        *,
+        track: bool,
+        per_record: bool,
+    ) -> None:
+        """Write the chunks a producer process prepares (and the observers ``ahead`` scored there)."""
+        from rhip.ingest.producer import Producer
+
+        with self._bulk_load(), Producer(job) as produced:
+            self.producer_stats = None
+            for ready in produced:
+                for obs, part in zip(ahead, ready.observed or (), strict=False):
+                    obs.merge(part)
+                self.process_chunk(
+                    report,
+                    ctx,
+                    [p.record for p in ready.records],
+                    fn,
+                    track=track,
+                    per_record_provenance=per_record,
+                    prepared=ready.records,
+                    observed_by=ahead if ready.observed is not None else (),
+                )
+            self.producer_stats = stats = produced.stats
+            log.info(
+                "ingest producer: %d chunks, producer %.1f CPU-s, waited %.1f s; writer waited %.1f s",
+                stats.chunks,
+                stats.producer_cpu,
+                stats.producer_waited,
+                stats.writer_waited,
+            )
 
     @contextlib.contextmanager
     def _bulk_load(self) -> Iterator[None]:
@@ -314,30 +343,65 @@ class Pipeline:
         ``observed_by`` names the observers whose producer part has already seen them. ``written``,
         when given, is filled with the number of resources each record had created or updated, for
         callers that report per sender (the MLLP listener's per-facility counts).
+
+        In steps: sort the records into duplicates, quarantined and accepted ones; set aside the
+        accepted ones older than what the store applied (stale); commit the others with their
+        bookkeeping rows; settle what only the commit tells (quarantine entries that existed
+        already); then hand the stored records to the hooks.
         """
         observers = [o for o in self.observers if all(o is not done for done in observed_by)]
         source = ctx.source
-        contexts: dict[SourceInfo, MapContext] = {source: ctx}
-        for r in chunk:
-            if r.source is not None and r.source not in contexts:
-                contexts[r.source] = MapContext(r.source, ctx.tz, ctx.translator, ctx.options)
         keys = [p.key for p in prepared] if prepared else [record_key(r, r.source or source) for r in chunk]
         delivered = self._delivered(keys) if track else set()
-        outcomes: list[tuple[str, list[dict[str, str]]]] = []
-        accepted: list[_Accepted] = []
-        quarantined: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        bad: dict[str, int] = {}  # key of a record quarantined in this chunk -> its slot
-        repeats = ChunkRepeats()  # identical records of this chunk (untracked loads: no `seen`)
-        arrival = time.time()
+        state = _ChunkState(time.time(), delivered, track, keep_quarantine)
+        self._sort(report, ctx, chunk, keys, mapper, prepared, state, observers)
+        fresh = self._without_stale(report, state)
+        result, known = self._commit(
+            report,
+            source,
+            fresh,
+            state.quarantined,
+            track=track,
+            per_record=per_record_provenance,
+            now=state.arrival,
+            score=self._scorer(observers, observed_by, fresh, source, state.arrival, track=track),
+        )
+        for key in known:  # quarantined before (an earlier chunk or delivery): a duplicate
+            state.outcomes[state.bad[key]] = ("duplicate", state.outcomes[state.bad[key]][1])
+        if written is not None:
+            written[:] = _written_per_record(len(chunk), fresh, result.unchanged_keys)
+        self._after_commit(source, fresh)
+        return state.outcomes
+
+    def _sort(
+        self,
+        report: BatchReport,
+        ctx: MapContext,
+        chunk: list[Record],
+        keys: list[str],
+        mapper: MapFn,
+        prepared: Sequence[PreparedRecord] | None,
+        state: _ChunkState,
+        observers: list[Any],
+    ) -> None:
+        """Sort the chunk's records, in order, into duplicates, quarantined and accepted ones.
+
+        A record is a duplicate when its key was delivered before or (tracked) seen earlier in the
+        chunk, or when it repeats an identical record of the chunk (:mod:`rhip.ingest.repeats`,
+        which also covers untracked loads). Otherwise it is mapped (or taken as the producer
+        prepared it); a bundle needing server logic is applied by the store here.
+        """
+        contexts = self._contexts(ctx, chunk)
+        repeats = ChunkRepeats()
+        outcomes, seen, bad = state.outcomes, state.seen, state.bad
         for i, (rec, key) in enumerate(zip(chunk, keys, strict=True)):
             report.received += 1
-            if key in delivered or (track and key in seen):
+            if key in state.delivered or (state.track and key in seen):
                 report.duplicates += 1
                 outcomes.append(("duplicate", outcomes[bad[key]][1] if key in bad else []))
                 continue
             seen.add(key)
-            src = rec.source or source
+            src = rec.source or ctx.source
             if prepared is None:
                 mapped, reasons = self.preparer.map_record(rec, key, contexts[src], mapper)
                 ready: list[Any] = []
@@ -350,66 +414,107 @@ class Pipeline:
             if repeats.repeats(key, mapped):  # an identical record of this chunk counts, not this one
                 report.duplicates += 1
                 outcomes.append(("duplicate", reasons))
-                continue
-            if mapped is None:
-                report.quarantined += 1
-                bad[key] = len(outcomes)
-                outcomes.append(("quarantined", reasons))
-                if keep_quarantine:
-                    quarantined.append(quarantine_row(report.batch_id, rec, key, src, reasons, arrival))
-                for obs in observers:
-                    obs.on_quarantined(rec, reasons, src)
-                continue
-            accepted.append(_Accepted(rec, key, mapped, len(outcomes), ready, targets))
-            outcomes.append(("stored", []))
+            elif mapped is None:
+                self._reject(report, state, rec, key, src, reasons, observers)
+            else:
+                state.accepted.append(_Accepted(rec, key, mapped, len(outcomes), ready, targets))
+                outcomes.append(("stored", []))
+
+    @staticmethod
+    def _contexts(ctx: MapContext, chunk: list[Record]) -> dict[SourceInfo, MapContext]:
+        """The map context of each source in the chunk (records may name their own source)."""
+        contexts: dict[SourceInfo, MapContext] = {ctx.source: ctx}
+        for r in chunk:
+            if r.source is not None and r.source not in contexts:
+                contexts[r.source] = MapContext(r.source, ctx.tz, ctx.translator, ctx.options)
+        return contexts
+
+    @staticmethod
+    def _reject(
+        report: BatchReport,
+        state: _ChunkState,
+        rec: Record,
+        key: str,
+        src: SourceInfo,
+        reasons: list[dict[str, str]],
+        observers: list[Any],
+    ) -> None:
+        """Count a record that cannot be used as quarantined and keep its entry's row.
+
+        Whether an entry for its key exists already (an earlier chunk or delivery) is known only in
+        the chunk's transaction, which then turns it into a duplicate (:meth:`_finish_chunk`).
+        """
+        report.quarantined += 1
+        state.bad[key] = len(state.outcomes)
+        state.outcomes.append(("quarantined", reasons))
+        if state.keep_quarantine:
+            state.quarantined.append(quarantine_row(report.batch_id, rec, key, src, reasons, state.arrival))
+        for obs in observers:
+            obs.on_quarantined(rec, reasons, src)
+
+    def _without_stale(self, report: BatchReport, state: _ChunkState) -> list[_Accepted]:
+        """The accepted records minus those whose every resource the store has a newer source
+        version of (``stale``, see :mod:`rhip.ingest.ordering`)."""
+        accepted = state.accepted
         stale = superseded(self.engine, [a.mapped for a in accepted])
         for n in stale:
             report.stale += 1
-            outcomes[accepted[n].slot] = ("stale", [])
-        fresh = [a for n, a in enumerate(accepted) if n not in stale]
+            state.outcomes[accepted[n].slot] = ("stale", [])
+        return [a for n, a in enumerate(accepted) if n not in stale]
+
+    @staticmethod
+    def _scorer(
+        observers: list[Any],
+        ahead: Sequence[Any],
+        fresh: list[_Accepted],
+        source: SourceInfo,
+        arrival: float,
+        *,
+        track: bool,
+    ) -> Callable[[set[tuple[str, str]]], None]:
+        """What shows the observers the chunk's stored records, once the store's pre-read is known.
+
+        Untracked, a record the store finds unchanged (a re-delivered line, which the batch counts
+        as a duplicate) is not a new record, so it is not scored; observers that scored the chunk
+        ``ahead`` in a producer process take back what they counted for it (``forget_stored``).
+        """
 
         def score(unchanged: set[tuple[str, str]]) -> None:
-            """Show the observers the records stored; untracked, one the store finds unchanged (a
-            re-delivered line, which the batch counts as a duplicate) is not a new record."""
             unchanged = unchanged if not track else set()
+            repeated = []
             for acc in fresh:
                 if unchanged and _all_unchanged(acc, unchanged):
+                    repeated.append(acc.record.position)
                     continue
                 for obs in observers:
                     obs.on_stored(acc.record, acc.mapped, acc.record.source or source, arrival)
+            for obs in ahead if repeated else ():
+                forget = getattr(obs, "forget_stored", None)
+                if forget is not None:
+                    forget(repeated)
 
-        result, known = self._commit(
-            report,
-            source,
-            fresh,
-            quarantined,
-            track=track,
-            per_record=per_record_provenance,
-            now=arrival,
-            score=score,
-        )
-        for key in known:  # quarantined before (an earlier chunk or delivery): a duplicate
-            outcomes[bad[key]] = ("duplicate", outcomes[bad[key]][1])
-        if written is not None:
-            written[:] = _written_per_record(len(chunk), fresh, result.unchanged_keys)
+        return score
+
+    def _after_commit(self, source: SourceInfo, fresh: list[_Accepted]) -> None:
+        """Hand the committed records to the patient sinks and let observers flush their counts."""
         for src in {a.record.source or source for a in fresh}:
             self._notify(src, [a for a in fresh if (a.record.source or source) == src])
         for obs in self.observers:
             flush = getattr(obs, "on_chunk_end", None)
             if flush is not None:
                 flush()
-        return outcomes
 
     def _delivered(self, keys: list[str]) -> set[str]:
         return delivered_keys(self.engine, keys) if keys else set()
 
-    def _plan(self, source: SourceInfo, fresh: list[_Accepted], per_record: bool) -> ChunkWrite:
+    def _plan(self, source: SourceInfo, fresh: list[_Accepted], per_record: bool, track: bool) -> ChunkWrite:
         """Everything the chunk's transaction writes, pre-read and prepared before it opens.
 
         A bundle that needs server logic was already processed by the store, in a transaction of
         its own (:func:`rhip.ingest.store_bundle.apply_bundle`; see docs/ingest.md: its Provenance
         and delivery key commit with the chunk, so a crash in between re-delivers the bundle on
-        restart).
+        restart). Untracked, a resource the store holds from another line of the same file, with
+        the same content, is unchanged (:func:`rhip.ingest.repeats.repeated_line`).
         """
         targets: dict[int, list[dict[str, Any]]] = {}
         latest: dict[tuple[str, str], Any] = {}  # resource, or its bulk.Ready from a producer
@@ -450,7 +555,8 @@ class Pipeline:
                         recorded,
                     )
                 ]
-        return prepare_chunk(self.engine, [*latest.values(), *provs], len(provs), chunk_prov)
+        alike = None if track else repeated_line
+        return prepare_chunk(self.engine, [*latest.values(), *provs], len(provs), chunk_prov, alike)
 
     def _commit(
         self,
@@ -473,7 +579,7 @@ class Pipeline:
         the write will count as unchanged unless a concurrent writer changes them in between).
         Returns the write's result and the keys of ``quarantined`` records that already had an entry.
         """
-        plan = self._plan(source, fresh, per_record) if fresh else ChunkWrite([], 0, [])
+        plan = self._plan(source, fresh, per_record, track) if fresh else ChunkWrite([], 0, [])
         # outside the write transaction: the rules' work does not hold the database's write lock
         score({item.key for batch in plan.batches for item in batch if item.unchanged})
         before = dataclasses.replace(report)

@@ -10,6 +10,13 @@ A good record repeats only the *latest* record of its resources in the chunk: in
 the third line is an update again (the file's last line wins, as across chunks), not a duplicate.
 The writer (``rhip.ingest.pipeline``) and a producer process (``rhip.ingest.producer``) apply the
 same rule to the same chunk, so both agree on which records are repeats.
+
+Across chunks of a bulk file (untracked: no record keys are kept), the store's current version
+tells: :func:`repeated_line` counts a resource as unchanged when the stored version came from
+another line of a file of the same name from the same facility and connector and differs from
+the new one only in that ``meta.source``. So an identical line in a later chunk, with no other
+version of its resource in between, is a duplicate as within a chunk, and the resource keeps
+naming the first line.
 """
 
 from __future__ import annotations
@@ -42,3 +49,22 @@ class ChunkRepeats:
         for t in targets:
             self._latest[t] = key
         return False
+
+
+def repeated_line(stored: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether ``new`` is ``stored`` read again from another line of the same file.
+
+    Both are a resource's content (no version stamps); ``meta.source`` ends with the record's
+    position, ``<file name>:<line>`` (:func:`rhip.ingest.provenance.source_uri`): only that line
+    may differ. Called by the store's pre-read for resources whose content differs (updates), so
+    a fresh load never gets here.
+    """
+    old_meta, new_meta = stored.get("meta"), new.get("meta")
+    if type(old_meta) is not dict or type(new_meta) is not dict:
+        return False
+    old_source, new_source = old_meta.get("source"), new_meta.get("source")
+    if type(old_source) is not str or type(new_source) is not str:
+        return False
+    if old_source.rpartition(":")[0] != new_source.rpartition(":")[0]:
+        return False
+    return {**new, "meta": {**new_meta, "source": old_source}} == stored

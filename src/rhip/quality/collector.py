@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,6 +30,14 @@ _ADD_TALLY = (
     "checked = quality_tally.checked + excluded.checked, failed = quality_tally.failed + excluded.failed, "
     "delay_sum = quality_tally.delay_sum + excluded.delay_sum"
 )
+
+
+TallyKey = tuple[str, str, str]  # facility, day, rule
+#: What one record added: (key, checked, failed, delay sum) per tally it touched.
+Outcome = tuple[tuple[TallyKey, float, float, float], ...]
+#: A producer part's drained counts: tallies, patients seen, each stored record's position ->
+#: index of its outcome, the distinct outcomes.
+Drained = tuple[dict[TallyKey, list[float]], dict[str, Any], dict[str, int], list[Outcome]]
 
 
 def _zero() -> list[float]:
@@ -119,15 +128,21 @@ class QualityCollector(_Tallies):
     def __init__(self, engine: Engine, tz: str = "Asia/Shanghai") -> None:
         super().__init__(tz)
         self.engine = engine
+        #: what each record of the last merged part added (see merge, forget_stored)
+        self._merged: tuple[dict[str, int], list[Outcome]] = ({}, [])
         ensure_schema(engine)
 
     def split(self) -> QualityPart:
         """A database-free copy for a producer process (with the patients seen so far)."""
         return QualityPart(self.zone.key, dict(self.ctx.patients))
 
-    def merge(self, drained: tuple[dict[tuple[str, str, str], list[float]], dict[str, Any]]) -> None:
-        """Add what a :class:`QualityPart` counted (and the patients it saw) to this collector."""
-        tally, patients = drained
+    def merge(self, drained: Drained) -> None:
+        """Add what a :class:`QualityPart` counted (and the patients it saw) to this collector.
+
+        What each record added is kept until the next merge, so that :meth:`forget_stored` can
+        take back the records the store then finds unchanged.
+        """
+        tally, patients, by_position, outcomes = drained
         for key, (checked, failed, delay) in tally.items():
             entry = self._tally[key]
             entry[0] += checked
@@ -135,6 +150,25 @@ class QualityCollector(_Tallies):
             entry[2] += delay
         for ref, summary in patients.items():
             self._patient_seen(ref, summary)
+        self._merged = (by_position, outcomes)
+
+    def forget_stored(self, positions: Iterable[str]) -> None:
+        """Take back what the last merged part counted for the records at ``positions``.
+
+        The producer scores every record it maps; the writer learns only later that the store
+        already held some of them unchanged (a re-delivered line, a duplicate), which the rules
+        must not count again, as they are not in one process.
+        """
+        by_position, outcomes = self._merged
+        for position in positions:
+            found = by_position.get(position)
+            if found is None:
+                continue
+            for key, checked, failed, delay in outcomes[found]:
+                entry = self._tally[key]
+                entry[0] -= checked
+                entry[1] -= failed
+                entry[2] -= delay
 
     def on_chunk_end(self) -> None:
         """Add the pending counts to the table in a transaction of its own."""
@@ -146,8 +180,11 @@ class QualityCollector(_Tallies):
         """Add the pending counts inside the caller's transaction (the ingest chunk's own)."""
         if not self._tally:
             return
-        rows = [(f, d, r, int(v[0]), int(v[1]), v[2]) for (f, d, r), v in self._tally.items()]
+        # counts taken back to nothing (records found duplicates) leave the table as it was
+        rows = [(f, d, r, int(v[0]), int(v[1]), v[2]) for (f, d, r), v in self._tally.items() if any(v)]
         self._tally.clear()
+        if not rows:
+            return
         # tuples to the driver's executemany: SQLAlchemy's per-row parameter processing cost more
         # than the database's work on these rows, once per ingest chunk
         fastinsert.update_rows(conn, _ADD_TALLY.format(m=fastinsert.placeholder(conn)), rows)
@@ -160,14 +197,54 @@ class QualityPart(_Tallies):
         super().__init__(tz)
         self.ctx.patients = patients
         self._new_patients: dict[str, Any] = {}
+        self._by_position: dict[str, int] = {}
+        self._outcome_ids: dict[Outcome, int] = {}
+        self._records_with: list[int] = []  # records per outcome, by its index
+        self._own: defaultdict[TallyKey, list[float]] = defaultdict(_zero)  # one record's counts
 
     def _patient_seen(self, ref: str, summary: dict[str, Any]) -> None:
         super()._patient_seen(ref, summary)
         self._new_patients[ref] = summary
 
-    def drain(self) -> tuple[dict[tuple[str, str, str], list[float]], dict[str, Any]]:
-        """The counts and patients since the last drain, for :meth:`QualityCollector.merge`."""
-        out = (dict(self._tally), self._new_patients)
-        self._tally.clear()
+    def on_stored(self, record: Record, mapped: Mapped, source: SourceInfo, arrival: float) -> None:
+        """Run the rules and keep what this record added, by its position (see ``drain``).
+
+        Records of one type mostly add the same counts, so each distinct outcome is kept once
+        with the number of records that had it; the chunk's counts are summed from them on drain.
+        """
+        chunk, own = self._tally, self._own
+        self._tally = own
+        try:
+            super().on_stored(record, mapped, source, arrival)
+        finally:
+            self._tally = chunk
+        # the record's own counts: the entries it touched (each counted a check), then zeroed
+        # again (kept, not cleared: the next record mostly touches the same ones)
+        outcome = tuple([(key, v[0], v[1], v[2]) for key, v in own.items() if v[0]])
+        for v in own.values():
+            v[0] = v[1] = 0
+            v[2] = 0.0
+        found = self._outcome_ids.get(outcome)
+        if found is None:
+            found = self._outcome_ids[outcome] = len(self._records_with)
+            self._records_with.append(0)
+        self._records_with[found] += 1
+        self._by_position[record.position] = found
+
+    def drain(self) -> Drained:
+        """The counts and patients since the last drain, for :meth:`QualityCollector.merge`, with
+        what each stored record added (its position -> one of the distinct outcomes)."""
+        chunk = self._tally
+        for outcome, records in zip(self._outcome_ids, self._records_with, strict=True):
+            for key, checked, failed, delay in outcome:
+                entry = chunk[key]
+                entry[0] += records * checked
+                entry[1] += records * failed
+                entry[2] += records * delay
+        out = (dict(chunk), self._new_patients, self._by_position, list(self._outcome_ids))
+        chunk.clear()
         self._new_patients = {}
+        self._by_position = {}
+        self._outcome_ids = {}
+        self._records_with = []
         return out

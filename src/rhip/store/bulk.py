@@ -209,12 +209,15 @@ class Item(NamedTuple):
     unchanged: bool
 
 
-def prepare(engine: Engine, batch: list[Ready | Encoded]) -> Prepared:
+def prepare(engine: Engine, batch: list[Ready | Encoded], alike: fieldcrypt.Alike | None = None) -> Prepared:
     """Pre-read the batch's current versions and compute index rows for what will change.
 
     The pre-read is outside the write transaction; :func:`write_batch` re-checks every version
     and recomputes what a concurrent writer invalidated. Index rows do not depend on the version
-    stamps, so they can be computed before the versions are known.
+    stamps, so they can be computed before the versions are known. ``alike`` lets the caller count
+    a resource whose content differs from the current version as unchanged (see
+    :meth:`rhip.store.fieldcrypt.FieldCrypt.same_content`); should a concurrent writer change the
+    resource before the write, it is compared as usual again.
     """
     with read_connection(engine) as conn:
         currents = _fetch_current(conn, [ready.key for ready in batch])
@@ -224,11 +227,13 @@ def prepare(engine: Engine, batch: list[Ready | Encoded]) -> Prepared:
         cur = currents.get(ready.key)
         seen = None if cur is None else cur.version_id
         if isinstance(ready, Encoded):
-            unchanged = cur is not None and not cur.deleted and crypt.same_content(cur.body, ready.resource())
+            unchanged = (
+                cur is not None and not cur.deleted and crypt.same_content(cur.body, ready.resource(), alike)
+            )
             prepared.append(Item(ready.key, ready, ready.rows, seen, unchanged))
             continue
         key, resource, rows = ready
-        if cur is not None and not cur.deleted and crypt.same_content(cur.body, resource):
+        if cur is not None and not cur.deleted and crypt.same_content(cur.body, resource, alike):
             prepared.append(Item(key, resource, None, seen, True))
         else:  # encrypted before the index rows are extracted: no plaintext reaches any table
             stored = crypt.protect(resource)
