@@ -149,7 +149,10 @@ def main() -> None:
             for pair in range(args.pairs)
             for name, src in (reversed(sides) if pair % 2 == 0 else sides)
         ]
-    rates = {name: statistics.median(r["rows_per_s"] for r in runs if r["side"] == name) for name, _ in sides}
+    rates = {
+        name: round(statistics.median(r["rows_per_s"] for r in runs if r["side"] == name), 1)
+        for name, _ in sides
+    }
     summary: dict[str, Any] = {f"{name}_rows_per_s": rate for name, rate in rates.items()} | {
         f"{name}_min_per_million": round(1e6 / rate / 60, 1) for name, rate in rates.items()
     }

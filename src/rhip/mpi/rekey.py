@@ -133,9 +133,10 @@ def _rewrite_page(store: Store, seal: MpiSeal, page: Sequence[Any]) -> MpiReencr
     """One transaction: stale rows re-sealed from their Patients, old SM4 tokens re-encrypted.
 
     Reading and sealing the Patients happens before the transaction, so the write lock is held
-    only for the bulk writes. Each re-sealed record's ``r:`` lock is held (as a real-time link of
-    it takes it), and the rows are read again under it: a row a real-time link rewrote meanwhile
-    is under the newest key and is left alone, a record linked again later finds the new row.
+    only while the page is read again and written in bulk. Each re-sealed record's ``r:`` lock is
+    held (as a real-time link of it takes it) and the rows are read again under it: a row a
+    real-time link rewrote meanwhile is under the newest key and is left alone, a record linked
+    again later finds the new row.
     """
     stale = [str(r.record_id) for r in page if r.key_version != seal.version]
     if not stale and not any(seal.tokens_stale(r._mapping) for r in page):
