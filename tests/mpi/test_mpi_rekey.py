@@ -14,11 +14,13 @@ import sys
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from mpi_helpers import patient
 
+from rhip.errors import InvalidRequest
 from rhip.fhir import systems
 from rhip.fhir.identifiers import make_citizen_id
 from rhip.mpi.rekey import reencrypt_mpi, rows_to_examine
@@ -136,12 +138,17 @@ def test_rotate_reencrypt_status_then_old_keys_can_go(linked: Store, db_url: str
     again = reencrypt_mpi(linked)
     assert (again.resealed, again.reencrypted, again.skipped) == (0, 0, 5)
 
+    linked.close()
+    _archive_old_keys(keys)
+    _readable_and_found_without_old_keys(_store(db_url, keys, migrate=False), residents)
+
+
+def _archive_old_keys(keys: Path) -> None:
+    """Move the version 1 SM4 and HMAC keys out of the key folder, as an operator would."""
     archive = keys / "archive"
     for kind in ("sm4", "hmac"):
         (archive / kind).mkdir(parents=True)
         shutil.move(keys / "keys" / kind / "v1.key", archive / kind / "v1.key")
-    linked.close()
-    _readable_and_found_without_old_keys(_store(db_url, keys, migrate=False), residents)
 
 
 def _readable_and_found_without_old_keys(store: Store, residents: dict[str, str]) -> None:
@@ -255,3 +262,171 @@ def test_rows_cleared_by_revision_0006_are_sealed_again(linked: Store) -> None:
         assert resolve_card(conn, f"{systems.CITIZEN_ID}|{CID}") == residents["p1"]
         assert conn.execute(sa.select(sa.func.count()).where(mpi_record.c.cid.is_not(None))).scalar_one() == 4
     assert None not in _left(key_status(linked), "hmac")
+
+
+@pytest.mark.parametrize(("batch_size", "pages"), [(2, [2, 2, 1]), (3, [3, 2]), (5, [5]), (2000, [5])])
+def test_pages_of_any_size_reseal_every_row_once(linked: Store, batch_size: int, pages: list[int]) -> None:
+    residents = _links(linked)
+    _rotate(linked, "sm4", "hmac")
+    heard: list[int] = []
+    done = reencrypt_mpi(linked, batch_size=batch_size, on_rows=heard.append)
+    assert heard == pages  # the last page holds what is left over
+    assert (done.resealed, done.reencrypted, done.skipped, done.missing) == (5, 0, 0, 0)
+    assert _links(linked) == residents
+    assert "sm4:v1:" not in _mpi_text(linked)
+    with linked.engine.connect() as conn:
+        assert set(conn.execute(sa.select(mpi_record.c.key_version)).scalars()) == {2}
+
+
+def test_an_empty_mpi_has_nothing_to_do(db_url: str, keys: Path) -> None:
+    store = _store(db_url, keys)
+    try:
+        _rotate(store, "sm4", "hmac")
+        heard: list[int] = []
+        assert reencrypt_mpi(store, on_rows=heard.append).total == 0
+        assert heard == []
+        assert rows_to_examine(store.engine) == 0
+    finally:
+        store.close()
+
+
+def test_a_batch_size_below_one_is_refused(linked: Store) -> None:
+    """Regression: batch_size 0 ended the run at once, as if there were nothing to do."""
+    with pytest.raises(InvalidRequest, match="batch_size must be at least 1"):
+        reencrypt_mpi(linked, batch_size=0)
+
+
+def _dml(store: Store) -> list[str]:
+    """The INSERT, UPDATE and DELETE statements the store's engine sends from now on (one per executemany)."""
+    sent: list[str] = []
+
+    def heard(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if statement.lstrip().split(" ", 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            sent.append(statement)
+
+    sa.event.listen(store.engine, "before_cursor_execute", heard)
+    return sent
+
+
+def test_a_page_is_written_in_a_few_statements_whatever_its_rows(linked: Store) -> None:
+    """Regression: each re-sealed row cost six statements of its own."""
+    _rotate(linked, "sm4", "hmac")
+    sent = _dml(linked)
+    assert reencrypt_mpi(linked, batch_size=5).resealed == 5
+    assert len(sent) <= 7  # the write lock, three deletes, three bulk inserts
+
+
+def test_rows_under_the_newest_keys_are_left_alone_and_matching_goes_on(linked: Store) -> None:
+    """A record linked in the middle of the run (between pages) is found and later skipped, not rewritten."""
+    residents = _links(linked)
+    _rotate(linked, "sm4", "hmac")
+    arrivals: list[Any] = []
+
+    def link_one_between_pages(_rows: int) -> None:
+        if not arrivals:  # p1 and p2 are re-sealed: the new record finds them by citizen ID
+            linked.update("Patient", "p6", patient("p6", ("张", "炜"), "1985-03-07", "male", cid=CID))
+            arrivals.append(match_and_link(linked, linked.read("Patient", "p6")))
+            arrivals.append(_row(linked, "p6"))
+
+    done = reencrypt_mpi(linked, batch_size=2, on_rows=link_one_between_pages)
+    assert (arrivals[0].resident_id, arrivals[0].rule) == (residents["p1"], "citizen-id")
+    assert (done.resealed, done.skipped) == (5, 1)
+    assert _row(linked, "p6") == arrivals[1]  # its SM4 tokens (random nonces) were not rewritten
+    sent = _dml(linked)
+    again = reencrypt_mpi(linked, batch_size=2)
+    assert (again.resealed, again.reencrypted, again.skipped) == (0, 0, 6)
+    assert sent == []  # nothing to do: no write transaction at all
+
+
+def _row(store: Store, record_id: str) -> tuple[Any, ...]:
+    with store.engine.connect() as conn:
+        return tuple(conn.execute(sa.select(mpi_record).where(mpi_record.c.record_id == record_id)).one())
+
+
+def test_pages_mixing_resealed_reencrypted_and_missing_rows(linked: Store) -> None:
+    """One page holds every kind of row: each is handled as it alone would be."""
+    residents = _links(linked)
+    _rotate(linked, "hmac")
+    assert reencrypt_mpi(linked).resealed == 5
+    _rotate(linked, "sm4")  # every row now needs its SM4 tokens alone re-encrypted...
+    with linked.engine.begin() as conn:  # ...but p1 and p3 also their pseudonyms, and p4 has no source
+        conn.execute(
+            sa.update(mpi_record).where(mpi_record.c.record_id.in_(["p1", "p3", "p4"])).values(key_version=1)
+        )
+        for table in ("resource", "resource_version"):
+            conn.execute(sa.text(f"DELETE FROM {table} WHERE res_type = 'Patient' AND res_id = 'p4'"))
+    p4 = _row(linked, "p4")
+    done = reencrypt_mpi(linked, batch_size=5)
+    assert (done.resealed, done.reencrypted, done.skipped, done.missing) == (2, 2, 0, 1)
+    assert _row(linked, "p4") == p4  # left as it is, for `rhip link --all` to drop
+    assert _links(linked) == residents
+    for record_id in ("p1", "p2", "p3", "p5"):
+        row = _row(linked, record_id)
+        assert 2 in row and not any(str(v).startswith("sm4:v1:") for v in row)  # key_version 2, v2 tokens
+    with linked.engine.connect() as conn:
+        assert resolve_card(conn, f"{systems.CITIZEN_ID}|{CID}") == residents["p1"]
+
+
+_MID_PAGE_CHILD = """
+import os, signal, sys
+from pathlib import Path
+import rhip.mpi.link as link
+from rhip.mpi.rekey import reencrypt_mpi
+from rhip.security.crypto import FieldCipher
+from rhip.security.keys import KeyRing
+from rhip.store import Store
+from rhip.store.fieldcrypt import FieldCrypt
+
+url, keys = sys.argv[1], Path(sys.argv[2])
+store = Store(url, fields=FieldCrypt(FieldCipher(KeyRing(keys))), migrate=False)
+insert, pages = link.bulk_insert, []
+
+def insert_then_die(conn, table, columns, rows):
+    insert(conn, table, columns, rows)
+    if table.name == "mpi_record":
+        pages.append(rows)
+        if len(pages) == 2:  # page two's records rewritten, its keys and cards deleted: die here
+            os.kill(os.getpid(), signal.SIGKILL)
+
+link.bulk_insert = insert_then_die
+reencrypt_mpi(store, batch_size=2)
+"""
+
+
+def test_a_run_killed_inside_a_page_leaves_it_as_it_was(linked: Store, db_url: str, keys: Path) -> None:
+    """kill -9 between a page's bulk writes: the page rolls back whole, and the next run finishes it."""
+    residents = _links(linked)
+    before = _index(linked)
+    _rotate(linked, "sm4", "hmac")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.run(
+        [sys.executable, "-c", _MID_PAGE_CHILD, db_url, str(keys)], env=env, capture_output=True, timeout=120
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()
+    assert len(_index(linked)[0]) == len(before[0])  # no blocking key lost with the killed page
+    done = reencrypt_mpi(linked, batch_size=2)
+    assert (done.resealed, done.skipped) == (3, 2)  # page one was committed before the kill
+    assert _links(linked) == residents
+    after = _index(linked)
+    assert [len(rows) for rows in after] == [len(rows) for rows in before]
+    assert _plain_keys(after[0]) == _plain_keys(before[0])
+    reencrypt(linked)
+    linked.close()
+    _archive_old_keys(keys)
+    _readable_and_found_without_old_keys(_store(db_url, keys, migrate=False), residents)
+
+
+def _index(store: Store) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+    """Every blocking key and card row, sorted."""
+    with store.engine.connect() as conn:
+        bkeys = sorted(conn.execute(sa.select(mpi_key.c.bkey, mpi_key.c.record_id)).tuples())
+        cards = sorted(
+            conn.execute(sa.select(mpi_card.c.system, mpi_card.c.value, mpi_card.c.record_id)).tuples()
+        )
+    return bkeys, cards
+
+
+def _plain_keys(bkeys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The blocking keys that are not pseudonyms (names, birth dates): the same under any key."""
+    pseudonyms = ("c:", "p:", f"k:{systems.CITIZEN_ID}|")
+    return [k for k in bkeys if not k[0].startswith(pseudonyms)]

@@ -75,7 +75,10 @@ def test_reencrypt_covers_the_mpi_and_status_shows_old_keys_may_go(tmp_path: Pat
     in_use = {(s["kind"], s["version"]): s for s in before}
     assert in_use[("sm4", 1)]["mpi"] == 2 and in_use[("sm4", 1)]["verdict"] == "in use"
     assert in_use[("hmac", 1)]["mpi"] == 2 and in_use[("hmac", 2)]["current"]
-    done = _rhip(tmp_path, "keys", "reencrypt", "--batch-size", "1")
+    refused = _rhip(tmp_path, "keys", "reencrypt", "--mpi-batch-size", "0")
+    said = " ".join(refused.stderr.replace("│", " ").split())  # the error box may wrap the line
+    assert refused.returncode == 2 and "'--mpi-batch-size': Input should be greater than or equal" in said
+    done = _rhip(tmp_path, "keys", "reencrypt", "--batch-size", "1", "--mpi-batch-size", "1")
     assert done.returncode == 0, done.stderr
     assert "MPI rows: 2 re-sealed, 0 re-encrypted, 0 missing" in done.stdout
     after = {

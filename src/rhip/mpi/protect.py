@@ -105,6 +105,13 @@ class MpiSeal:
             return [value]
         return self.cipher.pseudonyms(normalize_citizen_id(value)) or [value]
 
+    def tokens_stale(self, row: Mapping[Any, Any]) -> bool:
+        """True when a token of the row names an SM4 version older than the newest (no decryption)."""
+        if self.cipher is None:
+            return False
+        newest, _ = self.cipher.keys.current("sm4")
+        return not sm4_versions(row) <= {None, newest}
+
     def renewed_tokens(self, row: Mapping[Any, Any]) -> dict[str, str]:
         """The row's SM4 columns that are not under the newest SM4 key, re-encrypted under it.
 

@@ -15,15 +15,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from rhip.mpi.batch import BatchResult, FeatureTable, assign_residents, collect_features, link_all, train
-from rhip.mpi.features import RecordFeatures, blocking_keys
+from rhip.mpi.features import RecordFeatures
 from rhip.mpi.golden import StoreLike, golden_bodies, iter_golden
-from rhip.mpi.link import new_vhc
+from rhip.mpi.link import RecordWrite, delete_records, insert_records, new_vhc
 from rhip.mpi.model import MatchModel, score_pair
 from rhip.mpi.protect import MpiSeal
-from rhip.mpi.schema import mpi_card, mpi_change, mpi_key, mpi_record, mpi_resident, mpi_review
+from rhip.mpi.schema import mpi_change, mpi_record, mpi_resident, mpi_review
 from rhip.mpi.service import current_model, model_path, ready, reset_model_cache
 
 log = logging.getLogger(__name__)
@@ -52,17 +52,6 @@ def _patients(store: StoreLike) -> Iterator[dict[str, Any]]:
             yield body
 
 
-def _bulk_insert(conn: Connection, table: Table, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
-    """executemany with positional tuples (several times faster than dict rows through Core)."""
-    if not rows:
-        return
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    cols = ", ".join(table.c[c].name for c in columns)  # names from the table: an allow-list
-    sql = f"INSERT INTO {table.name} ({cols}) VALUES ({', '.join([mark] * len(columns))})"
-    for start in range(0, len(rows), _CHUNK):
-        conn.exec_driver_sql(sql, rows[start : start + _CHUNK])
-
-
 def _write_links(
     conn: Connection,
     table: FeatureTable,
@@ -80,11 +69,8 @@ def _write_links(
     present = set(table.columns["unique_id"])
     gone = [rid for rid in existing if rid not in present]
     touched = {existing[rid][0] for rid in gone}
-    _delete_records(conn, [*gone, *(rid for rid in stale if rid in present)])
-    seal = MpiSeal.of(conn)
-    records: list[dict[str, Any]] = []
-    keys: list[tuple[Any, ...]] = []
-    cards: list[tuple[Any, ...]] = []
+    delete_records(conn, [*gone, *(rid for rid in stale if rid in present)])
+    writes: list[RecordWrite] = []
     moved: list[dict[str, Any]] = []
     for feats in table.features:
         rid, resident = feats.record_id, assignment[feats.record_id]
@@ -97,15 +83,8 @@ def _write_links(
             continue
         touched.add(resident)
         source = before[1] if before is not None and before[0] == resident else "batch"
-        records.append({**seal.row(feats), "resident_id": resident, "link_source": source,
-                        "link_weight": None, "updated": now})  # fmt: skip
-        keys.extend((k, rid) for k in blocking_keys(feats))
-        cards.extend((s, v, rid) for s, v in sorted(set(feats.cards)))
-    if records:
-        columns = list(records[0])
-        _bulk_insert(conn, mpi_record, columns, [tuple(r[c] for c in columns) for r in records])
-    _bulk_insert(conn, mpi_key, ["bkey", "record_id"], keys)
-    _bulk_insert(conn, mpi_card, ["system", "value", "record_id"], cards)
+        writes.append(RecordWrite(feats, resident, source, None, now))
+    insert_records(conn, writes)
     if moved:
         stmt = (
             update(mpi_record)
@@ -115,13 +94,6 @@ def _write_links(
         for start in range(0, len(moved), _CHUNK):
             conn.execute(stmt, moved[start : start + _CHUNK])
     return touched
-
-
-def _delete_records(conn: Connection, record_ids: list[str]) -> None:
-    for start in range(0, len(record_ids), 500):
-        chunk = record_ids[start : start + 500]
-        for t in (mpi_key, mpi_card, mpi_record):
-            conn.execute(delete(t).where(t.c.record_id.in_(chunk)))
 
 
 def _new_residents(

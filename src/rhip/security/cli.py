@@ -158,7 +158,10 @@ def keys_reencrypt(
         "--force",
         help="Rewrite every FHIR body, also those already under the newest keys.",
     ),
-    batch_size: int = typer.Option(500, "--batch-size", help="Rows per transaction."),
+    batch_size: int = typer.Option(500, "--batch-size", help="FHIR bodies per transaction."),
+    mpi_batch_size: int = typer.Option(
+        2000, "--mpi-batch-size", min=1, help="MPI rows per page (one bulk write transaction each)."
+    ),
 ) -> None:
     """Re-encrypt stored citizen IDs and phone numbers under the newest keys, protect plaintext rows.
 
@@ -183,7 +186,9 @@ def keys_reencrypt(
             result = reencrypt(
                 store, force=force, batch_size=batch_size, on_rows=lambda n: bar.advance(fhir, n)
             )
-            linked = rekey.reencrypt_mpi(store, batch_size=batch_size, on_rows=lambda n: bar.advance(mpi, n))
+            linked = rekey.reencrypt_mpi(
+                store, batch_size=mpi_batch_size, on_rows=lambda n: bar.advance(mpi, n)
+            )
     finally:
         store.close()
     mpi_detail = (
