@@ -8,6 +8,8 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -18,6 +20,27 @@ from rhip.synth.replay import hl7_messages, replay_http, replay_mllp, replay_mqt
 
 pytestmark = pytest.mark.xdist_group("synth")
 RHIP = str(Path(sys.executable).parent / "rhip")
+
+
+@contextmanager
+def http_receiver(answer: Callable[[BaseHTTPRequestHandler, bytes], int]) -> Iterator[str]:
+    """A real HTTP server on a free port; ``answer`` sees each POST and gives its status code."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(answer(self, self.rfile.read(int(self.headers["Content-Length"]))))
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_cli_generate_writes_manifest_and_truth(tmp_path: Path) -> None:
@@ -139,23 +162,12 @@ def test_replay_wearables_over_http(synth_region: tuple[Path, Manifest]) -> None
     out, _ = synth_region
     bodies: list[bytes] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
-            self.send_response(202)
-            self.end_headers()
+    def keep(_: BaseHTTPRequestHandler, body: bytes) -> int:
+        bodies.append(body)
+        return 202
 
-        def log_message(self, *args: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        sent = replay_http(out, url=f"http://127.0.0.1:{server.server_address[1]}/device-data", limit=12)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_receiver(keep) as base:
+        sent = replay_http(out, url=f"{base}/device-data", limit=12)
     assert sent == 12 and len(bodies) == 12
     assert all(json.loads(b)["measurements"] for b in bodies)
 
@@ -170,28 +182,16 @@ def test_replay_over_http_sends_the_bearer_token(synth_region: tuple[Path, Manif
     out, _ = synth_region
     seen: list[str | None] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            seen.append(self.headers.get("Authorization"))
-            self.send_response(202 if self.headers.get("Authorization") == "Bearer t0k" else 401)
-            self.end_headers()
+    def check(request: BaseHTTPRequestHandler, _: bytes) -> int:
+        seen.append(request.headers.get("Authorization"))
+        return 202 if request.headers.get("Authorization") == "Bearer t0k" else 401
 
-        def log_message(self, *args: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/ingest/device/wearable"
-    try:
+    with http_receiver(check) as base:
+        url = f"{base}/ingest/device/wearable"
         refused = CliRunner().invoke(app, ["replay", "http", str(out), "--url", url, "--limit", "2"])
         sent = CliRunner().invoke(
             app, ["replay", "http", str(out), "--url", url, "--limit", "2", "--token", "t0k"]
         )
-    finally:
-        server.shutdown()
-        server.server_close()
     assert "HTTP 401 after 0 messages" in str(refused.exception)  # `rhip` prints it as one error line
     assert "give --token" in str(refused.exception)
     assert sent.exit_code == 0 and "posted 2 messages" in sent.output

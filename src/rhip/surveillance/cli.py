@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,19 @@ def _store(database_url: str | None) -> Any:
     from rhip.store import Store
 
     return Store(database_url or get_settings().resolved_database_url)
+
+
+@contextlib.contextmanager
+def _alerts_engine(database_url: str | None) -> Iterator[Any]:
+    """The store's engine with the alert tables at the newest migration; the store closes after."""
+    from rhip.surveillance.alerts import ensure_schema
+
+    store = _store(database_url)
+    try:
+        ensure_schema(store.engine)
+        yield store.engine
+    finally:
+        store.close()
 
 
 def _lake(lake_dir: Path | None) -> Path:
@@ -105,16 +120,12 @@ def alerts_command(
     from rich.console import Console
     from rich.measure import Measurement
 
-    from rhip.surveillance.alerts import ensure_schema, list_alerts
+    from rhip.surveillance.alerts import list_alerts
 
-    store = _store(database_url)
-    try:
-        ensure_schema(store.engine)
-        with store.engine.connect() as conn:
+    with _alerts_engine(database_url) as engine:
+        with engine.connect() as conn:
             rows = list_alerts(conn, status=status)
-        recent = _recent(store.engine, _lake(lake_dir), rows)
-    finally:
-        store.close()
+        recent = _recent(engine, _lake(lake_dir), rows)
     console = Console()
     table = _alerts_table(rows, recent)
     if (
@@ -164,15 +175,10 @@ def _set(alert_id: str, status: str, by: str, note: str | None, database_url: st
     from rich.console import Console
 
     from rhip.store.engine import write_transaction
-    from rhip.surveillance.alerts import ensure_schema, set_status
+    from rhip.surveillance.alerts import set_status
 
-    store = _store(database_url)
-    try:
-        ensure_schema(store.engine)
-        with write_transaction(store.engine) as conn:
-            out = set_status(conn, _resolve(conn, alert_id), status, actor=by, note=note)
-    finally:
-        store.close()
+    with _alerts_engine(database_url) as engine, write_transaction(engine) as conn:
+        out = set_status(conn, _resolve(conn, alert_id), status, actor=by, note=note)
     Console().print(f"alert {out['id']} is {out['status']}")
 
 
@@ -198,18 +204,14 @@ def chart_command(
     database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
 ) -> None:
     """Write an alert's chart (observed, expected, upper bound, alarms) as an HTML file."""
-    from rhip.surveillance.alerts import ensure_schema, get_alert
+    from rhip.surveillance.alerts import get_alert
     from rhip.surveillance.chart import alert_page
     from rhip.surveillance.series import alert_series
 
-    store = _store(database_url)
-    try:
-        ensure_schema(store.engine)
-        with store.engine.connect() as conn:
+    with _alerts_engine(database_url) as engine:
+        with engine.connect() as conn:
             alert = get_alert(conn, _resolve(conn, alert_id))
-        series = alert_series(store.engine, _lake(lake_dir), alert, periods)
-    finally:
-        store.close()
+        series = alert_series(engine, _lake(lake_dir), alert, periods)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(alert_page(series), encoding="utf-8")
     typer.echo(str(out))
