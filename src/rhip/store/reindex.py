@@ -1,0 +1,156 @@
+"""Rebuilding the search index of stored resources from their current bodies (``rhip db reindex``).
+
+Every write indexes a body with the extraction code of the release that wrote it; an upgrade that
+changes a search parameter, its extraction or the way a reference is read leaves the rows of
+older writes as they were. :func:`reindex` walks the ``resource`` table by type in keyset pages
+of ``(res_type, res_id)`` and, one transaction per page, deletes the index rows of the page's
+resources and writes the rows :func:`rhip.store.indexing.tuple_rows_for` gives for each live
+body, the very function every write path calls, on the body as stored (field-encrypted values
+stay sealed, as a write indexes them; no keys are needed). Deleted resources end with no rows.
+A page either commits whole or not at all, so a run killed half-way leaves each resource with
+either its old or its new rows, and running again finishes the job. Index rows of a type whose
+resource is missing or deleted (left by an interrupted tool, or edited by hand) are removed at
+the end of each type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, and_, delete, exists, func, select
+
+from rhip.errors import InvalidRequest
+from rhip.store import indexing
+from rhip.store.engine import read_connection, write_transaction
+from rhip.store.index_schema import INDEX_TABLES
+from rhip.store.schema import resource
+
+__all__ = ["ReindexResult", "index_row_count", "reindex", "resources_to_reindex", "stored_types"]
+
+
+@dataclass
+class ReindexResult:
+    """What a reindex did: types and resources walked, index rows before and after."""
+
+    types: list[str] = field(default_factory=list)
+    resources: int = 0
+    deleted: int = 0
+    rows_before: int = 0
+    rows_after: int = 0
+
+
+def stored_types(engine: Engine) -> list[str]:
+    """The resource types the store holds (live or deleted), sorted."""
+    with read_connection(engine) as conn:
+        return sorted(str(t) for (t,) in conn.execute(select(resource.c.res_type).distinct()))
+
+
+def resources_to_reindex(engine: Engine, types: Sequence[str]) -> int:
+    """How many ``resource`` rows (tombstones included) :func:`reindex` walks, for a progress bar."""
+    with read_connection(engine) as conn:
+        stmt = select(func.count()).select_from(resource).where(resource.c.res_type.in_(list(types)))
+        return int(conn.execute(stmt).scalar_one())
+
+
+def index_row_count(engine: Engine, types: Sequence[str]) -> int:
+    """Index rows of the given types, over every index table."""
+    total = 0
+    with read_connection(engine) as conn:
+        for table in INDEX_TABLES:
+            stmt = select(func.count()).select_from(table).where(table.c.res_type.in_(list(types)))
+            total += int(conn.execute(stmt).scalar_one())
+    return total
+
+
+def reindex(
+    engine: Engine,
+    types: Sequence[str] | None = None,
+    *,
+    batch_size: int = 1000,
+    on_rows: Callable[[int], None] | None = None,
+) -> ReindexResult:
+    """Rebuild the index rows of every stored resource of ``types`` (default: all stored types).
+
+    Args:
+        engine: the store's engine (``Store.engine``); its schema must be upgraded.
+        types: resource types to rebuild; a type the store does not hold is walked as empty.
+        batch_size: resources per page, each page its own write transaction.
+        on_rows: told the number of resources of each page once its transaction has committed.
+
+    Raises InvalidRequest when ``batch_size`` is below 1.
+    """
+    if batch_size < 1:
+        raise InvalidRequest("reindex: batch_size must be at least 1")
+    chosen = sorted(set(types)) if types else stored_types(engine)
+    result = ReindexResult(types=chosen, rows_before=index_row_count(engine, chosen))
+    for res_type in chosen:
+        _reindex_type(engine, res_type, batch_size, result, on_rows)
+        with write_transaction(engine) as conn:
+            _drop_orphans(conn, res_type)
+    result.rows_after = index_row_count(engine, chosen)
+    return result
+
+
+def _reindex_type(
+    engine: Engine,
+    res_type: str,
+    batch_size: int,
+    result: ReindexResult,
+    on_rows: Callable[[int], None] | None,
+) -> None:
+    """One type, keyset page by page: each page's index rows replaced in one transaction."""
+    after = ""
+    while True:
+        with write_transaction(engine) as conn:
+            rows = conn.execute(_page_sql(conn, res_type, after, batch_size)).all()
+            if not rows:
+                return
+            _rebuild_page(conn, res_type, rows, result)
+        after = str(rows[-1][0])
+        if on_rows is not None:
+            on_rows(len(rows))
+
+
+def _page_sql(conn: Connection, res_type: str, after: str, batch_size: int) -> Any:
+    """The next page of ``res_type`` after id ``after``: (res_id, deleted, body).
+
+    On PostgreSQL the rows are locked until the page commits, so that a concurrent update cannot
+    write its rows between this read and the rewrite, only to have them replaced by the old body's
+    (SQLite's write transaction holds the database lock from its start).
+    """
+    stmt = (
+        select(resource.c.res_id, resource.c.deleted, resource.c.body)
+        .where(resource.c.res_type == res_type, resource.c.res_id > after)
+        .order_by(resource.c.res_id)
+        .limit(batch_size)
+    )
+    return stmt if conn.dialect.name == "sqlite" else stmt.with_for_update()
+
+
+def _rebuild_page(conn: Connection, res_type: str, rows: Sequence[Any], result: ReindexResult) -> None:
+    ids = [str(res_id) for res_id, _deleted, _body in rows]
+    fresh: indexing.TupleRows = {}
+    for _res_id, deleted, body in rows:
+        if deleted:
+            result.deleted += 1
+            continue
+        indexing.merge_rows(fresh, indexing.tuple_rows_for(orjson.loads(body)))
+        result.resources += 1
+    indexing.delete_index(conn, res_type, ids)
+    indexing.insert_tuples(conn, fresh)
+
+
+def _drop_orphans(conn: Connection, res_type: str) -> None:
+    """Delete index rows of ``res_type`` whose resource is missing or a tombstone."""
+    for table in INDEX_TABLES:
+        live = exists().where(
+            and_(
+                resource.c.res_type == table.c.res_type,
+                resource.c.res_id == table.c.res_id,
+                resource.c.deleted.is_(False),
+            )
+        )
+        conn.execute(delete(table).where(table.c.res_type == res_type, ~live))
