@@ -85,6 +85,9 @@ def test_reindex_of_one_type_leaves_the_others_alone(db_url: str, tmp_path: Path
         assert [r for r in rows if r[0] != "Patient"] == [r for r in tampered[name] if r[0] != "Patient"]
     with pytest.raises(InvalidRequest, match="batch_size"):
         reindex(store.engine, batch_size=0)
+    with pytest.raises(InvalidRequest, match="unknown resource type 'Patiant'"):
+        reindex(store.engine, ["Patient", "Patiant"])
+    assert reindex(store.engine, ["Encounter"]).resources == 0  # an R4 type the store lacks: empty
     store.close()
 
 
@@ -147,4 +150,6 @@ def test_reindex_killed_mid_run_is_finished_by_running_again(db_url: str, tmp_pa
     assert done.returncode == 0, done.stderr
     assert "reindexed 63 resources of 2 types (1 deleted, no rows)" in done.stdout
     assert index_snapshot(store) == fresh
+    refused = _rhip("db", "reindex", "--database-url", db_url, "--type", "Patiant")
+    assert refused.returncode == 2 and "unknown resource type 'Patiant'" in refused.stderr
     store.close()

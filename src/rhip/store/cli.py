@@ -91,11 +91,11 @@ def reindex(
     from rhip.config import get_settings
     from rhip.store import Store, fieldcrypt
     from rhip.store.reindex import reindex as run_reindex
-    from rhip.store.reindex import resources_to_reindex, stored_types
+    from rhip.store.reindex import resources_to_reindex, types_to_reindex
 
     store = Store(database_url or get_settings().resolved_database_url, fields=fieldcrypt.PLAIN)
     try:
-        chosen = sorted(set(types)) if types else stored_types(store.engine)
+        chosen = types_to_reindex(store.engine, types)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns) as bar:
             task = bar.add_task("reindexing resources", total=resources_to_reindex(store.engine, chosen))

@@ -23,12 +23,20 @@ import orjson
 from sqlalchemy import Connection, Engine, and_, delete, exists, func, select
 
 from rhip.errors import InvalidRequest
+from rhip.fhir.model import is_resource_type
 from rhip.store import indexing
 from rhip.store.engine import read_connection, write_transaction
 from rhip.store.index_schema import INDEX_TABLES
 from rhip.store.schema import resource
 
-__all__ = ["ReindexResult", "index_row_count", "reindex", "resources_to_reindex", "stored_types"]
+__all__ = [
+    "ReindexResult",
+    "index_row_count",
+    "reindex",
+    "resources_to_reindex",
+    "stored_types",
+    "types_to_reindex",
+]
 
 
 @dataclass
@@ -80,11 +88,12 @@ def reindex(
         batch_size: resources per page, each page its own write transaction.
         on_rows: told the number of resources of each page once its transaction has committed.
 
-    Raises InvalidRequest when ``batch_size`` is below 1.
+    Raises InvalidRequest when ``batch_size`` is below 1 or a type is neither an R4 resource type
+    nor one the store holds (a misspelt ``--type`` must not pass as an empty type).
     """
     if batch_size < 1:
         raise InvalidRequest("reindex: batch_size must be at least 1")
-    chosen = sorted(set(types)) if types else stored_types(engine)
+    chosen = types_to_reindex(engine, types)
     result = ReindexResult(types=chosen, rows_before=index_row_count(engine, chosen))
     for res_type in chosen:
         _reindex_type(engine, res_type, batch_size, result, on_rows)
@@ -92,6 +101,21 @@ def reindex(
             _drop_orphans(conn, res_type)
     result.rows_after = index_row_count(engine, chosen)
     return result
+
+
+def types_to_reindex(engine: Engine, types: Sequence[str] | None) -> list[str]:
+    """The sorted types :func:`reindex` walks: ``types`` when given (checked), else every stored type.
+
+    Raises InvalidRequest for a type that is neither an R4 resource type nor one the store holds.
+    """
+    stored = stored_types(engine)
+    if not types:
+        return stored
+    unknown = sorted(t for t in set(types) if not is_resource_type(t) and t not in stored)
+    if unknown:
+        named = ", ".join(repr(t[:64]) for t in unknown)
+        raise InvalidRequest(f"reindex: unknown resource type {named} (not an R4 type, none stored)")
+    return sorted(set(types))
 
 
 def _reindex_type(
