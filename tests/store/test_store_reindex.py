@@ -47,7 +47,7 @@ def _tamper(store: Store) -> None:
         conn.execute(sa.delete(token).where(token.c.res_type == "Patient", token.c.res_id == "p1"))
         conn.execute(sa.update(string).where(string.c.res_id == "p2").values(norm="altered"))
         conn.execute(sa.delete(ref).where(ref.c.res_id == "o001"))
-        for res_id in ("gone", "never-stored"):
+        for res_id in ("a-never-stored", "gone", "o001-never", "zz-never-stored"):
             conn.execute(
                 sa.insert(token).values(res_type="Observation", res_id=res_id, param="status", code="final")
             )

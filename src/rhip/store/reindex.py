@@ -6,11 +6,11 @@ older writes as they were. :func:`reindex` walks the ``resource`` table by type 
 of ``(res_type, res_id)`` and, one transaction per page, deletes the index rows of the page's
 resources and writes the rows :func:`rhip.store.indexing.tuple_rows_for` gives for each live
 body, the very function every write path calls, on the body as stored (field-encrypted values
-stay sealed, as a write indexes them; no keys are needed). Deleted resources end with no rows.
-A page either commits whole or not at all, so a run killed half-way leaves each resource with
-either its old or its new rows, and running again finishes the job. Index rows of a type whose
-resource is missing or deleted (left by an interrupted tool, or edited by hand) are removed at
-the end of each type.
+stay sealed, as a write indexes them; no keys are needed). A page replaces every index row of its
+id range, so deleted resources, and ids with index rows but no resource (left by a tool
+interrupted, or edited by hand), end with no rows. A page either commits whole or not at all, so
+a run killed half-way leaves each resource with either its old or its new rows, and running
+again finishes the job.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, delete, exists, func, select
+from sqlalchemy import Connection, Engine, delete, func, select
 
 from rhip.errors import InvalidRequest
 from rhip.fhir.model import is_resource_type
@@ -97,8 +97,6 @@ def reindex(
     result = ReindexResult(types=chosen, rows_before=index_row_count(engine, chosen))
     for res_type in chosen:
         _reindex_type(engine, res_type, batch_size, result, on_rows)
-        with write_transaction(engine) as conn:
-            _drop_orphans(conn, res_type)
     result.rows_after = index_row_count(engine, chosen)
     return result
 
@@ -125,15 +123,22 @@ def _reindex_type(
     result: ReindexResult,
     on_rows: Callable[[int], None] | None,
 ) -> None:
-    """One type, keyset page by page: each page's index rows replaced in one transaction."""
+    """One type, keyset page by page: the index rows of each page's id range replaced in one transaction.
+
+    A page owns the ids from just after the previous page's last id to its own last id, so index
+    rows of ids with no ``resource`` row in between go with it, and the empty page that ends the
+    walk takes those after the last id.
+    """
     after = ""
     while True:
         with write_transaction(engine) as conn:
             rows = conn.execute(_page_sql(conn, res_type, after, batch_size)).all()
+            last = str(rows[-1][0]) if rows else None
+            _delete_range(conn, res_type, after, last)
             if not rows:
                 return
-            _rebuild_page(conn, res_type, rows, result)
-        after = str(rows[-1][0])
+            _rebuild_page(conn, rows, result)
+        after = str(last)
         if on_rows is not None:
             on_rows(len(rows))
 
@@ -154,8 +159,8 @@ def _page_sql(conn: Connection, res_type: str, after: str, batch_size: int) -> A
     return stmt if conn.dialect.name == "sqlite" else stmt.with_for_update()
 
 
-def _rebuild_page(conn: Connection, res_type: str, rows: Sequence[Any], result: ReindexResult) -> None:
-    ids = [str(res_id) for res_id, _deleted, _body in rows]
+def _rebuild_page(conn: Connection, rows: Sequence[Any], result: ReindexResult) -> None:
+    """Write the index rows of the page's live bodies (its range's old rows are gone already)."""
     fresh: indexing.TupleRows = {}
     for _res_id, deleted, body in rows:
         if deleted:
@@ -163,18 +168,13 @@ def _rebuild_page(conn: Connection, res_type: str, rows: Sequence[Any], result: 
             continue
         indexing.merge_rows(fresh, indexing.tuple_rows_for(orjson.loads(body)))
         result.resources += 1
-    indexing.delete_index(conn, res_type, ids)
     indexing.insert_tuples(conn, fresh)
 
 
-def _drop_orphans(conn: Connection, res_type: str) -> None:
-    """Delete index rows of ``res_type`` whose resource is missing or a tombstone."""
+def _delete_range(conn: Connection, res_type: str, after: str, last: str | None) -> None:
+    """Delete every index row of ``res_type`` with ``after < res_id <= last`` (no upper bound: None)."""
     for table in INDEX_TABLES:
-        live = exists().where(
-            and_(
-                resource.c.res_type == table.c.res_type,
-                resource.c.res_id == table.c.res_id,
-                resource.c.deleted.is_(False),
-            )
-        )
-        conn.execute(delete(table).where(table.c.res_type == res_type, ~live))
+        cond = [table.c.res_type == res_type, table.c.res_id > after]
+        if last is not None:
+            cond.append(table.c.res_id <= last)
+        conn.execute(delete(table).where(*cond))
