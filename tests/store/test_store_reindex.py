@@ -153,3 +153,19 @@ def test_reindex_killed_mid_run_is_finished_by_running_again(db_url: str, tmp_pa
     refused = _rhip("db", "reindex", "--database-url", db_url, "--type", "Patiant")
     assert refused.returncode == 2 and "unknown resource type 'Patiant'" in refused.stderr
     store.close()
+
+
+def test_a_page_keeps_the_rows_of_a_resource_created_after_it_was_read(db_url: str) -> None:
+    """A resource created in a page's id range after the page was read (PostgreSQL) keeps its rows."""
+    from rhip.store.reindex import _delete_range
+
+    store = Store(db_url)
+    for res_id in ("o0", "o1", "o2"):
+        store.update("Observation", res_id, observation(res_id, "Patient/p0"))
+    token = next(t for t in INDEX_TABLES if t.name == "idx_token")
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(token).values(res_type="Observation", res_id="o1x", param="status", code="x"))
+        _delete_range(conn, "Observation", "", "o2", ["o0", "o2"])  # the page as read before o1 came
+    left = {r for r in index_snapshot(store)["idx_token"] if r[0] == "Observation"}
+    assert {r[1] for r in left} == {"o1"}
+    store.close()

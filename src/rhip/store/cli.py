@@ -77,7 +77,9 @@ def reindex(
     types: list[str] | None = typer.Option(
         None, "--type", help="Resource type to rebuild (repeat for several; default: every stored type)."
     ),
-    batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Resources per transaction."),
+    batch_size: int = typer.Option(
+        1000, "--batch-size", min=1, max=10_000, help="Resources per transaction (at most 10,000)."
+    ),
     database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
 ) -> None:
     """Rebuild the search index rows of stored resources from their current bodies.

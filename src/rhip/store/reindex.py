@@ -30,6 +30,7 @@ from rhip.store.index_schema import INDEX_TABLES
 from rhip.store.schema import resource
 
 __all__ = [
+    "MAX_BATCH_SIZE",
     "ReindexResult",
     "index_row_count",
     "reindex",
@@ -37,6 +38,9 @@ __all__ = [
     "stored_types",
     "types_to_reindex",
 ]
+
+#: The largest page: a page's ids are bound one parameter each (SQLite allows 32,766 per statement).
+MAX_BATCH_SIZE = 10_000
 
 
 @dataclass
@@ -88,11 +92,12 @@ def reindex(
         batch_size: resources per page, each page its own write transaction.
         on_rows: told the number of resources of each page once its transaction has committed.
 
-    Raises InvalidRequest when ``batch_size`` is below 1 or a type is neither an R4 resource type
-    nor one the store holds (a misspelt ``--type`` must not pass as an empty type).
+    Raises InvalidRequest when ``batch_size`` is outside 1..:data:`MAX_BATCH_SIZE` or a type is
+    neither an R4 resource type nor one the store holds (a misspelt ``--type`` must not pass as
+    an empty type).
     """
-    if batch_size < 1:
-        raise InvalidRequest("reindex: batch_size must be at least 1")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise InvalidRequest(f"reindex: batch_size must be between 1 and {MAX_BATCH_SIZE}")
     chosen = types_to_reindex(engine, types)
     result = ReindexResult(types=chosen, rows_before=index_row_count(engine, chosen))
     for res_type in chosen:
@@ -127,18 +132,18 @@ def _reindex_type(
 
     A page owns the ids from just after the previous page's last id to its own last id, so index
     rows of ids with no ``resource`` row in between go with it, and the empty page that ends the
-    walk takes those after the last id.
+    walk takes those after the last id (see :func:`_delete_range`).
     """
     after = ""
     while True:
         with write_transaction(engine) as conn:
             rows = conn.execute(_page_sql(conn, res_type, after, batch_size)).all()
-            last = str(rows[-1][0]) if rows else None
-            _delete_range(conn, res_type, after, last)
+            ids = [str(row[0]) for row in rows]
+            _delete_range(conn, res_type, after, ids[-1] if ids else None, ids)
             if not rows:
                 return
             _rebuild_page(conn, rows, result)
-        after = str(last)
+        after = ids[-1]
         if on_rows is not None:
             on_rows(len(rows))
 
@@ -171,10 +176,22 @@ def _rebuild_page(conn: Connection, rows: Sequence[Any], result: ReindexResult) 
     indexing.insert_tuples(conn, fresh)
 
 
-def _delete_range(conn: Connection, res_type: str, after: str, last: str | None) -> None:
-    """Delete every index row of ``res_type`` with ``after < res_id <= last`` (no upper bound: None)."""
+def _delete_range(conn: Connection, res_type: str, after: str, last: str | None, ids: list[str]) -> None:
+    """Delete the index rows of ``res_type`` with ``after < res_id <= last`` (no upper bound: None),
+    except those of resources in the range that are not among the page's ``ids``.
+
+    Such a resource can only be one created after the page was read (PostgreSQL; SQLite's write
+    lock excludes it), and its writer indexed it. The exception is one uncorrelated sub-select,
+    evaluated once per statement and almost always empty.
+    """
+    in_range = [resource.c.res_type == res_type, resource.c.res_id > after]
+    if last is not None:
+        in_range.append(resource.c.res_id <= last)
+    if ids:
+        in_range.append(resource.c.res_id.not_in(ids))
+    newer = select(resource.c.res_id).where(*in_range)
     for table in INDEX_TABLES:
-        cond = [table.c.res_type == res_type, table.c.res_id > after]
+        cond = [table.c.res_type == res_type, table.c.res_id > after, table.c.res_id.not_in(newer)]
         if last is not None:
             cond.append(table.c.res_id <= last)
         conn.execute(delete(table).where(*cond))
