@@ -1,10 +1,12 @@
-"""``rhip db ...``: operator commands of the store (schema upgrade, status, migration list)."""
+"""``rhip db ...``: operator commands of the store (schema upgrade, status, migration list, reindex)."""
 
 from __future__ import annotations
 
 import typer
 
-db_app = typer.Typer(help="Operational database: schema migrations.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Operational database: schema migrations, search index rebuild.", no_args_is_help=True
+)
 
 
 @db_app.command("upgrade")
@@ -68,6 +70,47 @@ def history(
         engine.dispose()
     for revision, description in revisions():
         typer.echo(f"{'*' if revision == at else ' '} {revision}  {description}")
+
+
+@db_app.command("reindex")
+def reindex(
+    types: list[str] | None = typer.Option(
+        None, "--type", help="Resource type to rebuild (repeat for several; default: every stored type)."
+    ),
+    batch_size: int = typer.Option(
+        1000, "--batch-size", min=1, max=10_000, help="Resources per transaction (at most 10,000)."
+    ),
+    database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
+) -> None:
+    """Rebuild the search index rows of stored resources from their current bodies.
+
+    Run after an upgrade that changes search parameters or how values are extracted, or after
+    adding a platform search parameter. Each batch is its own transaction; a run stopped
+    half-way is finished by running it again.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rhip.config import get_settings
+    from rhip.store import Store, fieldcrypt
+    from rhip.store.reindex import reindex as run_reindex
+    from rhip.store.reindex import resources_to_reindex, types_to_reindex
+
+    store = Store(database_url or get_settings().resolved_database_url, fields=fieldcrypt.PLAIN)
+    try:
+        chosen = types_to_reindex(store.engine, types)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns) as bar:
+            task = bar.add_task("reindexing resources", total=resources_to_reindex(store.engine, chosen))
+            result = run_reindex(
+                store.engine, chosen, batch_size=batch_size, on_rows=lambda n: bar.advance(task, n)
+            )
+    finally:
+        store.close()
+    typer.echo(
+        f"reindexed {result.resources} resources of {len(result.types)} types "
+        f"({result.deleted} deleted, no rows): "
+        f"index rows {result.rows_before} before, {result.rows_after} after"
+    )
 
 
 def register(app: typer.Typer) -> None:

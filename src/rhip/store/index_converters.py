@@ -24,7 +24,7 @@ from rhip.store.search_values import (
     phonetic_key,
 )
 
-__all__ = ["Convert", "Vals", "parse_reference"]
+__all__ = ["Convert", "Vals", "local_part", "own_prefixes", "parse_reference"]
 
 #: Value columns of one index row (the columns after ``res_type``, ``res_id``, ``param``).
 Vals = tuple[Any, ...]
@@ -219,31 +219,58 @@ def _dates_converter(p: PathSpec) -> Convert:
     return dates
 
 
+#: Where this server's FHIR API lives under its base URL (``RHIP_BASE_URL``).
+FHIR_PATH = "/fhir"
+
+
+def own_prefixes(base_url: str) -> tuple[str, str]:
+    """The prefixes an absolute reference to this server starts with: the FHIR base, then the base.
+
+    ``base_url`` may be the configured base (``http://host:8080``) or the FHIR base the API
+    reports (``http://host:8080/fhir``); either gives ``("<base>/fhir/", "<base>/")``, longest
+    first, so that ``<base>/fhir/Patient/1`` loses the whole FHIR base and not only the host.
+    """
+    root = base_url.rstrip("/")
+    if root.endswith(FHIR_PATH):
+        root = root[: -len(FHIR_PATH)]
+    return root + FHIR_PATH + "/", root + "/"
+
+
+def local_part(ref: str, base_url: str) -> str | None:
+    """``ref`` relative to this server (``Patient/1``) when it is an absolute URL of it, else None."""
+    for prefix in own_prefixes(base_url):
+        if ref.startswith(prefix):
+            return ref[len(prefix) :]
+    return None
+
+
 @lru_cache(maxsize=1)
 def _own_base() -> str:
     from rhip.config import get_settings
 
-    return get_settings().base_url.rstrip("/") + "/"
+    return get_settings().base_url
 
 
 def parse_reference(ref: str) -> tuple[str | None, str | None, str | None]:
     """``(target_type, target_id, url)`` of a reference string.
 
-    Relative references (and absolute ones under this server's base URL) give type and id;
-    other absolute URLs and URNs give the url (and the type when the URL ends in ``Type/id``) but
-    no id, so they never match a local resource that happens to share the id.
+    Relative references, and absolute ones under this server's FHIR base or base URL
+    (``<RHIP_BASE_URL>/fhir/Patient/1``, ``<RHIP_BASE_URL>/Patient/1``: they resolve to this
+    server, so FHIR counts them as local), give type and id; other absolute URLs and URNs give
+    the url (and the type when the URL ends in ``Type/id``) but no id, so they never match a
+    local resource that happens to share the id.
     """
     if ref.startswith("#"):
         return None, None, None
     if "://" in ref or ref.startswith("urn:"):
-        base = _own_base()
-        if not ref.startswith(base):
+        local = local_part(ref, _own_base())
+        if local is None:
             parts = ref.split("/")
             if len(parts) >= 4 and parts[-2] == "_history":
                 parts = parts[:-2]
             ttype = parts[-2] if len(parts) >= 2 and parts[-2][:1].isupper() and parts[-2].isalpha() else None
             return ttype, None, ref
-        ref = ref[len(base) :]
+        ref = local
     parts = ref.split("/")
     if len(parts) == 4 and parts[2] == "_history":
         parts = parts[:2]

@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, and_, false, func, literal, not_, or_, tru
 from sqlalchemy.sql.expression import FromClause
 
 from rhip.errors import InvalidRequest, NotSupported
+from rhip.store.index_converters import local_part
 from rhip.store.index_extract import stored_params
 from rhip.store.search_values import MAX_INDEXED_CHARS, date_range, normalize, number_range, phonetic_key
 
@@ -251,9 +252,7 @@ def reference_clause(t: FromClause, modifier: str | None, raw: str, base_url: st
     if modifier is not None:  # :[type]
         rid = value.rsplit("/", 1)[-1] if "/" in value and "://" not in value else value
         return and_(t.c.target_type == modifier, t.c.target_id == rid)
-    base = base_url.rstrip("/") + "/"
-    if value.startswith(base):
-        value = value[len(base) :]
+    value = local_part(value, base_url) or value
     if "://" in value or value.startswith("urn:"):
         return t.c.url == value.split("|", 1)[0]
     parts = value.split("/")
