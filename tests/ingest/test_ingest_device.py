@@ -187,3 +187,37 @@ def test_a_reading_without_device_id_or_time_names_what_it_lacks(sqlite_pipeline
         [("required", "device_id"), ("required", "time")],
     ]
     assert entries[0].reasons[0]["message"] == "reading has no device_id"
+
+
+def test_a_bad_reading_is_quarantined_once_whether_alone_or_in_readings(
+    server: str, sqlite_store: Store
+) -> None:
+    """Regression: a reading inside ``{"readings": [...]}`` was re-serialised while one posted alone
+    was kept verbatim, so the same bad reading sent both ways got two quarantine entries."""
+    from rhip.ingest.quarantine import list_entries
+
+    bad = b'{"device_id": "W-9", "type": "heart-rate", "value": "fast", "time": "2026-11-01T08:05:00"}'
+    alone = httpx.post(f"{server}/ingest/device/WEAR", content=bad + b"\n", timeout=30).json()
+    assert (alone["received"], alone["quarantined"]) == (1, 1)
+    wrapped = b'{"readings": [ ' + bad + b" ]}"
+    listed = httpx.post(f"{server}/ingest/device/WEAR", content=wrapped, timeout=30).json()
+    assert (listed["received"], listed["quarantined"], listed["duplicates"]) == (1, 0, 1)
+    as_list = httpx.post(f"{server}/ingest/device/WEAR", content=b"[" + bad + b"]", timeout=30).json()
+    assert (as_list["quarantined"], as_list["duplicates"]) == (0, 1)
+    entries = list_entries(sqlite_store.engine, facility="WEAR")
+    assert len(entries) == 1
+
+
+def test_readings_keep_the_bytes_they_were_sent_as() -> None:
+    """Each reading of a list or ``{"readings": [...]}`` is its own text, numbers as written."""
+    from rhip.ingest.device import readings
+
+    one = b'{"value": 72.50, "unit": "bpm", "note": "\\u4f60 [x], {y}"}'
+    two = b'{"value": 1e2}'
+    assert readings(b" " + one + b"\r\n") == [one]
+    assert readings(b"[ " + one + b" ,\n" + two + b"]") == [one, two]
+    wrapped = b'{"gateway": {"readings": 1}, "readings" : [' + one + b"," + two + b'], "n": [1]}'
+    assert readings(wrapped) == [one, two]
+    assert readings(b'{"readings": [1], "readings": [' + two + b"]}") == [two]
+    assert readings(b"[]") == [] and readings(b'{"readings": []}') == []
+    assert readings(b"{not json") == [b"{not json"]

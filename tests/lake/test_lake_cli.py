@@ -77,6 +77,21 @@ def test_sql_errors_are_reported_without_a_traceback(data_dir: Path) -> None:
     assert "query failed" in str(out.exception) or "query failed" in out.output
 
 
+def test_sql_with_an_unknown_table_lists_the_tables_and_views(data_dir: Path) -> None:
+    """Regression: an unknown table's error named only the table, not the ones there are."""
+    runner = CliRunner()
+    assert runner.invoke(app, ["export"]).exit_code == 0
+    out = runner.invoke(app, ["sql", "SELECT * FROM patients"])
+    assert isinstance(out.exception, InvalidRequest), out.output
+    text = out.exception.diagnostics
+    assert text.startswith("query failed: Catalog Error: Table with name patients does not exist")
+    listed = text.split("; tables and views: ", 1)[1].split(", ")
+    assert {"fhir_patient", "fhir_encounter", "patient", "vital_signs"} <= set(listed), text
+    bad_column = runner.invoke(app, ["sql", "SELECT nothing FROM patient"])
+    assert isinstance(bad_column.exception, InvalidRequest)
+    assert "tables and views" not in bad_column.exception.diagnostics
+
+
 def test_sql_before_any_export_says_to_export(data_dir: Path) -> None:
     """Before the first export every table was 'does not exist', which sent one to the SQL."""
     out = CliRunner().invoke(app, ["sql", "SELECT * FROM patient"])

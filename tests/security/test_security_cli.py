@@ -45,6 +45,10 @@ def test_create_demo_accounts_then_log_in(tmp_path: Path) -> None:
     assert "demo-doctor" in done.stdout and "demo-resident" in done.stdout
     listing = _rhip(tmp_path, "users", "list")
     assert "demo-pass-1" not in listing.stdout and "demo-connector\tsystem\tsystem" in listing.stdout
+    rows = [line.split("\t") for line in listing.stdout.splitlines()]
+    assert rows[0] == ["username", "kind", "role", "patient", "practitioner", "organization", "area"]
+    doctor = next(row for row in rows if row[0] == "demo-doctor")
+    assert doctor[2] == "practitioner" and doctor[4] != "-" and doctor[5] != "-", doctor
     app = create_app(store, Settings(data_dir=tmp_path, database_url=url))
     with TestClient(app) as client:
         token = client.post(

@@ -39,7 +39,7 @@ DOCTORS = {
     "docT": "orgT",
 }
 #: The facilities' feeds (``system`` accounts bound to them).
-FEEDS = {"his-a": "orgA", "his-b": "orgB", "his-c": "orgC"}
+FEEDS = {"his-a": "orgA", "his-b": "orgB", "his-c": "orgC", "his-d": "orgD"}
 
 
 def _referral(rid: str | None, patient: str, requester: str, performer: str) -> dict[str, Any]:
@@ -87,6 +87,7 @@ def _seed() -> list[dict[str, Any]]:
         *_participating_roles(),
         _claim(),
         _claim_response(),
+        _explanation_of_benefit(),
     ]
 
 
@@ -127,6 +128,26 @@ def _claim_response() -> dict[str, Any]:
         "request": _ref("Claim/clA"),
         "outcome": "complete",
     }
+
+
+def _explanation_of_benefit(rid: str | None = "eobA") -> dict[str, Any]:
+    """Insurer D's adjudication of A's claim, addressed to the provider (A)."""
+    body: dict[str, Any] = {
+        "resourceType": "ExplanationOfBenefit",
+        "status": "active",
+        "type": {"coding": [{"code": "institutional"}]},
+        "use": "claim",
+        "patient": _ref("Patient/pR"),
+        "created": "2026-01-03",
+        "insurer": _ref("Organization/orgD"),
+        "provider": _ref("Organization/orgA"),
+        "claim": _ref("Claim/clA"),
+        "outcome": "complete",
+        "insurance": [{"focal": True, "coverage": {"display": "NHSA"}}],
+    }
+    if rid:
+        body["id"] = rid
+    return body
 
 
 def _discharges() -> list[dict[str, Any]]:
@@ -353,6 +374,27 @@ def test_opted_out_claim_response_is_seen_by_the_provider_that_asked(server: Ser
     assert refused.status_code == 403, refused.text
     assert "belongs to facility orgD and is addressed to orgA" in refused.text
     assert "receives it but does not write it" in refused.text
+
+
+def test_explanation_of_benefit_is_the_insurers_and_received_by_the_provider(server: Server) -> None:
+    """Regression: ExplanationOfBenefit.provider counted as a facility the record belongs to, so the
+    provider's feed could create and rewrite the insurer's adjudication; it is addressed to the
+    provider (receive only), as a ClaimResponse is to its requestor. Under the opt-out the
+    provider's practitioners still read it (the insurer's do not: they do not care for the resident)."""
+    assert server.readers("ExplanationOfBenefit", "eobA") == {"docA", "docX"}
+    stored = server.request("his-a", "GET", "ExplanationOfBenefit/eobA").json()
+    refused = server.request("his-a", "PUT", "ExplanationOfBenefit/eobA", json={**stored, "outcome": "error"})
+    assert refused.status_code == 403, refused.text
+    assert "belongs to facility orgD and is addressed to orgA" in refused.text
+    assert "receives it but does not write it" in refused.text
+    created = server.request("his-a", "POST", "ExplanationOfBenefit", json=_explanation_of_benefit(None))
+    assert created.status_code == 403, created.text
+    assert server.request("his-a", "DELETE", "ExplanationOfBenefit/eobA").status_code == 403
+    kept = server.request("his-d", "PUT", "ExplanationOfBenefit/eobA", json={**stored, "outcome": "partial"})
+    assert kept.status_code == 200, kept.text
+    new = server.request("his-d", "POST", "ExplanationOfBenefit", json=_explanation_of_benefit(None))
+    assert new.status_code == 201, new.text
+    assert server.request("docA", "GET", "ExplanationOfBenefit/eobA").json()["outcome"] == "partial"
 
 
 #: How a record names the facility or practitioner of each kind of care relationship, by

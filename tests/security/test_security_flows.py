@@ -3,6 +3,8 @@ break-the-glass, and a resident's true "who read my records" answer from the aud
 
 from __future__ import annotations
 
+import re
+import time
 from typing import TYPE_CHECKING
 
 import httpx
@@ -11,6 +13,7 @@ from security_seed import consent
 
 from rhip.security.audit import verify_chain
 from rhip.security.users import Account, create_account
+from rhip.store.meta import parse_instant
 
 if TYPE_CHECKING:  # the fixture's type only; importing conftest by name is ambiguous across folders
     from conftest import SecuredServer
@@ -86,6 +89,9 @@ def test_break_the_glass(secured: SecuredServer) -> None:
     )
     assert grant.status_code == 200, grant.text
     token = grant.json()["access_token"]
+    until = grant.json()["break_glass"]["until"]  # an instant, as everywhere else in the API
+    assert isinstance(until, str) and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", until)
+    assert 0 < parse_instant(until) - time.time() <= 3600
     seen = httpx.get(f"{secured.base}/Condition/cond3", headers={"Authorization": f"Bearer {token}"})
     assert seen.status_code == 200
     other = httpx.get(f"{secured.base}/Observation/obs4", headers={"Authorization": f"Bearer {token}"})

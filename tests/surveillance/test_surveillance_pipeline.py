@@ -179,6 +179,26 @@ def test_evaluation_against_injected_outbreaks(region: dict[str, Any]) -> None:
     assert scores["farrington"].area_years > 0
 
 
+def test_evaluate_command_shows_its_steps_and_prints_the_table(region: dict[str, Any]) -> None:
+    """Regression: ``rhip surveil evaluate`` ran for minutes on a large region showing nothing;
+    each step is now named as it starts, and the command still prints its table and exits 0."""
+    from rhip.cli import app
+
+    steps: list[str] = []
+    evaluate_region(region["gen"], region["lake"], ["ears_c1", "farrington"], steps.append)
+    assert steps == [
+        "reading cases from the lake",
+        "counting weekly cases",
+        "scoring ears_c1",
+        "scoring farrington",
+    ]
+    args = ["surveil", "evaluate", str(region["gen"]), "--methods", "ears_c1"]
+    args += ["--lake-dir", str(region["lake"])]
+    out = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "Methods against injected outbreaks" in out.output and "ears_c1" in out.output
+
+
 def test_demo_report_lists_outbreaks_by_district_code(region: dict[str, Any], tmp_path: Path) -> None:
     """The demo step backfills the default signals and prints every injected outbreak with
     ``code name`` districts; its count agrees with matching the recorded alerts to the truth."""

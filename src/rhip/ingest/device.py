@@ -14,8 +14,10 @@ device, type and time, so a re-sent reading is recognised.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -56,17 +58,68 @@ VITALS: dict[str, tuple[str, str, str]] = {
 _BP = ("85354-9", "Blood pressure panel with all children optional")
 
 
+_JSON = json.JSONDecoder()
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_JSON_WHITESPACE = b" \t\n\r"
+
+
 def readings(payload: bytes) -> list[bytes]:
-    """Split a payload into one raw JSON document per reading (invalid JSON stays one record)."""
+    """Split a payload into one raw JSON document per reading (invalid JSON stays one record).
+
+    Each reading keeps the bytes it was sent as (its text within the payload, without the
+    whitespace around it), whether it came alone, in a list or in ``{"readings": [...]}``: its
+    quarantine entry and idempotency key (a hash of those bytes) are then the same whichever way
+    a gateway sends it, and nothing is re-serialised (a number stays as written).
+    """
     try:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError:
         return [payload]
-    if isinstance(data, dict) and isinstance(data.get("readings"), list):
-        data = data["readings"]
-    if isinstance(data, list):
-        return [orjson.dumps(r) for r in data]
-    return [payload]
+    wrapped = isinstance(data, dict) and isinstance(data.get("readings"), list)
+    if not (wrapped or isinstance(data, list)):
+        return [payload.strip(_JSON_WHITESPACE)]
+    text = payload.decode()
+    try:
+        start = _member_value(text, _skip(text, 0), "readings") if wrapped else _skip(text, 0)
+        return [item.encode() for item in _array_items(text, start)]
+    except (ValueError, RecursionError):  # nesting deeper than the scanner goes: re-serialise
+        return [orjson.dumps(r) for r in (data["readings"] if wrapped else data)]
+
+
+def _skip(text: str, pos: int) -> int:
+    """The position of the first character at or after ``pos`` that is not JSON whitespace."""
+    match = _WHITESPACE.match(text, pos)
+    return match.end() if match else pos
+
+
+def _array_items(text: str, pos: int) -> list[str]:
+    """The text of each element of the JSON array opening at ``pos`` (valid JSON, checked before)."""
+    items: list[str] = []
+    pos = _skip(text, pos + 1)
+    while text[pos] != "]":
+        _, end = _JSON.raw_decode(text, pos)
+        items.append(text[pos:end])
+        pos = _skip(text, end)
+        if text[pos] == ",":
+            pos = _skip(text, pos + 1)
+    return items
+
+
+def _member_value(text: str, pos: int, name: str) -> int:
+    """Where the value of member ``name`` of the JSON object opening at ``pos`` starts; the last
+    one when the name repeats, the one a JSON parser keeps."""
+    found = -1
+    pos = _skip(text, pos + 1)
+    while text[pos] != "}":
+        key, end = _JSON.raw_decode(text, pos)
+        pos = _skip(text, _skip(text, end) + 1)  # past the colon
+        if key == name:
+            found = pos
+        _, end = _JSON.raw_decode(text, pos)
+        pos = _skip(text, end)
+        if text[pos] == ",":
+            pos = _skip(text, pos + 1)
+    return found
 
 
 def _number(reading: dict[str, Any], key: str, path: str) -> float:

@@ -142,9 +142,19 @@ def _run(
     try:
         cur = engine.con.execute(text, params or None)
     except Exception as exc:
-        raise InvalidRequest(f"query failed: {str(exc).splitlines()[0]}") from exc
+        raise InvalidRequest(_query_failed(engine.con, exc)) from exc
     names = [d[0] for d in cur.description or []] or columns
     return names, cur.fetchall()
+
+
+def _query_failed(con: Any, exc: Exception) -> str:
+    """The error of a failed query; for an unknown table, the tables and views there are (a
+    newcomer guessing ``patients`` or ``Patient`` learns the names without reading the docs)."""
+    message = f"query failed: {str(exc).splitlines()[0]}"
+    if "Table with name" not in str(exc):
+        return message
+    listed = con.execute("SELECT table_name FROM information_schema.tables ORDER BY table_name").fetchall()
+    return f"{message}; tables and views: {', '.join(name for (name,) in listed) or 'none'}"
 
 
 def _duckdb_views(engine: Any, lake: Path) -> None:

@@ -28,6 +28,7 @@ from rhip.security.runtime import SecurityRuntime
 from rhip.security.scopes import narrow
 from rhip.security.tokens import BREAK_GLASS_TTL, TOKEN_TTL, issue_token
 from rhip.security.users import authenticate, get_account
+from rhip.store.meta import format_instant
 
 router = APIRouter(route_class=FhirRoute)
 _AUDIT_PATH = "/fhir/AuditEvent"
@@ -141,7 +142,7 @@ async def break_glass(request: Request) -> Response:
             "token_type": "Bearer",
             "expires_in": ttl,
             "scope": principal.scope,
-            "break_glass": grant,
+            "break_glass": {**grant, "until": format_instant(grant["until"])},
         },
         headers={"cache-control": "no-store"},
     )

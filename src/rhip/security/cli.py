@@ -106,14 +106,23 @@ def users_add(
     typer.echo(f"account {username} created, role {role}, POST /auth/token with {grant}; secret: {shown}")
 
 
+_ACCOUNT_COLUMNS = ("username", "kind", "role", "patient", "practitioner", "organization", "area")
+
+
 @users_app.command("list")
 def users_list() -> None:
-    """List accounts (never secrets)."""
+    """List accounts and what each is bound to (patient, practitioner, organisation, area), tab-separated
+    under a header row; never secrets."""
     from rhip.security.users import list_accounts
 
+    typer.echo("\t".join(_ACCOUNT_COLUMNS))
     for acc in list_accounts(_engine()):
-        binding = f"patient={acc.patient_id or '-'}\torg={acc.organization_id or '-'}"
-        typer.echo(f"{acc.username}\t{acc.kind}\t{acc.role}\t{binding}")
+        typer.echo("\t".join(str(getattr(acc, _field(col)) or "-") for col in _ACCOUNT_COLUMNS))
+
+
+def _field(column: str) -> str:
+    """The Account attribute of a ``users list`` column (bindings are stored as ``<name>_id``)."""
+    return f"{column}_id" if column in ("patient", "practitioner", "organization") else column
 
 
 @users_app.command("create-demo")

@@ -14,8 +14,9 @@ organisations in two roles (:func:`parties_of`):
   MedicationRequest or DeviceRequest, the ``owner`` of a Task, the ``insurer`` a Claim is sent to.
   In FHIR R4 these name who is asked to act, not who made the record. An Encounter is addressed
   to the facility its patient is discharged to (``hospitalization.destination``), an insurer's
-  ClaimResponse or CoverageEligibilityResponse to the provider that asked (``requestor``): they
-  receive the record but do not act on it by writing it (:data:`RECEIVE_ONLY`).
+  ClaimResponse or CoverageEligibilityResponse to the provider that asked (``requestor``), its
+  ExplanationOfBenefit to the claim's ``provider``: they receive the record but do not act on it
+  by writing it (:data:`RECEIVE_ONLY`).
 
 In either role an element may name a facility's department or post instead of the Organization
 itself: a PractitionerRole (its ``organization``) or a HealthcareService (its ``providedBy``), as a
@@ -64,14 +65,17 @@ ADDRESSEE_ELEMENTS: dict[str, tuple[str, ...]] = {
     "Encounter": ("hospitalization.destination",),
     "ClaimResponse": ("requestor",),
     "CoverageEligibilityResponse": ("requestor",),
+    "ExplanationOfBenefit": ("provider",),
 }
 
 #: The types whose addressee only receives the record: it reads it where consent keeps records at
 #: home, but does not update it as a request's addressee does to accept or complete the request.
 #: The facility a patient is discharged to continues the care; the Encounter stays the discharging
-#: facility's to write. An insurer's response goes to the provider that asked (``requestor``); the
-#: adjudication stays the insurer's to write.
-RECEIVE_ONLY = frozenset({"Encounter", "ClaimResponse", "CoverageEligibilityResponse"})
+#: facility's to write. An insurer's response goes to the provider that asked (``requestor``), its
+#: ExplanationOfBenefit to the claim's ``provider``; the adjudication stays the insurer's to write.
+RECEIVE_ONLY = frozenset(
+    {"Encounter", "ClaimResponse", "CoverageEligibilityResponse", "ExplanationOfBenefit"}
+)
 
 
 #: The resource types naming a facility's department, post or place, and the element of each that

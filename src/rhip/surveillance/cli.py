@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +237,25 @@ def close_command(
     _set(alert_id, "closed", by, note, database_url)
 
 
+@contextlib.contextmanager
+def _steps(total: int) -> Iterator[Callable[[str], None]]:
+    """A transient progress bar over ``total`` steps; yields the callback naming each step as it
+    starts (an evaluation takes minutes on a large region and otherwise shows nothing)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("starting", total=total)
+        started = 0
+
+        def on_step(description: str) -> None:
+            nonlocal started
+            bar.update(task, description=description, completed=started)
+            started += 1
+
+        yield on_step
+
+
 def evaluate_command(
     region_dir: Path = typer.Argument(..., help="Output folder of `rhip generate` (truth/, region/)."),
     methods: str = typer.Option("ears_c1,ears_c2,ears_c3,farrington,noufaily,cusum_rossi", help="Methods."),
@@ -249,8 +268,9 @@ def evaluate_command(
     from rhip.surveillance.runner import DEFAULT_SIGNALS, Signal
     from rhip.tables import compact_table
 
-    signals = [Signal(m.strip()) for m in methods.split(",") if m.strip()]
-    scores = evaluate_region(region_dir, _lake(lake_dir), [*signals, *DEFAULT_SIGNALS])
+    signals = [*(Signal(m.strip()) for m in methods.split(",") if m.strip()), *DEFAULT_SIGNALS]
+    with _steps(2 + len(signals)) as on_step:
+        scores = evaluate_region(region_dir, _lake(lake_dir), signals, on_step)
     table = compact_table("Methods against injected outbreaks 方法评估 (weekly, by district)")
     table.add_column("method\n方法", no_wrap=True)
     for col in (

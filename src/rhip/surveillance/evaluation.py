@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,14 @@ __all__ = [
 ]
 
 _GRACE_WEEKS = 2
+
+#: Told the name of each step of an evaluation as it starts (reading the lake, counting, scoring a
+#: method), so a command can show progress on a run of minutes.
+OnStep = Callable[[str], None]
+
+
+def _quiet(step: str) -> None:
+    """The default of ``on_step``: nothing is shown."""
 
 
 @dataclass(frozen=True)
@@ -159,11 +167,16 @@ def match_alerts(
 
 
 def evaluate(
-    tables: dict[str, CountTable], outbreaks: Sequence[Outbreak], signals: Sequence[Signal]
+    tables: dict[str, CountTable],
+    outbreaks: Sequence[Outbreak],
+    signals: Sequence[Signal],
+    on_step: OnStep = _quiet,
 ) -> list[MethodScore]:
-    """Score each signal on the weekly district tables against the outbreaks."""
+    """Score each signal on the weekly district tables against the outbreaks (``on_step`` is told
+    ``scoring <label>`` before each signal)."""
     scores = []
     for signal in signals:
+        on_step(f"scoring {signal.label}")
         results = detect_tables(tables, signal)
         score = MethodScore(signal.label, 0, 0, 0, 0.0, [])
         covered: set[tuple[str, str, dt.date]] = set()
@@ -195,15 +208,23 @@ def evaluate(
     return scores
 
 
-def evaluate_region(region_dir: Path, lake_dir: Path, methods: Sequence[str | Signal]) -> list[MethodScore]:
+def evaluate_region(
+    region_dir: Path, lake_dir: Path, methods: Sequence[str | Signal], on_step: OnStep = _quiet
+) -> list[MethodScore]:
     """Count weekly district cases from the lake and score ``methods`` (names or signals with
-    parameters) against the region's truth."""
+    parameters) against the region's truth.
+
+    ``on_step`` is told each step as it starts: ``reading cases from the lake``, ``counting weekly
+    cases``, then ``scoring <label>`` per signal (2 + len(methods) steps in all).
+    """
     signals = [m if isinstance(m, Signal) else Signal(m) for m in methods]
     from rhip.surveillance.counting import count_cases, default_definitions, lake_cases
 
     outbreaks = read_outbreaks(region_dir)  # first: a folder without truth is the likelier mistake
+    on_step("reading cases from the lake")
     cases = lake_cases(lake_dir, default_definitions(), dt.date(1900, 1, 1), dt.date(2999, 12, 31))
     if not cases:
         return [MethodScore(s.label, 0, 0, 0, 0.0, []) for s in signals]
+    on_step("counting weekly cases")
     tables = count_cases(cases, start=min(c.day for c in cases), end=max(c.day for c in cases))
-    return evaluate(tables, outbreaks, signals)
+    return evaluate(tables, outbreaks, signals, on_step)
