@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from rhip.security.crypto import sm3_hex
 from rhip.security.schema import GENESIS, audit_head, audit_log, audit_patient, ensure_schema
-from rhip.store.engine import StoreBusy, bulk_insert, write_transaction
+from rhip.store.engine import StoreBusy, bulk_insert, is_sqlite, param_mark, write_transaction
 from rhip.store.meta import ID_RE
 
 logger = logging.getLogger(__name__)
@@ -99,10 +99,7 @@ def append(conn: sa.Connection, records: list[AuditRecord]) -> int:
     in as positional tuples (:func:`bulk_insert`), not dicts through Core, which cost a few
     microseconds per row in parameter processing.
     """
-    head = conn.execute(
-        sa.select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
-    ).one()
-    seq, prev = int(head.seq), str(head.hash)
+    seq, prev = _locked_head(conn)
     rows: list[tuple[Any, ...]] = []
     patient_rows: list[tuple[Any, ...]] = []
     for record in records:
@@ -116,8 +113,21 @@ def append(conn: sa.Connection, records: list[AuditRecord]) -> int:
     if rows:
         bulk_insert(conn, audit_log, _LOG_COLUMNS, rows)
         bulk_insert(conn, audit_patient, ["patient_id", "seq"], patient_rows)
-        conn.execute(sa.update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev))
+        mark = param_mark(conn)
+        conn.exec_driver_sql(f"UPDATE audit_head SET seq = {mark}, hash = {mark} WHERE id = 1", (seq, prev))
     return seq
+
+
+def _locked_head(conn: sa.Connection) -> tuple[int, str]:
+    """(seq, hash) of the chain head, locked until the transaction ends.
+
+    Plain SQL: built through Core, this statement and the head's update cost ≈ 0.3 ms each per
+    batch (statement, cache key, compiled-cache look-up), as much as the rows of a batch of 40.
+    SQLite has no ``FOR UPDATE``; its writer holds the database lock from ``BEGIN IMMEDIATE``.
+    """
+    lock = "" if is_sqlite(conn) else " FOR UPDATE"
+    seq, digest = conn.exec_driver_sql(f"SELECT seq, hash FROM audit_head WHERE id = 1{lock}").one()
+    return int(seq), str(digest)
 
 
 def record_now(engine: sa.Engine, record: AuditRecord) -> None:

@@ -228,8 +228,13 @@ def bulk_insert(conn: Connection, table: Table, columns: list[str], rows: list[t
     """executemany with positional tuples (several times faster than dict rows through Core)."""
     if not rows:
         return
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    mark = param_mark(conn)
     cols = ", ".join(table.c[c].name for c in columns)  # names from the table: an allow-list
     sql = f"INSERT INTO {table.name} ({cols}) VALUES ({', '.join([mark] * len(columns))})"
     for start in range(0, len(rows), INSERT_CHUNK):
         conn.exec_driver_sql(sql, rows[start : start + INSERT_CHUNK])
+
+
+def param_mark(conn: Connection) -> str:
+    """The positional parameter marker of the connection's driver (SQLite ``?``, psycopg ``%s``)."""
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
