@@ -20,20 +20,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, insert, select, text, update
+from sqlalchemy import Connection, delete, insert, select, text, update
 
 from rhip.fhir.identifiers import check_digit
 from rhip.mpi.features import RecordFeatures, blocking_keys
 from rhip.mpi.model import MatchModel, PairScore, auto_link_allowed, score_pair
 from rhip.mpi.protect import MpiSeal
 from rhip.mpi.schema import mpi_card, mpi_key, mpi_lock, mpi_record, mpi_resident, mpi_review
+from rhip.store.engine import bulk_insert
 
 log = logging.getLogger(__name__)
 
 #: Record ids bound per ``IN`` list (far under SQLite's limit on bound parameters).
 _ID_CHUNK = 500
-#: Rows per executemany call of :func:`bulk_insert`.
-_INSERT_CHUNK = 5000
 
 #: Columns of ``mpi_record`` that mirror :class:`RecordFeatures`.
 FEATURE_COLUMNS = (
@@ -235,17 +234,6 @@ def delete_records(conn: Connection, record_ids: Sequence[str]) -> None:
         chunk = list(record_ids[start : start + _ID_CHUNK])
         for t in (mpi_key, mpi_card, mpi_record):
             conn.execute(delete(t).where(t.c.record_id.in_(chunk)))
-
-
-def bulk_insert(conn: Connection, table: Table, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
-    """executemany with positional tuples (several times faster than dict rows through Core)."""
-    if not rows:
-        return
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    cols = ", ".join(table.c[c].name for c in columns)  # names from the table: an allow-list
-    sql = f"INSERT INTO {table.name} ({cols}) VALUES ({', '.join([mark] * len(columns))})"
-    for start in range(0, len(rows), _INSERT_CHUNK):
-        conn.exec_driver_sql(sql, rows[start : start + _INSERT_CHUNK])
 
 
 def _open_reviews(conn: Connection, record_id: str, candidates: list[Candidate], now: float) -> list[int]:

@@ -21,10 +21,17 @@ import sqlalchemy as sa
 
 from rhip.security.crypto import sm3_hex
 from rhip.security.schema import GENESIS, audit_head, audit_log, audit_patient, ensure_schema
-from rhip.store.engine import StoreBusy, write_transaction
+from rhip.store.engine import StoreBusy, bulk_insert, is_sqlite, param_mark, write_transaction
 from rhip.store.meta import ID_RE
 
 logger = logging.getLogger(__name__)
+
+#: The columns of an ``audit_log`` row, in the order :func:`append` builds them.
+_LOG_COLUMNS = ["seq", "recorded", "entry", "prev_hash", "hash"]
+
+
+#: The text fields of a record, in an entry when not None (see :meth:`AuditRecord.to_entry`).
+_TEXT_FIELDS = ("actor", "role", "action", "outcome", "purpose", "source", "request_id", "path", "detail")
 
 
 @dataclass
@@ -46,10 +53,21 @@ class AuditRecord:
     recorded: float = field(default_factory=time.time)
 
     def to_entry(self) -> dict[str, Any]:
-        """The canonical dict that is hashed (patients sorted, no absent keys)."""
-        data = {k: v for k, v in self.__dict__.items() if v not in (None, [], False)}
-        data["patients"] = sorted(set(self.patients))
-        data["entities"] = self.entities[:200]
+        """The canonical dict that is hashed (patients sorted, no absent keys).
+
+        Built field by field rather than from ``__dict__`` with a test of every value: this runs
+        once per audited request, in the writer thread, and the result must stay byte-identical
+        (entries already on a chain are re-hashed from their stored text, not from this).
+        """
+        data: dict[str, Any] = {"entities": self.entities[:200], "patients": sorted(set(self.patients))}
+        for key in _TEXT_FIELDS:
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value
+        if self.break_glass:
+            data["break_glass"] = True
+        if self.recorded:
+            data["recorded"] = self.recorded
         return data
 
 
@@ -74,29 +92,42 @@ def _indexable_patients(patients: list[str]) -> list[str]:
 
 
 def append(conn: sa.Connection, records: list[AuditRecord]) -> int:
-    """Append records to the chain inside the caller's transaction; returns the last sequence number."""
-    head = conn.execute(
-        sa.select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
-    ).one()
-    seq, prev = int(head.seq), str(head.hash)
-    rows: list[dict[str, Any]] = []
-    patient_rows: list[dict[str, Any]] = []
+    """Append records to the chain inside the caller's transaction; returns the last sequence number.
+
+    The head is read under the write lock (``FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE``) by every
+    call, so appends from the CLI or another server process chain on the same head. The rows go
+    in as positional tuples (:func:`bulk_insert`), not dicts through Core, which cost a few
+    microseconds per row in parameter processing.
+    """
+    seq, prev = _locked_head(conn)
+    rows: list[tuple[Any, ...]] = []
+    patient_rows: list[tuple[Any, ...]] = []
     for record in records:
         seq += 1
         entry = record.to_entry()
         text = canonical(entry).decode("utf-8")
         digest = chain_hash(prev, text)
-        rows.append(
-            {"seq": seq, "recorded": record.recorded, "entry": text, "prev_hash": prev, "hash": digest}
-        )
-        patient_rows.extend({"patient_id": p, "seq": seq} for p in _indexable_patients(entry["patients"]))
+        rows.append((seq, record.recorded, text, prev, digest))
+        patient_rows.extend((p, seq) for p in _indexable_patients(entry["patients"]))
         prev = digest
     if rows:
-        conn.execute(sa.insert(audit_log), rows)
-        if patient_rows:
-            conn.execute(sa.insert(audit_patient), patient_rows)
-        conn.execute(sa.update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev))
+        bulk_insert(conn, audit_log, _LOG_COLUMNS, rows)
+        bulk_insert(conn, audit_patient, ["patient_id", "seq"], patient_rows)
+        mark = param_mark(conn)
+        conn.exec_driver_sql(f"UPDATE audit_head SET seq = {mark}, hash = {mark} WHERE id = 1", (seq, prev))
     return seq
+
+
+def _locked_head(conn: sa.Connection) -> tuple[int, str]:
+    """(seq, hash) of the chain head, locked until the transaction ends.
+
+    Plain SQL: built through Core, this statement and the head's update cost ≈ 0.3 ms each per
+    batch (statement, cache key, compiled-cache look-up), as much as the rows of a batch of 40.
+    SQLite has no ``FOR UPDATE``; its writer holds the database lock from ``BEGIN IMMEDIATE``.
+    """
+    lock = "" if is_sqlite(conn) else " FOR UPDATE"
+    seq, digest = conn.exec_driver_sql(f"SELECT seq, hash FROM audit_head WHERE id = 1{lock}").one()
+    return int(seq), str(digest)
 
 
 def record_now(engine: sa.Engine, record: AuditRecord) -> None:
@@ -173,13 +204,18 @@ class AuditWriter:
         self._thread.join(timeout=30)
 
     def _drain(self, first: AuditRecord) -> tuple[list[AuditRecord], bool]:
-        """Collect a batch: whatever arrives within ``linger`` seconds, up to ``batch`` records."""
+        """Collect a batch: what is queued ``linger`` seconds after ``first``, up to ``batch`` records.
+
+        The thread sleeps through the linger, then takes what is there without waiting. Waiting
+        on the queue with a timeout instead woke this thread for every record submitted, taking
+        the GIL from the event loop each time; a backlog of a full batch is taken at once.
+        """
+        if self._queue.qsize() < self.batch - 1:
+            time.sleep(self.linger)
         batch, stop = [first], False
-        deadline = time.monotonic() + self.linger
         while len(batch) < self.batch:
-            remaining = deadline - time.monotonic()
             try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is None:
