@@ -364,16 +364,23 @@ def test_claim_belongs_to_its_provider_not_to_its_care_team(server: Server) -> N
     assert kept.status_code == 200, kept.text
 
 
+def _received_by_the_provider_alone(server: Server, res_type: str, res_id: str) -> dict[str, Any]:
+    """The insurer's (orgD's) adjudication: read by the provider's practitioners under the opt-out,
+    refused to the provider's (orgA's) feed when it tries to rewrite it."""
+    assert server.readers(res_type, res_id) == {"docA", "docX"}
+    stored = server.request("his-a", "GET", f"{res_type}/{res_id}").json()
+    refused = server.request("his-a", "PUT", f"{res_type}/{res_id}", json={**stored, "outcome": "error"})
+    assert refused.status_code == 403, refused.text
+    assert "belongs to facility orgD and is addressed to orgA" in refused.text
+    assert "receives it but does not write it" in refused.text
+    return dict(stored)
+
+
 def test_opted_out_claim_response_is_seen_by_the_provider_that_asked(server: Server) -> None:
     """Regression: ClaimResponse.requestor was not read, so under an opt-out the provider's
     practitioners could not read the insurer's answer to their own claim; the provider receives
     it but does not rewrite the insurer's adjudication."""
-    assert server.readers("ClaimResponse", "crA") == {"docA", "docX"}
-    stored = server.request("his-a", "GET", "ClaimResponse/crA").json()
-    refused = server.request("his-a", "PUT", "ClaimResponse/crA", json={**stored, "outcome": "error"})
-    assert refused.status_code == 403, refused.text
-    assert "belongs to facility orgD and is addressed to orgA" in refused.text
-    assert "receives it but does not write it" in refused.text
+    _received_by_the_provider_alone(server, "ClaimResponse", "crA")
 
 
 def test_explanation_of_benefit_is_the_insurers_and_received_by_the_provider(server: Server) -> None:
@@ -381,12 +388,7 @@ def test_explanation_of_benefit_is_the_insurers_and_received_by_the_provider(ser
     provider's feed could create and rewrite the insurer's adjudication; it is addressed to the
     provider (receive only), as a ClaimResponse is to its requestor. Under the opt-out the
     provider's practitioners still read it (the insurer's do not: they do not care for the resident)."""
-    assert server.readers("ExplanationOfBenefit", "eobA") == {"docA", "docX"}
-    stored = server.request("his-a", "GET", "ExplanationOfBenefit/eobA").json()
-    refused = server.request("his-a", "PUT", "ExplanationOfBenefit/eobA", json={**stored, "outcome": "error"})
-    assert refused.status_code == 403, refused.text
-    assert "belongs to facility orgD and is addressed to orgA" in refused.text
-    assert "receives it but does not write it" in refused.text
+    stored = _received_by_the_provider_alone(server, "ExplanationOfBenefit", "eobA")
     created = server.request("his-a", "POST", "ExplanationOfBenefit", json=_explanation_of_benefit(None))
     assert created.status_code == 403, created.text
     assert server.request("his-a", "DELETE", "ExplanationOfBenefit/eobA").status_code == 403
