@@ -26,6 +26,7 @@ import httpx
 import pytest
 from security_seed import _enc, _ref, consent, secured_app
 
+from rhip.security.linkage import ORG_UNIT_LINKS
 from rhip_testkit import running_server
 
 DOCTORS = {
@@ -423,15 +424,8 @@ _FOR_PRACTITIONER = [
     ("ServiceRequest", "requester"),
     ("CareTeam", "participant"),
 ]
-#: Kinds naming a post or department of the facility: (type, search parameter, unit type).
-_FOR_FACILITY_UNIT = [
-    ("ServiceRequest", "performer", "PractitionerRole"),
-    ("ServiceRequest", "performer", "HealthcareService"),
-    ("ServiceRequest", "requester", "PractitionerRole"),
-    ("Patient", "general-practitioner", "PractitionerRole"),
-    ("Encounter", "participant", "PractitionerRole"),
-    ("CareTeam", "participant", "PractitionerRole"),
-]
+#: Kinds naming a post or department of the facility: every one the code knows, compared form by form.
+_FOR_FACILITY_UNIT = ORG_UNIT_LINKS
 _REQUIRED: dict[str, dict[str, Any]] = {
     "Encounter": {"status": "finished", "class": {"code": "AMB"}},
     "ServiceRequest": {"status": "active", "intent": "order"},
