@@ -86,6 +86,7 @@ def _seed() -> list[dict[str, Any]]:
         _referral("srUnitU", "pU", "PractitionerRole/roleA", "HealthcareService/hsB"),
         *_discharges(),
         *_participating_roles(),
+        *_named_in_person(),
         _claim(),
         _claim_response(),
         _explanation_of_benefit(),
@@ -190,6 +191,41 @@ def _participating_roles() -> list[dict[str, Any]]:
         {"resourceType": "Patient", "id": "pP"},
         {"resourceType": "Patient", "id": "pT"},
         encounter,
+        team,
+    ]
+
+
+def _named_in_person() -> list[dict[str, Any]]:
+    """C's Encounters of the opted-out resident naming A's doctor docA as participant (the
+    Practitioner) and A's doctor docX through their PractitionerRole, and a result in C's Encounter
+    performed by L's doctor docL and recorded on a CareTeam of C's with docL as member."""
+    by_role = [{"individual": _ref("PractitionerRole/roleX")}]
+    result = {
+        "resourceType": "Observation",
+        "id": "obsByL",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
+        "subject": _ref("Patient/pR"),
+        "encounter": _ref("Encounter/encRC"),
+        "performer": [_ref("Practitioner/docL")],
+    }
+    team = {
+        "resourceType": "CareTeam",
+        "id": "ctRC",
+        "subject": _ref("Patient/pR"),
+        "managingOrganization": [_ref("Organization/orgC")],
+        "participant": [{"member": _ref("Practitioner/docL")}],
+    }
+    return [
+        {
+            "resourceType": "PractitionerRole",
+            "id": "roleX",
+            "practitioner": _ref("Practitioner/docX"),
+            "organization": _ref("Organization/orgA"),
+        },
+        {**_enc("encRCa", "pR", "orgC"), "participant": [{"individual": _ref("Practitioner/docA")}]},
+        {**_enc("encRCx", "pR", "orgC"), "participant": by_role},
+        result,
         team,
     ]
 
@@ -336,6 +372,19 @@ def test_opted_out_discharge_is_seen_by_its_destination(server: Server) -> None:
     assert server.readers("Encounter", "encToC") == {"docA", "docX", "docC"}
     assert server.readers("Encounter", "encToB") == {"docA", "docX", "docB"}
     assert server.readers("Observation", "obsToC") == {"docA", "docX"}
+
+
+def test_opted_out_record_is_seen_by_the_practitioners_it_names(server: Server) -> None:
+    """Regression: under an opt-out a practitioner of another facility who took part in a record
+    (participant of C's Encounter, in person or through their PractitionerRole; performer of a
+    result; member of a CareTeam) could not read it, though they care for the resident and could
+    write it. They read that record, not their facility's colleagues, not the Encounter's other
+    records."""
+    assert server.readers("Encounter", "encRCa") == {"docC", "docA"}
+    assert server.readers("Encounter", "encRCx") == {"docC", "docX"}
+    assert server.readers("Observation", "obsByL") == {"docC", "docL"}
+    assert server.readers("CareTeam", "ctRC") == {"docC", "docL"}
+    assert server.readers("Encounter", "encRC") == {"docC"}
 
 
 def test_discharge_destination_receives_the_encounter_but_does_not_write_it(server: Server) -> None:

@@ -199,7 +199,7 @@ class Policy:
         if kind == "direct":
             return True
         if self.relations.consent(patient).opt_out_sharing or sensitive_categories(resource):
-            return self.relations.held_at(resource, principal.organization)
+            return self._kept_at_home_for(principal, resource)
         return True
 
     def _related(self, principal: Principal, role: Role, patient: str, resource: dict[str, Any]) -> bool:
@@ -219,8 +219,14 @@ class Policy:
         if consent.opt_out_sharing:
             if resource.get("resourceType") == "Patient":
                 return True
-            return self.relations.held_at(resource, principal.organization)
+            return self._kept_at_home_for(principal, resource)
         return True
+
+    def _kept_at_home_for(self, principal: Principal, resource: dict[str, Any]) -> bool:
+        """For a record consent keeps at home: the facilities that hold it, and the practitioners
+        it names in person (:meth:`Relations.names_in_person`)."""
+        held = self.relations.held_at(resource, principal.organization)
+        return held or self.relations.names_in_person(principal, resource)
 
     def check_write(
         self, principal: Principal, res_type: str | None, resource: dict[str, Any] | None

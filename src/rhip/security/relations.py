@@ -483,12 +483,53 @@ class Relations:
         """
         if self.belongs_to(resource, principal.organization):
             return True
-        if principal.practitioner:
-            for name in ("participant", "performer", "recorder", "asserter", "requester", "author"):
-                for ref in references(resource.get(name)):
-                    if reference_id(ref, "Practitioner") == principal.practitioner:
-                        return True
+        me = principal.practitioner
+        return bool(me) and any(reference_id(ref, "Practitioner") == me for ref in _people_named(resource))
+
+    def names_in_person(self, principal: Principal, resource: dict[str, Any]) -> bool:
+        """True when a record names the calling practitioner personally, as the Practitioner or
+        through a PractitionerRole of theirs, in one of :data:`PERSON_ELEMENTS`.
+
+        Consent keeps an opted-out resident's records at the facilities that hold them; a
+        practitioner of another facility who took part in one (a consultant in A's Encounter, the
+        doctor who performed a result) wrote or witnessed it and reads that record, not the rest
+        of the facility's. A PractitionerRole is looked up one level, through the relationship
+        cache, only when the record names one.
+        """
+        me = principal.practitioner
+        if not me:
+            return False
+        for ref in _people_named(resource):
+            if reference_id(ref, "Practitioner") == me:
+                return True
+            role = reference_id(ref, "PractitionerRole")
+            if role and me in self.role_practitioners(role):
+                return True
         return False
+
+    def role_practitioners(self, role: str) -> frozenset[str]:
+        """The Practitioner ids PractitionerRole ``role`` names (``practitioner``); empty when unknown."""
+
+        def lookup(read_with: Callable[[str, str], dict[str, Any]]) -> frozenset[str]:
+            named = references(read_with("PractitionerRole", role).get("practitioner"))
+            return frozenset(filter(None, (reference_id(ref, "Practitioner") for ref in named)))
+
+        return self._resolved(("role-practitioner", role), lookup, None)
+
+
+#: Elements that name the people who took part in a record (an Encounter's or CareTeam's
+#: ``participant``, a result's ``performer``, a condition's ``recorder`` and ``asserter``, ...).
+PERSON_ELEMENTS = ("participant", "performer", "recorder", "asserter", "requester", "author")
+
+
+def _people_named(resource: dict[str, Any]) -> list[Any]:
+    """The references of :data:`PERSON_ELEMENTS` (``individual``, ``member``, ``actor`` unwrapped)."""
+    return [
+        ref
+        for name in PERSON_ELEMENTS
+        for item in references(resource.get(name))
+        for ref in ([item.get("member")] if isinstance(item, dict) and "member" in item else [item])
+    ]
 
 
 def _address_in(body: dict[str, Any], area: str) -> bool:
