@@ -195,6 +195,11 @@ class AuditWriter:
         while self._queue.unfinished_tasks and time.monotonic() < deadline:
             done.wait(0.005)
 
+    @property
+    def alive(self) -> bool:
+        """Whether the writer thread still takes records (readiness: ``GET /ready``)."""
+        return not self._stopped and self._thread.is_alive()
+
     def close(self) -> None:
         """Flush and stop the writer thread."""
         if self._stopped:
