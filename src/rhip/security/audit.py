@@ -307,6 +307,14 @@ def verify_chain(engine: sa.Engine) -> VerifyReport:
     return VerifyReport(checked, True, head_hash=prev)
 
 
+def chain_head(engine: sa.Engine) -> tuple[int, str]:
+    """(seq, hash) of the chain head: how many events were appended, and the hash to compare."""
+    ensure_schema(engine)
+    with engine.connect() as conn:
+        head = conn.execute(sa.select(audit_head.c.seq, audit_head.c.hash)).one()
+    return int(head.seq), str(head.hash)
+
+
 def events_for_patient(
     engine: sa.Engine, patient_id: str | Collection[str], *, count: int = 50, offset: int = 0
 ) -> tuple[int, list[tuple[int, dict[str, Any]]]]:
