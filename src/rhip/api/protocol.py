@@ -16,7 +16,7 @@ import orjson
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
-from rhip.api.http import outcome
+from rhip.api.http import FhirResponse, outcome
 from rhip.errors import Issue
 
 #: What the client is told: the request line (or a header) is not HTTP, and how to send it right.
@@ -31,7 +31,7 @@ def malformed_request_response(default_headers: list[tuple[bytes, bytes]]) -> by
     body = orjson.dumps(outcome([Issue("error", "structure", MALFORMED_REQUEST)]))
     headers = [
         *default_headers,
-        (b"content-type", b"application/fhir+json; charset=utf-8"),
+        (b"content-type", str(FhirResponse.media_type).encode("ascii")),
         (b"content-length", str(len(body)).encode("ascii")),
         (b"connection", b"close"),
     ]

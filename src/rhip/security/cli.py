@@ -42,8 +42,8 @@ def _engine() -> Any:
 def audit_verify() -> None:
     """Walk the audit chain; exit 1 and name the first tampered entry when it does not hold.
 
-    An intact chain's head is recorded in the data directory, so ``rhip status`` can tell when
-    events have been appended since.
+    An intact chain's head is recorded in the data directory (audit-verified.json), so
+    rhip status can tell when events have been appended since.
     """
     from rhip.config import get_settings
     from rhip.security.audit import verify_chain
