@@ -62,14 +62,21 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(app: Any, *, lifespan: str = "on", timeout: float = 60) -> Iterator[str]:
-    """Serve ``app`` with a real uvicorn on a free 127.0.0.1 port; yields ``http://127.0.0.1:port``."""
+def running_server(
+    app: Any, *, lifespan: str = "on", timeout: float = 60, http: Any = "auto"
+) -> Iterator[str]:
+    """Serve ``app`` with a real uvicorn on a free 127.0.0.1 port; yields ``http://127.0.0.1:port``.
+
+    ``http`` is uvicorn's protocol: its name or a class (``rhip serve`` gives
+    :data:`rhip.api.protocol.FhirHttpProtocol`).
+    """
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan, http=http
     )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 FHIR_JSON = "application/fhir+json"
 
@@ -43,3 +45,21 @@ def assert_outcome(response: Any, status: int, code: str | None = None) -> dict[
     if code is not None:
         assert body["issue"][0]["code"] == code, body
     return body
+
+
+#: The request of the bug: a Chinese family name sent as raw UTF-8 bytes, not percent-encoded.
+RAW_NON_ASCII = "GET /fhir/Patient?family=王 HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+
+
+def exchange(base: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes to the server and read the answer until it closes the connection."""
+    where = urlsplit(base)
+    with socket.create_connection((where.hostname, where.port), timeout=10) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), {k.lower(): v for k, v in headers.items()}, body

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+from api_testkit import RAW_NON_ASCII, exchange
 
 from rhip_testkit import free_port
 
@@ -34,6 +35,8 @@ def test_rhip_serve_answers_metadata(tmp_path: Path) -> None:
         assert response.status_code == 200
         assert response.json()["implementation"]["url"] == f"http://127.0.0.1:{port}/fhir"
         assert (tmp_path / "rhip.sqlite").exists()
+        status, headers, _ = exchange(f"http://127.0.0.1:{port}", RAW_NON_ASCII)
+        assert (status, headers["content-type"].split(";")[0]) == (400, "application/fhir+json")
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -82,3 +82,20 @@ def test_registry_accepts_a_region_method() -> None:
     with pytest.raises(InvalidRequest, match="unknown farringtonFlexible parameter"):
         detect("farrington", np.zeros(400), bogus=1)
     request_cleanup("fixed_threshold")
+
+
+def test_alerts_are_counted_per_status(db_url: str) -> None:
+    """``rhip status`` reads the open alerts from ``count_by_status``; every status is present."""
+    from rhip.surveillance.alerts import count_by_status
+
+    engine = sa.create_engine(db_url)
+    ensure_schema(engine)
+    w1 = dt.date(2025, 1, 6)
+    with engine.begin() as conn:
+        assert count_by_status(conn) == {"open": 0, "acknowledged": 0, "closed": 0}
+        first, _ = record_alarm(conn, _ev(w1))
+        record_alarm(conn, _ev(w1, area="秀洲区"))
+        record_alarm(conn, _ev(w1, area="嘉善县"))
+        set_status(conn, first, "acknowledged", actor="officer-li")
+        assert count_by_status(conn) == {"open": 2, "acknowledged": 1, "closed": 0}
+    engine.dispose()

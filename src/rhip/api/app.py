@@ -20,7 +20,7 @@ from sqlalchemy import Engine, event
 from starlette.middleware.gzip import GZipMiddleware
 
 from rhip import __version__
-from rhip.api import routes_rest, routes_search, routes_static, routes_system
+from rhip.api import routes_probes, routes_rest, routes_search, routes_static, routes_system
 from rhip.api.dispatch import gate_included_routers
 from rhip.api.http import FhirResponse
 from rhip.api.routing import install_handlers
@@ -146,6 +146,7 @@ def create_app(
     # then the generic /fhir/{type}/{id} patterns.
     app.include_router(routes_system.router)
     app.include_router(routes_static.router)
+    app.include_router(routes_probes.router)
     modules = ROUTER_MODULES if router_modules is None else router_modules
     app.state.contributed = _include_contributed(app, modules)
     app.include_router(routes_search.router)

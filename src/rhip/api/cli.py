@@ -40,6 +40,7 @@ def serve(
         workers=workers,
         log_level=log_level,
         access_log=False,
+        http="rhip.api.protocol:FhirHttpProtocol",
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from rhip.ingest.schema import ensure_schema, ingest_batch
 from rhip.store.meta import format_instant
@@ -22,7 +22,36 @@ def list_batches(engine: Engine, facility: str | None, limit: int) -> list[dict[
         stmt = stmt.where(ingest_batch.c.facility == facility)
     with engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(stmt)]
-    for row in rows:  # the table keeps epoch seconds
+    return _with_instants(rows)
+
+
+def latest_per_facility(engine: Engine) -> list[dict[str, Any]]:
+    """The newest batch of every facility with its counts, facilities in code order.
+
+    What an operator scans first: a facility whose last batch is old, or mostly quarantined, is
+    a source to call.
+    """
+    ensure_schema(engine)
+    newest = (
+        select(ingest_batch.c.facility, func.max(ingest_batch.c.started).label("started"))
+        .group_by(ingest_batch.c.facility)
+        .subquery()
+    )
+    on_newest = (ingest_batch.c.facility == newest.c.facility) & (ingest_batch.c.started == newest.c.started)
+    stmt = (
+        select(ingest_batch)
+        .join(newest, on_newest)
+        .order_by(ingest_batch.c.facility, ingest_batch.c.batch_id)
+    )
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(stmt)]
+    by_facility = {row["facility"]: row for row in reversed(rows)}  # one per facility on a tie
+    return _with_instants(sorted(by_facility.values(), key=lambda row: str(row["facility"])))
+
+
+def _with_instants(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with ``started`` and ``finished`` as UTC instants (the table keeps epoch seconds)."""
+    for row in rows:
         for name in ("started", "finished"):
             if row[name] is not None:
                 row[name] = format_instant(row[name])

@@ -42,6 +42,7 @@ __all__ = [
     "current_sql",
     "export_store",
     "lake_types",
+    "last_export",
     "parquet_glob",
     "read_state",
     "typed_structure",
@@ -78,6 +79,20 @@ def read_state(lake_dir: Path) -> dict[str, Any]:
         return {"types": {}}
     state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return state
+
+
+def last_export(lake_dir: Path) -> tuple[float, float] | None:
+    """(epoch seconds of the last export, newest ``lastUpdated`` it took); None before the first.
+
+    The state file is rewritten by every export, so its time is the export's; the newest
+    watermark, compared with :meth:`rhip.store.Store.last_write`, tells whether the store has
+    changed since.
+    """
+    path = lake_dir / STATE_FILE
+    if not path.exists():
+        return None
+    marks = [float(s.get("watermark", 0.0)) for s in read_state(lake_dir).get("types", {}).values()]
+    return path.stat().st_mtime, max(marks, default=0.0)
 
 
 def _write_state(lake_dir: Path, state: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, func, select
 
 from rhip.config import get_settings
 from rhip.errors import InvalidRequest, ResourceNotFound
@@ -21,7 +21,7 @@ from rhip.mpi.golden import StoreLike, is_golden, refresh_golden
 from rhip.mpi.link import LinkDecision, link_features
 from rhip.mpi.model import MatchModel, load_model
 from rhip.mpi.protect import MpiSeal
-from rhip.mpi.schema import ensure_schema, mpi_card, mpi_record, mpi_resident
+from rhip.mpi.schema import ensure_schema, mpi_card, mpi_record, mpi_resident, mpi_review
 from rhip.store.engine import write_transaction
 
 log = logging.getLogger(__name__)
@@ -192,3 +192,17 @@ def resident_summary(conn: Connection, resident_id: str) -> dict[str, Any]:
         ],
         "cards": sorted({(c.system, c.value, c.record_id) for c in cards}),
     }
+
+
+def index_counts(engine: Engine) -> dict[str, int]:
+    """Size of the index: active residents, linked source records, and possible matches awaiting review."""
+    ensure_schema(engine)
+    residents = select(func.count()).select_from(mpi_resident).where(mpi_resident.c.status == "active")
+    records = select(func.count()).select_from(mpi_record)
+    reviews = select(func.count()).select_from(mpi_review).where(mpi_review.c.status == "open")
+    with engine.connect() as conn:
+        return {
+            "residents": int(conn.execute(residents).scalar_one()),
+            "source_records": int(conn.execute(records).scalar_one()),
+            "review_open": int(conn.execute(reviews).scalar_one()),
+        }

@@ -195,6 +195,11 @@ class AuditWriter:
         while self._queue.unfinished_tasks and time.monotonic() < deadline:
             done.wait(0.005)
 
+    @property
+    def alive(self) -> bool:
+        """Whether the writer thread still takes records (readiness: ``GET /ready``)."""
+        return not self._stopped and self._thread.is_alive()
+
     def close(self) -> None:
         """Flush and stop the writer thread."""
         if self._stopped:
@@ -300,6 +305,14 @@ def verify_chain(engine: sa.Engine) -> VerifyReport:
     if head.seq != checked or head.hash != prev:
         return VerifyReport(checked, False, checked + 1, "chain truncated: head names a later entry")
     return VerifyReport(checked, True, head_hash=prev)
+
+
+def chain_head(engine: sa.Engine) -> tuple[int, str]:
+    """(seq, hash) of the chain head: how many events were appended, and the hash to compare."""
+    ensure_schema(engine)
+    with engine.connect() as conn:
+        head = conn.execute(sa.select(audit_head.c.seq, audit_head.c.hash)).one()
+    return int(head.seq), str(head.hash)
 
 
 def events_for_patient(

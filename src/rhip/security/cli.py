@@ -40,11 +40,18 @@ def _engine() -> Any:
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Walk the audit chain; exit 1 and name the first tampered entry when it does not hold."""
+    """Walk the audit chain; exit 1 and name the first tampered entry when it does not hold.
+
+    An intact chain's head is recorded in the data directory (audit-verified.json), so
+    rhip status can tell when events have been appended since.
+    """
+    from rhip.config import get_settings
     from rhip.security.audit import verify_chain
+    from rhip.security.audit_checks import record_verified
 
     report = verify_chain(_engine())
     if report.ok:
+        record_verified(get_settings().data_dir, report.checked, report.head_hash or "")
         typer.echo(
             f"audit chain intact: {report.checked} entries verified (SM3), head hash {report.head_hash}"
         )

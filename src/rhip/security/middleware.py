@@ -23,9 +23,12 @@ if TYPE_CHECKING:
 
 #: Paths anyone may call: discovery, the token endpoint, the API description and the chart
 #: pages' static scripts (plotly.js and its loader: no data; a chart page saved to a file loads
-#: them without a token).
+#: them without a token) and the liveness and readiness probes (no data: see
+#: :mod:`rhip.api.routes_probes`).
 PUBLIC_PATHS = frozenset(
     {
+        "/health",
+        "/ready",
         "/static/plotly.min.js",
         "/static/rhip-charts.js",
         "/fhir/metadata",

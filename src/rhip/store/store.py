@@ -193,6 +193,24 @@ class Store:
         with read_connection(self.engine) as conn:
             return int(conn.execute(stmt).scalar_one())
 
+    def count_by_type(self) -> dict[str, int]:
+        """Current (not deleted) resources per type, most numerous first (``rhip status``)."""
+        t = resource_table
+        n = func.count().label("n")
+        stmt = select(t.c.res_type, n).where(t.c.deleted.is_(False)).group_by(t.c.res_type)
+        with read_connection(self.engine) as conn:
+            rows = conn.execute(stmt.order_by(n.desc(), t.c.res_type)).all()
+        return {str(res_type): int(count) for res_type, count in rows}
+
+    def last_write(self) -> float | None:
+        """Epoch seconds of the newest write (a delete included); None for an empty store.
+
+        What the lake's watermark is compared with to tell whether an export is due.
+        """
+        with read_connection(self.engine) as conn:
+            newest = conn.execute(select(func.max(resource_table.c.last_updated))).scalar_one()
+        return None if newest is None else float(newest)
+
     # --- writes --------------------------------------------------------------------------------
     def create(
         self,

@@ -29,6 +29,7 @@ __all__ = [
     "ALERT_STATUSES",
     "AlertEvidence",
     "alert_table",
+    "count_by_status",
     "ensure_schema",
     "get_alert",
     "list_alerts",
@@ -224,6 +225,14 @@ def list_alerts(
         q = q.where(t.c.area == area)
     q = q.order_by(t.c.last_period.desc(), t.c.disease, t.c.area).limit(limit)
     return [_public(r, with_cases=False) for r in conn.execute(q).mappings()]
+
+
+def count_by_status(conn: sa.Connection) -> dict[str, int]:
+    """Alerts per status, every status present (0 when none): open ones await an officer."""
+    t = alert_table
+    rows = conn.execute(sa.select(t.c.status, sa.func.count()).group_by(t.c.status)).all()
+    found = {str(status): int(n) for status, n in rows}
+    return {status: found.get(status, 0) for status in ALERT_STATUSES}
 
 
 def get_alert(conn: sa.Connection, alert_id: str) -> dict[str, Any]:
