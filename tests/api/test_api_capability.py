@@ -61,6 +61,22 @@ def test_statement_shape(statement, schema_errors):
     assert schema_errors(statement) == []
 
 
+def test_platform_parameters_are_advertised_with_their_definition(statement):
+    """The parameters the platform adds to R4's (a CareTeam's managing organisation) are named with
+    a definition under the identifier base, like the official ones under hl7.org."""
+    from rhip.config import get_settings
+    from rhip.fhir.search_params import platform_params
+
+    rest = statement["rest"][0]["resource"]
+    base = get_settings().identifier_base.rstrip("/")
+    for res_type, params in platform_params().items():
+        advertised = {p["name"]: p for p in next(r for r in rest if r["type"] == res_type)["searchParam"]}
+        for name, raw in params.items():
+            assert advertised[name]["type"] == raw["type"]
+            assert advertised[name]["definition"] == f"{base}/SearchParameter/{res_type}-{name}"
+    assert "managing-organization" in platform_params()["CareTeam"]
+
+
 def _sweep(app, requests):
     """Send many GETs through one in-process async client (no socket; fast) and return the statuses."""
 

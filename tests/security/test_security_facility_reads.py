@@ -26,7 +26,7 @@ import httpx
 import pytest
 from security_seed import _enc, _ref, consent, secured_app
 
-from rhip.security.linkage import ORG_UNIT_LINKS
+from rhip.security.linkage import ORG_LINKS, ORG_UNIT_LINKS
 from rhip_testkit import running_server
 
 DOCTORS = {
@@ -355,14 +355,31 @@ def test_practitioner_roles_taking_part_give_their_facility_care(
 ) -> None:
     """Regression: E's PractitionerRole as an Encounter's participant, or T's as a CareTeam member,
     gave E or T no care relationship with the resident (only referrals and contracts naming a role
-    counted), in the SQL form and the per-resident form alike."""
+    counted), in the SQL form and the per-resident form alike. C manages the CareTeam."""
     import rhip.security.relations as relations
 
     assert server.readers("Patient", "pP") == {"docC", "docE"}
-    assert server.readers("CareTeam", "ctT") == {"docT"}
+    assert server.readers("CareTeam", "ctT") == {"docC", "docT"}
     monkeypatch.setattr(relations, "CARE_SET_MAX", 0)  # one resident at a time, by search
     assert server.readers("Encounter", "encPE") == {"docC", "docE"}
-    assert server.readers("Patient", "pT") == {"docT"}
+    assert server.readers("Patient", "pT") == {"docC", "docT"}
+
+
+@pytest.mark.parametrize("one_by_one", [False, True])
+def test_managing_facility_cares_for_its_care_teams_resident(
+    server: Server, monkeypatch: pytest.MonkeyPatch, one_by_one: bool
+) -> None:
+    """Regression: a CareTeam's ``managingOrganization`` gave its facility no care relationship (R4
+    has no search parameter for it), so C's doctors could not read the CareTeam C manages nor its
+    resident. The platform's ``managing-organization`` parameter is searchable too."""
+    import rhip.security.relations as relations
+
+    if one_by_one:
+        monkeypatch.setattr(relations, "CARE_SET_MAX", 0)
+    assert server.sees("docC", "CareTeam", "ctT") and server.sees("docC", "Patient", "pT")
+    found = server.request("docC", "GET", "CareTeam", params={"managing-organization": "Organization/orgC"})
+    assert found.status_code == 200, found.text
+    assert {e["resource"]["id"] for e in found.json()["entry"]} == {"ctT", "ctRC"}
 
 
 def test_opted_out_discharge_is_seen_by_its_destination(server: Server) -> None:
@@ -459,14 +476,10 @@ _LINKS: dict[tuple[str, str], Callable[[dict[str, str]], dict[str, Any]]] = {
     ("ServiceRequest", "requester"): lambda ref: {"requester": ref},
     ("EpisodeOfCare", "organization"): lambda ref: {"managingOrganization": ref},
     ("CareTeam", "participant"): lambda ref: {"participant": [{"member": ref}]},
+    ("CareTeam", "managing-organization"): lambda ref: {"managingOrganization": [ref]},
 }
-_FOR_FACILITY = [
-    ("Encounter", "service-provider"),
-    ("ServiceRequest", "performer"),
-    ("ServiceRequest", "requester"),
-    ("EpisodeOfCare", "organization"),
-    ("CareTeam", "participant"),
-]
+#: Kinds naming the facility itself: every one the code knows.
+_FOR_FACILITY = ORG_LINKS
 _FOR_PRACTITIONER = [
     ("Encounter", "participant"),
     ("ServiceRequest", "performer"),

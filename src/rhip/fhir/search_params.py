@@ -5,7 +5,8 @@ The built-in parameters come from the official FHIR R4 SearchParameter definitio
 turned into simple JSON paths so that indexing walks dicts instead of running a FHIRPath engine.
 Parameters whose expressions do not compile are left out of the table (and listed in
 docs/search-parameters.md), so :func:`search_params_for` only ever names parameters that are really indexed;
-the CapabilityStatement is built from it. A region adds its own parameters with
+the CapabilityStatement is built from it. The platform adds a few of its own
+(:func:`platform_params`), and a region adds its own parameters with
 :func:`register_search_param`, the same hook the built-ins go through.
 """
 
@@ -30,6 +31,7 @@ __all__ = [
     "all_resource_types",
     "excluded_params",
     "get_search_param",
+    "platform_params",
     "register_search_param",
     "registry_version",
     "search_params_for",
@@ -143,6 +145,32 @@ def _table() -> dict[str, Any]:
     return table
 
 
+@lru_cache(maxsize=1)
+def platform_params() -> dict[str, dict[str, Any]]:
+    """The parameters the platform adds to R4's (``data/platform_search_parameters.json``), raw, by type.
+
+    R4 leaves some elements the platform's own rules read without a parameter (a CareTeam's
+    ``managingOrganization``, which gives its facility a care relationship); they are indexed
+    and searched like the built-ins, and named in the CapabilityStatement under the identifier base.
+    """
+    data = resources.files("rhip.fhir").joinpath("data/platform_search_parameters.json").read_bytes()
+    table: dict[str, dict[str, Any]] = orjson.loads(data)["resources"]
+    return table
+
+
+def _platform_defs() -> dict[str, dict[str, SearchParamDef]]:
+    from rhip.config import get_settings
+
+    base = get_settings().identifier_base.rstrip("/")
+    return {
+        rt: {
+            name: _from_json(name, {**raw, "url": f"{base}/SearchParameter/{rt}-{name}"})
+            for name, raw in params.items()
+        }
+        for rt, params in platform_params().items()
+    }
+
+
 _lock = threading.Lock()
 _registry: dict[str, dict[str, SearchParamDef]] | None = None
 _version = 0
@@ -153,10 +181,13 @@ def _reg() -> dict[str, dict[str, SearchParamDef]]:
     if _registry is None:
         with _lock:
             if _registry is None:
-                _registry = {
+                built = {
                     rt: {name: _from_json(name, raw) for name, raw in params.items()}
                     for rt, params in _table()["resources"].items()
                 }
+                for rt, params in _platform_defs().items():
+                    built[rt].update(params)
+                _registry = built
     return _registry
 
 

@@ -21,13 +21,15 @@ from sqlalchemy import Select, false, select, union
 #: The care relationships of a facility as (type, reference search parameter naming it): read by
 #: :func:`care_patients_sql` and, one resident at a time, by :meth:`Relations._compute_care`. A
 #: referral counts for the facility that requested it as for the one it is addressed to; a CareTeam
-#: for an Organization that is one of its members (``participant.member``).
+#: for an Organization that is one of its members (``participant.member``) and for the one that
+#: manages it (``managingOrganization``, a parameter the platform adds to R4's).
 ORG_LINKS = (
     ("Encounter", "service-provider"),
     ("ServiceRequest", "performer"),
     ("ServiceRequest", "requester"),
     ("EpisodeOfCare", "organization"),
     ("CareTeam", "participant"),
+    ("CareTeam", "managing-organization"),
 )
 #: Where an organisation-level relationship may name one of the facility's posts or departments
 #: instead of the Organization, as (type, reference search parameter, unit type): a PractitionerRole
