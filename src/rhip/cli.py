@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rhip.lake",
     "rhip.surveillance",
     "rhip.store",
+    "rhip.ops",
 )
 
 app = typer.Typer(
