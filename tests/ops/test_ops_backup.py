@@ -92,17 +92,30 @@ def passphrase_file(tmp_path: Path) -> Path:
     return path
 
 
-def _backup(platform: tuple[Path, str], out: Path, passphrase_file: Path, *extra: str) -> None:
-    done = rhip(*platform, "backup", "create", str(out), "--passphrase-file", str(passphrase_file), *extra)
+@pytest.fixture
+def archive(platform: tuple[Path, str], passphrase_file: Path, tmp_path: Path) -> Path:
+    """A backup of ``platform`` made by `rhip backup create` with the passphrase."""
+    out = tmp_path / "backup.tar"
+    done = rhip(*platform, "backup", "create", str(out), "--passphrase-file", str(passphrase_file))
     assert done.returncode == 0, done.stderr
+    return out
+
+
+def restore_elsewhere(
+    platform: tuple[Path, str], archive: Path, new_dir: Path, passphrase_file: Path
+) -> subprocess.CompletedProcess[str]:
+    """`rhip backup restore` into ``new_dir`` (and an empty PostgreSQL database for a PostgreSQL platform)."""
+    with _restore_target(platform[1]) as new_url:
+        args = ["--database-url", new_url] if new_url else []
+        return rhip(*platform, "backup", "restore", str(archive), "--data-dir", str(new_dir),
+                    "--passphrase-file", str(passphrase_file), *args)  # fmt: skip
 
 
 def test_round_trip_restores_a_platform_that_reads_the_same(
-    platform: tuple[Path, str], passphrase_file: Path, tmp_path: Path
+    platform: tuple[Path, str], archive: Path, passphrase_file: Path, tmp_path: Path
 ) -> None:
     data_dir, db_url = platform
-    out = tmp_path / "backup.tar"
-    _backup(platform, out, passphrase_file)
+    out = archive
     manifest = read_manifest(out)
     assert manifest.audit_seq == 5 and manifest.counts["resource"] == 3
     assert "files/mpi/model.json" in manifest.members and not any("lake" in m for m in manifest.members)
@@ -152,16 +165,13 @@ class _restore_target:
             self._pg.__exit__(*exc)
 
 
-def test_keys_are_only_in_the_archive_sealed(
-    platform: tuple[Path, str], passphrase_file: Path, tmp_path: Path
-) -> None:
-    data_dir, _ = platform
-    out = tmp_path / "backup.tar"
-    _backup(platform, out, passphrase_file)
-    archive = out.read_bytes()
-    for key_file in (data_dir / "keys").rglob("v*.key"):
+def test_keys_are_only_in_the_archive_sealed(platform: tuple[Path, str], archive: Path) -> None:
+    data = archive.read_bytes()
+    key_files = list((platform[0] / "keys").rglob("v*.key"))
+    assert key_files
+    for key_file in key_files:
         key_hex = key_file.read_text(encoding="ascii").strip()
-        assert key_hex.encode() not in archive and bytes.fromhex(key_hex) not in archive, key_file
+        assert key_hex.encode() not in data and bytes.fromhex(key_hex) not in data, key_file
 
 
 def _rewrite_member(archive: Path, name: str) -> None:
@@ -177,61 +187,42 @@ def _rewrite_member(archive: Path, name: str) -> None:
 
 @pytest.mark.parametrize("member", ["files/mpi/model.json", "store/rhip.sqlite", "keys.sealed"])
 def test_verify_names_a_tampered_member(
-    member: str, platform: tuple[Path, str], passphrase_file: Path, tmp_path: Path
+    member: str, platform: tuple[Path, str], archive: Path, passphrase_file: Path, tmp_path: Path
 ) -> None:
     if not platform[1].startswith("sqlite") and member.startswith("store/"):
         member = "store/rhip.pgdump"
-    out = tmp_path / "backup.tar"
-    _backup(platform, out, passphrase_file)
+    out = archive
     _rewrite_member(out, member)
     checked = rhip(*platform, "backup", "verify", str(out), "--passphrase-file", str(passphrase_file))
     assert checked.returncode == 1, checked.stdout + checked.stderr
     failed = [line for line in checked.stdout.splitlines() if "FAILED 失败" in line]
     assert failed and all(member in line for line in failed), checked.stdout
-    with _restore_target(platform[1]) as new_url:
-        args = ["--database-url", new_url] if new_url else []
-        restored = rhip(*platform, "backup", "restore", str(out), "--data-dir", str(tmp_path / "new"),
-                        "--passphrase-file", str(passphrase_file), *args)  # fmt: skip
+    restored = restore_elsewhere(platform, out, tmp_path / "new", passphrase_file)
     assert restored.returncode == 2 and member in restored.stderr, restored.stderr
 
 
 def test_a_wrong_passphrase_is_named_and_restores_nothing(
-    platform: tuple[Path, str], passphrase_file: Path, tmp_path: Path
+    platform: tuple[Path, str], archive: Path, tmp_path: Path
 ) -> None:
-    out = tmp_path / "backup.tar"
-    _backup(platform, out, passphrase_file)
+    out = archive
     wrong = tmp_path / "wrong"
     wrong.write_text("not the passphrase\n", encoding="utf-8")
     checked = rhip(*platform, "backup", "verify", str(out), "--passphrase-file", str(wrong))
     assert checked.returncode == 1 and "passphrase does not open the keys" in checked.stdout, checked.stdout
     new_dir = tmp_path / "new"
-    with _restore_target(platform[1]) as new_url:
-        args = ["--database-url", new_url] if new_url else []
-        restored = rhip(*platform, "backup", "restore", str(out), "--data-dir", str(new_dir),
-                        "--passphrase-file", str(wrong), *args)  # fmt: skip
+    restored = restore_elsewhere(platform, out, new_dir, wrong)
     assert restored.returncode == 2, restored.stderr
     assert "keys.sealed: the passphrase does not open the keys" in restored.stderr
     assert not new_dir.exists() or not any(new_dir.iterdir())
 
 
 def test_restore_refuses_a_directory_that_is_not_empty(
-    platform: tuple[Path, str], passphrase_file: Path, tmp_path: Path
+    platform: tuple[Path, str], archive: Path, passphrase_file: Path, tmp_path: Path
 ) -> None:
-    out = tmp_path / "backup.tar"
-    _backup(platform, out, passphrase_file)
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "rhip.sqlite").write_bytes(b"a platform already lives here")
-    restored = rhip(
-        *platform,
-        "backup",
-        "restore",
-        str(out),
-        "--data-dir",
-        str(busy),
-        "--passphrase-file",
-        str(passphrase_file),
-    )
+    restored = restore_elsewhere(platform, archive, busy, passphrase_file)
     assert restored.returncode == 2 and f"{busy}: not an empty directory" in restored.stderr, restored.stderr
     assert (busy / "rhip.sqlite").read_bytes() == b"a platform already lives here"
     assert sorted(p.name for p in busy.iterdir()) == ["rhip.sqlite"]

@@ -14,6 +14,7 @@ on disk when the keys are read after it.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -82,11 +83,11 @@ def data_files(plan: BackupPlan, out: Path) -> list[Path]:
         return []
     skip = _skipped_paths(plan, out)
     found: list[Path] = []
-    for path in sorted(plan.data_dir.rglob("*")):
-        resolved = path.resolve()
-        if path.is_file() and not any(resolved == s or s in resolved.parents for s in skip):
-            found.append(path)
-    return found
+    for folder, subfolders, names in os.walk(plan.data_dir):
+        here = Path(folder)
+        subfolders[:] = [d for d in subfolders if (here / d).resolve() not in skip]  # a lake is never walked
+        found.extend(here / n for n in names if (here / n).resolve() not in skip and (here / n).is_file())
+    return sorted(found)
 
 
 def _snapshot(plan: BackupPlan, staging: Path, on_progress: OnProgress) -> tuple[Path, SnapshotFacts]:
