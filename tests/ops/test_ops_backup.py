@@ -234,12 +234,12 @@ def test_create_wants_a_passphrase_unless_told_to_leave_the_keys_out(
     out = tmp_path / "backup.tar"
     refused = rhip(*platform, "backup", "create", str(out))
     assert refused.returncode == 2 and "RHIP_BACKUP_PASSPHRASE" in refused.stderr and not out.exists()
-    made = rhip(*platform, "backup", "create", str(out), "--without-keys")
+    made = rhip(*platform, "backup", "create", str(out), "--without-keys", "--with-lake")
     assert made.returncode == 0 and "cannot be read on its own" in made.stderr, made.stderr
     manifest = read_manifest(out)
-    assert (
-        manifest.keys_seal is None and "keys.sealed" not in manifest.members and "keys" in manifest.left_out
-    )
+    assert manifest.keys_seal is None and "keys" in manifest.left_out
+    assert not any(name.startswith(("keys", "files/keys")) for name in manifest.members)
+    assert "files/lake/views/patient.parquet" in manifest.members and "lake" not in manifest.left_out
 
 
 @pytest.mark.postgres
