@@ -25,7 +25,7 @@ from rhip.fhir.systems import CITIZEN_ID
 from rhip.ops import snapshot as snapshot_module
 from rhip.ops.archive import read_manifest
 from rhip.ops.snapshot import integrity_problem, sqlite_facts
-from rhip.security.audit import AuditRecord, append, record_now
+from rhip.security.audit import AuditRecord, append, iter_entries, record_now
 from rhip.security.crypto import FieldCipher
 from rhip.security.keys import KeyRing
 from rhip.store import Store
@@ -118,6 +118,12 @@ def test_round_trip_restores_a_platform_that_reads_the_same(
     out = archive
     manifest = read_manifest(out)
     assert manifest.audit_seq == 5 and manifest.counts["resource"] == 3
+    traced = open_store(data_dir, db_url)
+    try:  # the backup itself is on the live chain, after the head the archive holds
+        last_seq, last = list(iter_entries(traced.engine))[-1]
+    finally:
+        traced.close()
+    assert last_seq == 6 and last["action"] == "backup-create" and out.name in last["detail"]
     assert "files/mpi/model.json" in manifest.members and not any("lake" in m for m in manifest.members)
     with _restore_target(db_url) as scratch_url:  # a PostgreSQL dump is opened in a scratch database
         args = ["--scratch-database-url", scratch_url] if scratch_url else []

@@ -99,7 +99,25 @@ def create(
     )
     with _progress_bar() as report:
         manifest = create_backup(plan, out, report)
+    _audit_backup(plan.database_url, out, manifest)
     _print_manifest(out, manifest)
+
+
+def _audit_backup(database_url: str, out: Path, manifest: Manifest) -> None:
+    """Put the backup on the audit chain: an archive of every record is an access worth a trace.
+
+    Appended after the snapshot, so the head the manifest recorded is this entry's predecessor.
+    """
+    from rhip.security.audit import operator_record, record_now
+    from rhip.store.engine import make_engine
+
+    keys = "keys sealed" if manifest.keys_seal else "without keys"
+    detail = f"backup {out.name}: {len(manifest.members)} members, {keys}, audit head {manifest.audit_seq}"
+    engine = make_engine(database_url)
+    try:
+        record_now(engine, operator_record("backup-create", detail))
+    finally:
+        engine.dispose()
 
 
 def _print_manifest(out: Path, manifest: Manifest) -> None:

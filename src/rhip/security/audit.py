@@ -130,6 +130,20 @@ def _locked_head(conn: sa.Connection) -> tuple[int, str]:
     return int(seq), str(digest)
 
 
+def operator_record(action: str, detail: str) -> AuditRecord:
+    """An operator's command (account, key or backup change) as an audit record; actor: the OS user."""
+    import getpass
+
+    return AuditRecord(
+        actor=f"os:{getpass.getuser()}",
+        role="operator",
+        action=action,
+        outcome="0",
+        purpose="HSYSADMIN",
+        detail=detail,
+    )
+
+
 def record_now(engine: sa.Engine, record: AuditRecord) -> None:
     """Append one record synchronously (for the CLI: account and key changes)."""
     ensure_schema(engine)
