@@ -79,10 +79,13 @@ def snapshot_sqlite(db_path: Path, out: Path, on_progress: OnProgress) -> Snapsh
     try:
         source.execute("BEGIN")
         source.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the read snapshot starts here
+        page = int(source.execute("PRAGMA page_size").fetchone()[0])
         source.backup(
             target,
             pages=SQLITE_STEP_PAGES,
-            progress=lambda _status, remaining, total: on_progress("snapshot", total - remaining, total),
+            progress=lambda _status, left, total: on_progress(
+                "snapshot", (total - left) * page, total * page
+            ),
         )
         source.execute("ROLLBACK")
         target.execute("PRAGMA journal_mode=DELETE")

@@ -19,6 +19,7 @@ from pathlib import Path
 import orjson
 import sqlalchemy as sa
 
+from rhip import __version__
 from rhip.errors import RhipError
 from rhip.ops.archive import Manifest, read_manifest, unpack
 from rhip.ops.backup import STORE_MEMBERS
@@ -156,11 +157,17 @@ def _store_checks(engine: sa.Engine, manifest: Manifest, member: str) -> list[Ch
             member,
             "schema revision",
             revision_ok,
-            f"{facts.schema_revision} (manifest {manifest.schema_revision})",
+            _revision_detail(facts.schema_revision, manifest, known),
         ),
         Check(member, "row counts", facts.counts == manifest.counts, counts),
         Check(member, "audit chain", head_ok, chain_detail),
     ]
+
+
+def _revision_detail(revision: str | None, manifest: Manifest, known: set[str]) -> str:
+    if revision not in known:
+        return f"{revision}: not a revision RHIP {__version__} knows (made by a newer RHIP?)"
+    return f"{revision} (manifest {manifest.schema_revision})"
 
 
 def _sample_check(engine: sa.Engine, keys_dir: Path, member: str) -> Check:
