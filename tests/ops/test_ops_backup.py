@@ -307,3 +307,29 @@ def test_sqlite_snapshot_is_one_moment_while_a_writer_goes_on(
     assert facts.counts["resource_version"] == facts.counts["resource"]
     assert facts.audit_seq == facts.counts["audit_log"] == copied
     assert read_manifest(out).counts == facts.counts
+
+
+@pytest.mark.postgres
+def test_restore_refuses_a_postgres_database_that_is_not_empty(
+    tmp_path: Path, fresh_pg_url: str, passphrase_file: Path
+) -> None:
+    """A mistyped --database-url naming a live platform's database must not be restored over."""
+    data_dir = tmp_path / "data"
+    writer = open_store(data_dir, fresh_pg_url)
+    writer.update("Patient", "p0", patient(0))
+    writer.close()
+    out = tmp_path / "b.tar"
+    made = rhip(
+        data_dir, fresh_pg_url, "backup", "create", str(out), "--passphrase-file", str(passphrase_file)
+    )
+    assert made.returncode == 0, made.stderr
+    new_dir = tmp_path / "new"
+    restored = rhip(data_dir, fresh_pg_url, "backup", "restore", str(out), "--data-dir", str(new_dir),
+                    "--passphrase-file", str(passphrase_file), "--database-url", fresh_pg_url)  # fmt: skip
+    assert restored.returncode == 2 and "the database is not empty" in restored.stderr, restored.stderr
+    assert not any(new_dir.iterdir())
+    reader = open_store(data_dir, fresh_pg_url)
+    try:
+        assert reader.read("Patient", "p0")["identifier"][0]["value"] == CITIZEN_IDS[0]
+    finally:
+        reader.close()
