@@ -333,3 +333,17 @@ def test_restore_refuses_a_postgres_database_that_is_not_empty(
         assert reader.read("Patient", "p0")["identifier"][0]["value"] == CITIZEN_IDS[0]
     finally:
         reader.close()
+
+
+def test_a_backup_kept_in_the_data_directory_is_not_copied_into_the_next(tmp_path: Path) -> None:
+    """Backups written under the data directory would otherwise nest, each holding all the earlier ones."""
+    from rhip.ops.backup import BackupPlan, create_backup
+
+    data_dir = tmp_path / "data"
+    url = f"sqlite:///{data_dir / 'rhip.sqlite'}"
+    open_store(data_dir, url).close()
+    (data_dir / "notes.txt").write_text("kept", encoding="utf-8")
+    plan = BackupPlan(data_dir, url, PASSPHRASE.encode())
+    create_backup(plan, data_dir / "backups" / "first.tar")
+    second = create_backup(plan, data_dir / "backups" / "second.tar")
+    assert sorted(second.members) == ["files/notes.txt", "keys.sealed", "store/rhip.sqlite"]

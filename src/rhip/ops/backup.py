@@ -23,7 +23,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from rhip import __version__
-from rhip.ops.archive import ArchiveWriter, BackupError, Manifest, OnProgress, utc_now
+from rhip.ops.archive import ArchiveWriter, BackupError, Manifest, OnProgress, read_manifest, utc_now
 from rhip.ops.keyseal import KEYS_MEMBER, seal_keys
 from rhip.ops.snapshot import SnapshotFacts, snapshot_postgres, snapshot_sqlite
 
@@ -37,6 +37,8 @@ LEFT_OUT: dict[str, str] = {
 }
 #: Member names of the database snapshot, by back end.
 STORE_MEMBERS = {"sqlite": "store/rhip.sqlite", "postgresql": "store/rhip.pgdump"}
+#: Name prefix of the scratch folder a backup stages its snapshot in (beside the archive).
+STAGING_PREFIX = ".rhip-backup-"
 #: Prefix of the members copied from the data directory.
 FILES_PREFIX = "files/"
 
@@ -85,9 +87,22 @@ def data_files(plan: BackupPlan, out: Path) -> list[Path]:
     found: list[Path] = []
     for folder, subfolders, names in os.walk(plan.data_dir):
         here = Path(folder)
-        subfolders[:] = [d for d in subfolders if (here / d).resolve() not in skip]  # a lake is never walked
+        subfolders[:] = [  # a lake is never walked, nor the staging folder of this very backup
+            d for d in subfolders if (here / d).resolve() not in skip and not d.startswith(STAGING_PREFIX)
+        ]
         found.extend(here / n for n in names if (here / n).resolve() not in skip and (here / n).is_file())
-    return sorted(found)
+    return sorted(p for p in found if not _is_backup(p))
+
+
+def _is_backup(path: Path) -> bool:
+    """Whether a file is a backup archive (kept in the data directory, it is not copied into the next)."""
+    if not path.name.endswith((".tar", ".tar.partial")):
+        return False
+    try:
+        read_manifest(path)
+    except BackupError:
+        return path.name.endswith(".partial")
+    return True
 
 
 def _snapshot(plan: BackupPlan, staging: Path, on_progress: OnProgress) -> tuple[Path, SnapshotFacts]:
@@ -136,7 +151,7 @@ def create_backup(plan: BackupPlan, out: Path, on_progress: OnProgress = _quiet)
     if out.exists():
         raise BackupError(f"{out}: exists already; a backup never overwrites a file")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".rhip-backup-", dir=out.parent))
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out.parent))
     try:
         snapshot, facts = _snapshot(plan, staging, on_progress)
         sealed, seal = seal_keys(plan.data_dir, plan.passphrase) if plan.passphrase else (b"", None)
