@@ -347,3 +347,17 @@ def test_a_backup_kept_in_the_data_directory_is_not_copied_into_the_next(tmp_pat
     create_backup(plan, data_dir / "backups" / "first.tar")
     second = create_backup(plan, data_dir / "backups" / "second.tar")
     assert sorted(second.members) == ["files/notes.txt", "keys.sealed", "store/rhip.sqlite"]
+
+
+def test_a_truncated_archive_is_named_as_no_backup(tmp_path: Path) -> None:
+    """A copy cut short (a full disk, an interrupted transfer) is refused by name, without a traceback."""
+    from rhip.ops.backup import BackupPlan, create_backup
+
+    data_dir = tmp_path / "data"
+    url = f"sqlite:///{data_dir / 'rhip.sqlite'}"
+    open_store(data_dir, url).close()
+    out = tmp_path / "b.tar"
+    create_backup(BackupPlan(data_dir, url, None), out)
+    out.write_bytes(out.read_bytes()[: out.stat().st_size // 2])
+    checked = rhip(data_dir, url, "backup", "verify", str(out))
+    assert checked.returncode == 2 and f"{out}: not a backup archive" in checked.stderr, checked.stderr

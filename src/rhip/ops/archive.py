@@ -26,6 +26,8 @@ from rhip.errors import RhipError
 MANIFEST = "manifest.json"
 #: Layout version of the archive; :func:`read_manifest` refuses any other.
 FORMAT = 1
+#: Store back ends a backup can hold.
+BACKENDS = ("sqlite", "postgresql")
 #: Bytes read at a time while a member is written or digested.
 CHUNK = 1024 * 1024
 
@@ -70,6 +72,8 @@ class Manifest:
                 raise BackupError(
                     f"{MANIFEST}: archive format {value.get('format')!r}, this RHIP reads {FORMAT}"
                 )
+            if value.get("backend") not in BACKENDS:
+                raise BackupError(f"{MANIFEST}: unknown store back end {value.get('backend')!r}")
             return cls(**value)
         except (orjson.JSONDecodeError, TypeError, AttributeError) as exc:
             raise BackupError(f"{MANIFEST}: not a backup manifest ({type(exc).__name__})") from None
@@ -192,10 +196,13 @@ def unpack(archive: Path, manifest: Manifest, into: Path) -> list[str]:
     not list, counts as not matching. Unpacking uses tar's ``data`` filter: no member lands outside
     ``into`` and none keeps special permissions.
     """
-    with tarfile.open(archive, "r") as tar:
-        names = {m.name for m in tar.getmembers() if m.isfile()} - {MANIFEST}
-        wanted = [m for m in tar.getmembers() if m.name in manifest.members]
-        tar.extractall(into, members=wanted, filter="data")
+    try:
+        with tarfile.open(archive, "r") as tar:
+            names = {m.name for m in tar.getmembers() if m.isfile()} - {MANIFEST}
+            wanted = [m for m in tar.getmembers() if m.name in manifest.members]
+            tar.extractall(into, members=wanted, filter="data")
+    except tarfile.TarError as exc:  # a truncated archive, or a member aimed outside the folder
+        raise BackupError(f"{archive}: cannot be unpacked ({exc})") from None
     bad = sorted(names - set(manifest.members))
     for name, facts in sorted(manifest.members.items()):
         path = into / name
