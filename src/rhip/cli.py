@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rhip.surveillance",
     "rhip.store",
     "rhip.status",
+    "rhip.ops",
 )
 
 app = typer.Typer(

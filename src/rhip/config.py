@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rhip.errors import ConfigurationError
@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         ge=0,
         description="NDJSON files of at least this size are read and prepared in a second process "
         "(hosts with two or more cores); 0: never.",
+    )
+
+    backup_passphrase: SecretStr | None = Field(
+        default=None,
+        description="Passphrase that seals the keys in `rhip backup create` and opens them in "
+        "verify and restore (--passphrase-file takes precedence).",
     )
 
     @field_validator("timezone")

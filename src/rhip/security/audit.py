@@ -130,6 +130,20 @@ def _locked_head(conn: sa.Connection) -> tuple[int, str]:
     return int(seq), str(digest)
 
 
+def operator_record(action: str, detail: str) -> AuditRecord:
+    """An operator's command (account, key or backup change) as an audit record; actor: the OS user."""
+    import getpass
+
+    return AuditRecord(
+        actor=f"os:{getpass.getuser()}",
+        role="operator",
+        action=action,
+        outcome="0",
+        purpose="HSYSADMIN",
+        detail=detail,
+    )
+
+
 def record_now(engine: sa.Engine, record: AuditRecord) -> None:
     """Append one record synchronously (for the CLI: account and key changes)."""
     ensure_schema(engine)
@@ -290,18 +304,26 @@ class VerifyReport:
 def verify_chain(engine: sa.Engine) -> VerifyReport:
     """Walk the chain in order and report the first entry whose hash or link does not hold."""
     ensure_schema(engine)
-    prev, expected_seq, checked = GENESIS, 1, 0
     with engine.connect() as conn:
-        head = conn.execute(sa.select(audit_head.c.seq, audit_head.c.hash)).one()
-        rows = conn.execute(sa.select(audit_log).order_by(audit_log.c.seq)).mappings()
-        for row in rows:
-            if row["seq"] != expected_seq:
-                return VerifyReport(checked, False, expected_seq, "entry missing (deleted)")
-            if row["prev_hash"] != prev:
-                return VerifyReport(checked, False, row["seq"], "link to previous entry broken")
-            if chain_hash(prev, row["entry"]) != row["hash"]:
-                return VerifyReport(checked, False, row["seq"], "entry content altered")
-            prev, expected_seq, checked = row["hash"], expected_seq + 1, checked + 1
+        return walk_chain(conn)
+
+
+def walk_chain(conn: sa.Connection) -> VerifyReport:
+    """:func:`verify_chain` on a database as it is, never migrated first.
+
+    A backup's snapshot is checked at the schema revision it was taken at (``rhip backup verify``).
+    """
+    prev, expected_seq, checked = GENESIS, 1, 0
+    head = conn.execute(sa.select(audit_head.c.seq, audit_head.c.hash)).one()
+    rows = conn.execute(sa.select(audit_log).order_by(audit_log.c.seq)).mappings()
+    for row in rows:
+        if row["seq"] != expected_seq:
+            return VerifyReport(checked, False, expected_seq, "entry missing (deleted)")
+        if row["prev_hash"] != prev:
+            return VerifyReport(checked, False, row["seq"], "link to previous entry broken")
+        if chain_hash(prev, row["entry"]) != row["hash"]:
+            return VerifyReport(checked, False, row["seq"], "entry content altered")
+        prev, expected_seq, checked = row["hash"], expected_seq + 1, checked + 1
     if head.seq != checked or head.hash != prev:
         return VerifyReport(checked, False, checked + 1, "chain truncated: head names a later entry")
     return VerifyReport(checked, True, head_hash=prev)

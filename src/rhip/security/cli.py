@@ -16,19 +16,9 @@ keys_app = typer.Typer(help="SM4 field keys, JWT signing keys and HMAC keys.", n
 
 def _policy_change(action: str, detail: str) -> None:
     """Write an account or key change to the audit chain (actor: the operating-system user)."""
-    import getpass
+    from rhip.security.audit import operator_record, record_now
 
-    from rhip.security.audit import AuditRecord, record_now
-
-    record = AuditRecord(
-        actor=f"os:{getpass.getuser()}",
-        role="operator",
-        action=action,
-        outcome="0",
-        purpose="HSYSADMIN",
-        detail=detail,
-    )
-    record_now(_engine(), record)
+    record_now(_engine(), operator_record(action, detail))
 
 
 def _engine() -> Any:
