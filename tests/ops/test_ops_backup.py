@@ -41,7 +41,8 @@ CITIZEN_IDS = [make_citizen_id("330102", date(1970 + i, 3, 9), 20 + i, "male") f
 def rhip(data_dir: Path, db_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run the `rhip` command line in a child process on this data directory and store."""
     full = {k: v for k, v in os.environ.items() if k != "RHIP_BACKUP_PASSPHRASE"}
-    full.update(RHIP_DATA_DIR=str(data_dir), RHIP_DATABASE_URL=db_url, **env)
+    # wide enough that no table cell wraps, whatever the length of the temporary paths
+    full.update(RHIP_DATA_DIR=str(data_dir), RHIP_DATABASE_URL=db_url, COLUMNS="250", **env)
     cmd = [sys.executable, "-c", "from rhip.cli import main; main()", *args]
     return subprocess.run(cmd, env=full, capture_output=True, text=True, timeout=300)
 
