@@ -43,6 +43,11 @@ def demo(
         "rhip quality chart --out quality.html.",
         soft_wrap=True,
     )
+    console.print(
+        f"Operators: rhip status (the platform at a glance), {base}/ready (readiness probe), "
+        "rhip backup create --help (backups with the keys sealed by a passphrase).",
+        soft_wrap=True,
+    )
     if not serve:
         console.print(
             "Not serving (--no-serve): start the API with `rhip serve` from this folder "
