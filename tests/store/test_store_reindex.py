@@ -117,7 +117,7 @@ _SLOW_REINDEX = textwrap.dedent(
     """
     import sys, time
     from rhip.store import Store, fieldcrypt
-    from rhip.store.reindex import prepare_reindex, reindex, run_reindex
+    from rhip.store.reindex import reindex
 
     store = Store(sys.argv[1], fields=fieldcrypt.PLAIN, migrate=False)
 
