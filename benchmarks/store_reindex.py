@@ -3,9 +3,15 @@
 For each back end the script loads N synthetic resources (the 1:1:3 Patient/Encounter/Observation
 mix of ``store_bulk.py``) with ``bulk_write`` into a fresh database (timed: the baseline), then
 rebuilds their index with :func:`rhip.store.reindex.reindex` (timed), alternating the two
-``--rounds`` times on fresh databases, and prints resources per second of both and their ratio.
+``--rounds`` times on fresh databases, and prints resources per second of both, their ratio and
+the reindex's milliseconds per page. Every page also moves the run's saved cursor (one UPDATE in
+the page's transaction); to see what that costs, run the same script against an older release's
+code, alternating with this one, by putting that release's ``src`` first on ``PYTHONPATH`` (the
+script only calls ``reindex(engine, batch_size=)``, which both have):
 
-    .venv/bin/python benchmarks/store_reindex.py --n 20000 --rounds 3 [--pg]
+    .venv/bin/python benchmarks/store_reindex.py --n 20000 --rounds 3 [--pg] [--batch-size 100]
+    git archive <base> src | tar -x -C /tmp/base
+    PYTHONPATH=/tmp/base/src .venv/bin/python benchmarks/store_reindex.py --n 20000 --rounds 3
 """
 
 from __future__ import annotations
@@ -43,6 +49,13 @@ def one_round(backend: str, n: int, batch: int) -> tuple[float, float]:
     return load, rebuild
 
 
+def _source() -> str:
+    """Which code ran: the ``src`` folder ``rhip`` was imported from."""
+    import rhip
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(rhip.__file__)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=20000, help="resources per round")
@@ -56,9 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         load = statistics.median(r[0] for r in rounds)
         rebuild = statistics.median(r[1] for r in rounds)
         ratios = ", ".join(f"{r[0] / r[1]:.2f}" for r in rounds)
+        pages = -(-args.n // args.batch_size)
         print(
-            f"{backend}: n={args.n} started {started} UTC, load average {os.getloadavg()[0]:.1f}; "
-            f"bulk load {args.n / load:,.0f}/s, reindex {args.n / rebuild:,.0f}/s "
+            f"{backend} ({_source()}): n={args.n} batch {args.batch_size} started {started} UTC, "
+            f"load average {os.getloadavg()[0]:.1f}; bulk load {args.n / load:,.0f}/s, "
+            f"reindex {args.n / rebuild:,.0f}/s, {1000 * rebuild / pages:.1f} ms/page "
             f"(medians); reindex/load speed per round: {ratios}"
         )
     return 0
