@@ -119,7 +119,7 @@ def reindex(
 ) -> ReindexResult:
     """Rebuild the index rows of every stored resource of ``types`` (default: all stored types).
 
-    Resumes an interrupted run with the same parameters (see :func:`prepare_reindex`), then
+    Resumes an interrupted run of the same types (see :func:`prepare_reindex`), then
     walks what is left (see :func:`run_reindex`).
 
     Args:
@@ -131,7 +131,7 @@ def reindex(
 
     Raises InvalidRequest when ``batch_size`` is outside 1..:data:`MAX_BATCH_SIZE`, a type is
     neither an R4 resource type nor one the store holds (a misspelt ``--type`` must not pass as
-    an empty type), or an interrupted run had other parameters or index definitions.
+    an empty type), or an interrupted run had other types or index definitions.
     """
     plan = prepare_reindex(engine, types, batch_size=batch_size, restart=restart)
     return run_reindex(engine, plan, on_rows)
