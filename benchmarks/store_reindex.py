@@ -3,9 +3,15 @@
 For each back end the script loads N synthetic resources (the 1:1:3 Patient/Encounter/Observation
 mix of ``store_bulk.py``) with ``bulk_write`` into a fresh database (timed: the baseline), then
 rebuilds their index with :func:`rhip.store.reindex.reindex` (timed), alternating the two
-``--rounds`` times on fresh databases, and prints resources per second of both and their ratio.
+``--rounds`` times on fresh databases, and prints resources per second of both, their ratio and
+the reindex's milliseconds per page. Every page also moves the run's saved cursor (one UPDATE in
+the page's transaction); to see what that costs, run the same script against an older release's
+code, alternating with this one, by putting that release's ``src`` first on ``PYTHONPATH`` (the
+script only calls ``reindex(engine, batch_size=)``, which both have):
 
-    .venv/bin/python benchmarks/store_reindex.py --n 20000 --rounds 3 [--pg]
+    .venv/bin/python benchmarks/store_reindex.py --n 20000 --rounds 3 [--pg] [--batch-size 100]
+    git archive <base> src | tar -x -C /tmp/base
+    PYTHONPATH=/tmp/base/src .venv/bin/python benchmarks/store_reindex.py --n 20000 --rounds 3
 """
 
 from __future__ import annotations
@@ -43,6 +49,50 @@ def one_round(backend: str, n: int, batch: int) -> tuple[float, float]:
     return load, rebuild
 
 
+def cursor_cost(backend: str, pages: int = 500) -> tuple[float, float] | None:
+    """(ms per write transaction of one index row, ms per one also moving the saved cursor).
+
+    The two kinds alternate in blocks. A page's commit flushes the log whether or not the cursor
+    moves, so both kinds write a row; the difference is the cursor's own cost per page. None with
+    code that has no saved cursor.
+    """
+    try:
+        from rhip.store import reindex_progress
+    except ImportError:
+        return None
+    from sqlalchemy import text
+
+    from rhip.store import Store, fieldcrypt
+    from rhip.store.engine import write_transaction
+
+    row = text("INSERT INTO idx_token (res_type, res_id, param, code) VALUES ('Basic', :id, 'code', 'x')")
+    with database(backend) as url:
+        store = Store(url, fields=fieldcrypt.PLAIN)
+        try:
+            with write_transaction(store.engine) as conn:
+                reindex_progress.begin(conn, {"types": None, "batch_size": 1000}, "bench")
+            times: dict[bool, float] = {False: 0.0, True: 0.0}
+            for block in range(10):
+                for moved in (block % 2 == 0, block % 2 == 1):
+                    start = time.perf_counter()
+                    for i in range(pages // 10):
+                        with write_transaction(store.engine) as conn:
+                            conn.execute(row, {"id": f"{block}-{i}"})  # a page always writes: WAL flush
+                            if moved:
+                                reindex_progress.advance(conn, "Observation", f"o{i:06d}", 1000)
+                    times[moved] += time.perf_counter() - start
+        finally:
+            store.close()
+    return 1000 * times[False] / pages, 1000 * times[True] / pages
+
+
+def _source() -> str:
+    """Which code ran: the ``src`` folder ``rhip`` was imported from."""
+    import rhip
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(rhip.__file__)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=20000, help="resources per round")
@@ -56,11 +106,19 @@ def main(argv: list[str] | None = None) -> int:
         load = statistics.median(r[0] for r in rounds)
         rebuild = statistics.median(r[1] for r in rounds)
         ratios = ", ".join(f"{r[0] / r[1]:.2f}" for r in rounds)
+        pages = -(-args.n // args.batch_size)
         print(
-            f"{backend}: n={args.n} started {started} UTC, load average {os.getloadavg()[0]:.1f}; "
-            f"bulk load {args.n / load:,.0f}/s, reindex {args.n / rebuild:,.0f}/s "
+            f"{backend} ({_source()}): n={args.n} batch {args.batch_size} started {started} UTC, "
+            f"load average {os.getloadavg()[0]:.1f}; bulk load {args.n / load:,.0f}/s, "
+            f"reindex {args.n / rebuild:,.0f}/s, {1000 * rebuild / pages:.1f} ms/page "
             f"(medians); reindex/load speed per round: {ratios}"
         )
+        cost = cursor_cost(backend)
+        if cost is not None:
+            print(
+                f"{backend}: write transaction {cost[0]:.3f} ms, with the cursor moved {cost[1]:.3f} ms "
+                f"(+{cost[1] - cost[0]:.3f} ms per page)"
+            )
     return 0
 
 

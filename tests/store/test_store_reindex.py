@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +19,12 @@ import pytest
 import sqlalchemy as sa
 from test_store_fieldcrypt import crypt_for, observation, patient
 
-from rhip.errors import InvalidRequest
+from rhip.errors import InvalidRequest, ResourceGone, ResourceNotFound, VersionConflict
+from rhip.fhir.search_params import register_search_param, search_params_for, unregister_search_param
 from rhip.store import Store
+from rhip.store.engine import StoreBusy
 from rhip.store.index_schema import INDEX_TABLES
-from rhip.store.reindex import reindex
+from rhip.store.reindex import prepare_reindex, reindex, run_reindex
 
 OWN_FHIR_BASE = "http://127.0.0.1:8080/fhir"  # RHIP_BASE_URL's default, and the API's FHIR base
 
@@ -131,27 +138,186 @@ def _rhip(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=dict(os.environ))
 
 
-def test_reindex_killed_mid_run_is_finished_by_running_again(db_url: str, tmp_path: Path) -> None:
-    store = Store(db_url, fields=crypt_for(tmp_path))
-    _load(store, observations=60)
-    fresh = index_snapshot(store)
+def _interrupt_by_kill(store: Store, db_url: str, pages: int = 5) -> None:
+    """Clear the index, then kill -9 a one-resource-per-page reindex after ``pages`` commits."""
     with store.engine.begin() as conn:
         for table in INDEX_TABLES:
             conn.execute(sa.delete(table))
     child = subprocess.Popen([sys.executable, "-c", _SLOW_REINDEX, db_url], stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
-    for _ in range(5):
+    for _ in range(pages):
         assert child.stdout.readline() == "page\n"
     os.kill(child.pid, signal.SIGKILL)
     child.wait(timeout=30)
+
+
+def test_reindex_killed_mid_run_resumes_with_the_remaining_pages_only(db_url: str, tmp_path: Path) -> None:
+    """A re-run after kill -9 used to start over; it now walks only the pages the killed run left."""
+    store = Store(db_url, fields=crypt_for(tmp_path))
+    _load(store, observations=60)  # 64 resource rows: 60 + "gone" Observations, 3 Patients
+    fresh = index_snapshot(store)
+    _interrupt_by_kill(store, db_url)
     partial = index_snapshot(store)
     assert 0 < sum(map(len, partial.values())) < sum(map(len, fresh.values()))
+    plan = prepare_reindex(store.engine, batch_size=1)
+    assert plan.resumed and plan.remaining == 64 - 5
+    assert re.fullmatch(
+        r"resuming reindex started \S+ \S+ UTC at Observation/o003, 7 % done", plan.resume_note()
+    )
+    seen: list[int] = []
+    result = run_reindex(store.engine, plan, on_rows=seen.append)
+    assert (result.pages, len(seen), result.resources, result.deleted) == (59, 59, 59, 0)
+    assert index_snapshot(store) == fresh
+    assert prepare_reindex(store.engine).resumed is False  # the finished run left no progress
+    store.close()
+
+
+def test_cli_reindex_says_it_resumes_and_restart_starts_over(db_url: str, tmp_path: Path) -> None:
+    store = Store(db_url, fields=crypt_for(tmp_path))
+    _load(store, observations=60)
+    fresh = index_snapshot(store)
+    _interrupt_by_kill(store, db_url)
+    refused = _rhip("db", "reindex", "--database-url", db_url, "--type", "Patient")
+    assert refused.returncode == 2 and "at Observation/o003" in refused.stderr
+    assert "cannot be resumed: it was started for every type (no --type)" in refused.stderr
+    assert "--restart to start over" in refused.stderr
     done = _rhip("db", "reindex", "--database-url", db_url, "--batch-size", "7")
     assert done.returncode == 0, done.stderr
-    assert "reindexed 63 resources of 2 types (1 deleted, no rows)" in done.stdout
+    assert "resuming reindex started" in done.stdout and "at Observation/o003, 7 % done" in done.stdout
+    assert "reindexed 59 resources of 2 types (0 deleted, no rows)" in done.stdout
+    assert index_snapshot(store) == fresh
+    _interrupt_by_kill(store, db_url, pages=2)
+    again = _rhip("db", "reindex", "--database-url", db_url, "--type", "Patient", "--restart")
+    assert again.returncode == 0 and "resuming" not in again.stdout
+    assert "reindexed 3 resources of 1 types" in again.stdout
+    assert "\nreindexed 63 resources of 2 types" in _rhip("db", "reindex", "--database-url", db_url).stdout
     assert index_snapshot(store) == fresh
     refused = _rhip("db", "reindex", "--database-url", db_url, "--type", "Patiant")
     assert refused.returncode == 2 and "unknown resource type 'Patiant'" in refused.stderr
+    store.close()
+
+
+class _Crash(Exception):
+    """Stands for a crash after a page committed."""
+
+
+def _crash_after(pages: int) -> Callable[[int], None]:
+    seen: list[int] = []
+
+    def committed(n: int) -> None:
+        seen.append(n)
+        if len(seen) == pages:
+            raise _Crash
+
+    return committed
+
+
+def test_resume_is_refused_when_types_or_definitions_changed(db_url: str) -> None:
+    """A resumed run must give a fresh run's rows: other types or other definitions are refused."""
+    store = Store(db_url)
+    _load(store)
+    with pytest.raises(_Crash):
+        reindex(store.engine, ["Observation", "Patient"], batch_size=2, on_rows=_crash_after(2))
+    with pytest.raises(InvalidRequest, match="started for --type Observation --type Patient, this run is"):
+        reindex(store.engine, ["Patient"])
+    with pytest.raises(InvalidRequest, match="cannot be resumed"):
+        reindex(store.engine)
+    code = search_params_for("Observation")["code"]
+    register_search_param("Observation", replace(code, name="region-code", url="urn:region-code"))
+    try:
+        with pytest.raises(InvalidRequest, match="search parameters or their extraction changed"):
+            reindex(store.engine, ["Patient", "Observation"])
+    finally:
+        unregister_search_param("Observation", "region-code")
+    seen: list[int] = []
+    resumed = reindex(store.engine, ["Patient", "Observation"], batch_size=3, on_rows=seen.append)
+    assert seen == [1, 3] and resumed.resources == 4  # done: gone, o000..o002; left: o003, 3 Patients
+    with pytest.raises(_Crash):
+        reindex(store.engine, batch_size=2, on_rows=_crash_after(1))
+    restarted = reindex(store.engine, ["Patient"], restart=True)
+    assert restarted.pages == 1 and restarted.resources == 3
+    store.close()
+
+
+def test_writes_between_runs_are_kept_once(db_url: str) -> None:
+    """Resources written between an interrupted run and its resumption end with a fresh run's rows."""
+    store = Store(db_url)
+    _load(store, observations=8)
+    with pytest.raises(_Crash):
+        reindex(store.engine, batch_size=2, on_rows=_crash_after(2))  # done: gone, o000..o002
+    store.update("Observation", "o001", observation("o001", "Patient/p2"))  # behind the cursor
+    store.update("Observation", "o006", observation("o006", "Patient/p2"))  # ahead of it
+    store.update("Observation", "o0015", observation("o0015", "Patient/p1"))  # new, behind it
+    store.delete("Observation", "o004")
+    assert reindex(store.engine, batch_size=2).resources == 7  # o003, o005..o007 and the Patients
+    resumed = index_snapshot(store)
+    assert reindex(store.engine, restart=True).resources == 11  # 8 live Observations, 3 Patients
+    assert index_snapshot(store) == resumed
+    assert _ids(store, [("subject", "Patient/p2")]) == ["o001", "o002", "o005", "o006"]
+    store.close()
+
+
+def _write_while(running: threading.Event, store: Store, written: list[str]) -> None:
+    """Update, create (20) and delete Observations on both sides of the cursor: 60 writes at most."""
+    i = 0
+    while running.is_set() and i < 60:
+        res_id = f"o{(i * 7) % 40:03d}" if i % 3 else f"o{i:03d}w"
+        try:
+            if i % 5 == 4:
+                store.delete("Observation", res_id)
+            else:
+                store.update("Observation", res_id, observation(res_id, f"Patient/p{i % 3}"))
+            written.append(res_id)
+        except (VersionConflict, StoreBusy, ResourceNotFound, ResourceGone):
+            pass  # the page held the row or the lock (a client would retry), or nothing to delete
+        i += 1
+
+
+def test_writes_during_a_resumed_run_are_kept_once(db_url: str) -> None:
+    """Writes racing the pages of a resumed run end with exactly the rows a fresh run gives."""
+    store = Store(db_url)
+    _load(store, observations=40)
+    with pytest.raises(_Crash):
+        reindex(store.engine, batch_size=2, on_rows=_crash_after(5))
+    running, written = threading.Event(), []
+    running.set()
+    writer = threading.Thread(target=_write_while, args=(running, store, written))
+    writer.start()
+    try:
+        resumed = reindex(store.engine, batch_size=2, on_rows=lambda n: time.sleep(0.01))
+    finally:
+        running.clear()
+        writer.join(timeout=60)
+    after_resume = index_snapshot(store)
+    fresh = reindex(store.engine, batch_size=2, restart=True)
+    assert written and fresh.rows_after == sum(map(len, after_resume.values()))
+    assert index_snapshot(store) == after_resume
+    assert resumed.pages <= fresh.pages - 5  # the 5 pages done before the crash were not walked again
+    store.close()
+
+
+def test_reindex_of_every_type_removes_rows_of_types_with_no_resource(db_url: str) -> None:
+    """Index rows of a type with no resource row (e.g. purged) were left unless named with --type."""
+    store = Store(db_url)
+    _load(store)
+    fresh = index_snapshot(store)
+    token = next(t for t in INDEX_TABLES if t.name == "idx_token")
+    string = next(t for t in INDEX_TABLES if t.name == "idx_string")
+    with store.engine.begin() as conn:
+        for res_type, res_id in (("Basic", "b1"), ("Basic", "b2"), ("LegacyType", "l1")):
+            conn.execute(sa.insert(token).values(res_type=res_type, res_id=res_id, param="code", code="x"))
+        conn.execute(sa.insert(string).values(res_type="Basic", res_id="b1", param="x", norm="n", exact="n"))
+    assert reindex(store.engine, ["Patient"]).orphan_rows == 0  # a run of named types sweeps nothing
+    assert index_snapshot(store) != fresh
+    result = reindex(store.engine)
+    assert (result.orphan_rows, result.orphan_types) == (4, ["Basic", "LegacyType"])
+    assert index_snapshot(store) == fresh
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(token).values(res_type="Basic", res_id="b1", param="code", code="x"))
+    done = _rhip("db", "reindex", "--database-url", db_url)
+    assert done.returncode == 0, done.stderr
+    assert "removed 1 index rows of 1 types with no stored resource: Basic" in done.stdout
+    assert index_snapshot(store) == fresh
     store.close()
 
 

@@ -80,30 +80,33 @@ def reindex(
     batch_size: int = typer.Option(
         1000, "--batch-size", min=1, max=10_000, help="Resources per transaction (at most 10,000)."
     ),
+    restart: bool = typer.Option(
+        False, "--restart", help="Start over instead of resuming an interrupted run from where it stopped."
+    ),
     database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
 ) -> None:
     """Rebuild the search index rows of stored resources from their current bodies.
 
     Run after an upgrade that changes search parameters or how values are extracted, or after
     adding a platform search parameter. Each batch is its own transaction; a run stopped
-    half-way is finished by running it again.
+    half-way is resumed from its last batch by running it again with the same --type options.
+    Without --type, index rows of types with no stored resource are removed too.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from rhip.config import get_settings
     from rhip.store import Store, fieldcrypt
-    from rhip.store.reindex import reindex as run_reindex
-    from rhip.store.reindex import resources_to_reindex, types_to_reindex
+    from rhip.store.reindex import prepare_reindex, run_reindex
 
     store = Store(database_url or get_settings().resolved_database_url, fields=fieldcrypt.PLAIN)
     try:
-        chosen = types_to_reindex(store.engine, types)
+        plan = prepare_reindex(store.engine, types, batch_size=batch_size, restart=restart)
+        if plan.resumed:
+            typer.echo(f"{plan.resume_note()} (--restart starts over)")
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns) as bar:
-            task = bar.add_task("reindexing resources", total=resources_to_reindex(store.engine, chosen))
-            result = run_reindex(
-                store.engine, chosen, batch_size=batch_size, on_rows=lambda n: bar.advance(task, n)
-            )
+            task = bar.add_task("reindexing resources", total=plan.remaining)
+            result = run_reindex(store.engine, plan, on_rows=lambda n: bar.advance(task, n))
     finally:
         store.close()
     typer.echo(
@@ -111,6 +114,11 @@ def reindex(
         f"({result.deleted} deleted, no rows): "
         f"index rows {result.rows_before} before, {result.rows_after} after"
     )
+    if plan.sweep_orphans:
+        typer.echo(
+            f"removed {result.orphan_rows} index rows of {len(result.orphan_types)} types "
+            f"with no stored resource{': ' + ', '.join(result.orphan_types) if result.orphan_types else ''}"
+        )
 
 
 def register(app: typer.Typer) -> None:

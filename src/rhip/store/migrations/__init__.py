@@ -1,8 +1,9 @@
 """The platform's one Alembic history, shipped inside the package and run programmatically.
 
 Every table of the operational database is created by a revision here: the store and its search
-index (``0001``), ingest and quality (``0002``), the MPI (``0003``), security (``0004``) and
-surveillance (``0005``). Revisions use explicit operations, so a revision never changes meaning
+index (``0001``), ingest and quality (``0002``), the MPI (``0003``), security (``0004``),
+surveillance (``0005``), the MPI's protected columns (``0006``) and the progress of an interrupted
+reindex (``0007``). Revisions use explicit operations, so a revision never changes meaning
 when the code's tables change; a table change is a new revision, and
 ``tests/store/test_store_migrations_drift.py`` fails until it exists.
 
