@@ -30,7 +30,7 @@ _READY_EXAMPLE = {
     "status": "ready",
     "checks": [
         {"name": "database", "status": "pass", "detail": "postgresql answers"},
-        {"name": "schema", "status": "pass", "detail": "at head 0006"},
+        {"name": "schema", "status": "pass", "detail": "at head 0007"},
         {"name": "keys", "status": "pass", "detail": "sm4 v1, jwt v1, hmac v1"},
         {"name": "audit", "status": "pass", "detail": "audit writer running"},
     ],
@@ -42,7 +42,7 @@ _NOT_READY_EXAMPLE = {
         {
             "name": "schema",
             "status": "fail",
-            "detail": "at 0005, this version needs 0006: run rhip db upgrade",
+            "detail": "at 0006, this version needs 0007: run rhip db upgrade",
         }
     ],
 }
