@@ -362,3 +362,13 @@ def test_a_truncated_archive_is_named_as_no_backup(tmp_path: Path) -> None:
     out.write_bytes(out.read_bytes()[: out.stat().st_size // 2])
     checked = rhip(data_dir, url, "backup", "verify", str(out))
     assert checked.returncode == 2 and f"{out}: not a backup archive" in checked.stderr, checked.stderr
+
+
+def test_scrypt_cost_from_a_manifest_is_bounded() -> None:
+    """A manifest is input: an archive asking scrypt for terabytes of memory is refused, not run."""
+    from rhip.ops.archive import BackupError
+    from rhip.ops.keyseal import open_keys
+
+    params = {"n": 2**40, "r": 8, "p": 1, "salt": "00" * 16}
+    with pytest.raises(BackupError, match="scrypt parameters out of range"):
+        open_keys(b"\0" * 64, params, b"passphrase")

@@ -28,6 +28,8 @@ KEYS_MEMBER = "keys.sealed"
 #: scrypt cost: OWASP's minimum for scrypt (N=2^17, r=8, p=1): 128 MiB of memory and, on a busy
 #: 2-core machine, under a second per backup, verify or restore; what makes guessing expensive.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**17, 8, 1
+#: The largest scrypt N a manifest may ask for (8 x the default: 1 GiB of memory at r=8).
+_MAX_N = 2**20
 #: Bound to the ciphertext as associated data: these bytes only open as backup keys.
 _AAD = b"rhip-backup-keys-v1"
 
@@ -35,6 +37,8 @@ _AAD = b"rhip-backup-keys-v1"
 def _derive(passphrase: bytes, params: dict[str, Any]) -> bytes:
     """The 128-bit SM4 key scrypt derives from the passphrase with the manifest's parameters."""
     n, r, p = int(params["n"]), int(params["r"]), int(params["p"])
+    if not (2 <= n <= _MAX_N and 1 <= r <= 32 and 1 <= p <= 16):  # a manifest is input: bound its cost
+        raise BackupError(f"{KEYS_MEMBER}: scrypt parameters out of range (n={n}, r={r}, p={p})")
     salt = bytes.fromhex(params["salt"])
     return hashlib.scrypt(passphrase, salt=salt, n=n, r=r, p=p, maxmem=256 * n * r, dklen=16)
 
