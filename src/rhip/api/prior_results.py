@@ -31,7 +31,7 @@ FacilityOf = Callable[[dict[str, Any]], str | None]
 
 
 @dataclass(frozen=True)
-class Test:
+class RequestedTest:
     """One requested test: a code and its system (None: any system, the window looked up as LOINC)."""
 
     system: str | None
@@ -43,9 +43,9 @@ class Test:
         return f"{self.system}|{self.code}" if self.system else self.code
 
 
-def parse_tests(values: Sequence[str]) -> list[Test]:
+def parse_tests(values: Sequence[str]) -> list[RequestedTest]:
     """The ``code`` parameter(s): comma-separated ``system|code`` or bare codes; 400 naming ``code``."""
-    tests: list[Test] = []
+    tests: list[RequestedTest] = []
     for value in values:
         for item in value.split(","):
             system, _, code = item.strip().rpartition("|")
@@ -53,7 +53,7 @@ def parse_tests(values: Sequence[str]) -> list[Test]:
                 raise InvalidRequest(
                     f"code: expected system|code, got '{item.strip()[:40]}'", expression=("code",)
                 )
-            test = Test(system.strip() or None, code.strip())
+            test = RequestedTest(system.strip() or None, code.strip())
             if test not in tests:
                 tests.append(test)
     if not tests:
@@ -61,7 +61,7 @@ def parse_tests(values: Sequence[str]) -> list[Test]:
     return tests
 
 
-def _has_coding(observation: dict[str, Any], test: Test) -> bool:
+def _has_coding(observation: dict[str, Any], test: RequestedTest) -> bool:
     for coding in (observation.get("code") or {}).get("coding") or []:
         same_code = isinstance(coding, dict) and coding.get("code") == test.code
         if same_code and (test.system is None or coding.get("system") == test.system):
@@ -69,7 +69,7 @@ def _has_coding(observation: dict[str, Any], test: Test) -> bool:
     return False
 
 
-def latest_of(observations: Sequence[dict[str, Any]], test: Test) -> dict[str, Any] | None:
+def latest_of(observations: Sequence[dict[str, Any]], test: RequestedTest) -> dict[str, Any] | None:
     """The most recent of these Observations coded with ``test``, or None."""
     matching = newest_first(o for o in observations if _has_coding(o, test))
     return matching[0] if matching else None
@@ -100,7 +100,7 @@ def _result_parts(
     return parts
 
 
-def _coding(test: Test) -> dict[str, Any]:
+def _coding(test: RequestedTest) -> dict[str, Any]:
     from rhip.fhir.terminology import lab_test
 
     coding: dict[str, Any] = (
@@ -113,7 +113,7 @@ def _coding(test: Test) -> dict[str, Any]:
 
 
 def prior_results(
-    tests: Sequence[Test],
+    tests: Sequence[RequestedTest],
     observations: Sequence[dict[str, Any]],
     windows: dict[str, Window],
     facility_of: FacilityOf,

@@ -20,7 +20,7 @@ from rhip.api.bundles import searchset
 from rhip.api.deps import begin, check_id, get_settings, get_store, raw_body, store_work
 from rhip.api.http import FORM, FhirResponse, base_url, check_format, form_pairs, query_pairs
 from rhip.api.lastn import LastnQuery, gather, last_n, parse_lastn, resident_ids
-from rhip.api.prior_results import FacilityOf, Test, parse_tests, prior_results
+from rhip.api.prior_results import FacilityOf, RequestedTest, parse_tests, prior_results
 from rhip.api.recognition import recognition_windows
 from rhip.api.routes_search import params_from_body
 from rhip.api.routing import FhirRoute
@@ -115,7 +115,7 @@ def _prior_results(
     settings: Settings,
     ctx: access.RequestContext,
     patient: str,
-    tests: list[Test],
+    tests: list[RequestedTest],
 ) -> Response:
     query = LastnQuery(patients=[patient], criteria=[("code", ",".join(t.token for t in tests))])
     found = _visible_observations(ctx, store, query)
@@ -157,7 +157,7 @@ def patient_prior_results(
     return _prior_results(store, settings, ctx, patient_id, tests)
 
 
-def order_tests(order: dict[str, Any]) -> tuple[str, list[Test]]:
+def order_tests(order: dict[str, Any]) -> tuple[str, list[RequestedTest]]:
     """The patient and the coded tests of a ServiceRequest; 400 naming the element when missing."""
     ref = (order.get("subject") or {}).get("reference")
     if not isinstance(ref, str) or not ref.startswith("Patient/"):
@@ -165,7 +165,9 @@ def order_tests(order: dict[str, Any]) -> tuple[str, list[Test]]:
             "ServiceRequest.subject: the order names no Patient", expression=("ServiceRequest.subject",)
         )
     codings = (order.get("code") or {}).get("coding") or []
-    tests = [Test(c.get("system"), c["code"]) for c in codings if isinstance(c, dict) and c.get("code")]
+    tests = [
+        RequestedTest(c.get("system"), c["code"]) for c in codings if isinstance(c, dict) and c.get("code")
+    ]
     if not tests:
         raise InvalidRequest(
             "ServiceRequest.code: the order names no coded test", expression=("ServiceRequest.code",)
