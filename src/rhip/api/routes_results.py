@@ -131,8 +131,14 @@ def _prior_results(
     return FhirResponse(answer)
 
 
-def _check_params(pairs: list[tuple[str, str]], allowed: tuple[str, ...]) -> list[str]:
-    """The ``code`` values; 400 naming any parameter other than ``allowed`` and the format ones."""
+def _prior_codes(request: Request, res_id: str, allowed: tuple[str, ...]) -> list[str]:
+    """The ``code`` values of a ``$prior-results`` request, after the checks both routes share.
+
+    400 naming any parameter other than ``allowed`` and the format ones; 406 for a non-JSON format.
+    """
+    pairs = query_pairs(request)
+    check_format(request, pairs)
+    check_id(res_id)
     for name, _ in pairs:
         if name not in (*allowed, "_format", "_pretty"):
             raise InvalidRequest(f"{name}: unknown $prior-results parameter", expression=(name,))
@@ -148,10 +154,7 @@ def patient_prior_results(
     settings: Settings = Depends(get_settings),
 ) -> Response:
     """The resident's latest result of each requested test, with its recognition window."""
-    pairs = query_pairs(request)
-    check_format(request, pairs)
-    check_id(patient_id)
-    tests = parse_tests(_check_params(pairs, ("code",)))
+    tests = parse_tests(_prior_codes(request, patient_id, ("code",)))
     ctx = begin(request, "operation", "Patient", patient_id)
     store.read("Patient", patient_id)
     return _prior_results(store, settings, ctx, patient_id, tests)
@@ -184,10 +187,7 @@ def order_prior_results(
     settings: Settings = Depends(get_settings),
 ) -> Response:
     """The latest result of each test an order asks for, for the order's patient."""
-    pairs = query_pairs(request)
-    check_format(request, pairs)
-    check_id(order_id)
-    _check_params(pairs, ())
+    _prior_codes(request, order_id, ())
     ctx = begin(request, "operation", "ServiceRequest", order_id)
     patient, tests = order_tests(store.read("ServiceRequest", order_id))
     return _prior_results(store, settings, ctx, patient, tests)
