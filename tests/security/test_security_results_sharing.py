@@ -196,6 +196,7 @@ def test_lastn_max_1_gives_the_newest_per_code_across_both_facilities(region: Re
     assert region.lastn("admin", patient="rA", category="laboratory") == expected
     assert region.lastn("admin", patient=f"Patient/{region.golden}", category="laboratory") == expected
     assert region.lastn("admin", subject="Patient/rB", category="laboratory", max="1") == expected
+    assert region.lastn("admin", patient="rA", category="laboratory", _mdm="false") == ["tshA", "a1cA", "hbA"]
 
 
 def test_lastn_max_3_gives_up_to_three_newest_first(region: Region) -> None:
