@@ -60,6 +60,10 @@ class Settings(BaseSettings):
         ge=0,
         description="WAL pages between SQLite checkpoints while a bulk load writes; 0: SQLite's default.",
     )
+    recognition_windows_file: Path | None = Field(
+        default=None,
+        description="CSV of lab-result recognition windows replacing or adding to the shipped ones.",
+    )
     mllp_uvloop: bool = Field(
         default=True,
         description="Run the MLLP listener on uvloop's event loop (asyncio's own where uvloop is missing).",

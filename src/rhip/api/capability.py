@@ -16,6 +16,7 @@ from fastapi import Request
 from rhip import __version__
 from rhip.api.http import base_url
 from rhip.api.shaping import resource_types
+from rhip.fhir import systems
 
 TYPE_INTERACTIONS = (
     "read",
@@ -45,6 +46,14 @@ RESULT_CONTROLS = (
 OPERATIONS = {
     "everything": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
     "validate": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+    "lastn": "http://hl7.org/fhir/OperationDefinition/Observation-lastn",
+    "prior-results": systems.PRIOR_RESULTS_OPERATION,
+}
+#: Operations each resource type serves (Patient's $everything and $prior-results, ...).
+TYPE_OPERATIONS = {
+    "Patient": ("everything", "prior-results"),
+    "Observation": ("lastn",),
+    "ServiceRequest": ("prior-results",),
 }
 _SPEC = "http://hl7.org/fhir/SearchParameter/"
 
@@ -105,8 +114,8 @@ def _resource_entry(res_type: str, revinclude: list[str]) -> dict[str, Any]:
         del entry["searchInclude"]
     if not entry["searchRevInclude"]:
         del entry["searchRevInclude"]
-    if res_type == "Patient":
-        entry["operation"] = [{"name": "everything", "definition": OPERATIONS["everything"]}]
+    if res_type in TYPE_OPERATIONS:
+        entry["operation"] = [{"name": op, "definition": OPERATIONS[op]} for op in TYPE_OPERATIONS[res_type]]
     return entry
 
 

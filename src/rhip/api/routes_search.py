@@ -257,8 +257,8 @@ def everything_response(
     return FhirResponse(searchset(base, page, [], total=len(found), links=links))
 
 
-def _params_from_body(request: Request, body: bytes) -> list[tuple[str, str]]:
-    """Operation parameters from a Parameters body (primitive values only) or a form."""
+def params_from_body(request: Request, body: bytes) -> list[tuple[str, str]]:
+    """Operation parameters from a Parameters body (primitive values and references)."""
     from rhip.api.http import parse_json_body
 
     if not body.strip():
@@ -269,6 +269,8 @@ def _params_from_body(request: Request, body: bytes) -> list[tuple[str, str]]:
     out = []
     for param in data.get("parameter") or []:
         value = next((v for k, v in param.items() if k.startswith("value")), None)
+        if isinstance(value, dict) and isinstance(value.get("reference"), str):
+            value = value["reference"]  # valueReference: the reference, as a search value takes it
         if value is not None and isinstance(param.get("name"), str):
             out.append((param["name"], str(value)))
     return out
@@ -323,7 +325,7 @@ def instance_operation_post(
 
         return validate_operation(request, res_type, body, res_id=res_id)
     if res_type == "Patient" and operation == "$everything":
-        pairs = query_pairs(request) + _params_from_body(request, body)
+        pairs = query_pairs(request) + params_from_body(request, body)
         return everything_response(request, store, settings, res_id, pairs)
     raise NotSupported(f"operation {operation[:40]} is not supported on {res_type} instances")
 

@@ -17,6 +17,9 @@ def _local(path: str) -> str:
     return f"{get_settings().identifier_base.rstrip('/')}/{path}"
 
 
+#: Canonical URL of the platform's ``$prior-results`` operation (prior lab results for an order).
+PRIOR_RESULTS_OPERATION: Final = _local("OperationDefinition/prior-results")
+
 # --- Identifier systems for persons (多卡合一: every card is an identifier of a source record) ---
 #: 居民身份证号码 (GB 11643); the root of trust for resident identity.
 CITIZEN_ID: Final = "urn:oid:2.16.156.10011.1.3"
