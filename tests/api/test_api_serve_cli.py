@@ -46,3 +46,23 @@ def test_rhip_serve_answers_metadata(tmp_path: Path) -> None:
     # It said nothing at all while it served (uvicorn logs at 'warning' only).
     base = f"http://127.0.0.1:{port}"
     assert f"RHIP API on {base}/fhir (OpenAPI docs: {base}/docs); data directory {tmp_path};" in output
+
+
+def test_rhip_serve_refuses_a_bad_recognition_windows_file_before_listening(tmp_path: Path) -> None:
+    """A bad file named in the settings stops the start, naming the file and line, rather than
+    failing the first `$prior-results` request with a 500."""
+    bad = tmp_path / "windows.csv"
+    bad.write_text("loinc,days,group,group_zh\n718-7,soon,complete blood count,血常规\n", encoding="utf-8")
+    port = free_port()
+    env = {
+        **os.environ,
+        "RHIP_DATA_DIR": str(tmp_path),
+        "RHIP_PORT": str(port),
+        "RHIP_RECOGNITION_WINDOWS_FILE": str(bad),
+    }
+    env.pop("RHIP_DATABASE_URL", None)
+    cmd = [sys.executable, "-c", "from rhip.cli import main; main()", "serve"]
+    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert f"{bad} line 2" in done.stdout + done.stderr, done.stdout + done.stderr
+    assert "RHIP API on" not in done.stdout

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from rhip.errors import RhipError
+
+if TYPE_CHECKING:
+    from rhip.config import Settings
 
 
 def serve(
@@ -30,6 +34,7 @@ def serve(
         settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     host, port = host or settings.host, port or settings.port
+    _check_files(settings)
     check_can_listen(host, port)
     _say_where(host, port, None if settings.database_url else settings.data_dir)
     uvicorn.run(
@@ -42,6 +47,14 @@ def serve(
         access_log=False,
         http="rhip.api.protocol:FhirHttpProtocol",
     )
+
+
+def _check_files(settings: Settings) -> None:
+    """Read the files settings name before serving: a bad one stops the start with its name and
+    line, instead of failing the first request that needs it."""
+    from rhip.api.recognition import recognition_windows
+
+    recognition_windows(settings.recognition_windows_file)
 
 
 def _say_where(host: str, port: int, data_dir: Path | None) -> None:
