@@ -335,3 +335,31 @@ def test_a_page_keeps_the_rows_of_a_resource_created_after_it_was_read(db_url: s
     left = {r for r in index_snapshot(store)["idx_token"] if r[0] == "Observation"}
     assert {r[1] for r in left} == {"o1"}
     store.close()
+
+
+def test_a_second_reindex_is_refused_while_one_runs_and_a_killed_run_frees_the_database(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Two runs shared one cursor, each moving it past pages the other had not walked; the second
+    is now refused at once, and a run killed with kill -9 leaves no stale lock behind."""
+    from rhip.store.reindex_lock import REFUSAL
+
+    store = Store(db_url, fields=crypt_for(tmp_path))
+    _load(store, observations=60)
+    fresh = index_snapshot(store)
+    slower = _SLOW_REINDEX.replace("time.sleep(0.05)", "time.sleep(1)")  # still running when checked
+    child = subprocess.Popen([sys.executable, "-c", slower, db_url], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    try:
+        assert child.stdout.readline() == "page\n"
+        refused = _rhip("db", "reindex", "--database-url", db_url)
+        assert refused.returncode == 2 and REFUSAL in refused.stderr, refused.stderr
+        with pytest.raises(InvalidRequest, match="another rhip db reindex is running"):
+            reindex(store.engine)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    result = reindex(store.engine)
+    assert 0 < result.resources < 64  # resumed what the killed run left
+    assert index_snapshot(store) == fresh
+    store.close()

@@ -97,16 +97,18 @@ def reindex(
     from rhip.config import get_settings
     from rhip.store import Store, fieldcrypt
     from rhip.store.reindex import prepare_reindex, run_reindex
+    from rhip.store.reindex_lock import single_run
 
     store = Store(database_url or get_settings().resolved_database_url, fields=fieldcrypt.PLAIN)
     try:
-        plan = prepare_reindex(store.engine, types, batch_size=batch_size, restart=restart)
-        if plan.resumed:
-            typer.echo(f"{plan.resume_note()} (--restart starts over)")
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns) as bar:
-            task = bar.add_task("reindexing resources", total=plan.remaining)
-            result = run_reindex(store.engine, plan, on_rows=lambda n: bar.advance(task, n))
+        with single_run(store.engine):
+            plan = prepare_reindex(store.engine, types, batch_size=batch_size, restart=restart)
+            if plan.resumed:
+                typer.echo(f"{plan.resume_note()} (--restart starts over)")
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+            with Progress(*columns, TimeElapsedColumn()) as bar:
+                task = bar.add_task("reindexing resources", total=plan.remaining)
+                result = run_reindex(store.engine, plan, on_rows=lambda n: bar.advance(task, n))
     finally:
         store.close()
     typer.echo(

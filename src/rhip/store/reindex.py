@@ -30,6 +30,7 @@ from rhip.store import indexing
 from rhip.store import reindex_progress as progress
 from rhip.store.engine import read_connection, write_transaction
 from rhip.store.index_schema import INDEX_TABLES
+from rhip.store.reindex_lock import single_run
 from rhip.store.schema import resource
 
 __all__ = [
@@ -131,10 +132,12 @@ def reindex(
 
     Raises InvalidRequest when ``batch_size`` is outside 1..:data:`MAX_BATCH_SIZE`, a type is
     neither an R4 resource type nor one the store holds (a misspelt ``--type`` must not pass as
-    an empty type), or an interrupted run had other types or index definitions.
+    an empty type), an interrupted run had other types or index definitions, or another reindex
+    of the database is running (:func:`rhip.store.reindex_lock.single_run`).
     """
-    plan = prepare_reindex(engine, types, batch_size=batch_size, restart=restart)
-    return run_reindex(engine, plan, on_rows)
+    with single_run(engine):
+        plan = prepare_reindex(engine, types, batch_size=batch_size, restart=restart)
+        return run_reindex(engine, plan, on_rows)
 
 
 def prepare_reindex(
