@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
 
 from rhip.api.access import new_request_id
-from rhip.config import Settings
 from rhip.errors import Forbidden
 from rhip.security.middleware import _credentials
 from rhip.security.policy import ROLES, check_interaction, interaction_refusal
 from rhip.security.tokens import Principal
-from rhip_testkit import running_server
 
 INTERACTIONS = ("read", "create", "update", "delete", "search-type", "batch", "history-type", "capabilities")
 TYPES = ("Patient", "Observation", "Organization", "Consent", "AuditEvent", "Nonsense", None)
@@ -77,30 +74,20 @@ def test_only_the_authorization_and_request_id_headers_are_read() -> None:
 
 
 @pytest.mark.parametrize("sent", ["req-abc-123", None])
-def test_the_request_id_reaches_the_audit_chain(tmp_path: Path, sent: str | None) -> None:
+def test_the_request_id_reaches_the_audit_chain(secured: Any, sent: str | None) -> None:
     """The caller's X-Request-ID is the audited request id; without one the server makes one."""
-    from rhip.api import create_app
     from rhip.security.audit import events_for_patient
-    from rhip.security.testing import issue_token
-    from rhip.store import Store
 
-    url = f"sqlite:///{tmp_path / 'rhip.sqlite'}"
-    store = Store(url)
-    try:
-        app = create_app(store, Settings(data_dir=tmp_path, database_url=url, auth_enabled=True))
-        headers = {"Authorization": f"Bearer {issue_token(app, role='platform_admin')}"}
-        with running_server(app) as root:
-            made = httpx.post(f"{root}/fhir/Patient", json={"resourceType": "Patient"}, headers=headers)
-            extra = {"X-Request-ID": sent} if sent else {}
-            read = httpx.get(f"{root}/fhir/Patient/{made.json()['id']}", headers={**headers, **extra})
-            app.state.security.writer.flush()
-            _, rows = events_for_patient(store.engine, made.json()["id"])
-    finally:
-        store.close()
+    made = secured.post("admin", "Patient", {"resourceType": "Patient"})
+    extra = {"X-Request-ID": sent} if sent else {}
+    read = secured.get("admin", f"Patient/{made.json()['id']}", headers=extra)
+    runtime = secured.app.state.security
+    runtime.writer.flush()
+    _, rows = events_for_patient(runtime.store.engine, made.json()["id"])
     assert read.status_code == 200
     reads = [entry for _, entry in rows if entry["action"] == "read"]
     assert len(reads) == 1
     if sent:
         assert reads[0]["request_id"] == sent
     else:
-        assert len(reads[0]["request_id"]) == 32 and reads[0]["request_id"] != sent
+        assert uuid.UUID(reads[0]["request_id"]).version == 4
