@@ -10,7 +10,6 @@ import contextlib
 import functools
 import re
 import threading
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -70,7 +69,7 @@ def request_context(request: Request) -> access.RequestContext:
             method=request.method,
             path=request_path(request),
             client=request.client.host if request.client else None,
-            request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
+            request_id=request.headers.get("x-request-id") or access.new_request_id(),
             headers={k: v for k, v in request.headers.items() if k in ("authorization", "x-request-id")},
         )
         request.state.rhip_ctx = ctx

@@ -9,6 +9,7 @@ A live break-the-glass grant replaces the relationship and consent checks for on
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -111,27 +112,43 @@ def check_interaction(principal: Principal, interaction: str, res_type: str | No
     """Role, type, scope and type-level checks done before the store is touched; Forbidden to refuse."""
     if interaction == "capabilities":
         return
-    role = role_of(principal)
+    refusal = interaction_refusal(principal.role, principal.scope, interaction, res_type)
+    if refusal is not None:
+        raise Forbidden(refusal)
+
+
+@functools.lru_cache(maxsize=4096)
+def interaction_refusal(role_name: str, scope: str, interaction: str, res_type: str | None) -> str | None:
+    """Why a role holding these scopes may not perform an interaction on a type; None when it may.
+
+    A pure function of its arguments (roles, data levels and scope grammar are fixed in code), so
+    each decision is made once per role, scope string, interaction and type rather than once per
+    request: the scope string is parsed again only for a new token's scopes. Bounded, so arbitrary
+    type names sent by callers cannot grow it without limit.
+    """
+    role = ROLES.get(role_name)
+    if role is None:
+        return f"role '{role_name[:32]}' is not known to this server"
     if interaction not in role.interactions:
-        raise Forbidden(f"role {role.name} may not perform '{interaction}'")
+        return f"role {role.name} may not perform '{interaction}'"
     if (
         res_type is not None
         and role.types is not None
         and res_type not in role.types
         and type_level(res_type) > 1
     ):
-        raise Forbidden(f"role {role.name} may not access {res_type}")
+        return f"role {role.name} may not access {res_type}"
     if interaction in WRITE and role.write_types is not None and res_type not in role.write_types:
-        raise Forbidden(f"role {role.name} may not write {res_type}")
+        return f"role {role.name} may not write {res_type}"
     if res_type is not None and type_level(res_type) > role.max_level:
-        raise Forbidden(
-            f"{res_type} is data level {type_level(res_type)}; role {role.name} reads up to {role.max_level}"
-        )
+        level = type_level(res_type)
+        return f"{res_type} is data level {level}; role {role.name} reads up to {role.max_level}"
     letter = INTERACTION_LETTER.get(interaction)
-    if letter and not scopes_allow(parse_scopes(principal.scope), res_type, letter):
-        raise Forbidden(f"token scope does not grant '{letter}' on {res_type or 'the system'}")
+    if letter and not scopes_allow(parse_scopes(scope), res_type, letter):
+        return f"token scope does not grant '{letter}' on {res_type or 'the system'}"
     if interaction in _FULL_ONLY and role.relation != "all":
-        raise Forbidden(f"role {role.name} may not perform '{interaction}'")
+        return f"role {role.name} may not perform '{interaction}'"
+    return None
 
 
 def _notifiable(resource: dict[str, Any]) -> bool:
