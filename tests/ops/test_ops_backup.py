@@ -372,3 +372,9 @@ def test_scrypt_cost_from_a_manifest_is_bounded() -> None:
     params = {"n": 2**40, "r": 8, "p": 1, "salt": "00" * 16}
     with pytest.raises(BackupError, match="scrypt parameters out of range"):
         open_keys(b"\0" * 64, params, b"passphrase")
+
+
+def test_the_archive_is_readable_by_its_owner_only(archive: Path) -> None:
+    """Regression: the archive (the whole store, most of it in clear) was created with the umask's
+    mode, 0644 here: any local user could copy a region's health records."""
+    assert archive.stat().st_mode & 0o777 == 0o600

@@ -10,6 +10,7 @@ is read by name.
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 import time
 from collections.abc import Callable
@@ -126,7 +127,11 @@ class ArchiveWriter:
     def __init__(self, out: Path, on_progress: OnProgress, total_bytes: int) -> None:
         self.out = out
         self.partial = out.with_name(out.name + ".partial")
-        self._tar = tarfile.open(self.partial, "w")  # noqa: SIM115 - open across add_*(), closed by finish/abandon
+        # The archive holds the whole health record store: readable by its owner only, from the
+        # first byte (a chmod after writing would leave a window, and the umask usually allows 0644).
+        fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._file = os.fdopen(fd, "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w")  # noqa: SIM115 - closed by finish/abandon
         self._members: dict[str, dict[str, Any]] = {}
         self._on_progress = on_progress
         self._done = 0
@@ -166,13 +171,17 @@ class ArchiveWriter:
         info = tarfile.TarInfo(MANIFEST)
         info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
         self._tar.addfile(info, io.BytesIO(data))
-        self._tar.close()
+        self._close()
         self.partial.replace(self.out)
 
     def abandon(self) -> None:
         """Close and delete the partial archive after a failure."""
-        self._tar.close()
+        self._close()
         self.partial.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        self._tar.close()
+        self._file.close()
 
 
 def read_manifest(archive: Path) -> Manifest:

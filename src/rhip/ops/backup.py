@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 LEFT_OUT: dict[str, str] = {
     "lake": "Parquet lake: rebuilt from the store by `rhip export` (include with --with-lake)",
     "bulk": "Bulk Data $export files: answers to past requests, which expire",
-    "region": "synthetic region of `rhip demo`: generated again by `rhip synth`",
+    "region": "synthetic region of `rhip demo`: generated again by `rhip generate`",
 }
 #: Member names of the database snapshot, by back end.
 STORE_MEMBERS = {"sqlite": "store/rhip.sqlite", "postgresql": "store/rhip.pgdump"}
