@@ -23,6 +23,7 @@ from rhip.store.index_schema import idx_reference, table_for_type
 from rhip.store.schema import resource
 from rhip.store.search_includes import collect_includes, parse_includes
 from rhip.store.search_sql import (
+    any_of,
     composite_clause,
     date_clause,
     number_clause,
@@ -185,7 +186,7 @@ def _simple_filter(res_type: str, name: str, modifier: str | None, raw: str, bas
     clauses = [
         t.c.res_type == res_type,
         param_clause(t, res_type, name),
-        or_(*alts) if len(alts) > 1 else alts[0],
+        any_of(alts),
     ]
     return _Filter(rank=_rank(sp.type, modifier, raw), table=t, clauses=clauses, negate=modifier == "not")
 
@@ -276,7 +277,7 @@ def _last_updated_filter(res_type: str, raw: str, depth: int) -> _Filter:
     for v in split_values(raw):
         fake = _LastUpdatedView(r)
         alts.append(date_clause(fake, v))  # type: ignore[arg-type]
-    cond = or_(*alts)
+    cond = any_of(alts)
     if depth == 0:
         return _Filter(rank=_RANK["date"], direct=cond)
     return _Filter(rank=_RANK["date"], table=r, clauses=[r.c.res_type == res_type, cond])
@@ -344,7 +345,7 @@ def _system_filter(name: str, raw: str, base_url: str) -> _Filter:
     if modifier == "missing":
         return _Filter(rank=9, table=t, clauses=[t.c.param == base], negate=raw == "true")
     alts = [_value_clause(t, common, modifier or None, v, base_url) for v in split_values(raw)]
-    return _Filter(rank=2, table=t, clauses=[t.c.param == base, or_(*alts)])
+    return _Filter(rank=2, table=t, clauses=[t.c.param == base, any_of(alts)])
 
 
 _SORT_COLUMN = {

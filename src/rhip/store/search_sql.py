@@ -9,9 +9,11 @@ tokens as ``system|code``, dates and numbers as ranges with the precision of the
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, false, func, literal, not_, or_, true
+from sqlalchemy.sql.elements import Grouping
 from sqlalchemy.sql.expression import FromClause
 
 from rhip.errors import InvalidRequest, NotSupported
@@ -37,6 +39,27 @@ __all__ = [
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _TOP = chr(0x10FFFF)
+
+
+#: Alternatives joined flat below this many; above it, in a balanced tree of parenthesised halves.
+_FLAT_OR = 64
+
+
+def any_of(alternatives: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
+    """``a OR b OR ...`` for a parameter's comma-separated values, however many there are.
+
+    SQLite parses a flat OR chain into a tree as deep as the chain is long and refuses an
+    expression deeper than 1,000 ("Expression tree is too large"): a search with about 500
+    values failed with a 500 (a practitioner's consent look-up for a page of residents asks for
+    that many). Parenthesised halves keep the depth logarithmic; the meaning is the same.
+    """
+    if len(alternatives) == 1:
+        return alternatives[0]
+    if len(alternatives) <= _FLAT_OR:
+        return or_(*alternatives)
+    half = len(alternatives) // 2
+    left, right = Grouping(any_of(alternatives[:half])), Grouping(any_of(alternatives[half:]))
+    return left.op("OR", is_comparison=True)(right)  # or_() would flatten the halves into one chain
 
 
 def param_clause(t: FromClause, res_type: str, name: str) -> ColumnElement[bool]:
