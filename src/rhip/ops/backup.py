@@ -74,7 +74,8 @@ def _skipped_paths(plan: BackupPlan, out: Path) -> set[Path]:
     skip = {plan.data_dir / "keys", out, out.with_name(out.name + ".partial")}
     if backend_of(plan.database_url) == "sqlite":
         db = _sqlite_path(plan.database_url)
-        skip |= {db.with_name(db.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")}
+        suffixes = ("", "-wal", "-shm", "-journal", ".reindex-lock")  # the lock: see rhip.store.reindex_lock
+        skip |= {db.with_name(db.name + suffix) for suffix in suffixes}
     skip |= {plan.data_dir / name for name in LEFT_OUT if not (plan.with_lake and name == "lake")}
     return {p.resolve() for p in skip}
 
