@@ -138,7 +138,8 @@ def reference_id(ref: Any, prefix: str) -> str | None:
 
 def references(value: Any) -> list[Any]:
     """The references an element holds, in order: plain references, or the ``actor`` (and
-    ``onBehalfOf``) or ``individual`` of performer- and participant-style elements."""
+    ``onBehalfOf``), ``individual`` or ``member`` (a CareTeam's) of performer- and
+    participant-style elements."""
     items = value if isinstance(value, list) else [value]
     out = []
     for item in items:
@@ -148,6 +149,8 @@ def references(value: Any) -> list[Any]:
                 out.append(item["onBehalfOf"])
         elif isinstance(item, dict) and "individual" in item:
             out.append(item["individual"])
+        elif isinstance(item, dict) and "member" in item:
+            out.append(item["member"])
         else:
             out.append(item)
     return out

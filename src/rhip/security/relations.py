@@ -524,12 +524,7 @@ PERSON_ELEMENTS = ("participant", "performer", "recorder", "asserter", "requeste
 
 def _people_named(resource: dict[str, Any]) -> list[Any]:
     """The references of :data:`PERSON_ELEMENTS` (``individual``, ``member``, ``actor`` unwrapped)."""
-    return [
-        ref
-        for name in PERSON_ELEMENTS
-        for item in references(resource.get(name))
-        for ref in ([item.get("member")] if isinstance(item, dict) and "member" in item else [item])
-    ]
+    return [ref for name in PERSON_ELEMENTS for ref in references(resource.get(name))]
 
 
 def _address_in(body: dict[str, Any], area: str) -> bool:
