@@ -113,6 +113,18 @@ def test_every_shipped_window_is_a_lab_test_of_the_terminology_or_a_modality() -
     assert imaging["DX"] == imaging["CR"] == imaging["US"] == 30 and imaging["CT"] == imaging["MR"] == 90
 
 
+def test_a_lab_test_never_takes_a_modality_window() -> None:
+    """A bare lab code that spells a modality (``CT``) is a lab test without a window."""
+    from datetime import UTC, datetime
+
+    from rhip.api.prior_results import prior_results
+
+    answer = prior_results(
+        [RequestedTest(None, "CT")], [], default_windows(), lambda o: None, datetime.now(UTC)
+    )
+    assert [p["name"] for p in answer["parameter"][0]["part"]] == ["code", "found"]
+
+
 def test_override_file_of_the_old_loinc_column_is_still_read(tmp_path: Path) -> None:
     path = tmp_path / "w.csv"
     path.write_text("loinc,days,group,group_zh\n718-7,3,cbc,血常规\n", encoding="utf-8")
