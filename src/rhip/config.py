@@ -62,7 +62,8 @@ class Settings(BaseSettings):
     )
     recognition_windows_file: Path | None = Field(
         default=None,
-        description="CSV of lab-result recognition windows replacing or adding to the shipped ones.",
+        description="CSV of recognition windows (LOINC tests, DICOM modalities) replacing or adding "
+        "to the shipped ones.",
     )
     mllp_uvloop: bool = Field(
         default=True,

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from api_testkit import RAW_NON_ASCII, exchange
 
 from rhip_testkit import free_port
@@ -48,11 +49,23 @@ def test_rhip_serve_answers_metadata(tmp_path: Path) -> None:
     assert f"RHIP API on {base}/fhir (OpenAPI docs: {base}/docs); data directory {tmp_path};" in output
 
 
-def test_rhip_serve_refuses_a_bad_recognition_windows_file_before_listening(tmp_path: Path) -> None:
-    """A bad file named in the settings stops the start, naming the file and line, rather than
-    failing the first `$prior-results` request with a 500."""
+@pytest.mark.parametrize(
+    ("rows", "said"),
+    [
+        ("loinc,days,group,group_zh\n718-7,soon,complete blood count,血常规\n", "line 2: days"),
+        (
+            "code,days,group,group_zh\nCT,90,computed tomography,CT\nMRI,90,magnetic resonance,磁共振\n",
+            "line 3: code",
+        ),
+    ],
+)
+def test_rhip_serve_refuses_a_bad_recognition_windows_file_before_listening(
+    tmp_path: Path, rows: str, said: str
+) -> None:
+    """A bad file named in the settings (a lab row or an imaging row) stops the start, naming the
+    file and line, rather than failing the first `$prior-results` request with a 500."""
     bad = tmp_path / "windows.csv"
-    bad.write_text("loinc,days,group,group_zh\n718-7,soon,complete blood count,血常规\n", encoding="utf-8")
+    bad.write_text(rows, encoding="utf-8")
     port = free_port()
     env = {
         **os.environ,
@@ -64,5 +77,5 @@ def test_rhip_serve_refuses_a_bad_recognition_windows_file_before_listening(tmp_
     cmd = [sys.executable, "-c", "from rhip.cli import main; main()", "serve"]
     done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
-    assert f"{bad} line 2" in done.stdout + done.stderr, done.stdout + done.stderr
+    assert f"{bad} {said}" in done.stdout + done.stderr, done.stdout + done.stderr
     assert "RHIP API on" not in done.stdout

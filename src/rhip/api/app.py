@@ -20,7 +20,15 @@ from sqlalchemy import Engine, event
 from starlette.middleware.gzip import GZipMiddleware
 
 from rhip import __version__
-from rhip.api import routes_probes, routes_rest, routes_results, routes_search, routes_static, routes_system
+from rhip.api import (
+    operation_definitions,
+    routes_probes,
+    routes_rest,
+    routes_results,
+    routes_search,
+    routes_static,
+    routes_system,
+)
 from rhip.api.dispatch import gate_included_routers
 from rhip.api.http import FhirResponse
 from rhip.api.routing import install_handlers
@@ -150,6 +158,7 @@ def create_app(
     modules = ROUTER_MODULES if router_modules is None else router_modules
     app.state.contributed = _include_contributed(app, modules)
     app.include_router(routes_results.router)
+    app.include_router(operation_definitions.router)
     app.include_router(routes_search.router)
     app.include_router(routes_rest.router)
     gate_included_routers(app)

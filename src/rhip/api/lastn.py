@@ -124,9 +124,14 @@ def resident_ids(store: Store, patient_ids: Sequence[str], *, resident: bool) ->
 
 
 def gather(
-    search: Searcher, patient_ids: Sequence[str], criteria: list[tuple[str, str]]
+    search: Searcher,
+    patient_ids: Sequence[str],
+    criteria: list[tuple[str, str]],
+    *,
+    res_type: str = "Observation",
 ) -> list[dict[str, Any]]:
-    """Every Observation of these Patients matching ``criteria`` that the searcher lets through.
+    """Every resource (of the searcher's type) of these Patients matching ``criteria`` that the
+    searcher lets through.
 
     Raises:
         InvalidRequest: (too-costly) more than :data:`MAX_MATCHES` matches.
@@ -140,7 +145,8 @@ def gather(
         found += result.matches
         if len(found) > MAX_MATCHES:
             raise InvalidRequest(
-                f"$lastn: more than {MAX_MATCHES} matching Observations; narrow with code or date",
+                f"more than {MAX_MATCHES} matching {res_type} resources of the resident; "
+                "narrow with code or date",
                 code="too-costly",
             )
         if not result.has_next or not result.matches:
@@ -173,11 +179,11 @@ def effective_instant(observation: dict[str, Any]) -> datetime | None:
         observation.get("issued"),
     ):
         if isinstance(stamp, str) and stamp:
-            return _instant(stamp)
+            return parse_instant(stamp)
     return None
 
 
-def _instant(stamp: str) -> datetime | None:
+def parse_instant(stamp: str) -> datetime | None:
     """A FHIR date/dateTime/instant as an aware datetime (partial dates at their first moment)."""
     text = stamp.replace("Z", "+00:00")
     if len(text) == 4:

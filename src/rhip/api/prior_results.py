@@ -1,6 +1,6 @@
 """``$prior-results``: before ordering tests, the resident's latest result of each across the region.
 
-For each requested test (a LOINC ``system|code`` or a bare code) the answer gives the most recent
+For each requested lab test (a LOINC ``system|code`` or a bare code) the answer gives the most recent
 result the caller may see among all the resident's linked records (any facility), where and when
 it was made, its value, the recognition window of that test (:mod:`rhip.api.recognition`) and
 whether the result still falls inside it, i.e. whether the region recognises it in place of a new
@@ -11,6 +11,7 @@ parts: an operation that returns facts computed about resources (not the resourc
 a problem with the request) returns Parameters in FHIR's operation framework. An OperationOutcome
 per result would report data as "issues", and a Bundle could not carry the window and the verdict
 without an extension. The Observations themselves are referenced, so a client reads them in full.
+Imaging examinations (检查结果互认) are answered the same way by :mod:`rhip.api.prior_imaging`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ class RequestedTest:
 
 
 def parse_tests(values: Sequence[str]) -> list[RequestedTest]:
-    """The ``code`` parameter(s): comma-separated ``system|code`` or bare codes; 400 naming ``code``."""
+    """The ``code`` parameter(s): comma-separated ``system|code`` or bare codes; 400 naming ``code``.
+
+    No values give no tests (the request may ask for imaging examinations only).
+    """
     tests: list[RequestedTest] = []
     for value in values:
         for item in value.split(","):
@@ -56,8 +60,6 @@ def parse_tests(values: Sequence[str]) -> list[RequestedTest]:
             test = RequestedTest(system.strip() or None, code.strip())
             if test not in tests:
                 tests.append(test)
-    if not tests:
-        raise InvalidRequest("code: $prior-results needs at least one test code", expression=("code",))
     return tests
 
 
@@ -75,7 +77,8 @@ def latest_of(observations: Sequence[dict[str, Any]], test: RequestedTest) -> di
     return matching[0] if matching else None
 
 
-def _window_parts(window: Window | None) -> list[dict[str, Any]]:
+def window_parts(window: Window | None) -> list[dict[str, Any]]:
+    """The ``window`` and ``group`` parts of a test or examination (none when no window is set)."""
     if window is None:
         return []
     duration = {"value": window.days, "unit": "d", "system": _UCUM, "code": "d"}
@@ -124,15 +127,16 @@ def prior_results(
     Args:
         tests: the requested tests, in the order asked.
         observations: the resident's Observations the caller may see (any of the tests).
-        windows: recognition windows by LOINC code.
+        windows: recognition windows by code (only lab tests' apply).
         facility_of: the facility of an Observation.
         now: the moment the windows are measured from (aware).
     """
     params = []
     for test in tests:
         window = windows.get(test.code) if test.system in (None, systems.LOINC) else None
+        window = window if window is not None and window.kind == "lab" else None
         latest = latest_of(observations, test)
-        parts = [{"name": "code", "valueCoding": _coding(test)}, *_window_parts(window)]
+        parts = [{"name": "code", "valueCoding": _coding(test)}, *window_parts(window)]
         parts.append({"name": "found", "valueBoolean": latest is not None})
         if latest is not None:
             parts += _result_parts(latest, window, facility_of(latest), now)

@@ -1,14 +1,16 @@
 """Results sharing for clinicians (检验检查结果共享互认): ``Observation/$lastn`` and ``$prior-results``.
 
-Both run the Observation search as the caller (:func:`rhip.api.access.search`) over every linked
-record of the resident (:func:`rhip.api.lastn.resident_ids`), so what the policy hides (an
+``$prior-results`` answers lab tests (Observations) and imaging examinations (ImagingStudies and
+the DiagnosticReports citing them). Both search as the caller (:func:`rhip.api.access.search`)
+over every linked record of the resident (:func:`rhip.api.lastn.resident_ids`), so what the policy hides (an
 opted-out resident's records outside their facilities, sensitive categories) is neither shown nor
-counted, and both are audited as operations naming the Observations returned. The routes are
+counted, and both are audited as operations naming the resources returned. The routes are
 literal paths, included before the generic ``/fhir/{type}/{id}`` patterns.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +22,15 @@ from rhip.api.bundles import searchset
 from rhip.api.deps import begin, check_id, get_settings, get_store, raw_body, store_work
 from rhip.api.http import FORM, FhirResponse, base_url, check_format, form_pairs, query_pairs
 from rhip.api.lastn import LastnQuery, gather, last_n, parse_lastn, resident_ids
+from rhip.api.prior_imaging import (
+    RequestedExamination,
+    examination_parameters,
+    is_examination,
+    order_examinations,
+    parse_examinations,
+)
 from rhip.api.prior_results import FacilityOf, RequestedTest, parse_tests, prior_results
-from rhip.api.recognition import recognition_windows
+from rhip.api.recognition import Window, recognition_windows
 from rhip.api.routes_search import params_from_body
 from rhip.api.routing import FhirRoute
 from rhip.config import Settings
@@ -40,20 +49,32 @@ def _observation_param(name: str) -> bool:
     return name in COMMON_PARAMS or name in search_params_for("Observation")
 
 
+def _visible(
+    ctx: access.RequestContext,
+    store: Store,
+    res_type: str,
+    patient_ids: list[str],
+    criteria: list[tuple[str, str]],
+) -> list[dict[str, Any]]:
+    """These Patients' resources of ``res_type`` matching ``criteria`` that this caller may see."""
+
+    def search(params: list[tuple[str, str]], count: int, offset: int) -> SearchResult:
+        return access.search(ctx, store, res_type, params, count=count, offset=offset)
+
+    return gather(search, patient_ids, criteria, res_type=res_type)
+
+
 def _visible_observations(
     ctx: access.RequestContext, store: Store, query: LastnQuery
 ) -> list[dict[str, Any]]:
     """The resident's Observations matching the query that this caller may see."""
-
-    def search(params: list[tuple[str, str]], count: int, offset: int) -> SearchResult:
-        return access.search(ctx, store, "Observation", params, count=count, offset=offset)
-
     ids = resident_ids(store, query.patients, resident=query.resident)
-    return gather(search, ids, query.criteria)
+    return _visible(ctx, store, "Observation", ids, query.criteria)
 
 
-def _audited(ctx: access.RequestContext, found: list[dict[str, Any]]) -> None:
-    ctx.extra["entities"] = [*ctx.extra["entities"], *(("Observation", str(o["id"])) for o in found)]
+def _audited(ctx: access.RequestContext, found: list[tuple[str, str]]) -> None:
+    """Audit the operation as naming the resources (type, id) it returned."""
+    ctx.extra["entities"] = [*ctx.extra["entities"], *found]
     access.audit(ctx, "operation", "0", ctx.extra["entities"])
 
 
@@ -65,7 +86,7 @@ def lastn_response(request: Request, store: Store, pairs: list[tuple[str, str]])
     found = last_n(_visible_observations(ctx, store, query), query.max)
     base = base_url(request)
     self_link = [{"relation": "self", "url": str(request.url)}]
-    _audited(ctx, found)
+    _audited(ctx, [("Observation", str(o["id"])) for o in found])
     return FhirResponse(searchset(base, found, [], total=len(found), links=self_link))
 
 
@@ -89,15 +110,25 @@ def lastn_post(
     return lastn_response(request, store, query_pairs(request) + extra)
 
 
-def _facility_of(store: Store) -> FacilityOf:
-    """The facility of an Observation: its performing Organization, else its Encounter's provider."""
+def _performers(resource: dict[str, Any]) -> list[Any]:
+    """The performers of an Observation (``performer``) or ImagingStudy (``series.performer.actor``)."""
+    refs = [p.get("reference") for p in resource.get("performer") or [] if isinstance(p, dict)]
+    for series in resource.get("series") or []:
+        for performer in (series.get("performer") or []) if isinstance(series, dict) else []:
+            refs.append(
+                ((performer.get("actor") or {}) if isinstance(performer, dict) else {}).get("reference")
+            )
+    return refs
 
-    def facility(observation: dict[str, Any]) -> str | None:
-        for performer in observation.get("performer") or []:
-            ref = performer.get("reference") if isinstance(performer, dict) else None
+
+def _facility_of(store: Store) -> FacilityOf:
+    """The facility of a result: its performing Organization, else its Encounter's provider."""
+
+    def facility(resource: dict[str, Any]) -> str | None:
+        for ref in _performers(resource):
             if isinstance(ref, str) and ref.startswith("Organization/"):
                 return ref
-        ref = (observation.get("encounter") or {}).get("reference")
+        ref = (resource.get("encounter") or {}).get("reference")
         if not isinstance(ref, str) or not ref.startswith("Encounter/"):
             return None
         try:
@@ -110,29 +141,63 @@ def _facility_of(store: Store) -> FacilityOf:
     return facility
 
 
+@dataclass(frozen=True)
+class PriorRequest:
+    """What a ``$prior-results`` call asks for: lab tests and imaging examinations (at least one)."""
+
+    tests: list[RequestedTest]
+    exams: list[RequestedExamination]
+
+
+def _imaging_parameters(
+    store: Store,
+    ctx: access.RequestContext,
+    ids: list[str],
+    exams: list[RequestedExamination],
+    windows: dict[str, Window],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """The ``examination`` parameters; the resident's reports are read only when a study is found.
+
+    Every study of the resident is read, not only those the ``modality`` search parameter finds:
+    that parameter indexes ``series.modality``, and a study may name its modality only in
+    ``ImagingStudy.modality`` (one without series yet).
+    """
+    studies = _visible(ctx, store, "ImagingStudy", ids, [])
+    found = [s for s in studies if any(is_examination(s, exam) for exam in exams)]
+    reports = _visible(ctx, store, "DiagnosticReport", ids, []) if found else []
+    return examination_parameters(exams, found, reports, windows, _facility_of(store), now)
+
+
 def _prior_results(
     store: Store,
     settings: Settings,
     ctx: access.RequestContext,
     patient: str,
-    tests: list[RequestedTest],
+    asked: PriorRequest,
 ) -> Response:
-    query = LastnQuery(patients=[patient], criteria=[("code", ",".join(t.token for t in tests))])
-    found = _visible_observations(ctx, store, query)
+    ids = resident_ids(store, [patient], resident=True)
     windows = recognition_windows(settings.recognition_windows_file)
-    answer = prior_results(tests, found, windows, _facility_of(store), datetime.now(UTC))
+    now = datetime.now(UTC)
+    answer: dict[str, Any] = {"resourceType": "Parameters", "parameter": []}
+    if asked.tests:
+        criteria = [("code", ",".join(t.token for t in asked.tests))]
+        found = _visible(ctx, store, "Observation", ids, criteria)
+        answer = prior_results(asked.tests, found, windows, _facility_of(store), now)
+    if asked.exams:
+        answer["parameter"] += _imaging_parameters(store, ctx, ids, asked.exams, windows, now)
     cited = [
-        p["valueReference"]["reference"]
+        p["valueReference"]["reference"].split("/", 1)
         for t in answer["parameter"]
         for p in t["part"]
-        if p["name"] == "result"
+        if p["name"] in ("result", "study", "report")
     ]
-    _audited(ctx, [{"id": ref.split("/", 1)[1]} for ref in cited])
+    _audited(ctx, [(res_type, rid) for res_type, rid in cited])
     return FhirResponse(answer)
 
 
-def _prior_codes(request: Request, res_id: str, allowed: tuple[str, ...]) -> list[str]:
-    """The ``code`` values of a ``$prior-results`` request, after the checks both routes share.
+def _prior_pairs(request: Request, res_id: str, allowed: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The parameters of a ``$prior-results`` request, after the checks both routes share.
 
     400 naming any parameter other than ``allowed`` and the format ones; 406 for a non-JSON format.
     """
@@ -142,7 +207,20 @@ def _prior_codes(request: Request, res_id: str, allowed: tuple[str, ...]) -> lis
     for name, _ in pairs:
         if name not in (*allowed, "_format", "_pretty"):
             raise InvalidRequest(f"{name}: unknown $prior-results parameter", expression=(name,))
-    return [value for name, value in pairs if name == "code"]
+    return pairs
+
+
+def parse_prior_request(pairs: list[tuple[str, str]]) -> PriorRequest:
+    """The lab tests (``code``) and examinations (``modality``, ``bodysite``) asked for; 400 when none."""
+    tests = parse_tests([v for n, v in pairs if n == "code"])
+    exams = parse_examinations(
+        [v for n, v in pairs if n == "modality"], [v for n, v in pairs if n == "bodysite"]
+    )
+    if not tests and not exams:
+        raise InvalidRequest(
+            "code: $prior-results needs at least one test code or a modality", expression=("code",)
+        )
+    return PriorRequest(tests, exams)
 
 
 @router.get("/fhir/Patient/{patient_id}/$prior-results")
@@ -153,20 +231,27 @@ def patient_prior_results(
     store: Store = Depends(get_store),
     settings: Settings = Depends(get_settings),
 ) -> Response:
-    """The resident's latest result of each requested test, with its recognition window."""
-    tests = parse_tests(_prior_codes(request, patient_id, ("code",)))
+    """The resident's latest result of each requested test and examination, with its recognition window."""
+    asked = parse_prior_request(_prior_pairs(request, patient_id, ("code", "modality", "bodysite")))
     ctx = begin(request, "operation", "Patient", patient_id)
     store.read("Patient", patient_id)
-    return _prior_results(store, settings, ctx, patient_id, tests)
+    return _prior_results(store, settings, ctx, patient_id, asked)
 
 
-def order_tests(order: dict[str, Any]) -> tuple[str, list[RequestedTest]]:
-    """The patient and the coded tests of a ServiceRequest; 400 naming the element when missing."""
+def order_request(order: dict[str, Any]) -> tuple[str, PriorRequest]:
+    """The patient and what a ServiceRequest orders: its imaging examinations, else its coded tests.
+
+    400 naming the element when the subject or the code is missing or names nothing usable.
+    """
     ref = (order.get("subject") or {}).get("reference")
     if not isinstance(ref, str) or not ref.startswith("Patient/"):
         raise InvalidRequest(
             "ServiceRequest.subject: the order names no Patient", expression=("ServiceRequest.subject",)
         )
+    patient = ref.split("/", 1)[1]
+    exams = order_examinations(order)
+    if exams is not None:
+        return patient, PriorRequest([], exams)
     codings = (order.get("code") or {}).get("coding") or []
     tests = [
         RequestedTest(c.get("system"), c["code"]) for c in codings if isinstance(c, dict) and c.get("code")
@@ -175,7 +260,7 @@ def order_tests(order: dict[str, Any]) -> tuple[str, list[RequestedTest]]:
         raise InvalidRequest(
             "ServiceRequest.code: the order names no coded test", expression=("ServiceRequest.code",)
         )
-    return ref.split("/", 1)[1], tests
+    return patient, PriorRequest(tests, [])
 
 
 @router.get("/fhir/ServiceRequest/{order_id}/$prior-results")
@@ -186,8 +271,8 @@ def order_prior_results(
     store: Store = Depends(get_store),
     settings: Settings = Depends(get_settings),
 ) -> Response:
-    """The latest result of each test an order asks for, for the order's patient."""
-    _prior_codes(request, order_id, ())
+    """The latest result of each test or examination an order asks for, for the order's patient."""
+    _prior_pairs(request, order_id, ())
     ctx = begin(request, "operation", "ServiceRequest", order_id)
-    patient, tests = order_tests(store.read("ServiceRequest", order_id))
-    return _prior_results(store, settings, ctx, patient, tests)
+    patient, asked = order_request(store.read("ServiceRequest", order_id))
+    return _prior_results(store, settings, ctx, patient, asked)

@@ -17,7 +17,8 @@ def _local(path: str) -> str:
     return f"{get_settings().identifier_base.rstrip('/')}/{path}"
 
 
-#: Canonical URL of the platform's ``$prior-results`` operation (prior lab results for an order).
+#: Canonical URL of the platform's ``$prior-results`` operation (prior lab results and imaging
+#: studies for an order); :mod:`rhip.api.operation_definitions` serves its OperationDefinition.
 PRIOR_RESULTS_OPERATION: Final = _local("OperationDefinition/prior-results")
 
 # --- Identifier systems for persons (多卡合一: every card is an identifier of a source record) ---
