@@ -23,7 +23,7 @@ from rhip.api.prior_imaging import (
     parse_examinations,
     report_of,
 )
-from rhip.api.prior_results import RequestedTest, parse_tests
+from rhip.api.prior_results import RequestedTest, latest_of, parse_tests
 from rhip.api.recognition import MODALITIES, default_windows, recognition_windows
 from rhip.errors import ConfigurationError, InvalidRequest
 from rhip.fhir import systems
@@ -75,6 +75,23 @@ def test_last_n_keeps_n_per_group() -> None:
     obs = [_obs(f"a{d}", [("s", "a")], effectiveDateTime=f"2024-01-0{d}") for d in range(1, 6)]
     obs.append(_obs("b1", [("s", "b")], effectiveDateTime="2023-01-01"))
     assert [o["id"] for o in last_n(obs, 2)] == ["a5", "a4", "b1"]
+
+
+def test_a_withdrawn_or_unmade_lab_result_is_not_the_latest() -> None:
+    """An entered-in-error haemoglobin of yesterday must not stand in for a new test: the result
+    before it is answered (registered and cancelled ones hold no value either)."""
+    hb = (systems.LOINC, "718-7")
+    obs = [
+        _obs("kept", [hb], status="final", effectiveDateTime="2024-01-01"),
+        _obs("amended", [hb], status="amended", effectiveDateTime="2024-01-02"),
+        *(
+            _obs(status, [hb], status=status, effectiveDateTime="2024-01-05")
+            for status in ("entered-in-error", "cancelled", "registered")
+        ),
+    ]
+    latest = latest_of(obs, RequestedTest(systems.LOINC, "718-7"))
+    assert latest is not None and latest["id"] == "amended"
+    assert latest_of(obs[2:], RequestedTest(None, "718-7")) is None
 
 
 def test_parse_lastn_keeps_criteria_and_refuses_unknown_names() -> None:

@@ -9,8 +9,9 @@ recognition window (:mod:`rhip.api.recognition`). The parameters follow the Imag
 parameters ``modality`` and ``bodysite``; several of each ask for every modality at every site.
 
 Projection radiography is one examination whether the detector was a plate (``CR``) or digital
-(``DX``): a request for either accepts a study of the other. A cancelled or entered-in-error
-study or report is not a result. The functions here are pure; the route gathers the resources.
+(``DX``): a request for either accepts a study of the other. A study or report that is
+registered only, cancelled or entered in error is not a result. The functions here are pure;
+the route gathers the resources.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rhip.api.lastn import parse_instant
-from rhip.api.prior_results import FacilityOf, window_parts
+from rhip.api.prior_results import NOT_A_RESULT, FacilityOf, window_parts
 from rhip.api.recognition import MODALITIES, Window
 from rhip.errors import InvalidRequest
 from rhip.fhir import systems
@@ -40,7 +41,6 @@ SNOMED_PROCEDURES: dict[str, str] = {
 }
 #: ServiceRequest.category "Imaging" (SNOMED CT 363679005, FHIR's servicerequest-category).
 IMAGING_CATEGORY = "363679005"
-_VOID = frozenset({"cancelled", "entered-in-error"})
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 
 #: A body-site coding: (system or None for any, code).
@@ -183,7 +183,7 @@ def is_examination(study: dict[str, Any], exam: RequestedExamination) -> bool:
 
     Without a site the study-level ``modality`` counts too (a study may list it without series).
     """
-    if study.get("status") in _VOID:
+    if study.get("status") in NOT_A_RESULT:
         return False
     if matching_series(study, exam):
         return True
@@ -230,7 +230,7 @@ def report_of(reports: Sequence[dict[str, Any]], study_id: str) -> dict[str, Any
     citing = (
         r
         for r in reports
-        if r.get("status") not in _VOID
+        if r.get("status") not in NOT_A_RESULT
         and any(reference_id(ref, "ImagingStudy") == study_id for ref in r.get("imagingStudy") or [])
     )
     return _newest(citing, _issued)

@@ -27,6 +27,9 @@ from rhip.errors import InvalidRequest
 from rhip.fhir import systems
 
 _UCUM = "http://unitsofmeasure.org"
+#: Statuses of an Observation, ImagingStudy or DiagnosticReport that hold no result to recognise:
+#: not made yet (``registered``), never made (``cancelled``) or withdrawn (``entered-in-error``).
+NOT_A_RESULT = frozenset({"registered", "cancelled", "entered-in-error"})
 #: Finds the facility (``Organization/[id]``) of an Observation, or None.
 FacilityOf = Callable[[dict[str, Any]], str | None]
 
@@ -72,8 +75,11 @@ def _has_coding(observation: dict[str, Any], test: RequestedTest) -> bool:
 
 
 def latest_of(observations: Sequence[dict[str, Any]], test: RequestedTest) -> dict[str, Any] | None:
-    """The most recent of these Observations coded with ``test``, or None."""
-    matching = newest_first(o for o in observations if _has_coding(o, test))
+    """The most recent result coded with ``test``, or None: a withdrawn or not yet made result
+    (:data:`NOT_A_RESULT`) is skipped, so the one before it is answered instead."""
+    matching = newest_first(
+        o for o in observations if o.get("status") not in NOT_A_RESULT and _has_coding(o, test)
+    )
     return matching[0] if matching else None
 
 
