@@ -128,10 +128,17 @@ def _has_next(bundle: dict[str, Any]) -> bool:
 
 def _check_caller(base: str, token: str, expected: list[str]) -> None:
     assert len(expected) == 6000
-    deep = _get(base, token, "Observation", {"_count": "50", "_offset": "5500"})
+    deep = _get(base, token, "Observation", {"_count": "50", "_offset": "5500", "_total": "accurate"})
     assert deep["total"] == 6000 and _page_ids(deep) == expected[5500:5550] and _has_next(deep)
     last = _get(base, token, "Observation", {"_count": "50", "_offset": "5980"})
     assert _page_ids(last) == expected[5980:] and not _has_next(last)
+    assert last["total"] == 6000  # the scan reached the end: the total is known, hence given
+    # by default the scan stops once the page is known and TOTAL_SCAN_MAX (1,000) matches were
+    # tested: the same page, no total (every match would have to be decoded and tested)
+    first = _get(base, token, "Observation", {"_count": "50"})
+    assert "total" not in first and _page_ids(first) == expected[:50] and _has_next(first)
+    estimated = _get(base, token, "Observation", {"_count": "50", "_offset": "5500", "_total": "estimate"})
+    assert "total" not in estimated and _page_ids(estimated) == expected[5500:5550]
     counted = _get(base, token, "Observation", {"_summary": "count"})
     assert counted["total"] == 6000 and not counted.get("entry")
     quick = _get(base, token, "Observation", {"_count": "50", "_offset": "5500", "_total": "none"})
@@ -148,16 +155,23 @@ def test_practitioner_and_officer_searches_are_exact(
     _check_caller(base, tokens["docA"], region.doctor)
     _check_caller(base, tokens["ph"], region.officer)
     backwards = _get(
-        base, tokens["docA"], "Observation", {"_sort": "-_id", "_count": "50", "_offset": "5500"}
+        base,
+        tokens["docA"],
+        "Observation",
+        {"_sort": "-_id", "_count": "50", "_offset": "5500", "_total": "accurate"},
     )
     assert backwards["total"] == 6000 and _page_ids(backwards) == region.doctor[::-1][5500:5550]
     # the same answers when the practitioner's residents are too many to narrow in SQL ...
     monkeypatch.setattr(runtime, "NARROW_MAX", 10)
-    deep = _get(base, tokens["docA"], "Observation", {"_count": "50", "_offset": "5500"})
+    deep = _get(
+        base, tokens["docA"], "Observation", {"_count": "50", "_offset": "5500", "_total": "accurate"}
+    )
     assert deep["total"] == 6000 and _page_ids(deep) == region.doctor[5500:5550]
     # ... and too many to hold in memory, so that each resident is looked up on its own
     monkeypatch.setattr(relations, "CARE_SET_MAX", 10)
-    deep = _get(base, tokens["docA"], "Observation", {"_count": "50", "_offset": "5500"})
+    deep = _get(
+        base, tokens["docA"], "Observation", {"_count": "50", "_offset": "5500", "_total": "accurate"}
+    )
     assert deep["total"] == 6000 and _page_ids(deep) == region.doctor[5500:5550]
     patients = _get(base, tokens["docA"], "Patient", {"_count": "100"})
     assert sorted(_page_ids(patients)) == sorted(f"v{n}" for n in range(30)) and patients["total"] == 30

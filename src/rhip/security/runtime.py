@@ -35,10 +35,26 @@ _INSTANCE_GUARDED = frozenset({"vread", "history-instance", "update", "patch", "
 RESTRICTED_WINDOW = 2000
 #: Largest Patient-id list a practitioner's search is narrowed to in SQL (else filtered only).
 NARROW_MAX = 1000
+#: Raw matches a restricted search tests for its total unless ``_total=accurate`` asks for every
+#: one: a larger result answers its page without ``Bundle.total`` (FHIR leaves the default to the
+#: server), because counting what a caller may see means decoding and testing every match.
+TOTAL_SCAN_MAX = 1000
 #: Parameters that shape the answer rather than select matches (handled after filtering).
 _SHAPING = frozenset({"_summary", "_total", "_include", "_revinclude"})
 #: Parameters that already pin a search to a few residents (narrowing adds nothing but cost).
 _PINNED = frozenset({"_id", "patient", "subject"})
+
+
+def _total_budget(params: list[tuple[str, str]], count: int) -> int | None:
+    """Raw matches a restricted search may test for its total (see :data:`TOTAL_SCAN_MAX`).
+
+    ``_total=accurate`` and ``_summary=count`` (asked with no page) count every match;
+    ``_total=none`` counts none; the default and ``_total=estimate`` count up to the budget.
+    """
+    asked = next((v for n, v in reversed(params) if n == "_total"), None)
+    if asked == "accurate" or count == 0:
+        return None
+    return 0 if asked == "none" else TOTAL_SCAN_MAX
 
 
 class SecurityRuntime:
@@ -187,8 +203,9 @@ class SecurityRuntime:
         principal = self.principal(ctx)
         plain = [(n, v) for n, v in params if n.split(":", 1)[0] not in _SHAPING]
         plain = self._narrow_to_care(principal, res_type, self._narrow_to_own(principal, res_type, plain))
-        want_total = ("_total", "none") not in params
-        page, total, has_next = self._scan(principal, res_type, plain, count, offset, want_total)
+        page, total, has_next = self._scan(
+            principal, res_type, plain, count, offset, _total_budget(params, count)
+        )
         page = self.filter_results(ctx, page)
         includes = self._includes(ctx, res_type, page, params)
         return SearchResult(total, page, includes, offset, len(page), has_next)
@@ -200,15 +217,16 @@ class SecurityRuntime:
         params: list[tuple[str, str]],
         count: int,
         offset: int,
-        want_total: bool,
+        budget: int | None,
     ) -> tuple[list[dict[str, Any]], int | None, bool]:
-        """Test every raw match window by window, keep one page of visible ones and count them all.
+        """Test the raw matches window by window, keep one page of visible ones and count them.
 
-        The total is exact because every match is tested. With ``_total=none`` the scan stops as
-        soon as it knows whether a next page exists.
+        The total is exact because every match is tested, but the testing stops, leaving the total
+        unknown (None), once the page and the existence of a next page are known and ``budget``
+        raw matches were tested (None: no limit, 0: stop at once).
         """
         page: list[dict[str, Any]] = []
-        visible, start, end = 0, offset, offset + count
+        visible, tested, start, end = 0, 0, offset, offset + count
         role = ROLES[principal.role]
         consent = role.relation == "care" and role.consent_applies
         area = principal.area if role.relation == "area" else None
@@ -217,14 +235,15 @@ class SecurityRuntime:
                 patients = {self.relations.patient_of(r) or "" for r in window}
                 self.relations.prefetch(patients, consent=consent, area=area)
             for resource in window:
+                tested += 1
                 if not self.policy.can_see(principal, resource):
                     continue
                 if start <= visible < end:
                     page.append(resource)
                 visible += 1
-                if not want_total and visible > end:
+                if visible > end and budget is not None and tested >= budget:
                     return page, None, True
-        return page, visible if want_total else None, visible > end
+        return page, None if budget == 0 else visible, visible > end
 
     def _windows(self, res_type: str | None, params: list[tuple[str, str]]) -> Iterator[list[dict[str, Any]]]:
         """The raw matches in search order, RESTRICTED_WINDOW bodies at a time.
