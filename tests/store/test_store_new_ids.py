@@ -60,7 +60,9 @@ def test_a_grown_store_writes_few_pages_per_create(tmp_path: Path) -> None:
             store.create_new([copy.deepcopy(PATIENT) for _ in range(GROUP)])
         with store.engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
-        event.listen(store.engine, "connect", lambda dbapi, _rec: dbapi.execute("PRAGMA wal_autocheckpoint=0"))
+        event.listen(
+            store.engine, "connect", lambda dbapi, _rec: dbapi.execute("PRAGMA wal_autocheckpoint=0")
+        )
         store.engine.dispose()  # every connection from here on leaves the log to grow
         assert _wal_frames(path) == 0
         groups = 20

@@ -49,7 +49,9 @@ def new_id() -> str:
     """
     ms = time.time_ns() // 1_000_000
     rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & _MS_MASK) << 80 | _VERSION_7 | (rand >> 62 & _RANDOM_HIGH) << 64 | _VARIANT | rand & _RANDOM_LOW
+    value = (
+        (ms & _MS_MASK) << 80 | _VERSION_7 | (rand >> 62 & _RANDOM_HIGH) << 64 | _VARIANT | rand & _RANDOM_LOW
+    )
     text = f"{value:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
