@@ -20,8 +20,9 @@ its p95 latency at ``--search-connections`` clients). The runs alternate between
 requests per CPU-second of the server process (what one fully available core would serve) and the
 ratio on/off of each round. ``--auth off`` (or ``on``) runs one mode only. ``--base-src DIR`` adds
 servers running another checkout's code (``DIR`` = its ``src``), alternated with the others, for an
-A/B of a change. Every run is printed with the Patients its store held before it (``store``): each
-create run adds its requests, so later rounds of creates run on a larger store. ``--preload N``
+A/B of a change. Every run is printed with the Patients its store held before it (``store``; each
+create run adds its requests, so later rounds of creates run on a larger store) and the size of the
+store's write-ahead log file after it (``WAL MiB``). ``--preload N``
 writes N more Patients (the create body, in groups of 16 through ``Store.create_new`` of the
 server's own code, as the API's group commit does) into each store before its server starts, to
 measure creates and reads on a grown store without minutes of HTTP first.
@@ -286,10 +287,11 @@ class Server:
     ) -> None:
         self.name = name
         self.resources = seed_count + (0 if name == "bare" else preloaded)  # Patients in its store
+        self.data = work / name
         src = base_src if name.startswith("base-") else None
         port = _free_port()
         self.base = f"http://127.0.0.1:{port}"
-        data = work / name
+        data = self.data
         headers: dict[str, str] = {}
         if name == "bare":
             self.proc = start_bare(port)
@@ -305,6 +307,14 @@ class Server:
                 preload(data, preloaded, False, src)
             self.proc = start_rhip(port, data, False, src)
         self.scripts = scripts(work, name, seed(self.base, seed_count, headers), headers)
+
+    def wal_mib(self) -> float:
+        """Size of the store's write-ahead log file now (MiB; 0 for the ceiling app)."""
+        return (
+            sum(p.stat().st_size for p in self.data.glob("*.sqlite-wal")) / 2**20
+            if self.data.is_dir()
+            else 0.0
+        )
 
     def stop(self) -> None:
         """Terminate the server and wait for it (flushes the audit queue of an auth-on server)."""
@@ -343,6 +353,7 @@ def measure(servers: list[Server], args: argparse.Namespace) -> Results:
                 conns, threads = (args.search_connections, 1) if search else (args.connections, args.threads)
                 row = run_wrk(server.base, server.scripts[op], args.seconds, conns, threads, server.proc.pid)
                 row["store"] = server.resources
+                row["wal_mib"] = server.wal_mib()
                 if op == "create":
                     server.resources += int(row["requests"] - row["errors"])
                 results.setdefault((server.name, op), []).append(row)
@@ -364,13 +375,13 @@ def report(results: Results, args: argparse.Namespace) -> None:
     print(f"{args.seconds}s per run, {args.rounds} rounds alternated; one uvicorn worker per server")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     head = f"{'server':<10}{'operation':<10}{'req/s':>9}{'mean ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-    print(head + f"{'non-2xx':>9}{'req/CPU-s':>11}{'load':>6}{'store':>9}")
+    print(head + f"{'non-2xx':>9}{'req/CPU-s':>11}{'load':>6}{'store':>9}{'WAL MiB':>9}")
     for (name, op), rows in results.items():
         for row in rows:
             print(
                 f"{name:<10}{op:<10}{row['rps']:>9.0f}{row['latency_ms']:>9.2f}{row['p95_ms']:>9.2f}"
                 f"{row['p99_ms']:>9.2f}{int(row['errors']):>9}{row['per_cpu_s']:>11.0f}{row['load']:>6.1f}"
-                f"{int(row['store']):>9}"
+                f"{int(row['store']):>9}{row['wal_mib']:>9.0f}"
             )
     pairs = [("rhip-on", "rhip-off")]
     pairs += [(f"rhip-{m}", f"base-{m}") for m in args.auth.split(",")] if args.base_src else []
