@@ -13,7 +13,7 @@ is committed and how durable it is (WAL, ``synchronous=NORMAL``) stay the same.
 
 SQLite starts the log over from its beginning only when a writer begins while every frame has been
 copied back, and a passive checkpoint racing a steady writer never leaves it so: the log file grew
-without end (6.7 GB after 60,000 creates through the API, docs/benchmarks.md). So once the log
+without end (6.3 GiB after ≈ 54,000 creates through the API in a minute, docs/benchmarks.md). So once the log
 holds ``restart_pages`` the thread copies the rest with writers held off (the process's write lock,
 when given, and SQLite's), a RESTART checkpoint: the next writer starts the log over, and the
 file stays near that size.
