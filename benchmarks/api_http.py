@@ -20,9 +20,14 @@ its p95 latency at ``--search-connections`` clients). The runs alternate between
 requests per CPU-second of the server process (what one fully available core would serve) and the
 ratio on/off of each round. ``--auth off`` (or ``on``) runs one mode only. ``--base-src DIR`` adds
 servers running another checkout's code (``DIR`` = its ``src``), alternated with the others, for an
-A/B of a change.
+A/B of a change. Every run is printed with the Patients its store held before it (``store``; each
+create run adds its requests, so later rounds of creates run on a larger store) and the size of the
+store's write-ahead log file after it (``WAL MiB``). ``--preload N``
+writes N more Patients (the create body, in groups of 16 through ``Store.create_new`` of the
+server's own code, as the API's group commit does) into each store before its server starts, to
+measure creates and reads on a grown store without minutes of HTTP first.
 Run: ``.venv/bin/python benchmarks/api_http.py [--auth on,off] [--rounds 3] [--seconds 10]
-[--base-src ../other/src]``.
+[--preload 0] [--base-src ../other/src]``.
 """
 
 from __future__ import annotations
@@ -148,6 +153,31 @@ def fetch_token(base: str, secret: str) -> str:
     return str(response.json()["access_token"])
 
 
+#: Patients per transaction of ``--preload`` (about the API's groups under 16 connections).
+PRELOAD_GROUP = 16
+
+
+def preload_store(count: int) -> None:
+    """Write ``count`` create bodies into the store the settings name, as the group commit does
+    (run in a subprocess with the server's environment, so the server's own code writes them)."""
+    from rhip.store import Store
+
+    store = Store.from_settings()
+    try:
+        for start in range(0, count, PRELOAD_GROUP):
+            size = min(PRELOAD_GROUP, count - start)
+            store.create_new([json.loads(json.dumps(PATIENT)) for _ in range(size)])
+    finally:
+        store.close()
+
+
+def preload(data_dir: Path, count: int, auth: bool, src: str | None) -> None:
+    """``preload_store`` in a subprocess on data_dir with the server's code and settings."""
+    cmd = [sys.executable, __file__, "--preload-into", str(count)]
+    if subprocess.run(cmd, env=_rhip_env(data_dir, auth, src), check=False).returncode != 0:
+        raise SystemExit(f"preloading {count} Patients into {data_dir} failed")
+
+
 def start_bare(port: int) -> subprocess.Popen[bytes]:
     """The dict-backed ceiling app under the same uvicorn."""
     cmd = [sys.executable, __file__, "--serve-bare", str(port)]
@@ -239,6 +269,7 @@ def run_wrk(
     p95 = re.search(r"p95us (\d+)", out)
     return {
         "rps": rps,
+        "requests": total,
         "latency_ms": _ms(re.search(r"Latency\s+([\d.]+)(us|ms|s)", out)),
         "p95_ms": int(p95.group(1)) / 1000 if p95 else float("nan"),
         "p99_ms": _ms(re.search(r"99%\s+([\d.]+)(us|ms|s)", out)),
@@ -251,23 +282,39 @@ def run_wrk(
 class Server:
     """One running server under test: its name, base URL, process and wrk scripts."""
 
-    def __init__(self, name: str, work: Path, seed_count: int, base_src: str | None) -> None:
+    def __init__(
+        self, name: str, work: Path, seed_count: int, base_src: str | None, preloaded: int = 0
+    ) -> None:
         self.name = name
+        self.resources = seed_count + (0 if name == "bare" else preloaded)  # Patients in its store
+        self.data = work / name
         src = base_src if name.startswith("base-") else None
         port = _free_port()
         self.base = f"http://127.0.0.1:{port}"
-        data = work / name
+        data = self.data
         headers: dict[str, str] = {}
         if name == "bare":
             self.proc = start_bare(port)
         elif name.endswith("-on"):
             secret = uuid.uuid4().hex
             add_account(data, secret, src)
+            if preloaded:
+                preload(data, preloaded, True, src)
             self.proc = start_rhip(port, data, True, src)
             headers = {"Authorization": f"Bearer {fetch_token(self.base, secret)}"}
         else:
+            if preloaded:
+                preload(data, preloaded, False, src)
             self.proc = start_rhip(port, data, False, src)
         self.scripts = scripts(work, name, seed(self.base, seed_count, headers), headers)
+
+    def wal_mib(self) -> float:
+        """Size of the store's write-ahead log file now (MiB; 0 for the ceiling app)."""
+        return (
+            sum(p.stat().st_size for p in self.data.glob("*.sqlite-wal")) / 2**20
+            if self.data.is_dir()
+            else 0.0
+        )
 
     def stop(self) -> None:
         """Terminate the server and wait for it (flushes the audit queue of an auth-on server)."""
@@ -305,6 +352,10 @@ def measure(servers: list[Server], args: argparse.Namespace) -> Results:
                 search = op == "search"
                 conns, threads = (args.search_connections, 1) if search else (args.connections, args.threads)
                 row = run_wrk(server.base, server.scripts[op], args.seconds, conns, threads, server.proc.pid)
+                row["store"] = server.resources
+                row["wal_mib"] = server.wal_mib()
+                if op == "create":
+                    server.resources += int(row["requests"] - row["errors"])
                 results.setdefault((server.name, op), []).append(row)
     return results
 
@@ -324,12 +375,13 @@ def report(results: Results, args: argparse.Namespace) -> None:
     print(f"{args.seconds}s per run, {args.rounds} rounds alternated; one uvicorn worker per server")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     head = f"{'server':<10}{'operation':<10}{'req/s':>9}{'mean ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-    print(head + f"{'non-2xx':>9}{'req/CPU-s':>11}{'load':>6}")
+    print(head + f"{'non-2xx':>9}{'req/CPU-s':>11}{'load':>6}{'store':>9}{'WAL MiB':>9}")
     for (name, op), rows in results.items():
         for row in rows:
             print(
                 f"{name:<10}{op:<10}{row['rps']:>9.0f}{row['latency_ms']:>9.2f}{row['p95_ms']:>9.2f}"
                 f"{row['p99_ms']:>9.2f}{int(row['errors']):>9}{row['per_cpu_s']:>11.0f}{row['load']:>6.1f}"
+                f"{int(row['store']):>9}{row['wal_mib']:>9.0f}"
             )
     pairs = [("rhip-on", "rhip-off")]
     pairs += [(f"rhip-{m}", f"base-{m}") for m in args.auth.split(",")] if args.base_src else []
@@ -351,19 +403,31 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections (reads, creates)")
     parser.add_argument("--search-connections", type=int, default=1, help="concurrent connections (search)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--seed", type=int, default=500, help="patients created before the runs")
+    parser.add_argument("--seed", type=int, default=500, help="patients created over HTTP before the runs")
+    parser.add_argument(
+        "--preload",
+        type=int,
+        default=0,
+        help="patients written into each rhip store before its server starts",
+    )
     parser.add_argument("--servers", default="bare,rhip", help="comma list of servers to run (bare, rhip)")
     parser.add_argument("--ops", default="read,create,search", help="comma list of operations")
     parser.add_argument(
         "--base-src", help="A/B: also run base-on/base-off servers from this checkout's src/ (PYTHONPATH)"
     )
     parser.add_argument("--serve-bare", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--preload-into", type=int, help=argparse.SUPPRESS)
     return parser
 
 
 def main() -> None:
     """Start the servers, alternate the runs and print the table."""
     args = _parser().parse_args()
+    if args.preload_into is not None:
+        preload_store(args.preload_into)
+        return
+    if args.preload < 0:
+        raise SystemExit(f"--preload takes a number of Patients >= 0, not {args.preload}")
     if args.serve_bare:
         import uvicorn
 
@@ -376,7 +440,7 @@ def main() -> None:
         servers: list[Server] = []
         try:
             for name in names:
-                servers.append(Server(name, Path(tmp), args.seed, args.base_src))
+                servers.append(Server(name, Path(tmp), args.seed, args.base_src, args.preload))
             results = measure(servers, args)
         finally:
             for server in servers:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+
 import pytest
 
 from rhip.errors import InvalidRequest, NotSupported
@@ -30,6 +33,7 @@ def test_next_timestamp_is_strictly_later() -> None:
 
 def test_ids_and_etags() -> None:
     assert check_id(new_id()) and len({new_id() for _ in range(100)}) == 100
+    assert len({new_id() for _ in range(100_000)}) == 100_000  # same milliseconds: the random bits differ
     assert [parse_etag(v) for v in ('W/"3"', '"4"', "5")] == [3, 4, 5]
     with pytest.raises(InvalidRequest):
         parse_etag('W/"x"')
@@ -79,3 +83,21 @@ def test_insert_sql_uses_schema_identifiers_and_bound_values() -> None:
         copy_sql(resource)
         == "COPY resource (res_type, res_id, version_id, last_updated, deleted, body) FROM STDIN"
     )
+
+
+def test_new_ids_are_version_7_uuids_led_by_the_creation_millisecond() -> None:
+    before = time.time_ns() // 1_000_000
+    made = new_id()
+    after = time.time_ns() // 1_000_000
+    parsed = uuid.UUID(made)
+    assert str(parsed) == made and len(made) == 36
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert before <= parsed.int >> 80 <= after
+
+
+def test_new_ids_sort_in_the_order_they_were_made() -> None:
+    made = []
+    for _ in range(20):
+        made.append(new_id())
+        time.sleep(0.002)  # the next one falls in a later millisecond
+    assert sorted(made) == made

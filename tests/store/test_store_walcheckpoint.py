@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 
 from rhip.store import Store
 from rhip.store.walcheckpoint import DEFAULT_AUTOCHECKPOINT, BackgroundCheckpoints, has_wal_file
@@ -89,3 +90,36 @@ def test_engines_without_a_log_file_are_left_alone(db_url: str) -> None:
         assert has_wal_file(engine) is expected and checkpoints.enabled is expected
         assert checkpoints.checkpoints == (1 if expected else 0)
         engine.dispose()
+
+
+def test_a_steady_writer_does_not_grow_the_log_without_end(tmp_path: Path) -> None:
+    """Passive checkpoints alone never found the log fully copied when a writer began, so SQLite
+    never started it over: it grew by every page written. Past ``restart_pages`` the thread
+    restarts it, holding the writers' lock, and the file stays near that size."""
+    path = tmp_path / "steady.sqlite"
+    store = Store(f"sqlite:///{path}")
+    lock = threading.Lock()
+    checkpoints = BackgroundCheckpoints(store.engine, interval=0.0, lock=lock, restart_pages=600)
+    event.listen(store.engine, "commit", lambda _conn: checkpoints.committed())
+    transactions = 60
+    try:
+        _write(store.engine, 0)  # the table
+        checkpoints.start()
+        with store.engine.connect() as conn:  # the log as a steady writer leaves it: empty
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+        rows = [bytes(4000)] * ROWS_PER_TRANSACTION
+        for t in range(transactions):  # one after another, as the API's group commit under load
+            time.sleep(0.001)  # the hop back to the event loop between two groups
+            with lock, store.engine.begin() as conn:
+                base = t * ROWS_PER_TRANSACTION
+                conn.exec_driver_sql(
+                    "INSERT INTO blob_rows VALUES (?, ?)", [(base + i, r) for i, r in enumerate(rows)]
+                )
+        written = transactions * ROWS_PER_TRANSACTION
+        assert _wal_pages(path) < written // 3, f"log of {_wal_pages(path)} pages after {written} written"
+        assert checkpoints.restarts >= 1
+    finally:
+        checkpoints.stop()
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM blob_rows").scalar_one() == written
+    store.close()

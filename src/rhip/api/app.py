@@ -79,13 +79,15 @@ def start_checkpoints(engine: Engine) -> Callable[[], None] | None:
     SQLite otherwise checkpoints inside the commit that takes the log past 1,000 pages, and the
     write lock (so every create waiting in the next group) waits for the copy and the sync of
     the database file. Any commit of the process wakes the thread; what is committed and how
-    durable it is stay the same (see :mod:`rhip.store.walcheckpoint`). None for other stores.
+    durable it is stay the same (see :mod:`rhip.store.walcheckpoint`). The thread holds the write
+    lock of the process's writers while it restarts a grown log. None for other stores.
     """
+    from rhip.api.deps import sqlite_write_lock
     from rhip.store.walcheckpoint import BackgroundCheckpoints, has_wal_file
 
     if not has_wal_file(engine):
         return None
-    checkpoints = BackgroundCheckpoints(engine, CHECKPOINT_INTERVAL)
+    checkpoints = BackgroundCheckpoints(engine, CHECKPOINT_INTERVAL, lock=sqlite_write_lock(engine))
 
     def committed(_conn: Any) -> None:
         checkpoints.committed()

@@ -24,6 +24,8 @@ from rhip.config import Settings
 from rhip.errors import InvalidRequest, InvalidResource, Issue, ResourceNotFound
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from rhip.store import Store
 
 T = TypeVar("T")
@@ -182,7 +184,11 @@ def write_lock(request: Request) -> contextlib.AbstractContextManager[Any]:
 
 
 def _sqlite_lock(store: Store) -> threading.Lock | None:
-    engine = store.engine
+    return sqlite_write_lock(store.engine)
+
+
+def sqlite_write_lock(engine: Engine) -> threading.Lock | None:
+    """The lock every SQLite write of this process to ``engine`` takes (None for other stores)."""
     if getattr(engine.dialect, "name", "") != "sqlite":
         return None
     lock = engine.__dict__.get("_rhip_write_lock")

@@ -11,11 +11,19 @@ instead. The checkpoint is PASSIVE (it never waits for, or blocks, readers and t
 ``sqlite3`` releases the GIL while it copies and syncs, so that work moves to another core; what
 is committed and how durable it is (WAL, ``synchronous=NORMAL``) stay the same.
 
+SQLite starts the log over from its beginning only when a writer begins while every frame has been
+copied back, and a passive checkpoint racing a steady writer never leaves it so: the log file grew
+without end (6.3 GiB after ≈ 54,000 creates through the API in a minute, docs/benchmarks.md). So once the log
+holds ``restart_pages`` the thread copies the rest with writers held off (the process's write lock,
+when given, and SQLite's), a RESTART checkpoint: the next writer starts the log over, and the
+file stays near that size.
+
 Other engines (PostgreSQL, in-memory SQLite) have nothing to checkpoint: the class does nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -28,6 +36,12 @@ log = logging.getLogger(__name__)
 
 #: SQLite's own default ``wal_autocheckpoint`` (pages), restored when no checkpointer runs.
 DEFAULT_AUTOCHECKPOINT = 1000
+#: Log pages (4 KiB) past which a checkpoint also restarts the log: 64 MiB, a few seconds of the
+#: API's busiest writing, so writers wait for a restart no more often than that.
+RESTART_PAGES = 16_384
+#: How long the restarting checkpoint waits for another process's writer or readers still in the log
+#: (milliseconds); if they stay, it gives up and tries again once the log has grown as much again.
+RESTART_WAIT_MS = 200
 _INFO_KEY = "rhip_wal_autocheckpoint"
 #: Engines with a checkout hook installed -> how many checkpointers run for them now.
 _RUNNING: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
@@ -61,14 +75,27 @@ class BackgroundCheckpoints:
     :meth:`start` and :meth:`stop` (a final checkpoint runs at stop).
 
     Connections checked out while it runs do not checkpoint on commit; a connection already
-    checked out keeps its setting until it is returned.
+    checked out keeps its setting until it is returned. ``lock``: the lock this process's writers
+    of the engine take, held while a checkpoint restarts the log (they wait on it rather than in
+    SQLite's busy handler); ``restart_pages``: the log size that calls for a restart.
     """
 
-    def __init__(self, engine: Engine, interval: float = 0.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        interval: float = 0.0,
+        *,
+        lock: threading.Lock | None = None,
+        restart_pages: int = RESTART_PAGES,
+    ) -> None:
         self.engine = engine
         self.interval = interval
+        self.lock = lock
+        self.restart_pages = restart_pages
         self.enabled = has_wal_file(engine)
         self.checkpoints = 0  # checkpoints run (the final one included)
+        self.restarts = 0  # checkpoints that let the next writer start the log over
+        self._restart_at = restart_pages
         self._wake = threading.Event()
         self._pause = threading.Event()  # set by stop: ends the wait between checkpoints
         self._stopping = False
@@ -119,13 +146,41 @@ class BackgroundCheckpoints:
                 return
 
     def _checkpoint(self) -> None:
-        """One PASSIVE checkpoint: copies what no reader still needs, never waits for a lock."""
+        """One PASSIVE checkpoint (copies what no reader still needs, never waits for a lock), and
+        a restart of the log when it has grown to ``restart_pages``."""
         cursor = self._conn.cursor()
         try:
-            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            _busy, pages, _copied = cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self.checkpoints += 1
+            if pages >= self._restart_at:
+                self._restart(cursor)
         except sqlite3.Error as exc:  # the next commit wakes another attempt
             log.warning("WAL checkpoint failed: %s", exc)
-            return
         finally:
             cursor.close()
-        self.checkpoints += 1
+
+    def _restart(self, cursor: sqlite3.Cursor) -> None:
+        """Copy what the passive pass left, writers held off, so the next writer starts the log over.
+
+        The passive pass just copied most of the log, so writers wait only for the frames added
+        since and the sync of the database file. Readers still in the log are waited for at most
+        RESTART_WAIT_MS; if they stay, the next try comes after as many pages again.
+        """
+        held = self.lock if self.lock is not None else contextlib.nullcontext()
+        with held:
+            wait = cursor.execute("PRAGMA busy_timeout").fetchone()[0]
+            cursor.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS:d}")
+            try:
+                busy, pages, _copied = cursor.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            finally:
+                cursor.execute(f"PRAGMA busy_timeout={int(wait):d}")
+        if busy:
+            self._restart_at = pages + self.restart_pages
+            log.info(
+                "WAL of %s not restarted at %d pages: readers or a writer stayed",
+                self.engine.url.database,
+                pages,
+            )
+            return
+        self.restarts += 1
+        self._restart_at = self.restart_pages
