@@ -76,6 +76,22 @@ class Settings(BaseSettings):
         "(hosts with two or more cores); 0: never.",
     )
 
+    mqtt_username: str | None = Field(
+        default=None,
+        description="User name `rhip mqtt-subscribe` gives the broker (a user in the --broker URL wins).",
+    )
+    mqtt_password: SecretStr | None = Field(
+        default=None,
+        description="Password `rhip mqtt-subscribe` gives the broker (a password in the --broker URL wins).",
+    )
+    mqtt_session_expiry: int = Field(
+        default=7 * 24 * 3600,
+        ge=1,
+        le=0xFFFFFFFF,
+        description="Seconds the broker keeps the subscriber's session (its queued readings) after "
+        "it disconnects; 4294967295: for ever.",
+    )
+
     backup_passphrase: SecretStr | None = Field(
         default=None,
         description="Passphrase that seals the keys in `rhip backup create` and opens them in "

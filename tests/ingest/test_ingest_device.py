@@ -104,7 +104,7 @@ def test_mqtt_readings_from_real_broker(sqlite_pipeline: Pipeline) -> None:
     import paho.mqtt.client as mqtt
 
     topic = f"rhip-test/{uuid.uuid4().hex}/WEAR2"
-    sub = MqttSubscriber(sqlite_pipeline, "mqtt://127.0.0.1:1883", topic, batch_wait=0.05)
+    sub = MqttSubscriber(sqlite_pipeline, "mqtt://127.0.0.1:1883", topic, batch_wait=0.05, session_expiry=60)
     stop = threading.Event()
     result: dict[str, object] = {}
     thread = threading.Thread(target=lambda: result.setdefault("rep", sub.run(stop, max_messages=3)))

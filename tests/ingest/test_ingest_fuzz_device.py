@@ -109,7 +109,7 @@ def test_mutated_device_messages_over_mqtt_are_all_ingested(
     payloads = [_payload(data, device_seeds) for _ in range(3)]
     topic = f"rhip-fuzz/{uuid.uuid4().hex}/WEAR"
     with shown_on_failure(payloads=payloads), store_factory.pipeline() as pipeline:
-        sub = MqttSubscriber(pipeline, "mqtt://127.0.0.1:1883", topic, batch_wait=0.05)
+        sub = MqttSubscriber(pipeline, "mqtt://127.0.0.1:1883", topic, batch_wait=0.05, session_expiry=60)
         stop = threading.Event()
         errors: list[BaseException] = []
 

@@ -4,6 +4,7 @@ resending everything after a restart stores each message once."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -136,3 +137,36 @@ def test_kill_minus_nine_mid_stream_then_resend_everything(tmp_path: Path, prepa
     assert _query(db, "SELECT count(*) FROM resource_version WHERE res_type = 'Patient'")[0][0] == total
     assert _query(db, "SELECT count(*) FROM ingest_delivery")[0][0] == total
     assert _query(db, "SELECT count(*) FROM resource WHERE res_type = 'Provenance'")[0][0] == total
+
+
+@pytest.mark.slow
+def test_sigterm_mid_stream_stops_cleanly(tmp_path: Path) -> None:
+    """SIGTERM (a service manager's stop) is Ctrl-C's orderly stop: exit 0, the counts printed,
+    and every ACKed message committed (the batch being written is finished and answered)."""
+    db = tmp_path / "mllp.sqlite"
+    port = free_port()
+    listener = _listen(port, f"sqlite:///{db}", tmp_path / "data")
+    acked: list[str] = []
+    threads = _senders(port, acked, stop_on_error=True)
+    deadline = time.time() + 120
+    while len(acked) < N_SENDERS * PER_SENDER // 3 and time.time() < deadline:
+        time.sleep(0.01)
+    listener.send_signal(signal.SIGTERM)
+    out, err = listener.communicate(timeout=60)
+    for t in threads:
+        t.join(30)
+    assert listener.returncode == 0, err.decode()[-2000:]
+    assert 0 < len(acked) < N_SENDERS * PER_SENDER, "the listener was not stopped mid-stream"
+    counts = out.decode().strip().splitlines()[-1]
+    match = re.fullmatch(
+        r"received (\d+) stored (\d+) quarantined 0 duplicates 0 stale 0 \(ACKs: AA (\d+) AE 0 AR 0\)", counts
+    )
+    assert match is not None, counts
+    received, stored, aa = (int(g) for g in match.groups())
+    patients = _query(db, "SELECT count(*) FROM resource WHERE res_type = 'Patient'")[0][0]
+    # what it answered is what it committed: no ACK without its commit, no commit without its ACK
+    assert received == stored == aa == patients >= len(acked)
+    delivered = {r[0] for r in _query(db, "SELECT key FROM ingest_delivery")}
+    source = SourceInfo("H1", CONNECTOR, "mllp")
+    assert {scoped_key(source, c) for c in acked} <= delivered
+    assert len(delivered) == patients

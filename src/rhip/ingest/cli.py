@@ -267,9 +267,14 @@ def mllp_listen(
     database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
     link: bool = typer.Option(True, "--link/--no-link", help="Hand Patients to the identity layer (MPI)."),
 ) -> None:
-    """Run the HL7 v2 MLLP listener until interrupted (ACK AA/AE/AR with ERR segments)."""
+    """Run the HL7 v2 MLLP listener until Ctrl-C or SIGTERM (ACK AA/AE/AR with ERR segments).
+
+    A stop finishes the batch being written and sends its ACKs (messages not yet written get no
+    ACK: their senders resend them), then prints the counts and exits 0.
+    """
     import asyncio
     import os
+    import signal
 
     from rhip.ingest import hl7v2_map  # noqa: F401 (registers the mapper)
     from rhip.ingest.mllp import MLLPListener, run
@@ -286,44 +291,112 @@ def mllp_listen(
                 f"cannot listen on {host}:{listener.port}: {reason}; choose another --port "
                 "(or RHIP_MLLP_PORT) or --host, or stop what is using that port"
             ) from None
-        typer.echo(f"MLLP listener on {host}:{listener.port} (Ctrl-C to stop)")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C stays KeyboardInterrupt
+                loop.add_signal_handler(sig, stop.set)
+        typer.echo(f"MLLP listener on {host}:{listener.port} (Ctrl-C or SIGTERM to stop)")
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await listener.stop()
 
     with contextlib.suppress(KeyboardInterrupt):
         run(serve())
+    typer.echo(_mllp_counts(listener))
+
+
+def _mllp_counts(listener: Any) -> str:
+    """The listener's counts since it started: messages answered, by outcome and by ACK code."""
+    totals = dict.fromkeys(("stored", "quarantined", "duplicates", "stale"), 0)
+    for report in listener.reports.values():
+        for name in totals:
+            totals[name] += getattr(report, name)
+    acks = " ".join(f"{code} {n}" for code, n in listener.stats.acks.items())
+    counts = " ".join(f"{name} {n}" for name, n in totals.items())
+    return f"received {listener.stats.received} {counts} (ACKs: {acks})"
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: Any) -> Any:
+    """While in the block, SIGTERM (a service manager's stop) and Ctrl-C call ``stop()``; a second
+    Ctrl-C interrupts at once. The previous handlers are put back after."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may
+        yield
+        return
+    stopping = threading.Event()
+
+    def handle(signum: int, _frame: Any) -> None:
+        if stopping.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stopping.set()
+        stop()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def mqtt_subscribe(
-    broker: str = typer.Option("mqtt://127.0.0.1:1883", help="Broker URL."),
+    broker: str = typer.Option(
+        "mqtt://127.0.0.1:1883",
+        help="Broker URL: mqtt://host:1883, or mqtts://host:8883 for TLS; a user and password may "
+        "be given as mqtt://user:password@host (better: RHIP_MQTT_USERNAME, RHIP_MQTT_PASSWORD).",
+    ),
     topic: str = typer.Option("rhip/devices/#", help="Topic filter; last level = facility."),
     facility: str | None = typer.Option(None, help="Facility code for every message."),
+    client_id: str | None = typer.Option(
+        None,
+        "--client-id",
+        help="MQTT client id, under which the broker keeps the subscription and queued readings "
+        "while the subscriber is down; two subscribers must not share one (default: "
+        "rhip-<host name>-<hash of the topic>).",
+    ),
+    ca_file: Path | None = typer.Option(
+        None,
+        "--ca-file",
+        exists=True,
+        dir_okay=False,
+        help="PEM certificate of the CA that signed an mqtts:// broker's (default: the system's CAs).",
+    ),
     max_messages: int | None = typer.Option(None, help="Stop after this many messages."),
     database_url: str | None = typer.Option(None, "--database-url", help="Store URL (default: settings)."),
 ) -> None:
-    """Subscribe to device readings on an MQTT broker and ingest them until interrupted."""
+    """Subscribe to device readings on an MQTT broker and ingest them until Ctrl-C or SIGTERM.
+
+    A message is acknowledged to the broker only after its readings are committed, and the broker
+    keeps the session (see --client-id): readings published while the subscriber is stopped, or
+    received and not yet committed when it dies, are delivered at its next start. A stop commits
+    the batch in hand, acknowledges it, prints the counts and exits 0.
+    """
     import threading
 
     from rhip.ingest.device import MqttSubscriber
 
     stop = threading.Event()
-    sub = MqttSubscriber(_pipeline(database_url), broker, topic, facility=facility)
-    try:
-        rep = sub.run(stop, max_messages=max_messages)
-    except KeyboardInterrupt:
-        stop.set()
-        rep = sub.report
-    except OSError as exc:  # the broker's connect, the one network call made here
-        reason = exc.strerror or str(exc)
-        raise RhipError(
-            f"cannot connect to the MQTT broker at {sub.host}:{sub.port}: {reason}; check --broker "
-            "(mqtt://host:1883) and that the broker runs"
-        ) from None
+    sub = MqttSubscriber(
+        _pipeline(database_url), broker, topic, facility=facility, client_id=client_id, ca_file=ca_file
+    )
+
+    def ready() -> None:
+        session = "its session resumed" if sub.session_present else "a new session"
+        typer.echo(
+            f"subscribed to {topic} on {sub.broker} as client id {sub.client_id}, {session} "
+            "(Ctrl-C or SIGTERM to stop)"
+        )
+
+    with _stop_on_signals(stop.set):
+        rep = sub.run(stop, max_messages=max_messages, ready=ready)
     typer.echo(
         f"received {rep.received} stored {rep.stored} "
-        f"quarantined {rep.quarantined} duplicates {rep.duplicates}"
+        f"quarantined {rep.quarantined} duplicates {rep.duplicates} stale {rep.stale}"
     )
 
 

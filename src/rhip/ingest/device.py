@@ -14,20 +14,25 @@ device, type and time, so a re-sent reading is recognised.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import queue
 import re
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import orjson
 
+from rhip.config import get_settings
+from rhip.errors import RhipError
 from rhip.fhir import systems
 from rhip.ingest.canonical import epoch, to_instant
 from rhip.ingest.mappers import MapContext, register_mapper
@@ -290,8 +295,6 @@ def _device_server(pipeline: Pipeline) -> Iterator[tuple[str, dict[str, str]]]:
     ``system`` client (what the ``/ingest/`` gate admits), so every post is authenticated and
     audited exactly as a facility's gateway would be. With ``auth_enabled`` off there is no token.
     """
-    import socket
-
     import uvicorn
 
     from rhip.api.app import create_app
@@ -331,11 +334,101 @@ def _gateway_headers(app: Any) -> dict[str, str]:
     }
 
 
+#: Messages the broker may have in flight to the subscriber unacknowledged (MQTT 5 Receive
+#: Maximum): every message of a batch stays unacknowledged until its batch committed, so this
+#: bounds a batch. Without it a broker applies its own limit (Mosquitto: 20 per client), which
+#: would cap every batch at 20 messages.
+RECEIVE_MAXIMUM = 1000
+#: Seconds to wait for the broker's CONNACK (and the subscription's SUBACK) when starting.
+CONNECT_TIMEOUT = 30.0
+_SCHEMES = {"mqtt": (False, 1883), "mqtts": (True, 8883)}
+#: CONNACK reason codes that mean the credentials were refused (MQTT 5 and MQTT 3.1.1's 4 and 5).
+_AUTH_CODES = {134, 135, 4, 5}
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where the broker is and how to log in; ``str()`` never shows the password."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def parse_broker(url: str, username: str | None = None, password: str | None = None) -> BrokerAddress:
+    """The broker of ``mqtt://[user[:password]@]host[:port]`` (port 1883) or ``mqtts://...``
+    (TLS, port 8883); a user or password in the URL wins over ``username`` and ``password``
+    (the settings). Raises RhipError naming what is wrong, without the password."""
+    text = url if "://" in url else f"mqtt://{url}"
+    parsed = urlparse(text)
+    shown = _without_password(text)
+    scheme = parsed.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise RhipError(
+            f"broker URL '{shown}': the scheme must be mqtt:// or mqtts:// (TLS), not {scheme}://"
+        )
+    try:
+        port = parsed.port
+    except ValueError:
+        raise RhipError(f"broker URL '{shown}': the port is not a number from 1 to 65535") from None
+    if not parsed.hostname:
+        raise RhipError(f"broker URL '{shown}' names no host (mqtt://host:1883)")
+    tls, default_port = _SCHEMES[scheme]
+    return BrokerAddress(
+        parsed.hostname,
+        port or default_port,
+        tls,
+        unquote(parsed.username) if parsed.username else username,
+        unquote(parsed.password) if parsed.password is not None else password,
+    )
+
+
+def _without_password(url: str) -> str:
+    """``url`` with the password of its user part replaced by ``***``."""
+    head, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.partition("@")
+    if not at or ":" not in userinfo or "/" in userinfo:
+        return url
+    return f"{head}{sep}{userinfo.split(':', 1)[0]}:***@{hostpart}"
+
+
+def default_client_id(topic: str) -> str:
+    """``rhip-<host name>-<8 hex digits of the topic's hash>``: the same after every restart of
+    one subscriber (so the broker resumes its session), different for another topic or host."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])[:32] or "host"
+    return f"rhip-{host}-{hashlib.sha256(topic.encode()).hexdigest()[:8]}"
+
+
+@dataclass(frozen=True)
+class _Message:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    connection: int  # the connection that delivered it: a packet id means nothing on another
+
+
 class MqttSubscriber:
-    """Subscribes to ``topic`` on ``broker_url`` (``mqtt://host:port``) and ingests every message.
+    """Subscribes to ``topic`` on ``broker_url`` and ingests every message, losing none.
 
     The facility is the topic level after ``facility_level`` (e.g. ``rhip/devices/<facility>``) or
     ``facility`` when given. Messages are gathered for up to ``batch_wait`` seconds per batch.
+
+    Nothing is lost when the subscriber stops or dies: it connects with MQTT 5 under a stable
+    ``client_id`` (default :func:`default_client_id`) without a clean start, so the broker keeps
+    its session (the QoS 1 subscription, messages published meanwhile and those delivered but
+    not acknowledged) for ``session_expiry`` seconds after a disconnect; and a message is
+    acknowledged (PUBACK) only after the batch holding it committed, stored or quarantined. A
+    message the broker delivers again (after a crash between commit and acknowledgement) has
+    the idempotency keys of its readings already delivered: it counts as duplicates, stored once.
+    Credentials: from the URL (``mqtt://user:password@host``), else ``username``/``password``
+    (default: settings ``mqtt_username``/``mqtt_password``); ``mqtts://`` is TLS with the
+    system's CAs or ``ca_file``.
     """
 
     def __init__(
@@ -346,60 +439,248 @@ class MqttSubscriber:
         *,
         facility: str | None = None,
         batch_wait: float = 0.2,
-        client_id: str = "",
+        client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        ca_file: Path | None = None,
+        session_expiry: int | None = None,
     ) -> None:
+        settings = get_settings()
+        secret = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
         self.pipeline = pipeline
-        url = urlparse(broker_url if "://" in broker_url else f"mqtt://{broker_url}")
-        self.host = url.hostname or "127.0.0.1"
-        self.port = url.port or 1883
+        self.broker = parse_broker(broker_url, username or settings.mqtt_username, password or secret)
+        if ca_file is not None and not self.broker.tls:
+            raise RhipError(f"a CA file is for a TLS broker: write mqtts://, not {self.broker}")
+        self.host, self.port = self.broker.host, self.broker.port
         self.topic = topic
         self.facility = facility
         self.batch_wait = batch_wait
-        self.client_id = client_id
+        self.client_id = client_id or default_client_id(topic)
+        self.ca_file = ca_file
+        self.session_expiry = settings.mqtt_session_expiry if session_expiry is None else session_expiry
         self.report = BatchReport("", SourceInfo(facility or "", CONNECTOR, topic))
-        self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self._queue: queue.Queue[_Message] = queue.Queue()
         self.subscribed = threading.Event()
+        #: whether the broker resumed a session at the first connection (None: not connected yet)
+        self.session_present: bool | None = None
+        self._connection = 0  # bumped at every connect and disconnect
+        self._lock = threading.Lock()  # between acknowledgements and a change of connection
+        self._started = threading.Event()  # first CONNACK (or refusal) and SUBACK
+        self._disconnected = threading.Event()
+        self._subacked = threading.Event()
+        self._failure: str | None = None
 
     def _facility(self, topic: str) -> str:
         if self.facility:
             return self.facility
         return topic.rstrip("/").rsplit("/", 1)[-1] or "unknown"
 
-    def run(self, stop: threading.Event, max_messages: int | None = None) -> BatchReport:
-        """Consume until ``stop`` is set (or ``max_messages`` were ingested); returns the counts."""
-        import paho.mqtt.client as mqtt
+    def run(
+        self,
+        stop: threading.Event,
+        max_messages: int | None = None,
+        ready: Callable[[], None] | None = None,
+    ) -> BatchReport:
+        """Consume until ``stop`` is set (or ``max_messages`` were ingested); returns the counts.
 
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id)
-        client.on_connect = lambda c, *_a: c.subscribe(self.topic, qos=1)
-        client.on_subscribe = lambda *_a: self.subscribed.set()
-        client.on_message = lambda _c, _u, msg: self._queue.put((msg.topic, bytes(msg.payload)))
-        client.connect(self.host, self.port)
-        client.loop_start()
+        ``ready`` is called once connected and subscribed. A stop lets the batch in hand commit
+        and be acknowledged; messages received after it are not acknowledged, and the broker
+        delivers them again at the next start.
+        """
+        client = self._client()
+        self._connect(client)
         done = 0
         try:
+            if ready is not None:
+                ready()
             while not stop.is_set() and (max_messages is None or done < max_messages):
                 try:
                     first = self._queue.get(timeout=0.1)
                 except queue.Empty:
                     continue
-                batch = [first]
-                deadline = time.monotonic() + self.batch_wait
-                while time.monotonic() < deadline:
-                    try:
-                        batch.append(self._queue.get(timeout=max(deadline - time.monotonic(), 0.001)))
-                    except queue.Empty:
-                        break
+                batch = self._gather(first)
                 done += len(batch)
                 self._ingest(batch)
+                self._ack(client, batch)
         finally:
-            client.loop_stop()
-            client.disconnect()
+            self._close(client)
         return self.report
 
-    def _ingest(self, batch: list[tuple[str, bytes]]) -> None:
+    def _close(self, client: Any) -> None:
+        """Disconnect once the broker has every acknowledgement sent.
+
+        A broker handles a client's packets in order, so its SUBACK to a SUBSCRIBE sent after the
+        PUBACKs (the same subscription again) says it has them. Without that wait a broker lost
+        PUBACKs (seen: Mosquitto 2.0, most of a batch's, about one stop in four; the socket was
+        closed with unread messages in it, a reset) and delivered those messages again. paho's
+        network thread is then stopped only after it wrote the DISCONNECT (``on_disconnect``):
+        stopping it at once can leave queued packets unwritten.
+        """
+        self._subacked.clear()
+        if self._subscribe(client) == 0:  # MQTT_ERR_SUCCESS: connected, SUBSCRIBE queued
+            self._subacked.wait(10)
+        self._disconnected.clear()
+        if client.disconnect() == 0:
+            self._disconnected.wait(10)
+        client.loop_stop()
+
+    def _subscribe(self, client: Any) -> int:
+        """Subscribe to the topic with QoS 1; retained messages only when the subscription is new
+        (not at every reconnect of the kept session)."""
+        from paho.mqtt.subscribeoptions import SubscribeOptions
+
+        rc, _mid = client.subscribe(self.topic, options=SubscribeOptions(qos=1, retainHandling=1))
+        return int(rc)
+
+    def _gather(self, first: _Message) -> list[_Message]:
+        """``first`` and what arrives within ``batch_wait``, up to :data:`RECEIVE_MAXIMUM` (the
+        broker sends nothing more until some are acknowledged)."""
+        batch = [first]
+        deadline = time.monotonic() + self.batch_wait
+        while len(batch) < RECEIVE_MAXIMUM:
+            try:
+                batch.append(self._queue.get(timeout=max(deadline - time.monotonic(), 0.001)))
+            except queue.Empty:
+                break
+        return batch
+
+    def _client(self) -> Any:
+        import paho.mqtt.client as mqtt
+
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if self.broker.username is not None:
+            client.username_pw_set(self.broker.username, self.broker.password)
+        if self.broker.tls:
+            try:
+                client.tls_set(ca_certs=str(self.ca_file) if self.ca_file else None)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise RhipError(
+                    f"cannot read the CA file {self.ca_file}: {getattr(exc, 'strerror', None) or exc}; "
+                    "--ca-file takes the PEM certificate of the CA that signed the broker's"
+                ) from None
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        return client
+
+    def _connect(self, client: Any) -> None:
+        """Connect and subscribe; RhipError naming the broker when it cannot be reached, the TLS
+        handshake fails, the credentials or the subscription are refused."""
+        import ssl
+
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self.session_expiry
+        properties.ReceiveMaximum = RECEIVE_MAXIMUM
+        try:
+            client.connect(self.host, self.port, clean_start=False, properties=properties)
+        except ssl.SSLCertVerificationError as exc:
+            raise RhipError(
+                f"TLS with the MQTT broker at {self.broker} failed: its certificate was not "
+                f"accepted ({exc.verify_message}); give "
+                "--ca-file with the certificate of the CA that signed the broker's (PEM), and a "
+                "--broker host name the certificate names"
+            ) from None
+        except ssl.SSLError as exc:
+            raise RhipError(
+                f"TLS with the MQTT broker at {self.broker} failed: {exc.reason or exc}; is that "
+                "port the broker's TLS listener (usually 8883)?"
+            ) from None
+        except OSError as exc:  # the broker's connect, the one network call made here
+            reason = exc.strerror or str(exc)
+            tls = " (for mqtts://: is that port the broker's TLS listener, usually 8883?)"
+            raise RhipError(
+                f"cannot connect to the MQTT broker at {self.host}:{self.port}: {reason}; check "
+                f"--broker (mqtt://host:1883) and that the broker runs{tls if self.broker.tls else ''}"
+            ) from None
+        client.loop_start()
+        if not self._started.wait(CONNECT_TIMEOUT):
+            self._failure = (
+                f"the MQTT broker at {self.broker} did not accept the connection within "
+                f"{CONNECT_TIMEOUT:g} s; is it a TLS port (then write mqtts://)?"
+            )
+        if self._failure is not None:
+            client.loop_stop()
+            client.disconnect()
+            raise RhipError(self._failure)
+
+    # -- callbacks (paho's network thread) ------------------------------------------------------
+    def _on_connect(self, client: Any, _userdata: Any, flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            if not self._started.is_set():
+                hint = (
+                    "; check the user name and password (RHIP_MQTT_USERNAME and RHIP_MQTT_PASSWORD, "
+                    "or the --broker URL)"
+                    if reason.value in _AUTH_CODES
+                    else ""
+                )
+                self._failure = (
+                    f"the MQTT broker at {self.broker} refused the connection: {reason} "
+                    f"(CONNACK reason code {reason.value}){hint}"
+                )
+                self._started.set()
+            else:
+                log.error("MQTT broker %s refused the connection: %s; retrying", self.broker, reason)
+            return
+        with self._lock:
+            self._connection += 1
+        if self.session_present is None:
+            self.session_present = bool(flags.session_present)
+        elif not flags.session_present:
+            log.warning(
+                "MQTT broker %s kept no session for client id %s: messages published while it was "
+                "disconnected are not delivered",
+                self.broker,
+                self.client_id,
+            )
+        self._subscribe(client)
+
+    def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        with self._lock:
+            self._connection += 1
+        self._disconnected.set()
+        if not self._started.is_set():
+            self._failure = (
+                f"the MQTT broker at {self.broker} closed the connection before accepting it: "
+                f"{reason}; is it a TLS port (then write mqtts://)?"
+            )
+            self._started.set()
+
+    def _on_subscribe(self, _client: Any, _userdata: Any, _mid: int, codes: list[Any], _props: Any) -> None:
+        if codes and codes[0].is_failure and not self._started.is_set():
+            self._failure = (
+                f"the MQTT broker at {self.broker} refused the subscription to {self.topic}: {codes[0]}"
+            )
+        self.subscribed.set()
+        self._subacked.set()
+        self._started.set()
+
+    def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
+        self._queue.put(_Message(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._connection))
+
+    # -- the batch ------------------------------------------------------------------------------
+    def _ack(self, client: Any, batch: list[_Message]) -> None:
+        """Acknowledge the committed batch's messages that came over the current connection; the
+        broker delivers the others again (stored once: their readings count as duplicates)."""
+        with self._lock:
+            for msg in batch:
+                if msg.qos and msg.connection == self._connection:
+                    client.ack(msg.mid, msg.qos)
+
+    def _ingest(self, batch: list[_Message]) -> None:
         by_facility: dict[str, list[Record]] = {}
-        for topic, payload in batch:
-            by_facility.setdefault(self._facility(topic), []).extend(reading_records(payload, topic))
+        for msg in batch:
+            by_facility.setdefault(self._facility(msg.topic), []).extend(
+                reading_records(msg.payload, msg.topic)
+            )
         for facility, records in by_facility.items():
             rep = self.pipeline.run(
                 SourceInfo(facility, CONNECTOR, self.topic), records, per_record_provenance=False
