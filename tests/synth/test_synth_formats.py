@@ -148,6 +148,38 @@ def test_dicom_files_read_with_pydicom(synth_region: tuple[Path, Manifest]) -> N
         assert ds.pixel_array.shape == (8, 8)
 
 
+#: Body Part Examined of each imaging procedure of the catalogue (ICD-9-CM-3 code).
+BODY_PART = {"87.4401": "CHEST", "87.4100": "CHEST", "87.0300x001": "HEAD", "88.7600x001": "ABDOMEN"}
+
+
+def test_dicom_body_part_follows_the_procedure_and_fhir_names_the_same(
+    synth_region: tuple[Path, Manifest],
+) -> None:
+    """A chest CT is CHEST, not HEAD; a FHIR-native facility's ImagingStudy of the same study codes
+    the same part in series.bodySite (the SNOMED CT code DICOM gives it)."""
+    from rhip.synth.writers.fhir import BODY_SITES
+
+    out, _ = synth_region
+    parts: dict[str, str] = {}
+    kinds: set[tuple[str, str]] = set()
+    for row in _csv(out / "dicom/studies.csv"):
+        ds = pydicom.dcmread(out / row["path"], stop_before_pixels=True)
+        procedure = ds.ProcedureCodeSequence[0].CodeValue
+        assert ds.BodyPartExamined == BODY_PART[procedure], (procedure, ds.BodyPartExamined)
+        parts[ds.SeriesInstanceUID] = ds.BodyPartExamined
+        kinds.add((ds.Modality, ds.BodyPartExamined))
+    assert {("CT", "CHEST"), ("CT", "HEAD"), ("DX", "CHEST"), ("US", "ABDOMEN")} <= kinds
+    seen = 0
+    for path in out.glob("fhir/*/ImagingStudy.ndjson"):
+        for line in path.read_bytes().splitlines():
+            study = orjson.loads(line)
+            for series in study["series"]:
+                code, display = BODY_SITES[parts[series["uid"]]]
+                assert series["bodySite"] == {"system": systems.SNOMED, "code": code, "display": display}
+                seen += 1
+    assert seen
+
+
 WEARABLE_SCHEMA = {
     "type": "object",
     "required": ["device_id", "patient", "timestamp", "measurements"],

@@ -4,6 +4,12 @@ Files are read with ``stop_before_pixels=True``. One file is one record (keyed b
 UID); the ImagingStudy id derives from the Study Instance UID, and each file contributes its series
 and instance, merged with what the store already holds for that study so files may arrive in any
 order and in separate batches.
+
+The study's subject is the facility's own Patient record of the person the file names (Patient ID
+and Issuer of Patient ID), referenced by id with the identifier kept beside it; see
+:func:`patient_reference` for how the id is found. Files are loaded untracked (the runner passes
+``track=False``): a re-delivered file is mapped again and is a duplicate only when the study it
+gives is unchanged, so a file whose mapping changed (a subject that now resolves) updates it.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from rhip.errors import ResourceNotFound
+from rhip.errors import ResourceNotFound, RhipError
 from rhip.fhir import systems
 from rhip.fhir.validation import validate_resource
 from rhip.ingest.canonical import to_instant
@@ -130,20 +136,14 @@ def map_dicom(record: Record, ctx: MapContext) -> Mapped:
         raise MappingError(
             "UIDs missing", [issue("required", "(0020,000D)", "study/series/SOP instance UID")]
         )
-    facility = ctx.source.facility
     patient_id = _text(ds, "PatientID")
     if not patient_id:
         raise MappingError("PatientID missing", [issue("required", "(0010,0020)", "no patient id")])
-    issuer = _text(ds, "IssuerOfPatientID")
-    system = (
-        systems.CITIZEN_ID
-        if issuer.upper() in ("CHN", "NNCHN")
-        else systems.facility_card_system(facility, "mrn")
-    )
+    subject = patient_reference(ctx, patient_id, _text(ds, "IssuerOfPatientID"))
     study_id = stable_id("ImagingStudy", study_uid)
     existing = _existing(ctx, study_id)
     # a copy: the study of an earlier file of this chunk is that file's resource, not this one's
-    study = (
+    study: dict[str, Any] = (
         copy.deepcopy(existing)
         if existing
         else {
@@ -151,10 +151,10 @@ def map_dicom(record: Record, ctx: MapContext) -> Mapped:
             "id": study_id,
             "identifier": [{"system": "urn:dicom:uid", "value": f"urn:oid:{study_uid}"}],
             "status": "available",
-            "subject": {"type": "Patient", "identifier": {"system": system, "value": patient_id}},
             "series": [],
         }
     )
+    study["subject"] = subject  # every file says whose study it is; a study stored before gets the reference
     started = _dt(_text(ds, "StudyDate"), _text(ds, "StudyTime"), ctx)
     if started:
         study["started"] = started
@@ -169,6 +169,67 @@ def map_dicom(record: Record, ctx: MapContext) -> Mapped:
     pending = ctx.options.setdefault("pending_studies", {})
     pending[study_id] = study
     return Mapped([study])
+
+
+#: Issuers of Patient ID that mean the PatientID is the resident's citizen ID (居民身份证号).
+CITIZEN_ISSUERS = frozenset({"CHN", "NNCHN"})
+
+
+def patient_reference(ctx: MapContext, patient_id: str, issuer: str) -> dict[str, Any]:
+    """The study's subject: ``Patient/<id>`` of the facility's record of this person, plus the identifier.
+
+    The id is the one the facility's HIS feed gives its Patient: ``stable_id("Patient", facility,
+    key)``, the formula of the HL7 v2 connector (:func:`rhip.ingest.hl7v2_map._patient`), whose key
+    is the facility's record number (MRN), or the citizen ID for a patient the HIS knows by that
+    alone. A PatientID with issuer ``CHN``/``NNCHN`` is a citizen ID (identifier system
+    ``CITIZEN_ID``); any other issuer, or none, makes it the facility's MRN. When the store holds no
+    Patient of that id, the facility's record is looked up by the identifier (an MRN: any Patient
+    carrying it; a citizen ID: a Patient carrying it and a record number of this facility), which
+    finds the record of a HIS that names its patients otherwise (FHIR feeds keep their own ids, CSV
+    mappings derive theirs in their own way). Without a store, or when nothing (or more than one
+    record) is found, the reference is the deterministic id: it resolves once the HIS record
+    arrives over HL7 v2, and no Patient is created here (a thin one would overwrite the HIS's).
+    Answers are kept for the run (``ctx.options["dicom_patients"]``): a study has many files.
+    """
+    facility = ctx.source.facility
+    citizen = issuer.strip().upper() in CITIZEN_ISSUERS
+    system = systems.CITIZEN_ID if citizen else systems.facility_card_system(facility, "mrn")
+    cache: dict[tuple[str, str, str], str] = ctx.options.setdefault("dicom_patients", {})
+    key = (facility, system, patient_id)
+    rid = cache.get(key)
+    if rid is None:
+        rid = stable_id("Patient", facility, patient_id)
+        store = ctx.options.get("store")
+        if store is not None and not _patient_exists(store, rid):
+            rid = _patient_by_identifier(store, facility, system, patient_id) or rid
+        cache[key] = rid
+    return {
+        "reference": f"Patient/{rid}",
+        "type": "Patient",
+        "identifier": {"system": system, "value": patient_id},
+    }
+
+
+def _patient_exists(store: Any, rid: str) -> bool:
+    try:
+        store.read("Patient", rid)
+    except RhipError:  # not found, deleted (gone): not the record to point to
+        return False
+    return True
+
+
+def _patient_by_identifier(store: Any, facility: str, system: str, value: str) -> str | None:
+    """The one Patient of this facility that carries ``system|value`` (None if none or several)."""
+    try:
+        found = store.search("Patient", [("identifier", f"{system}|{value}")], count=20).matches
+    except RhipError as exc:
+        log.debug("no Patient look-up for %s: %s", system, exc)
+        return None
+    if system == systems.CITIZEN_ID:  # a citizen ID is held by the resident's records everywhere
+        mrn = systems.facility_card_system(facility, "mrn")
+        found = [p for p in found if any(i.get("system") == mrn for i in p.get("identifier") or [])]
+    ids = {str(p["id"]) for p in found if p.get("id")}
+    return ids.pop() if len(ids) == 1 else None
 
 
 def _add_instance(study: dict[str, Any], ds: Any, series_uid: str, sop_uid: str) -> None:

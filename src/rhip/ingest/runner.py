@@ -117,7 +117,9 @@ def ingest_file(
             source, csvmap.iter_csv(path, m), options={"mapping": m}, per_record_provenance=False
         )
     if name == dicom.CONNECTOR:
-        return pipeline.run(source, dicom.iter_dicom_files([path]), options={"store": pipeline.store})
+        return pipeline.run(
+            source, dicom.iter_dicom_files([path]), track=False, options={"store": pipeline.store}
+        )
     if name == device.CONNECTOR:
         return pipeline.run(source, _jsonl(path), per_record_provenance=False)
     known = ", ".join(sorted(set(EXTENSIONS.values())))
@@ -190,6 +192,7 @@ def ingest_region(
             rep = pipeline.run(
                 SourceInfo(fac.name, dicom.CONNECTOR, str(fac)),
                 dicom.iter_dicom_files(files),
+                track=False,  # re-mapped when re-delivered: see rhip.ingest.dicom
                 options={"store": pipeline.store},
             )
             done(f"dicom/{fac.name}", rep)

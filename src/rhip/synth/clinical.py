@@ -137,7 +137,13 @@ class LifeBuilder:
     def imaging(self, enc: Encounter, spec: list[str] | None) -> None:
         if spec:
             enc.imaging = Imaging(
-                dicom_uid(self.rng), dicom_uid(self.rng), dicom_uid(self.rng), spec[0], spec[1], spec[2]
+                dicom_uid(self.rng),
+                dicom_uid(self.rng),
+                dicom_uid(self.rng),
+                spec[0],
+                spec[1],
+                spec[2],
+                spec[3],
             )
 
     # --- the life ------------------------------------------------------------------------
@@ -321,7 +327,7 @@ class LifeBuilder:
                 )
                 enc.meds = self.meds(spec["drugs"], self.rng.randint(3, 7))
                 if tier != "primary" and self.rng.random() < util["imaging_share"][kind]:
-                    self.imaging(enc, ["DX", "87.4401", "胸部X线检查"])
+                    self.imaging(enc, ["DX", "87.4401", "胸部X线检查", "CHEST"])
 
     def _inpatient(self) -> None:
         util = self.params["utilisation"]

@@ -128,6 +128,7 @@ class Imaging:
     modality: str
     code: str
     name: str
+    body_part: str  # DICOM Body Part Examined of the procedure (CHEST, HEAD, ABDOMEN)
 
 
 @dataclass(slots=True)

@@ -18,7 +18,6 @@ _SOP_CLASS = {
     "CT": "1.2.840.10008.5.1.4.1.1.2",
     "US": "1.2.840.10008.5.1.4.1.1.6.1",
 }
-_BODY = {"DX": "CHEST", "CT": "HEAD", "US": "ABDOMEN"}
 
 
 _LONG_VRS = {"OB", "OW", "SQ", "UN", "UT", "UC", "UR"}
@@ -104,7 +103,7 @@ def dicom_bytes(enc: Encounter) -> bytes:
         (0x00100030, "DA", sp.birth.strftime("%Y%m%d")),
         (0x00100040, "CS", "M" if sp.sex == "male" else "F"),
         (0x00101002, "SQ", [other_ids]),
-        (0x00180015, "CS", _BODY.get(im.modality, "")),
+        (0x00180015, "CS", im.body_part),
         (0x0020000D, "UI", im.uid),
         (0x0020000E, "UI", im.series_uid),
         (0x00200010, "SH", enc.id[:16]),

@@ -34,6 +34,13 @@ _KIND_ZH = {
 }
 _ID_TYPE = {"MR": "MR", "NNCHN": "NI", "SS": "SS", "HC": "HC", "VC": "PI"}
 _INTERP = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+#: DICOM Body Part Examined -> the SNOMED CT coding DICOM gives it (PS3.16 CID 4031, Common Anatomic
+#: Regions), so a FHIR study's series.bodySite names the part its DICOM file names.
+BODY_SITES: dict[str, tuple[str, str]] = {
+    "CHEST": ("51185008", "Chest"),
+    "HEAD": ("69536005", "Head"),
+    "ABDOMEN": ("818981001", "Abdomen"),
+}
 
 
 @functools.lru_cache(maxsize=8192)  # one encounter's resources repeat the same instants
@@ -278,6 +285,14 @@ def _medications(enc: Encounter, out: list[dict[str, Any]]) -> None:
         )
 
 
+def _body_site(part: str) -> dict[str, str]:
+    """series.bodySite of a DICOM Body Part Examined: its SNOMED CT coding (the part as text if unknown)."""
+    if part not in BODY_SITES:
+        return {"display": part}
+    code, display = BODY_SITES[part]
+    return {"system": systems.SNOMED, "code": code, "display": display}
+
+
 def _imaging_and_vaccine(enc: Encounter, out: list[dict[str, Any]]) -> None:
     _sp, fac, _pid, eid, subject, eref = _refs(enc)
     if enc.imaging is not None:
@@ -303,6 +318,7 @@ def _imaging_and_vaccine(enc: Encounter, out: list[dict[str, Any]]) -> None:
                         "uid": im.series_uid,
                         "number": 1,
                         "modality": modality,
+                        "bodySite": _body_site(im.body_part),
                         "numberOfInstances": 1,
                         "instance": [
                             {
