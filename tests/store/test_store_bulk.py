@@ -180,18 +180,25 @@ def test_encoded_resources_store_the_bytes_and_rows_of_the_plain_path(tmp_path: 
                 assert crypt.loads(body) == crypt.loads(expected)
         assert encoded.rows == indexing.tuple_rows_for(stored)
         assert encoded.key == (res["resourceType"], res["id"])
+        # rows left to the writer: computed from the bytes, they are the rows of the dict
+        bare = encode_resource(res, crypt, rows=False)
+        assert bare is not None and bare.rows is None
+        assert bare.index_rows() == indexing.tuple_rows_for(crypt.protect(res)) == encoded.rows
+        assert encoded._replace(rows=None).index_rows() == encoded.rows
     assert persons > 0 if encrypt else persons == 0
     stamped = {**samples[0], "meta": {"versionId": "3"}}
     assert encode_resource(stamped, crypt) is None
     assert encode_resource({**samples[0], "meta": {"lastUpdated": "2020-01-01T00:00:00Z"}}, crypt) is None
 
 
-def test_encoded_resources_are_written_updated_and_found_unchanged(store: Store) -> None:
-    """Encoded resources go through prepare/write_batch like dicts: create, unchanged, update."""
+@pytest.mark.parametrize("rows", [True, False])
+def test_encoded_resources_are_written_updated_and_found_unchanged(store: Store, rows: bool) -> None:
+    """Encoded resources go through prepare/write_batch like dicts: create, unchanged, update;
+    with their index rows or without (``rows=False``: the writer computes them from the bytes)."""
     crypt = fieldcrypt.of(store.engine)
 
     def write(bodies: list[dict[str, Any]]) -> Any:
-        batch = [encode_resource(b, crypt) for b in bodies]
+        batch = [encode_resource(b, crypt, rows=rows) for b in bodies]
         assert all(b is not None for b in batch)
         prepared = prepare(store.engine, [b for b in batch if b is not None])
         with write_transaction(store.engine) as conn:
@@ -206,6 +213,26 @@ def test_encoded_resources_are_written_updated_and_found_unchanged(store: Store)
     assert store.read("Patient", "p3")["meta"]["versionId"] == "2"
     assert store.read("Patient", "p3")["name"] == [{"family": "Li"}]
     assert _index_count(store, idx_string, "p3") > 0
+    assert _family_rows(store, "p3") == ["li"]
+    # found unchanged by the pre-read (no rows computed), then changed by another writer before
+    # the write: written after all, with the rows of its bytes
+    again_li = [encode_resource(b, crypt, rows=rows) for b in _patients(2, family="Li")]
+    stale = prepare(store.engine, [e for e in again_li if e is not None])
+    assert all(item.unchanged for item in stale)
+    store.bulk_write(_patients(2, family="Zhao"))
+    with write_transaction(store.engine) as conn:
+        result = write_batch(conn, stale)
+    assert (result.created, result.updated, result.unchanged) == (0, 2, 0)
+    assert store.read("Patient", "p1")["name"] == [{"family": "Li"}]
+    assert _family_rows(store, "p1") == ["li"]
+
+
+def _family_rows(store: Store, res_id: str) -> list[str]:
+    """The normalised ``family`` values the index holds for Patient ``res_id``."""
+    t = idx_string
+    with store.engine.connect() as conn:
+        stmt = select(t.c.norm).where(t.c.res_id == res_id, t.c.param == "family")
+        return [str(v) for v in conn.execute(stmt).scalars()]
 
 
 def _stored_rows(store: Store, res_type: str, res_id: str) -> dict[str, list[tuple[Any, ...]]]:

@@ -496,8 +496,12 @@ class Pipeline:
         return score
 
     def _after_commit(self, source: SourceInfo, fresh: list[_Accepted]) -> None:
-        """Hand the committed records to the patient sinks and let observers flush their counts."""
-        for src in {a.record.source or source for a in fresh}:
+        """Hand the committed records to the patient sinks and let observers flush their counts.
+
+        With no sink registered nobody is told anything, so the chunk's records are not walked
+        (three passes over them cost a bulk load's writer ≈ 2 µs a record).
+        """
+        for src in {a.record.source or source for a in fresh} if patient_sinks() else ():
             self._notify(src, [a for a in fresh if (a.record.source or source) == src])
         for obs in self.observers:
             flush = getattr(obs, "on_chunk_end", None)

@@ -47,6 +47,7 @@ from typing import Any
 from rhip.errors import RhipError
 from rhip.ingest.model import Mapped, Record, SourceInfo
 from rhip.ingest.repeats import ChunkRepeats
+from rhip.store.bulk import Encoded
 
 log = logging.getLogger(__name__)
 
@@ -141,14 +142,17 @@ class PreparedChunk:
 
 @dataclass
 class Balance:
-    """Which share of the records the producer encodes (index rows, encryption), chunk by chunk.
+    """Which share of the records the producer computes the index rows of, chunk by chunk.
 
-    Encoding is the largest per-resource step after mapping and validation; whichever process
-    runs it gives the same rows and bytes. With everything in the producer the writer idled
-    for two thirds of a 20,000-resource load (14.7 of 22 s), so the share follows who waits: the
-    writer found the queue empty (it waits for the producer) → encode less here; the producer
-    found the queue full (it waits for the writer) → encode more. Records left to the writer
-    travel as dicts, as without the producer.
+    Index rows are the largest per-resource step after mapping and validation; whichever process
+    computes them gives the same rows. With everything in the producer the writer idled for
+    two thirds of a 20,000-resource load (14.7 of 22 s), so the share follows who waits: the
+    writer found the queue empty (it waits for the producer) → compute fewer here; the producer
+    found the queue full (it waits for the writer) → compute more. Every record is encoded here
+    (encrypted, its bytes); one whose rows are left to the writer travels without them and the
+    writer computes them from the bytes (one ``orjson.loads``), so moving work either way costs
+    little besides the work itself. (Records left to the writer used to travel as dicts, whose
+    pickling both ways cost more than the encoding they moved.)
     """
 
     share: float = 0.5
@@ -170,7 +174,7 @@ class ProducerStats:
     producer_waited: float = 0.0  # the producer blocked on a full queue: the writer was slower
     writer_waited: float = 0.0  # the writer blocked on an empty queue: the producer was slower
     chunks: int = 0
-    encoded_share: float = 0.0  # mean share of the records whose resources the producer encoded
+    encoded_share: float = 0.0  # mean share of the records whose index rows the producer computed
 
 
 def picklable(job: ProducerJob) -> bool:
@@ -187,8 +191,10 @@ def prepare_chunk(
 ) -> list[PreparedRecord]:
     """Map and prepare one chunk of records (what the producer process runs; also usable in-process).
 
-    The resources of the first ``share`` of the records are encoded for the store here; the
-    writer prepares the others' itself (see :class:`Balance`).
+    Every record's resources are encoded for the store here (encrypted, bytes); the index rows
+    of the first ``share`` of the records too, the writer computes the others' from their bytes
+    (see :class:`Balance`). With search parameters this process does not know
+    (``job.index_rows`` false) the writer computes every record's rows.
     """
     from rhip.ingest.mappers import MAPPERS, MapContext, record_key
 
@@ -196,7 +202,8 @@ def prepare_chunk(
     contexts: dict[SourceInfo, Any] = {}
     crypt = field_crypt(job)
     out: list[PreparedRecord] = []
-    encoded = round(share * len(chunk)) if job.index_rows else 0
+    with_rows = round(share * len(chunk)) if job.index_rows else 0
+    writer_encrypts = job.encrypts and job.field_keys is None
     for i, rec in enumerate(chunk):
         src = rec.source or job.source
         ctx = contexts.get(src)
@@ -204,7 +211,7 @@ def prepare_chunk(
             ctx = contexts[src] = MapContext(src, job.tz, job.translator, job.options)
         key = record_key(rec, src)
         mapped, reasons = preparer.map_record(rec, key, ctx, fn)
-        ready = _ready(mapped, crypt, job.encrypts and job.field_keys is None) if i < encoded else []
+        ready = _ready(mapped, crypt, writer_encrypts, rows=i < with_rows)
         out.append(PreparedRecord(rec, mapped, reasons, ready, key))
     return out
 
@@ -248,8 +255,10 @@ def field_crypt(job: ProducerJob) -> Any:
     return crypt
 
 
-def _ready(mapped: Any, crypt: Any, writer_encrypts: bool) -> list[Any]:
-    """Each resource encoded for the store (rows only, as ``Ready``, where it cannot be encoded).
+def _ready(mapped: Any, crypt: Any, writer_encrypts: bool, *, rows: bool = True) -> list[Any]:
+    """Each resource encoded for the store, with its index rows when ``rows`` (else the writer
+    computes them from the bytes); as ``Ready`` where it cannot be encoded (rows, when ``rows``,
+    only of types the store does not encrypt).
 
     Empty when the writer must prepare the record itself (a bundle, a resource the store refuses).
     """
@@ -262,8 +271,8 @@ def _ready(mapped: Any, crypt: Any, writer_encrypts: bool) -> list[Any]:
     try:
         for res in mapped.resources:
             person = res.get("resourceType") in PROTECTED_TYPES
-            encoded = None if person and writer_encrypts else encode_resource(res, crypt)
-            out.append(encoded if encoded is not None else prepare_resource(res))
+            encoded = None if person and writer_encrypts else encode_resource(res, crypt, rows=rows)
+            out.append(encoded if encoded is not None else prepare_resource(res, rows=rows))
     except RhipError:  # the writer raises it again with its own context
         return []
     return out
@@ -271,16 +280,10 @@ def _ready(mapped: Any, crypt: Any, writer_encrypts: bool) -> list[Any]:
 
 def _compactable(prepared: PreparedRecord, whole_types: tuple[str, ...]) -> bool:
     """Whether the writer needs nothing of the record but its key, position and encoded resources."""
-    from rhip.store.bulk import Encoded
-
     mapped = prepared.mapped
-    return not (
-        mapped is None
-        or mapped.ordered
-        or mapped.merge is not None
-        or not prepared.ready
-        or not all(isinstance(r, Encoded) and r.key[0] not in whole_types for r in prepared.ready)
-    )
+    if mapped is None or mapped.ordered or mapped.merge is not None or not prepared.ready:
+        return False
+    return all(type(r) is Encoded and r.key[0] not in whole_types for r in prepared.ready)
 
 
 def compacted(prepared: PreparedRecord, whole_types: tuple[str, ...] = ()) -> PreparedRecord:
@@ -328,8 +331,6 @@ def from_wire(data: bytes) -> PreparedChunk:
     A chunk is tens of thousands of new, acyclic objects: collections triggered while they are
     created would walk them again and again (a third of the writer's time in measurements).
     """
-    from rhip.store.bulk import Encoded
-
     paused = gc.isenabled()
     gc.disable()
     try:

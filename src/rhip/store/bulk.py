@@ -154,13 +154,15 @@ class Encoded(NamedTuple):
     An ingest producer process sends this instead of the resource: two byte strings and the
     index tuples cost a fraction of a nested dict to pickle and unpickle, and the writer never
     builds the dict again. ``head`` and ``tail`` are of the body as stored (person types already
-    encrypted), and so are the ``rows``.
+    encrypted), and so are the ``rows``. ``rows`` is None when the writer is to compute them
+    itself, from :meth:`content` (an ingest producer leaves a share of them to its writer: see
+    ``rhip.ingest.producer.Balance``).
     """
 
     key: Key
     head: bytes
     tail: bytes
-    rows: indexing.TupleRows
+    rows: indexing.TupleRows | None
 
     def body(self, version_id: int, instant: str) -> bytes:
         """The stored body of version ``version_id`` written at ``instant`` (``format_instant``)."""
@@ -172,13 +174,28 @@ class Encoded(NamedTuple):
         decoded: dict[str, Any] = orjson.loads(self.body(0, format_instant(0.0)))
         return decoded
 
+    def content(self) -> dict[str, Any]:
+        """The body as stored without version stamps: what :func:`encode_resource` computed the
+        index rows of (a resource with no ``meta`` comes back with an empty one, which no search
+        parameter reads anything from)."""
+        head = self.head[:-1] if self.head.endswith(b",") else self.head
+        decoded: dict[str, Any] = orjson.loads(head + self.tail)
+        return decoded
 
-def encode_resource(resource: dict[str, Any], crypt: fieldcrypt.FieldCrypt) -> Encoded | None:
+    def index_rows(self) -> indexing.TupleRows:
+        """``rows``, or the rows of :meth:`content` when they were left to the writer."""
+        return self.rows if self.rows is not None else indexing.tuple_rows_for(self.content())
+
+
+def encode_resource(
+    resource: dict[str, Any], crypt: fieldcrypt.FieldCrypt, *, rows: bool = True
+) -> Encoded | None:
     """The resource as :class:`Encoded` for a store whose field encryption is ``crypt``.
 
     Gives the bytes :func:`write_batch` would give (``dumps(stamp(...))``: type, id and meta
-    first, the stamps after the other meta elements) and the rows it would compute, without the
-    version, which only the write transaction knows. None when the resource must go the plain
+    first, the stamps after the other meta elements) and, with ``rows``, the rows it would
+    compute (without: :meth:`Encoded.index_rows` computes them later from the bytes), without
+    the version, which only the write transaction knows. None when the resource must go the plain
     way: its ``meta`` already holds version stamps (they are replaced in place) or is not an object.
     Raises InvalidRequest / InvalidResource like the write would.
     """
@@ -192,7 +209,7 @@ def encode_resource(resource: dict[str, Any], crypt: fieldcrypt.FieldCrypt) -> E
     head = dumps({"resourceType": key[0], "id": key[1], "meta": meta})[:-2] + (b"," if meta else b"")
     rest = {k: v for k, v in stored.items() if k not in ("resourceType", "id", "meta")}
     tail = b"}," + dumps(rest)[1:] if rest else b"}}"
-    return Encoded(key, head, tail, indexing.tuple_rows_for(stored))
+    return Encoded(key, head, tail, indexing.tuple_rows_for(stored) if rows else None)
 
 
 class Item(NamedTuple):
@@ -230,7 +247,8 @@ def prepare(engine: Engine, batch: list[Ready | Encoded], alike: fieldcrypt.Alik
             unchanged = (
                 cur is not None and not cur.deleted and crypt.same_content(cur.body, ready.resource(), alike)
             )
-            prepared.append(Item(ready.key, ready, ready.rows, seen, unchanged))
+            rows = ready.rows if unchanged else ready.index_rows()
+            prepared.append(Item(ready.key, ready, rows, seen, unchanged))
             continue
         key, resource, rows = ready
         if cur is not None and not cur.deleted and crypt.same_content(cur.body, resource, alike):
@@ -336,7 +354,8 @@ def write_batch(
             version, ts = cur.version_id + 1, next_timestamp(cur.last_updated, ts_now)
         if isinstance(item.resource, Encoded):
             instant = instants.get(ts) or instants.setdefault(ts, format_instant(ts))
-            encoded, rows = item.resource.body(version, instant), item.resource.rows
+            encoded = item.resource.body(version, instant)
+            rows = item.rows if item.rows is not None else item.resource.index_rows()
         else:
             # an item found unchanged by the pre-read was not encrypted then (rows None): encrypt it now
             resource = item.resource if item.rows is not None else fieldcrypt.of(conn).protect(item.resource)
