@@ -13,7 +13,9 @@ ceiling for one waiting sender).
 Per run: acknowledged messages per second (wall), per CPU-second of the server (listener process
 plus prepare process: the figure to compare on a shared machine), the CPU milliseconds per message
 of the listener, the prepare process and the senders, and the mean batch (messages per store
-transaction). Prints the load average at the end.
+transaction); then the listener's CPU per message by thread: its event loop (sockets, framing,
+ACKs), the write worker threads (parse, map, store write, commit) and the WAL checkpoint thread
+(Linux only). Prints the load average at the end.
 
 Usage: .venv/bin/python benchmarks/ingest_mllp.py [--messages 5000] [--connections 8]
        [--batch-wait-ms 2] [--database-url URL] [--modes thread,process] [--rounds 1]
@@ -27,6 +29,7 @@ import contextlib
 import multiprocessing
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -93,6 +96,23 @@ def _cpu_of(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _thread_cpu() -> dict[int, float]:
+    """CPU seconds used so far by each thread of this process, by native id (Linux /proc; empty
+    when unknown)."""
+    found: dict[int, float] = {}
+    try:
+        tasks = list(Path("/proc/self/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return found
+
+
 async def _run(
     url: str, n: int, connections: int, wait_ms: float | None, process: bool, first: int
 ) -> dict[str, Any]:
@@ -112,11 +132,16 @@ async def _run(
     receive, send = ctx.Pipe(duplex=False)
     sender = ctx.Process(target=_send, args=(listener.port, first, n, connections, send))
     cpu, child_cpu = time.process_time(), _cpu_of(listener.prepare_pid)
+    threads = _thread_cpu()
     sender.start()
     send.close()  # the sender's end lives in the sender only: its exit ends the wait
     seconds, sender_cpu, acks = await asyncio.to_thread(receive.recv)
     listener_cpu = time.process_time() - cpu
     child_cpu = _cpu_of(listener.prepare_pid) - child_cpu
+    used = {tid: t - threads.get(tid, 0.0) for tid, t in _thread_cpu().items()}
+    checkpointer = listener._checkpoints._thread  # None on stores without a log to checkpoint
+    loop_cpu = used.pop(threading.get_native_id(), 0.0)
+    checkpoint_cpu = used.pop(checkpointer.native_id, 0.0) if checkpointer and checkpointer.native_id else 0.0
     await asyncio.to_thread(sender.join)
     batches = listener.stats.batches
     await listener.stop()
@@ -131,6 +156,9 @@ async def _run(
         "listener_ms": listener_cpu / n * 1000,
         "child_ms": child_cpu / n * 1000,
         "sender_ms": sender_cpu / n * 1000,
+        "loop_ms": loop_cpu / n * 1000,
+        "worker_ms": sum(used.values()) / n * 1000,
+        "checkpoint_ms": checkpoint_cpu / n * 1000,
         "codes": codes,
         "batch": n / max(batches, 1),
     }
@@ -190,6 +218,9 @@ def main() -> None:
             f"{run['child_ms']:>10.3f}{run['sender_ms']:>11.3f}{run['batch']:>7.1f}  {run['codes']}"
         )
     print("\n(ms: CPU per message; server = listener + prepare process; senders run in their own process)")
+    print(f"\n{'mode':<9}{'listener ms by thread: event loop':>34}{'write workers':>15}{'checkpoints':>13}")
+    for mode, run in runs:
+        print(f"{mode:<9}{run['loop_ms']:>34.3f}{run['worker_ms']:>15.3f}{run['checkpoint_ms']:>13.3f}")
 
 
 if __name__ == "__main__":
