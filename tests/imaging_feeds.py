@@ -17,9 +17,19 @@ from rhip.fhir import systems
 
 
 def dicom_file(
-    path: Path, study: str, patient_id: str, issuer: str, *, body_part: str = "CHEST", modality: str = "CT"
+    path: Path,
+    study: str,
+    patient_id: str,
+    issuer: str,
+    *,
+    body_part: str | None = "CHEST",
+    modality: str = "CT",
+    series: str | None = None,
+    number: int = 1,
+    description: str | None = None,
 ) -> Path:
-    """A Part-10 file of one instance of ``study`` naming the patient by ``patient_id`` and ``issuer``."""
+    """A Part-10 file of instance ``number`` of ``study`` (and ``series``, a new one if None) naming
+    the patient by ``patient_id`` and ``issuer``; no Body Part Examined when ``body_part`` is None."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -30,16 +40,19 @@ def dicom_file(
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID = study
-    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = series or generate_uid()
     ds.PatientID = patient_id
     ds.IssuerOfPatientID = issuer
     ds.PatientName = "Wang^Fang"
     ds.Modality = modality
-    ds.BodyPartExamined = body_part
+    if body_part is not None:
+        ds.BodyPartExamined = body_part
+    if description is not None:
+        ds.StudyDescription = description
     ds.StudyDate = "20260301"
     ds.StudyTime = "101500"
     ds.SeriesNumber = 1
-    ds.InstanceNumber = 1
+    ds.InstanceNumber = number
     ds.Rows = ds.Columns = 4
     ds.BitsAllocated = ds.BitsStored = 8
     ds.HighBit = 7

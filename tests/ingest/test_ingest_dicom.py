@@ -4,44 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
+from imaging_feeds import dicom_file
 from rhip.ingest.pipeline import Pipeline
 from rhip.ingest.runner import ingest_file
 
 
 def _dicom(path: Path, study: str, series: str, number: int, patient_id: str = "0000000001") -> Path:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = study
-    ds.SeriesInstanceUID = series
-    ds.PatientID = patient_id
-    ds.IssuerOfPatientID = "330402S01"
-    ds.PatientName = "Wang^Fang"
-    ds.Modality = "CT"
-    ds.StudyDate = "20260301"
-    ds.StudyTime = "101500"
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = number
-    ds.StudyDescription = "胸部CT"
-    ds.Rows = ds.Columns = 4
-    ds.BitsAllocated = 8
-    ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.PixelRepresentation = 0
-    ds.PixelData = bytes(16)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return dicom_file(
+        path,
+        study,
+        patient_id,
+        "330402S01",
+        body_part=None,
+        series=series,
+        number=number,
+        description="胸部CT",
+    )
 
 
 def test_study_with_two_instances(pipeline: Pipeline, tmp_path: Path) -> None:

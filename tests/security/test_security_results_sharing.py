@@ -10,21 +10,16 @@ older result where B's newer one is hidden. Runs on SQLite and PostgreSQL.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from results_region import BACKENDS, ServedRegion, served
 from security_seed import _enc, consent
 
-from rhip.config import Settings
 from rhip.fhir import systems
 from rhip.fhir.identifiers import make_citizen_id
-from rhip.security.audit import iter_entries
-from rhip_testkit import new_pg_database, running_server
 
 pytestmark = pytest.mark.xdist_group("security_results_sharing")
 LAB = "http://terminology.hl7.org/CodeSystem/observation-category"
@@ -120,20 +115,8 @@ def _seed(store: Any) -> str:
     return golden["rA"]
 
 
-@dataclass
-class Region:
-    """A running server with authentication on over the seeded region."""
-
-    base: str
-    app: Any
-    tokens: dict[str, str]
-    golden: str
-    windows_file: Path
-
-    def get(self, who: str, path: str, **params: str) -> httpx.Response:
-        """GET ``path`` under the FHIR base as ``who``."""
-        headers = {"Authorization": f"Bearer {self.tokens[who]}"}
-        return httpx.get(f"{self.base}/{path}", params=params, headers=headers, timeout=60)
+class Region(ServedRegion):
+    """The served region with this file's readers."""
 
     def lastn(self, who: str, **params: str) -> list[str]:
         """The Observation ids of ``Observation/$lastn``, in Bundle order."""
@@ -155,40 +138,12 @@ class Region:
             out[parts["code"]["code"]] = parts
         return out
 
-    def audit(self) -> list[dict[str, Any]]:
-        """Every audit entry so far."""
-        self.app.state.security.writer.flush()
-        return [entry for _, entry in iter_entries(self.app.state.store.engine)]
 
-
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(scope="module", params=BACKENDS)
 def region(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Region]:
     """uvicorn with authentication on over the seeded store (SQLite or PostgreSQL)."""
-    from rhip.api import create_app
-    from rhip.security.testing import issue_token
-    from rhip.store import Store
-
-    with ExitStack() as stack:
-        data_dir: Path = tmp_path_factory.mktemp("results_sharing")
-        url = (
-            f"sqlite:///{data_dir / 'rhip.sqlite'}"
-            if request.param == "sqlite"
-            else stack.enter_context(new_pg_database("rhip_results"))
-        )
-        store = Store(url)
-        stack.callback(store.close)
-        golden = _seed(store)
-        windows = data_dir / "windows.csv"
-        windows.write_text("loinc,days,group,group_zh\n", encoding="utf-8")
-        settings = Settings(
-            data_dir=data_dir, database_url=url, auth_enabled=True, recognition_windows_file=windows
-        )
-        app = create_app(store, settings)
-        tokens = {
-            name: issue_token(app, role=role, username=name, **kw) for name, (role, kw) in ACCOUNTS.items()
-        }
-        base = stack.enter_context(running_server(app)) + "/fhir"
-        yield Region(base, app, tokens, golden, windows)
+    with served(request.param, tmp_path_factory.mktemp("results_sharing"), _seed, ACCOUNTS) as parts:
+        yield Region(*parts)
 
 
 def test_lastn_max_1_gives_the_newest_per_code_across_both_facilities(region: Region) -> None:
@@ -292,7 +247,7 @@ def test_override_file_changes_the_windows(region: Region) -> None:
         assert tests[K]["recognised"] and tests[K]["window"]["value"] == 14
         assert not tests[HB]["recognised"] and tests[HB]["window"]["value"] == 2
     finally:
-        region.windows_file.write_text("loinc,days,group,group_zh\n", encoding="utf-8")
+        region.windows_file.write_text("code,days,group,group_zh\n", encoding="utf-8")
     assert region.prior("admin", "Patient/rA/$prior-results", code=K)[K]["window"]["value"] == 7
 
 
